@@ -1,0 +1,1 @@
+"""benchmarks: see ARCHITECTURE.md (not built yet)."""

@@ -1,0 +1,1 @@
+"""dvm_runtime: see ARCHITECTURE.md (not built yet)."""

@@ -1,0 +1,165 @@
+"""Executors. GraphExecutor compiles once into a flat kernel list over numbered slots and frees each
+buffer after its last use; PyNativeExecutor dispatches op by op through the registry with a kernel cache."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .backends import NUMPY
+from .errors import KernelError, MsgxError
+from .ir import Graph, Node, Value
+from .passes import _attr_key, _captured, _subgraphs
+
+
+def _call(kernel, node: Node, args):
+    try:
+        return kernel(*args)
+    except MsgxError:
+        raise
+    except (MemoryError, RecursionError) as e:
+        raise KernelError(f"node {node.describe()}: {type(e).__name__}") from None
+    except Exception as e:
+        raise KernelError(f"node {node.describe()} failed: {type(e).__name__}: {e}") from e
+
+
+class _Step:
+    __slots__ = ("node", "kernel", "ins", "outs", "free", "backend", "captures")
+
+    def __init__(self, node, kernel, ins, outs, free, backend, captures):
+        self.node, self.kernel, self.ins, self.outs = node, kernel, ins, outs
+        self.free, self.backend, self.captures = free, backend, captures
+
+
+def _captures_of(n: Node) -> tuple[Value, ...]:
+    """Outer values read by a node's subgraphs, in a fixed order."""
+    subs = list(_subgraphs(n))
+    return tuple(sorted(set().union(*(_captured(g) for g in subs)), key=id)) if subs else ()
+
+
+class GraphExecutor:
+    """Runs a graph compiled once: each node bound to a kernel from the first backend that supports it."""
+
+    def __init__(self, graph: Graph, backends: Sequence = (NUMPY,), outer: frozenset = frozenset(),
+                 on_compile: Callable | None = None):
+        self.graph = graph
+        slot: dict[Value, int] = {}
+
+        def index(v: Value) -> int:
+            if v not in slot:
+                slot[v] = len(slot)
+            return slot[v]
+
+        self.input_slots = [index(v) for v in graph.inputs]
+        self.outer_slots = [(v, index(v)) for v in outer]
+        const_slots = [(index(v), a) for v, a in graph.constants.items()]
+        self.steps: list[_Step] = []
+        last_use: dict[int, int] = {}
+        for i, n in enumerate(graph.nodes):
+            captures = _captures_of(n)
+            ins = [-1 if v is None else index(v) for v in n.inputs]
+            cap = [(v, index(v)) for v in captures]
+            for s in ins + [s for _, s in cap]:
+                last_use[s] = i
+            backend = next(b for b in backends if b.supports(n))
+            t0 = time.perf_counter()
+            kernel = backend.compile(n, run_subgraph if captures or any(True for _ in _subgraphs(n)) else None)
+            if on_compile:
+                on_compile(n, backend.name, time.perf_counter() - t0)
+            self.steps.append(_Step(n, kernel, ins, [index(v) for v in n.outputs], [], backend.name, cap))
+        keep = {index(v) for v in graph.outputs} | {s for s, _ in const_slots} | set(self.input_slots)
+        keep |= {s for _, s in self.outer_slots}
+        for s, i in last_use.items():
+            if s >= 0 and s not in keep:
+                self.steps[i].free.append(s)
+        # one extra slot, always None, stands for omitted optional inputs (index -1)
+        self.template: list = [None] * (len(slot) + 1)
+        for s, a in const_slots:
+            self.template[s] = a
+        self.output_slots = [index(v) for v in graph.outputs]
+
+    def run(self, inputs: Sequence, outer_env: dict | None = None, profile: Callable | None = None) -> list:
+        env = list(self.template)
+        for s, a in zip(self.input_slots, inputs):
+            env[s] = a
+        if outer_env:
+            for v, s in self.outer_slots:
+                env[s] = outer_env.get(v)
+        for st in self.steps:
+            args = [env[i] for i in st.ins]
+            t0 = time.perf_counter() if profile else 0.0
+            if st.captures:
+                outs = _call_in_scope(st.kernel, st.node, args, {v: env[s] for v, s in st.captures})
+            else:
+                outs = _call(st.kernel, st.node, args)
+            if profile:
+                profile(st, t0, time.perf_counter())
+            for s, a in zip(st.outs, outs):
+                env[s] = a
+            for s in st.free:
+                env[s] = None
+        return [env[s] for s in self.output_slots]
+
+
+_SCOPES = threading.local()  # per thread: stack of {Value: array} visible to running subgraphs
+
+
+def _call_in_scope(kernel, node: Node, args, scope: dict):
+    """Run a control-flow kernel with the values its subgraphs capture visible to run_subgraph."""
+    stack = _SCOPES.__dict__.setdefault("stack", [])
+    stack.append(scope)
+    try:
+        return _call(kernel, node, args)
+    finally:
+        stack.pop()
+
+
+_SUBGRAPH_EXECUTORS: dict[Graph, GraphExecutor] = {}
+
+
+def run_subgraph(g: Graph, inputs: Sequence) -> list:
+    """Run a subgraph (If/Loop/Scan body); captured outer values come from the innermost scope."""
+    stack = _SCOPES.__dict__.get("stack") or [{}]
+    executor = _SUBGRAPH_EXECUTORS.get(g)
+    if executor is None:
+        if len(_SUBGRAPH_EXECUTORS) > 1024:  # bound the cache for long-lived processes
+            _SUBGRAPH_EXECUTORS.clear()
+        executor = _SUBGRAPH_EXECUTORS[g] = GraphExecutor(g, outer=frozenset(_captured(g)))
+    return executor.run(list(inputs), outer_env=stack[-1])
+
+
+class PyNativeExecutor:
+    """Eager execution: each node is looked up in the registry when it runs; kernels are cached by op
+    signature (op, opset, attributes, input dtypes), as PyNative caches single-op kernels."""
+
+    def __init__(self, graph: Graph, backend=NUMPY):
+        self.graph, self.backend = graph, backend
+        self.cache: dict = {}
+
+    def kernel_for(self, node: Node, args):
+        if any(True for _ in _subgraphs(node)):
+            key = node  # subgraph kernels are specific to their node
+        else:
+            key = (node.op, node.domain, node.opset, _attr_key(tuple(sorted(node.attrs.items()))),
+                   tuple(getattr(a, "dtype", None) for a in args), len(node.outputs))
+        kernel = self.cache.get(key)
+        if kernel is None:
+            kernel = self.cache[key] = self.backend.compile(node, run_subgraph)
+        return kernel
+
+    def run(self, inputs: Sequence, outer_env: dict | None = None) -> list:
+        env: dict = dict(outer_env or {})
+        env.update(self.graph.constants)
+        env.update(zip(self.graph.inputs, inputs))
+        for n in self.graph.nodes:
+            args = [None if v is None else env[v] for v in n.inputs]
+            kernel = self.kernel_for(n, args)
+            captures = _captures_of(n)
+            if captures:
+                outs = _call_in_scope(kernel, n, args, {v: env.get(v) for v in captures})
+            else:
+                outs = _call(kernel, n, args)
+            env.update(zip(n.outputs, outs))
+        return [env[v] for v in self.graph.outputs]

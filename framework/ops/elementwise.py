@@ -1,0 +1,179 @@
+"""Elementwise ops: unary math, binary arithmetic, comparisons, logic, activations. Mostly one row each."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..ir import TensorType
+from .infer import broadcast, broadcast_to, same
+from .registry import Fusion, op
+
+E, B = Fusion.ELEMWISE, Fusion.BROADCAST
+
+
+def _keep(fn):
+    """Wrap a numpy ufunc so the result keeps the input dtype and stays an ndarray."""
+    def kernel(ctx, x):
+        with np.errstate(all="ignore"):
+            return np.asarray(fn(x)).astype(x.dtype, copy=False)
+    return kernel
+
+
+def _erf(x):
+    """erf with ~1e-7 accuracy: a Taylor series near zero (relative accuracy) and Numerical Recipes' erfc
+    Chebyshev fit elsewhere, both in float64."""
+    xf = np.asarray(x, dtype=np.float64)
+    a = np.abs(xf)
+    x2 = xf * xf
+    taylor = 1.1283791670955126 * xf * (1 - x2 / 3 + x2 * x2 / 10 - x2 ** 3 / 42 + x2 ** 4 / 216 - x2 ** 5 / 1320)
+    t = 1.0 / (1.0 + 0.5 * a)
+    poly = (-a * a - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
+        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
+            -0.82215223 + t * 0.17087277)))))))))
+    fit = np.sign(xf) * (1.0 - t * np.exp(poly))
+    return np.where(a < 0.5, taylor, fit)
+
+
+UNARY = {
+    "Abs": np.abs, "Neg": np.negative, "Exp": np.exp, "Log": np.log, "Sqrt": np.sqrt, "Reciprocal": np.reciprocal,
+    "Floor": np.floor, "Ceil": np.ceil, "Round": np.round, "Sign": np.sign, "Tanh": np.tanh,
+    "Sin": np.sin, "Cos": np.cos, "Tan": np.tan, "Asin": np.arcsin, "Acos": np.arccos, "Atan": np.arctan,
+    "Sinh": np.sinh, "Cosh": np.cosh, "Asinh": np.arcsinh, "Acosh": np.arccosh, "Atanh": np.arctanh,
+    "Erf": _erf, "Sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
+    "Relu": lambda x: np.maximum(x, np.zeros((), x.dtype)),
+    "Softsign": lambda x: x / (1 + np.abs(x)),
+    "Softplus": lambda x: np.logaddexp(0, x),
+    "Mish": lambda x: x * np.tanh(np.logaddexp(0, x)),
+    "HardSwish": lambda x: x * np.clip(x / 6 + 0.5, 0, 1),
+}
+for _name, _fn in UNARY.items():
+    op(_name, fusion=E, infer=same())(_keep(_fn))
+
+op("Not", fusion=E, infer=same())(lambda ctx, x: np.logical_not(x))
+op("BitwiseNot", fusion=E, infer=same())(lambda ctx, x: np.invert(x))
+op("IsNaN", fusion=E, infer=broadcast_to(np.bool_))(lambda ctx, x: np.isnan(x))
+
+
+@op("IsInf", fusion=E, attrs={"detect_negative": 1, "detect_positive": 1}, infer=broadcast_to(np.bool_))
+def _isinf(ctx, x):
+    neg = np.isneginf(x) if ctx["detect_negative"] else np.zeros(x.shape, bool)
+    pos = np.isposinf(x) if ctx["detect_positive"] else np.zeros(x.shape, bool)
+    return neg | pos
+
+
+def _int_div(a, b):
+    """ONNX integer Div truncates toward zero, like C."""
+    with np.errstate(all="ignore"):
+        q = np.abs(a) // np.where(b == 0, 1, np.abs(b))
+        return np.where((a < 0) != (b < 0), -q, q).astype(a.dtype)
+
+
+def _div(a, b):
+    if a.dtype.kind in "iu":
+        return _int_div(a, b)
+    return a / b
+
+
+def _pow(a, b):
+    if a.dtype.kind in "iu" and b.dtype.kind in "iu":
+        return np.power(a.astype(np.int64), b.astype(np.int64)).astype(a.dtype)
+    return np.power(a.astype(np.float64) if a.dtype.kind in "iu" else a, b).astype(a.dtype)
+
+
+BINARY = {
+    "Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": _div, "Pow": _pow,
+    "And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor,
+    "BitwiseAnd": np.bitwise_and, "BitwiseOr": np.bitwise_or, "BitwiseXor": np.bitwise_xor,
+}
+for _name, _fn in BINARY.items():
+    op(_name, fusion=B, infer=broadcast, shape_op=_name in ("Add", "Sub", "Mul", "Div"))(
+        lambda ctx, a, b, _fn=_fn: np.asarray(_fn(a, b)).astype(a.dtype, copy=False)
+        if a.dtype != object else _fn(a, b))
+
+COMPARE = {"Equal": np.equal, "Less": np.less, "LessOrEqual": np.less_equal, "Greater": np.greater,
+           "GreaterOrEqual": np.greater_equal}
+for _name, _fn in COMPARE.items():
+    op(_name, fusion=B, infer=broadcast_to(np.bool_))(lambda ctx, a, b, _fn=_fn: np.asarray(_fn(a, b)))
+
+
+@op("Mod", fusion=B, attrs={"fmod": 0}, infer=broadcast)
+def _mod(ctx, a, b):
+    with np.errstate(all="ignore"):
+        out = np.fmod(a, b) if ctx["fmod"] else np.mod(a, b)
+    return np.asarray(out).astype(a.dtype, copy=False)
+
+
+@op("BitShift", fusion=B, attrs={"direction": "LEFT"}, infer=broadcast)
+def _bitshift(ctx, a, b):
+    fn = np.left_shift if ctx["direction"] == "LEFT" else np.right_shift
+    return fn(a, b).astype(a.dtype)
+
+
+def _variadic(fn):
+    def kernel(ctx, *xs):
+        out = xs[0]
+        for x in xs[1:]:
+            out = fn(out, x)
+        return np.asarray(out).astype(xs[0].dtype, copy=False)
+    return kernel
+
+
+op("Sum", fusion=B, infer=broadcast)(_variadic(np.add))
+op("Max", fusion=B, infer=broadcast)(_variadic(np.maximum))
+op("Min", fusion=B, infer=broadcast)(_variadic(np.minimum))
+
+
+@op("Mean", fusion=B, infer=broadcast)
+def _mean(ctx, *xs):
+    return (_variadic(np.add)(ctx, *xs) / len(xs)).astype(xs[0].dtype)
+
+
+@op("Where", fusion=B, infer=lambda ctx, c, x, y: TensorType(x.dtype, broadcast(ctx, c, x, y).shape))
+def _where(ctx, c, x, y):
+    return np.where(c, x, y)
+
+
+def _act(name, attrs, fn):
+    op(name, fusion=E, attrs=attrs, infer=same())(
+        lambda ctx, x: np.asarray(fn(ctx, x)).astype(x.dtype, copy=False))
+
+
+_act("LeakyRelu", {"alpha": 0.01}, lambda c, x: np.where(x >= 0, x, x * c["alpha"]))
+_act("Elu", {"alpha": 1.0}, lambda c, x: np.where(x > 0, x, c["alpha"] * np.expm1(np.minimum(x, 0))))
+_act("Celu", {"alpha": 1.0}, lambda c, x: np.maximum(0, x) + np.minimum(0, c["alpha"] * np.expm1(x / c["alpha"])))
+_act("Selu", {"alpha": 1.67326319217681884765625, "gamma": 1.05070102214813232421875},
+     lambda c, x: c["gamma"] * np.where(x > 0, x, c["alpha"] * np.expm1(np.minimum(x, 0))))
+_act("ThresholdedRelu", {"alpha": 1.0}, lambda c, x: np.where(x > c["alpha"], x, 0))
+_act("HardSigmoid", {"alpha": 0.2, "beta": 0.5}, lambda c, x: np.clip(c["alpha"] * x + c["beta"], 0, 1))
+_act("Shrink", {"bias": 0.0, "lambd": 0.5},
+     lambda c, x: np.where(x < -c["lambd"], x + c["bias"], np.where(x > c["lambd"], x - c["bias"], 0)))
+_act("Swish", {"alpha": 1.0}, lambda c, x: x / (1 + np.exp(-c["alpha"] * x)))
+
+
+@op("Gelu", since=20, fusion=E, attrs={"approximate": "none"}, infer=same())
+def _gelu(ctx, x):
+    if ctx["approximate"] == "tanh":
+        y = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+    else:
+        y = 0.5 * x * (1 + _erf(x / math.sqrt(2)))
+    return np.asarray(y).astype(x.dtype)
+
+
+@op("PRelu", fusion=B, infer=broadcast)
+def _prelu(ctx, x, slope):
+    return np.where(x >= 0, x, x * slope).astype(x.dtype)
+
+
+@op("Clip", fusion=E, infer=same(), attrs={"min": -3.4028234663852886e38, "max": 3.4028234663852886e38})
+def _clip_v1(ctx, x):
+    return np.clip(x, ctx["min"], ctx["max"]).astype(x.dtype)
+
+
+@op("Clip", since=11, fusion=E, infer=same())
+def _clip(ctx, x, lo=None, hi=None):
+    if lo is not None:
+        x = np.maximum(x, lo)
+    if hi is not None:
+        x = np.minimum(x, hi)
+    return x

@@ -1,0 +1,200 @@
+"""O0 passes, each a Graph -> Graph function: symbolic shape inference, constant folding, DCE, CSE."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import ops
+from .errors import MsgxError, ShapeError
+from .ir import UNKNOWN, Graph, Node, TensorType, Value, substitute
+
+FOLD_LIMIT = 1 << 20  # elements; folding bigger tensors trades memory for nothing
+
+
+def _subgraphs(node: Node):
+    for a in node.attrs.values():
+        for g in (a if isinstance(a, tuple) else (a,)):
+            if isinstance(g, Graph):
+                yield g
+
+
+def _known(v: Value, consts: dict) -> np.ndarray | None:
+    return None if v is None else consts.get(v)
+
+
+def infer_shapes(graph: Graph, consts: dict | None = None) -> Graph:
+    """Recompute every node's output types with the registry's symbolic rules.
+
+    Small integer tensors derived from shapes (Shape -> Gather -> Concat ...) are evaluated on symbolic
+    dims, so a Reshape fed by such a chain gets symbolic output dims. Where our rule is missing or fails,
+    the type from ONNX's own inference (already on the value) is kept.
+    """
+    consts = dict(graph.constants) if consts is None else {**consts, **graph.constants}
+    mapping: dict[Value, Value] = {}
+    new_nodes = []
+    for n in graph.nodes:
+        ins = tuple(None if v is None else mapping.get(v, v) for v in n.inputs)
+        opdef = ops.get(n.op, n.domain, n.opset, n.name)
+        attrs = {**opdef.attrs, **n.attrs}
+        types = _infer_node(n, opdef, attrs, ins, consts)
+        outs = []
+        for v, t in zip(n.outputs, types):
+            nv = v if t == v.type else Value(_merge(t, v.type), v.name)
+            mapping[v] = nv
+            outs.append(nv)
+        node = Node(n.op, ins, tuple(outs), n.attrs, n.domain, n.opset, n.name)
+        new_nodes.append(node)
+        _propagate_value(node, opdef, attrs, consts)
+    return substitute(graph.replace(nodes=tuple(new_nodes)), mapping)
+
+
+def _infer_node(n: Node, opdef, attrs, ins, consts) -> list:
+    if opdef.infer is None:
+        return [v.type for v in n.outputs]
+    ctx = ops.Ctx(attrs, len(n.outputs), n.opset, n.name, tuple(_known(v, consts) for v in ins))
+    try:
+        result = opdef.infer(ctx, *(v.type if v is not None else None for v in ins))
+    except ShapeError as e:
+        raise ShapeError(f"node {n.describe()}: {e}") from None
+    except Exception:  # a rule that cannot handle unknown ranks etc.: keep ONNX's answer
+        return [v.type for v in n.outputs]
+    result = list(result) if isinstance(result, (tuple, list)) else [result]
+    return result + [v.type for v in n.outputs[len(result):]]
+
+
+def _merge(ours, onnx_type):
+    """Prefer our (symbolic) answer; fill what it leaves unknown from ONNX's."""
+    if not isinstance(ours, TensorType) or not isinstance(onnx_type, TensorType):
+        return ours if ours is not None and ours != UNKNOWN else onnx_type
+    dtype = ours.dtype if ours.dtype is not None else onnx_type.dtype
+    shape = ours.shape if ours.shape is not None else onnx_type.shape
+    return TensorType(dtype, shape)
+
+
+def _propagate_value(node: Node, opdef, attrs, consts) -> None:
+    """Record compile-time values of shape computations (maybe symbolic) for later inference rules."""
+    if node.op == "Shape" and node.domain == "":
+        t = node.inputs[0].type
+        if isinstance(t, TensorType) and t.shape is not None:
+            start, end = attrs.get("start", 0), attrs.get("end", None)
+            dims = list(t.shape)[slice(start, end)]
+            arr = np.array(dims, dtype=np.int64 if all(isinstance(d, int) for d in dims) else object)
+            consts[node.outputs[0]] = arr
+        return
+    if not opdef.shape_op or not opdef.deterministic:
+        return
+    values = [_known(v, consts) for v in node.inputs]
+    if any(v is None for v in values if v is not None) or any(
+            v is not None and values[i] is None for i, v in enumerate(node.inputs)):
+        return
+    if all(v is None or v.size <= 64 for v in values):
+        try:
+            out = opdef.ref(ops.Ctx(attrs, len(node.outputs), node.opset, node.name), *values)
+        except Exception:  # symbolic evaluation is best effort
+            return
+        for v, a in zip(node.outputs, out if isinstance(out, tuple) else (out,)):
+            consts[v] = np.asarray(a)
+
+
+def fold_constants(graph: Graph) -> Graph:
+    """Evaluate nodes whose inputs are all constants (and Shape of static shapes) at compile time."""
+    constants = dict(graph.constants)
+    kept = []
+    for n in graph.nodes:
+        value = _fold(n, constants)
+        if value is None:
+            kept.append(n)
+            continue
+        for v, a in zip(n.outputs, value):
+            constants[v] = a
+    return graph.replace(nodes=tuple(kept), constants=constants)
+
+
+def _fold(n: Node, constants) -> list[np.ndarray] | None:
+    opdef = ops.get(n.op, n.domain, n.opset, n.name)
+    if not opdef.deterministic or any(True for _ in _subgraphs(n)):
+        return None
+    attrs = {**opdef.attrs, **n.attrs}
+    if n.op == "Shape" and n.domain == "":
+        t = n.inputs[0].type
+        if not (isinstance(t, TensorType) and t.is_static):
+            return None
+        values = [np.zeros(t.shape, dtype=np.uint8)]  # only the shape matters to the kernel
+    else:
+        if any(v is not None and v not in constants for v in n.inputs):
+            return None
+        values = [None if v is None else constants[v] for v in n.inputs]
+    try:
+        out = opdef.ref(ops.Ctx(attrs, len(n.outputs), n.opset, n.name), *values)
+    except MsgxError:
+        return None  # leave the error to run time, where it names the feed that caused it
+    except Exception:
+        return None
+    out = [np.asarray(a) for a in (out if isinstance(out, (tuple, list)) else (out,))]
+    if len(out) != len(n.outputs) or any(a.dtype == object and a.size and not isinstance(
+            a.flat[0], str) for a in out) or sum(a.size for a in out) > FOLD_LIMIT:
+        return None
+    return out
+
+
+def eliminate_dead_code(graph: Graph) -> Graph:
+    """Drop nodes and constants no output depends on (subgraph captures count as uses)."""
+    live = set(graph.outputs)
+    kept = []
+    for n in reversed(graph.nodes):
+        if not any(v in live for v in n.outputs) and ops.get(n.op, n.domain, n.opset).deterministic:
+            continue
+        kept.append(n)
+        live.update(v for v in n.inputs if v is not None)
+        for g in _subgraphs(n):
+            live.update(_captured(g))
+    constants = {v: a for v, a in graph.constants.items() if v in live}
+    return graph.replace(nodes=tuple(reversed(kept)), constants=constants)
+
+
+def _captured(g: Graph) -> set[Value]:
+    """Values a subgraph reads from enclosing scopes."""
+    local = set(g.inputs) | set(g.constants) | {v for n in g.nodes for v in n.outputs}
+    used = {v for n in g.nodes for v in n.inputs if v is not None} | set(g.outputs)
+    for n in g.nodes:
+        for sub in _subgraphs(n):
+            used |= _captured(sub)
+    return used - local
+
+
+def _attr_key(value):
+    if isinstance(value, np.ndarray):
+        return ("array", value.dtype.str, value.shape, value.tobytes() if value.dtype != object else repr(value))
+    if isinstance(value, (list, tuple)):
+        return tuple(_attr_key(v) for v in value)
+    if isinstance(value, Graph):
+        return ("graph", id(value))
+    return value
+
+
+def eliminate_common_subexpressions(graph: Graph) -> Graph:
+    """Merge nodes with the same op, attributes and inputs, and identical small constants."""
+    mapping: dict[Value, Value] = {}
+    seen_consts: dict = {}
+    constants = {}
+    for v, a in graph.constants.items():
+        key = _attr_key(a) if a.size <= 64 else ("big", id(a))
+        if key in seen_consts and seen_consts[key].type == v.type:
+            mapping[v] = seen_consts[key]
+        else:
+            seen_consts[key] = v
+            constants[v] = a
+    seen: dict = {}
+    kept = []
+    for n in graph.nodes:
+        ins = tuple(None if v is None else mapping.get(v, v) for v in n.inputs)
+        deterministic = ops.get(n.op, n.domain, n.opset).deterministic
+        key = (n.op, n.domain, n.opset, tuple(id(v) for v in ins), _attr_key(tuple(sorted(n.attrs.items()))))
+        if deterministic and key in seen:
+            for old, new in zip(n.outputs, seen[key].outputs):
+                mapping[old] = new
+            continue
+        node = Node(n.op, ins, n.outputs, n.attrs, n.domain, n.opset, n.name)
+        seen[key] = node
+        kept.append(node)
+    # graph outputs that merged into another value keep their own Value (and name) via the mapping
+    return substitute(graph.replace(nodes=tuple(kept), constants=constants), mapping)

@@ -1,0 +1,162 @@
+"""InferenceSession: onnxruntime's API shape over msgx's two executors."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from . import context
+from .dtypes import type_string
+from .errors import InputNameError, InputShapeError, InputTypeError, MsgxError
+from .compile import run_passes
+from .executor import GraphExecutor, PyNativeExecutor
+from .ir import Graph, SequenceType, TensorType, Value
+from .onnx_frontend import import_model
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """What get_inputs()/get_outputs() return, like onnxruntime's NodeArg."""
+
+    name: str
+    shape: list | None
+    type: str
+
+
+def _node_arg(v: Value) -> NodeArg:
+    t = v.type
+    if isinstance(t, TensorType):
+        shape = None if t.shape is None else [d if isinstance(d, int) else str(d) for d in t.shape]
+        return NodeArg(v.name, shape, type_string(t.dtype))
+    if isinstance(t, SequenceType):
+        return NodeArg(v.name, None, f"seq({type_string(t.elem.dtype)})")
+    return NodeArg(v.name, None, str(t))
+
+
+class InferenceSession:
+    """Load a model (path, bytes or onnx.ModelProto) and run it in graph or PyNative mode."""
+
+    def __init__(self, model, mode: str | int | None = None, jit_level: str | None = None,
+                 graph_kernel_flags: str | None = None, check_ir: bool = False):
+        self.mode = context.normalize_mode(context.get_context("mode") if mode is None else mode)
+        self.jit_level = context.normalize_jit_level(
+            context.get_context("jit_level") if jit_level is None else jit_level)
+        self.graph_kernel_flags = context.get_context("graph_kernel_flags") if graph_kernel_flags is None \
+            else graph_kernel_flags
+        t0 = time.perf_counter()
+        self.model_graph: Graph = import_model(model)
+        self.pass_times: dict[str, float] = {}
+        compile_times: dict[str, float] = {}
+
+        def on_pass(name, graph, seconds):
+            self.pass_times[name] = self.pass_times.get(name, 0.0) + seconds
+
+        def on_compile(node, backend, seconds):
+            compile_times[backend] = compile_times.get(backend, 0.0) + seconds
+
+        if self.mode == context.GRAPH_MODE:
+            self.graph = run_passes(self.model_graph, self.jit_level, check=check_ir, on_pass=on_pass)
+            self._executor = GraphExecutor(self.graph, on_compile=on_compile)
+            backends: dict[str, int] = {}
+            for st in self._executor.steps:
+                backends[st.backend] = backends.get(st.backend, 0) + 1
+        else:
+            self.graph = self.model_graph
+            self._executor = PyNativeExecutor(self.graph)
+            backends = {"numpy": len(self.graph.nodes)}
+        self._inputs = {v.name: v for v in self.graph.inputs}
+        self._outputs = [v.name for v in self.graph.outputs]
+        self.stats: dict[str, Any] = {
+            "mode": "graph" if self.mode == context.GRAPH_MODE else "pynative",
+            "jit_level": self.jit_level,
+            "nodes": len(self.graph.nodes),
+            "nodes_in_model": len(self.model_graph.nodes),
+            "backends": backends,
+            "fusion": "not available yet: O1 runs the O0 pipeline" if self.jit_level == "O1" else "off (O0)",
+            "clusters": 0,
+            "fallbacks": {},
+            "compile_seconds": time.perf_counter() - t0,
+            "pass_seconds": self.pass_times,
+            "kernel_compile_seconds": compile_times,
+        }
+
+    def get_inputs(self) -> list[NodeArg]:
+        return [_node_arg(v) for v in self.graph.inputs]
+
+    def get_outputs(self) -> list[NodeArg]:
+        return [_node_arg(v) for v in self.graph.outputs]
+
+    def run(self, output_names: Sequence[str] | None, feed: Mapping[str, Any], **_options) -> list:
+        """Run the model; returns the requested outputs (all when output_names is None) in order."""
+        arrays = self._check_feed(feed)
+        if output_names is None:
+            wanted = list(range(len(self._outputs)))
+        else:
+            if isinstance(output_names, str):
+                output_names = [output_names]
+            unknown = [n for n in output_names if n not in self._outputs]
+            if unknown:
+                raise InputNameError(f"unknown output name(s) {unknown}; the model's outputs are {self._outputs}")
+            wanted = [self._outputs.index(n) for n in output_names]
+        results = self._executor.run(arrays)
+        fresh = set(self.graph.inputs) | set(self.graph.constants)
+        out = []
+        for i in wanted:
+            r = results[i]
+            # a graph output that is a constant or an input must not alias our tables or the caller's feed
+            out.append(r.copy() if isinstance(r, np.ndarray) and self.graph.outputs[i] in fresh else r)
+        return out
+
+    def _check_feed(self, feed: Mapping[str, Any]) -> list:
+        if not isinstance(feed, Mapping):
+            raise InputNameError(f"feed must be a dict of input name -> array, not {type(feed).__name__}")
+        unknown = [k for k in feed if k not in self._inputs]
+        if unknown:
+            raise InputNameError(f"unknown input name(s) {unknown}; the model's inputs are {list(self._inputs)}")
+        missing = [k for k in self._inputs if k not in feed]
+        if missing:
+            raise InputNameError(f"missing input(s) {missing}; the model's inputs are {list(self._inputs)}")
+        bound: dict = {}
+        arrays = []
+        for name, v in self._inputs.items():
+            arrays.append(_check_value(name, v.type, feed[name], bound))
+        return arrays
+
+
+def _check_value(name: str, t, value, bound: dict):
+    if not isinstance(t, TensorType):
+        return value  # sequences and optionals are passed through as given
+    if isinstance(value, np.ndarray):
+        arr = value
+    else:
+        try:
+            arr = np.asarray(value, dtype=t.dtype)
+        except (TypeError, ValueError) as e:
+            raise InputTypeError(f"input {name!r}: cannot convert {type(value).__name__} to "
+                                 f"{type_string(t.dtype)}: {e}") from None
+    if t.dtype is not None and arr.dtype != t.dtype:
+        raise InputTypeError(f"input {name!r}: expected {type_string(t.dtype)}, got {type_string(arr.dtype)}")
+    if t.shape is None:
+        return arr
+    if arr.ndim != len(t.shape):
+        raise InputShapeError(f"input {name!r}: expected rank {len(t.shape)} "
+                              f"{_shape_text(t.shape)}, got rank {arr.ndim} {list(arr.shape)}")
+    for axis, (want, got) in enumerate(zip(t.shape, arr.shape)):
+        if isinstance(want, int):
+            if want != got:
+                raise InputShapeError(f"input {name!r}: dim {axis} must be {want}, got {got} "
+                                      f"(expected {_shape_text(t.shape)}, got {list(arr.shape)})")
+        elif want.is_Symbol:
+            if bound.setdefault(want, got) != got:
+                raise InputShapeError(f"input {name!r}: dim {axis} ({want}) is {got}, but another input "
+                                      f"bound {want} to {bound[want]}")
+    return arr
+
+
+def _shape_text(shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+__all__ = ["InferenceSession", "NodeArg", "MsgxError"]

@@ -1,0 +1,1 @@
+"""graph_kernel: see ARCHITECTURE.md (not built yet)."""

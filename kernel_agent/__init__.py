@@ -1,0 +1,1 @@
+"""kernel_agent: see ARCHITECTURE.md (not built yet)."""

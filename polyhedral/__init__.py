@@ -1,0 +1,1 @@
+"""polyhedral: see ARCHITECTURE.md (not built yet)."""
