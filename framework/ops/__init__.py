@@ -1,6 +1,9 @@
 """The op registry and its op families. Importing this package registers every op."""
 from .registry import DOMAIN_ALIASES, Ctx, Fusion, OpDef, all_ops, get, lookup, op, register
 
-from . import elementwise  # noqa: E402,F401  (registration side effects)
+# registration side effects, one module per op family
+from . import elementwise, tensor, cast, sequence  # noqa: E402,F401
+from . import nn, conv, norm, rnn, attention  # noqa: E402,F401
+from . import math, reduce, quant, signal, misc, control  # noqa: E402,F401
 
 __all__ = ["Ctx", "Fusion", "OpDef", "all_ops", "get", "lookup", "op", "register", "DOMAIN_ALIASES"]
