@@ -1,1 +1,1 @@
-"""benchmarks: see ARCHITECTURE.md (not built yet)."""
+"""Benchmarks: one harness (harness.py), peers (peers.py) and suites; `python -m benchmarks models`."""

@@ -100,15 +100,15 @@ def to_array(t: onnx.TensorProto) -> np.ndarray:
 
 class _Importer:
     def __init__(self, proto: onnx.ModelProto):
-        self.opsets = {o.domain or "": o.version for o in proto.opset_import}
-        self.opsets.setdefault("", MAX_OPSET if not proto.opset_import else self.opsets.get("ai.onnx", 1))
-        if "ai.onnx" in self.opsets:
-            self.opsets[""] = self.opsets.pop("ai.onnx")
+        self.opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in proto.opset_import}
+        self.opsets.setdefault("", MAX_OPSET)  # a model importing no default opset uses no default-domain op
         if self.opsets[""] > MAX_OPSET or self.opsets[""] < 1:
             raise UnsupportedOpError("*", "", self.opsets[""], why=f"opset must be 1..{MAX_OPSET}")
         self.fresh = itertools.count()
         self.dims: dict[str, object] = {}
-        self.functions = {(f.domain, f.name): f for f in proto.functions}
+        for f in proto.functions:
+            for o in f.opset_import:
+                self.opsets.setdefault(o.domain, o.version)
 
     def type_of(self, tp: onnx.TypeProto):
         kind = tp.WhichOneof("value")
@@ -261,25 +261,37 @@ def _free_names(n: onnx.NodeProto) -> set[str]:
 
 def import_model(model, base_dir=None) -> Graph:
     """Load and convert a model; types come from ONNX shape inference, refined by ours (symbolic)."""
+    from .functions import inline_functions
     from .passes import infer_shapes
 
     proto, _ = load_model(model, base_dir)
+    importer = _Importer(proto)
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
     except Exception:  # ONNX's inference is advisory; ours runs after it either way
         inferred = proto
-    importer = _Importer(proto)
-    hints = {vi.name: vi.type for vi in inferred.graph.value_info}
+    hints = {vi.name: vi.type for vi in list(inferred.graph.value_info) + list(inferred.graph.input)}
     try:
+        if proto.functions or any(ops.lookup(n.op_type, n.domain, importer.opsets.get(n.domain, 1)) is None
+                                  for n in _proto_nodes(proto.graph)):
+            proto = inline_functions(proto, importer.opsets, hints)
         graph = importer.graph(proto.graph, {}, hints)
     except MsgxError:
         raise
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as e:
         raise ModelError(f"malformed model: {type(e).__name__}: {e}") from None
     verify(graph)
     for n in _all_nodes(graph):
         ops.get(n.op, n.domain, n.opset, n.name or n.op)
     return infer_shapes(graph)
+
+
+def _proto_nodes(g: onnx.GraphProto):
+    for n in g.node:
+        yield n
+        for a in n.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                yield from _proto_nodes(sub)
 
 
 def _all_nodes(graph: Graph):

@@ -129,7 +129,10 @@ def _fold(n: Node, constants) -> list[np.ndarray] | None:
         return None  # leave the error to run time, where it names the feed that caused it
     except Exception:
         return None
-    out = [np.asarray(a) for a in (out if isinstance(out, (tuple, list)) else (out,))]
+    out = list(out) if isinstance(out, (tuple, list)) else [out]
+    if any(not isinstance(a, (np.ndarray, np.generic)) for a in out):
+        return None  # sequences and optionals stay runtime values
+    out = [np.asarray(a) for a in out]
     if len(out) != len(n.outputs) or any(a.dtype == object and a.size and not isinstance(
             a.flat[0], str) for a in out) or sum(a.size for a in out) > FOLD_LIMIT:
         return None

@@ -101,13 +101,8 @@ class InferenceSession:
                 raise InputNameError(f"unknown output name(s) {unknown}; the model's outputs are {self._outputs}")
             wanted = [self._outputs.index(n) for n in output_names]
         results = self._executor.run(arrays)
-        fresh = set(self.graph.inputs) | set(self.graph.constants)
-        out = []
-        for i in wanted:
-            r = results[i]
-            # a graph output that is a constant or an input must not alias our tables or the caller's feed
-            out.append(r.copy() if isinstance(r, np.ndarray) and self.graph.outputs[i] in fresh else r)
-        return out
+        owned = {id(a) for a in self.graph.constants.values()} | {id(a) for a in arrays}
+        return [_detach(results[i], owned) for i in wanted]
 
     def _check_feed(self, feed: Mapping[str, Any]) -> list:
         if not isinstance(feed, Mapping):
@@ -123,6 +118,16 @@ class InferenceSession:
         for name, v in self._inputs.items():
             arrays.append(_check_value(name, v.type, feed[name], bound))
         return arrays
+
+
+def _detach(result, owned: set[int]):
+    """Copy an output that is (a view of) a constant or a feed, so callers never alias our tables or theirs."""
+    base = result
+    while isinstance(base, np.ndarray):
+        if id(base) in owned:
+            return result.copy()
+        base = base.base
+    return result
 
 
 def _check_value(name: str, t, value, bound: dict):

@@ -59,6 +59,19 @@ def _compare(name, want, got, rtol, atol) -> str | None:
     return f"{name}: values differ (max abs err {err:.3g})"
 
 
+def _data(value):
+    """Test data may be arrays, TensorProtos (exotic dtypes), sequences (lists) or optionals (None)."""
+    from onnx import TensorProto, numpy_helper
+    if isinstance(value, TensorProto):
+        arr = numpy_helper.to_array(value)
+        return arr.astype(object) if arr.dtype.kind in "SU" else arr
+    if isinstance(value, list):
+        return [_data(v) for v in value]
+    if isinstance(value, np.ndarray) and value.dtype.kind in "SU":
+        return value.astype(object)
+    return value
+
+
 def run_case(case, mode: str = "graph") -> str | None:
     """None when the case passes, else a one-line reason."""
     try:
@@ -69,7 +82,8 @@ def run_case(case, mode: str = "graph") -> str | None:
         return f"load CRASH: {type(e).__name__}: {e}".splitlines()[0][:200]
     names = [i.name for i in case.model.graph.input]
     for inputs, outputs in case.data_sets:
-        feed = dict(zip(names, inputs))
+        feed = {n: _data(v) for n, v in zip(names, inputs)}
+        outputs = [_data(v) for v in outputs]
         try:
             with np.errstate(all="ignore"):
                 got = sess.run(None, feed)
@@ -96,9 +110,24 @@ def run_all(mode: str = "graph", op: str | None = None, progress=False) -> dict[
     return results
 
 
-def expected_failures() -> set[str]:
-    with open(EXPECTED_FAILURES) as f:
-        return {line.split()[0] for line in f if line.strip() and not line.startswith("#")}
+def expected_failures(mode: str) -> set[str]:
+    """Cases listed as failing in `mode`: lines of `MODE CASE  # reason`."""
+    try:
+        with open(EXPECTED_FAILURES) as f:
+            rows = [line.split("#")[0].split() for line in f if line.strip() and not line.startswith("#")]
+    except FileNotFoundError:
+        return set()
+    return {r[1] for r in rows if len(r) >= 2 and r[0] == mode}
+
+
+def write_expected() -> None:
+    lines = ["# ONNX node cases msgx fails today, per executor; this list may only shrink.\n"]
+    for mode in ("graph", "pynative"):
+        for name, why in sorted(run_all(mode).items()):
+            if why is not None:
+                lines.append(f"{mode} {name}  # {why.replace(chr(10), ' ')[:160]}\n")
+    with open(EXPECTED_FAILURES, "w") as f:
+        f.writelines(lines)
 
 
 def main(argv=None):
@@ -107,7 +136,11 @@ def main(argv=None):
     p.add_argument("--op", default=None, help="only cases whose model uses this op type")
     p.add_argument("--report", default=None, help="write the per-case report here")
     p.add_argument("--failures-only", action="store_true")
+    p.add_argument("--write-expected", action="store_true", help="rewrite tests/framework/expected_failures.txt")
     args = p.parse_args(argv)
+    if args.write_expected:
+        write_expected()
+        return
     results = run_all(args.mode, args.op, progress=True)
     lines = [f"{name}\t{'pass' if why is None else 'fail: ' + why}" for name, why in sorted(results.items())]
     out = "\n".join(line for line in lines if not (args.failures_only and line.endswith("\tpass")))

@@ -1,1 +1,149 @@
-"""(op family: being written)"""
+"""Linear algebra ops: MatMul, Gemm, Einsum, Det. MatMul/Gemm are on every benchmark's hot path: they call
+BLAS directly on the input dtype, never upcast, and only copy where the dtype must change."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..ir import TensorType
+from .infer import broadcast_shapes
+from .registry import Fusion, op
+
+OUT = Fusion.OUT_FUSABLE
+
+
+def _same_dim(a, b, what):
+    """Check two contraction dims agree where both are known ints; prefer the int one."""
+    if isinstance(a, int) and isinstance(b, int) and a != b:
+        raise ShapeError(f"{what}: inner dims {a} and {b} differ")
+    return a if isinstance(a, int) else b
+
+
+def matmul_shape(sa, sb):
+    """numpy matmul output shape on symbolic dims, with the 1-D promotion rules."""
+    if sa is None or sb is None:
+        return None
+    if len(sa) == 0 or len(sb) == 0:
+        raise ShapeError("MatMul inputs must have rank >= 1")
+    a = (1,) + tuple(sa) if len(sa) == 1 else tuple(sa)
+    b = tuple(sb) + (1,) if len(sb) == 1 else tuple(sb)
+    _same_dim(a[-1], b[-2], "MatMul")
+    out = broadcast_shapes(a[:-2], b[:-2]) + (a[-2], b[-1])
+    if len(sb) == 1:
+        out = out[:-1]
+    if len(sa) == 1:
+        out = out[:-2] + out[-1:] if len(sb) != 1 else out[:-1]
+    return out
+
+
+def _infer_matmul(ctx, a, b):
+    return TensorType(a.dtype, matmul_shape(a.shape, b.shape))
+
+
+@op("MatMul", fusion=OUT, infer=_infer_matmul)
+def _matmul(ctx, a, b):
+    if a.dtype != b.dtype and a.dtype != object:
+        b = b.astype(a.dtype)
+    if a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:
+        # [..., K] @ [K, N] as one [rows, K] GEMM: numpy would call BLAS once per leading index (3x slower)
+        out = np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + (b.shape[1],))
+    else:
+        out = np.matmul(a, b)
+    return out if out.dtype == a.dtype else out.astype(a.dtype)
+
+
+def _infer_gemm(ctx, a, b, c=None):
+    if a.shape is None or b.shape is None:
+        return TensorType(a.dtype, None)
+    if len(a.shape) != 2 or len(b.shape) != 2:
+        raise ShapeError(f"Gemm inputs must be 2-D, got ranks {len(a.shape)} and {len(b.shape)}")
+    m, ka = a.shape[::-1] if ctx["transA"] else a.shape
+    kb, n = b.shape[::-1] if ctx["transB"] else b.shape
+    _same_dim(ka, kb, "Gemm")
+    return TensorType(a.dtype, (m, n))
+
+
+@op("Gemm", fusion=OUT, attrs={"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0, "broadcast": 0},
+    infer=_infer_gemm)
+def _gemm(ctx, a, b, c=None):
+    dtype = a.dtype
+    if ctx["transA"]:
+        a = a.T  # a view: BLAS handles transposed operands without a copy
+    if ctx["transB"]:
+        b = b.T
+    y = np.matmul(a, b)
+    alpha, beta = ctx["alpha"], ctx["beta"]
+    if dtype.kind == "f" and y.dtype == dtype:
+        if alpha != 1.0:
+            y *= dtype.type(alpha)  # in place: keeps float32 and avoids a temporary
+        if c is not None and beta != 0.0:
+            if beta == 1.0:
+                y += c
+            else:
+                y += dtype.type(beta) * c
+        return y
+    y = y.astype(np.float64) * alpha if alpha != 1.0 else y
+    if c is not None and beta != 0.0:
+        y = y + (c if beta == 1.0 else c.astype(np.float64) * beta)
+    return np.asarray(y).astype(dtype, copy=False)
+
+
+def _einsum_terms(equation: str):
+    eq = equation.replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    return lhs.split(","), (rhs if arrow else None)
+
+
+def _infer_einsum(ctx, *types):
+    terms, rhs = _einsum_terms(ctx["equation"])
+    if len(terms) != len(types):
+        raise ShapeError(f"Einsum equation has {len(terms)} operands but {len(types)} inputs")
+    if any(t.shape is None for t in types):
+        return TensorType(types[0].dtype, None)
+    dims, ell, counts = {}, (), {}
+    for term, t in zip(terms, types):
+        letters = term.replace("...", "")
+        n_ell = len(t.shape) - len(letters)
+        if ("..." not in term and n_ell != 0) or n_ell < 0:
+            raise ShapeError(f"Einsum term {term!r} does not match rank {len(t.shape)}")
+        shape = list(t.shape)
+        if "..." in term:
+            pre = term.index("...")
+            ell = broadcast_shapes(ell, tuple(shape[pre:pre + n_ell]))
+            shape = shape[:pre] + shape[pre + n_ell:]
+        for ch, d in zip(letters, shape):
+            counts[ch] = counts.get(ch, 0) + 1
+            if ch in dims and dims[ch] != 1 and d != 1:
+                dims[ch] = _same_dim(dims[ch], d, "Einsum")
+            elif ch not in dims or dims[ch] == 1:
+                dims[ch] = d
+    if rhs is None:
+        rhs = ("..." if ell else "") + "".join(sorted(c for c, k in counts.items() if k == 1))
+    if "..." in rhs:
+        pre, post = rhs.split("...")
+        out = [dims[c] for c in pre] + list(ell) + [dims[c] for c in post]
+    else:
+        out = [dims[c] for c in rhs]
+    return TensorType(types[0].dtype, tuple(out))
+
+
+@op("Einsum", since=12, fusion=OUT, attrs={"equation": ""}, infer=_infer_einsum)
+def _einsum(ctx, *xs):
+    eq = ctx["equation"].replace(" ", "")
+    dtype = xs[0].dtype
+    if dtype.type.__module__.startswith("ml_dtypes"):  # numpy's einsum lacks bfloat16/float8 loops
+        xs = [x.astype(np.float32) for x in xs]
+    out = np.einsum(eq, *xs, optimize=len(xs) > 2)
+    return np.asarray(out).astype(dtype, copy=False)
+
+
+def _infer_det(ctx, x):
+    if x.shape is None:
+        return TensorType(x.dtype, None)
+    return TensorType(x.dtype, tuple(x.shape[:-2]))
+
+
+@op("Det", since=11, infer=_infer_det)
+def _det(ctx, x):
+    work = x if x.dtype in (np.float32, np.float64) else x.astype(np.float32)
+    return np.asarray(np.linalg.det(work)).astype(x.dtype, copy=False)

@@ -1,0 +1,19 @@
+"""`python -m benchmarks SUITE [args]`: run a suite's main(args) (the same as `msgx bench SUITE`)."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+SUITES = ("models",)
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in SUITES:
+        print(f"usage: python -m benchmarks {{{','.join(SUITES)}}} [suite options]", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    return importlib.import_module(f"benchmarks.{argv[0]}").main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Peers we compare against: onnxruntime (same threads, no spinning), numpy op by op, PyTorch if installed."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+
+def ort_session(model, threads: int | None = None, optimize: bool = True):
+    """onnxruntime CPU session with `threads` intra-op threads, 1 inter-op thread and spinning off.
+
+    Spinning off matters: a spinning pool would steal the cores our interleaved rounds run on.
+    """
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or os.cpu_count() or 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if isinstance(model, Path):
+        model = str(model)
+    elif not isinstance(model, (str, bytes)):
+        model = model.SerializeToString()
+    return ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def ort_runner(sess, feed: dict) -> Callable[[], list]:
+    return lambda: sess.run(None, feed)
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    # Abramowitz-Stegun 7.1.26 (|err| < 1.5e-7): numpy has no erf, and scipy is not a dependency.
+    s, a = np.sign(x), np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    return s * (1.0 - poly * np.exp(-a * a))
+
+
+def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    mu = x.mean(axis=-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * g + b
+
+
+# Op-by-op numpy versions of the fused chains of the operator suite: each op a separate array pass.
+NUMPY_CHAINS: dict[str, Callable[..., np.ndarray]] = {
+    "gelu": lambda x: 0.5 * x * (1.0 + _erf(x / np.sqrt(2.0)).astype(x.dtype)),
+    "softmax": _softmax,
+    "layer_norm": _layer_norm,
+    "bias_relu": lambda x, b: np.maximum(x + b, 0),
+}
+
+
+def numpy_runner(name: str, *arrays: np.ndarray) -> Callable[[], np.ndarray]:
+    fn = NUMPY_CHAINS[name]
+    return lambda: fn(*arrays)
+
+
+def torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def torch_runner(fn: Callable, arrays: list[np.ndarray], threads: int | None = None,
+                 compile: bool = False) -> Callable[[], object] | None:
+    """`fn(*tensors)` under torch.inference_mode, eager or torch.compile'd; None when torch is missing."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    if threads:
+        torch.set_num_threads(threads)
+    tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
+    f = torch.compile(fn) if compile else fn
+
+    def run():
+        with torch.inference_mode():
+            return f(*tensors)
+
+    return run

@@ -1,0 +1,190 @@
+"""Pooling: MaxPool (with indices), AveragePool, LpPool, their Global forms and MaxUnpool.
+
+Windows are reduced with one vectorised numpy op per kernel offset over strided slices of the padded input,
+never a Python loop over pixels.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..ir import TensorType
+from .nn import acc_dtype
+from .nn_window import check_out, offset_slices, pad_for, pool_axis, window
+from .registry import Fusion, op
+
+POOL_ATTRS = {"auto_pad": "NOTSET", "ceil_mode": 0, "dilations": None, "pads": None, "strides": None,
+              "kernel_shape": None}
+
+
+def _geometry(ctx, x_shape, name):
+    kernel = ctx["kernel_shape"]
+    if not kernel:
+        raise ShapeError(f"{name} needs kernel_shape")
+    kernel = [int(k) for k in kernel]
+    if len(x_shape) != len(kernel) + 2:
+        raise ShapeError(f"{name}: input rank {len(x_shape)} does not match kernel_shape {kernel}")
+    strides, dil, pb, pe, out = window(ctx, list(x_shape[2:]), kernel, bool(ctx.get("ceil_mode", 0)))
+    return kernel, strides, dil, pb, pe, out
+
+
+def _pool_infer(ctx, x, *rest):
+    if x.shape is None:
+        return (x,) * max(ctx.num_outputs, 1)
+    _, _, _, _, _, out = _geometry(ctx, x.shape, "pool")
+    y = TensorType(x.dtype, tuple(x.shape[:2]) + tuple(out))
+    return (y, TensorType(np.int64, y.shape))[:max(ctx.num_outputs, 1)]
+
+
+def _padded(x, kernel, strides, dil, pb, out, fill):
+    """x padded so that every window of every output position lies inside it (crops unused tails)."""
+    need = [(o - 1) * s + (k - 1) * d + 1 - i - b
+            for o, s, k, d, i, b in zip(out, strides, kernel, dil, x.shape[2:], pb)]
+    return pad_for(x, 2, pb, need, fill)
+
+
+def _fill_low(dtype):
+    return np.iinfo(dtype).min if dtype.kind in "iu" else -np.inf
+
+
+def _separable(x, ufunc, fill, geo):
+    """Window reduction over all spatial dims as successive 1-D passes (max and sum are separable over the
+    box window), innermost dim first so later passes touch fewer elements."""
+    kernel, strides, dil, pb, _, out = geo
+    for axis in reversed(range(len(kernel))):
+        x = pool_axis(x, axis + 2, kernel[axis], dil[axis], strides[axis], pb[axis], out[axis], ufunc, fill)
+    return x
+
+
+@op("MaxPool", since=1, attrs={**POOL_ATTRS, "storage_order": 0}, fusion=Fusion.OPAQUE, infer=_pool_infer)
+def _maxpool(ctx, x):
+    geo = _geometry(ctx, x.shape, "MaxPool")
+    kernel, strides, dil, pb, _, out = geo
+    check_out(out, "MaxPool")
+    if ctx.num_outputs < 2:
+        return _separable(x, np.maximum, _fill_low(x.dtype), geo)
+    xp = _padded(x, kernel, strides, dil, pb, out, _fill_low(x.dtype))
+    best = arg = None
+    for k, (_, sl) in enumerate(offset_slices(kernel, dil, strides, out)):
+        v = xp[(slice(None), slice(None)) + sl]
+        if best is None:
+            best, arg = v.copy(), np.zeros(v.shape, np.int64)
+            continue
+        upd = v > best  # strict: ties keep the first tap in row-major window order
+        np.copyto(best, v, where=upd)
+        arg[upd] = k
+    return best, _argmax_index(arg, x.shape, kernel, strides, dil, pb, out, ctx["storage_order"])
+
+
+def _argmax_index(arg, x_shape, kernel, strides, dil, pb, out, storage_order):
+    """Flat input index of each window's max: row-major over the whole tensor, or with the spatial dims
+    in column-major order when storage_order is 1."""
+    n, c = x_shape[:2]
+    spatial = x_shape[2:]
+    koff = np.unravel_index(arg, kernel)
+    coords = []
+    for i in range(len(kernel)):
+        pos = np.arange(out[i]).reshape([-1 if j == i else 1 for j in range(len(kernel))])
+        coords.append(pos * strides[i] + koff[i] * dil[i] - pb[i])
+    order = range(len(kernel)) if storage_order == 0 else reversed(range(len(kernel)))
+    flat = 0
+    for i in order:
+        flat = flat * spatial[i] + coords[i]
+    plane = int(np.prod(spatial, dtype=np.int64))
+    base = (np.arange(n)[:, None] * c + np.arange(c)[None, :]) * plane
+    return (flat + base.reshape((n, c) + (1,) * len(kernel))).astype(np.int64)
+
+
+def _window_counts(size, k, s, d, pb, lo, hi, out):
+    """Per output position along one dim, how many window taps fall inside [lo, hi) of input coordinates."""
+    starts = np.arange(out) * s - pb
+    taps = starts[:, None] + np.arange(k)[None, :] * d
+    return ((taps >= lo) & (taps < hi)).sum(axis=1)
+
+
+def _sum_pool(ctx, x, name, transform=None):
+    """Sum of (transformed) window taps in the accumulation dtype; returns (sum, geometry)."""
+    geo = _geometry(ctx, x.shape, name)
+    check_out(geo[-1], name)
+    work = x.astype(acc_dtype(x.dtype), copy=False)
+    if transform is not None:
+        work = transform(work)
+    return _separable(work, np.add, 0, geo), geo
+
+
+@op("AveragePool", since=1, attrs={**POOL_ATTRS, "count_include_pad": 0}, infer=_pool_infer)
+def _avgpool(ctx, x):
+    acc, (kernel, strides, dil, pb, pe, out) = _sum_pool(ctx, x, "AveragePool")
+    include = bool(ctx["count_include_pad"])
+    counts = None
+    for i, size in enumerate(x.shape[2:]):
+        lo, hi = (-pb[i], size + pe[i]) if include else (0, size)
+        ci = _window_counts(size, kernel[i], strides[i], dil[i], pb[i], lo, hi, out[i])
+        ci = ci.reshape([-1 if j == i else 1 for j in range(len(kernel))])
+        counts = ci if counts is None else counts * ci
+    acc /= np.maximum(counts, 1).astype(acc.dtype)
+    return acc.astype(x.dtype, copy=False)
+
+
+@op("LpPool", since=1, attrs={**POOL_ATTRS, "p": 2}, infer=_pool_infer)
+def _lppool(ctx, x):
+    p = float(ctx["p"])
+    acc, _ = _sum_pool(ctx, x, "LpPool", (lambda v: v * v) if p == 2 else (lambda v: np.abs(v) ** p))
+    return (np.sqrt(acc) if p == 2 else acc ** (1.0 / p)).astype(x.dtype, copy=False)
+
+
+def _global_infer(ctx, x):
+    if x.shape is None:
+        return x
+    return TensorType(x.dtype, tuple(x.shape[:2]) + (1,) * (len(x.shape) - 2))
+
+
+def _global(fn):
+    def kernel(ctx, x):
+        axes = tuple(range(2, x.ndim))
+        return np.asarray(fn(ctx, x.astype(acc_dtype(x.dtype), copy=False), axes)).astype(x.dtype, copy=False)
+    return kernel
+
+
+op("GlobalAveragePool", fusion=Fusion.REDUCE, infer=_global_infer)(
+    _global(lambda c, x, ax: x.mean(axis=ax, keepdims=True)))
+op("GlobalMaxPool", fusion=Fusion.REDUCE, infer=_global_infer)(
+    _global(lambda c, x, ax: x.max(axis=ax, keepdims=True)))
+op("GlobalLpPool", attrs={"p": 2}, fusion=Fusion.REDUCE, infer=_global_infer)(
+    _global(lambda c, x, ax: (np.abs(x) ** float(c["p"])).sum(axis=ax, keepdims=True) ** (1.0 / float(c["p"]))))
+
+
+def _unpool_shape(ctx, x_shape):
+    kernel = [int(k) for k in ctx["kernel_shape"]]
+    n = len(kernel)
+    strides = list(ctx.get("strides") or [1] * n)
+    pads = list(ctx.get("pads") or [0] * (2 * n))
+    return [(i - 1) * s + k - pads[j] - pads[n + j] for j, (i, s, k) in enumerate(zip(x_shape[2:], strides, kernel))]
+
+
+def _unpool_infer(ctx, x, idx, shape=None):
+    out_shape = ctx.const(2)
+    if out_shape is not None:
+        return TensorType(x.dtype, tuple(out_shape.tolist()))
+    if shape is not None or x.shape is None:
+        return TensorType(x.dtype, None)
+    return TensorType(x.dtype, tuple(x.shape[:2]) + tuple(_unpool_shape(ctx, x.shape)))
+
+
+@op("MaxUnpool", since=1, attrs={"kernel_shape": None, "pads": None, "strides": None}, infer=_unpool_infer)
+def _maxunpool(ctx, x, indices, output_shape=None):
+    default = tuple(x.shape[:2]) + tuple(_unpool_shape(ctx, x.shape))
+    shape = default if output_shape is None else tuple(int(d) for d in output_shape)
+    flat = indices.reshape(-1).astype(np.int64)
+    total = int(np.prod(default, dtype=np.int64))
+    if flat.size and (flat.min() < 0 or flat.max() >= total):
+        raise ShapeError(f"MaxUnpool index out of range for the unpooled shape {default}")
+    if shape != default:
+        # indices address the default unpooled layout: re-encode their coordinates in the requested shape
+        coords = np.unravel_index(flat, default)
+        if any(np.any(c >= d) for c, d in zip(coords, shape)):
+            raise ShapeError(f"MaxUnpool output_shape {shape} too small for the indices")
+        flat = np.ravel_multi_index(coords, shape)
+    y = np.zeros(int(np.prod(shape, dtype=np.int64)), x.dtype)
+    y[flat] = x.reshape(-1)
+    return y.reshape(shape)

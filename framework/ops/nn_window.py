@@ -1,0 +1,145 @@
+"""Sliding-window geometry shared by Conv, ConvTranspose and the pooling ops (ints or sympy dims)."""
+from __future__ import annotations
+
+import numpy as np
+import sympy
+
+from ..errors import ShapeError
+
+
+def _floordiv(a, b):
+    if isinstance(a, int) and isinstance(b, int):
+        return a // b
+    return sympy.floor(sympy.sympify(a) / b)
+
+
+def _ceildiv(a, b):
+    if isinstance(a, int) and isinstance(b, int):
+        return -(-a // b)
+    return sympy.ceiling(sympy.sympify(a) / b)
+
+
+def ints(v, n, default):
+    """Attribute tuple `v` as a list of n ints, or [default] * n when absent."""
+    if v is None or len(v) == 0:
+        return [default] * n
+    if len(v) != n:
+        raise ShapeError(f"expected {n} values, got {list(v)}")
+    return [int(i) for i in v]
+
+
+def window(ctx, in_sizes, kernel, ceil_mode=False):
+    """Resolve strides, dilations and pads for windows over `in_sizes`.
+
+    Returns (strides, dilations, pads_begin, pads_end, out_sizes); auto_pad SAME_* pads are computed from the
+    dilated kernel as onnxruntime does.
+    """
+    n = len(in_sizes)
+    strides = ints(ctx.get("strides"), n, 1)
+    dil = ints(ctx.get("dilations"), n, 1)
+    auto = ctx.get("auto_pad") or "NOTSET"
+    if isinstance(auto, bytes):
+        auto = auto.decode()
+    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dil)]
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        out = [_ceildiv(i, s) for i, s in zip(in_sizes, strides)]
+        total = [(o - 1) * s + e - i for o, s, e, i in zip(out, strides, eff, in_sizes)]
+        total = [max(t, 0) if isinstance(t, int) else sympy.Max(t, 0) for t in total]
+        small = [_floordiv(t, 2) for t in total]
+        if auto == "SAME_UPPER":
+            return strides, dil, small, [t - h for t, h in zip(total, small)], out
+        return strides, dil, [t - h for t, h in zip(total, small)], small, out
+    if auto == "VALID":
+        out = [_floordiv(i - e, s) + 1 for i, e, s in zip(in_sizes, eff, strides)]
+        return strides, dil, [0] * n, [0] * n, out
+    if auto != "NOTSET":
+        raise ShapeError(f"unknown auto_pad {auto!r}")
+    pads = ctx.get("pads")
+    pads = [0] * (2 * n) if pads is None or len(pads) == 0 else [int(p) for p in pads]
+    if len(pads) != 2 * n:
+        raise ShapeError(f"pads {pads} must have {2 * n} values")
+    pb, pe = pads[:n], pads[n:]
+    out = []
+    for i, e, s, b, a in zip(in_sizes, eff, strides, pb, pe):
+        span = i + b + a - e
+        if not ceil_mode:
+            out.append(_floordiv(span, s) + 1)
+            continue
+        o = _ceildiv(span, s) + 1
+        # a window that would start inside the right padding is dropped
+        if isinstance(o, int) and isinstance(i, int) and (o - 1) * s >= i + b:
+            o -= 1
+        out.append(o)
+    return strides, dil, pb, pe, out
+
+
+def check_out(out, what):
+    for o in out:
+        if isinstance(o, int) and o <= 0:
+            raise ShapeError(f"{what}: window larger than the padded input (output size {out})")
+
+
+def pad_for(x, spatial_start, pb, pe_needed, value):
+    """Pad (or crop) the spatial dims of x from axis `spatial_start`; pe_needed may be negative (crop)."""
+    crop = tuple(slice(None) if i < spatial_start else slice(0, x.shape[i] + min(pe_needed[i - spatial_start], 0))
+                 for i in range(x.ndim))
+    if any(p < 0 for p in pe_needed):
+        x = x[crop]
+    widths = [(0, 0)] * spatial_start + [(b, max(e, 0)) for b, e in zip(pb, pe_needed)]
+    if not any(b or e for b, e in widths):
+        return x
+    return np.pad(x, widths, mode="constant", constant_values=value)
+
+
+def tap_range(i, d, s, b, o, n):
+    """For kernel tap i along one dim: the output range [lo, hi) whose input i*d - b + o*s lies in [0, n),
+    and the matching strided input slice (None when no output of this tap reads the input)."""
+    start = i * d - b
+    lo = 0 if start >= 0 else min(o, (-start + s - 1) // s)
+    hi = max(0, min(o, (n - 1 - start) // s + 1)) if start <= n - 1 else 0
+    if hi <= lo:
+        return lo, lo, None
+    return lo, hi, slice(start + lo * s, start + (hi - 1) * s + 1, s)
+
+
+def taps(kernel, dil, strides, pb, out, sizes):
+    """Per kernel offset (row-major): (flat index, output slices, input slices, [(lo, hi)] per dim), or
+    (k, None, None, bounds) for an offset that only ever reads padding."""
+    for k, idx in enumerate(np.ndindex(*kernel)):
+        dst, src, bounds = [], [], []
+        for i, d, s, b, o, n in zip(idx, dil, strides, pb, out, sizes):
+            lo, hi, sl = tap_range(i, d, s, b, o, n)
+            bounds.append((lo, hi))
+            dst.append(slice(lo, hi))
+            src.append(sl)
+        if any(sl is None for sl in src):
+            yield k, None, None, bounds
+        else:
+            yield k, tuple(dst), tuple(src), bounds
+
+
+def pool_axis(x, axis, k, d, s, pb, out, ufunc, fill):
+    """1-D window reduction of x along `axis` (zero-copy taps, no padding buffer); empty taps keep `fill`."""
+    shape = list(x.shape)
+    shape[axis] = out
+    res = None
+    lead = (slice(None),) * axis
+    for i in range(k):
+        lo, hi, sl = tap_range(i, d, s, pb, out, x.shape[axis])
+        if sl is None:
+            continue
+        src = x[lead + (sl,)]
+        if res is None and lo == 0 and hi == out:
+            res = src.copy()
+            continue
+        if res is None:
+            res = np.full(shape, fill, x.dtype)
+        view = res[lead + (slice(lo, hi),)]
+        ufunc(view, src, out=view)
+    return np.full(shape, fill, x.dtype) if res is None else res
+
+
+def offset_slices(kernel, dil, strides, out):
+    """For each kernel offset (row-major), the tuple of spatial slices that picks its input pixels."""
+    for idx in np.ndindex(*kernel):
+        yield idx, tuple(slice(i * d, i * d + (o - 1) * s + 1, s) for i, d, s, o in zip(idx, dil, strides, out))

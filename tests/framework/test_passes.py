@@ -1,0 +1,88 @@
+"""O0 passes: symbolic inference through exported shape chains, constant folding, DCE, CSE."""
+import numpy as np
+import sympy
+from onnx import TensorProto, helper, numpy_helper
+
+import framework
+from framework.compile import run_passes
+from framework.onnx_frontend import import_model
+
+
+def _i64(name, values):
+    return numpy_helper.from_array(np.array(values, np.int64), name)
+
+
+def _reshape_heads_model(batch="batch", seq="seq"):
+    """The exporter's Shape -> Gather -> Unsqueeze -> Concat -> Reshape chain splitting heads."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["s"]),
+        helper.make_node("Gather", ["s", "i0"], ["b"], axis=0),
+        helper.make_node("Gather", ["s", "i1"], ["t"], axis=0),
+        helper.make_node("Unsqueeze", ["b", "ax0"], ["b1"]),
+        helper.make_node("Unsqueeze", ["t", "ax0"], ["t1"]),
+        helper.make_node("Concat", ["b1", "t1", "heads"], ["target"], axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["y"]),
+    ]
+    inits = [_i64("i0", 0), _i64("i1", 1), _i64("ax0", [0]), _i64("heads", [4, 16])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, seq, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_symbolic_reshape_keeps_dim_names():
+    g = import_model(_reshape_heads_model())
+    shape = g.outputs[0].type.shape
+    assert [str(d) for d in shape] == ["batch", "seq", "4", "16"]
+
+
+def test_shape_chain_folds_when_static():
+    g = run_passes(import_model(_reshape_heads_model(2, 8)), "O0", check=True)
+    assert [n.op for n in g.nodes] == ["Reshape"]
+    assert g.outputs[0].type.shape == (2, 8, 4, 16)
+
+
+def test_shape_chain_kept_when_dynamic_and_runs_at_several_shapes():
+    s = framework.InferenceSession(_reshape_heads_model(), check_ir=True)
+    assert "Shape" in [n.op for n in s.graph.nodes]
+    for b, t in ((1, 3), (2, 5), (3, 7)):
+        x = np.random.default_rng(0).standard_normal((b, t, 64)).astype(np.float32)
+        np.testing.assert_array_equal(s.run(None, {"x": x})[0], x.reshape(b, t, 4, 16))
+
+
+def test_derived_dims_are_expressions():
+    m = helper.make_model(helper.make_graph(
+        [helper.make_node("Concat", ["x", "x"], ["y"], axis=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "seq"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    (y,) = import_model(m).outputs
+    assert y.type.shape[1] == 2 * sympy.Symbol("seq", integer=True, positive=True)
+
+
+def test_cse_and_dce():
+    nodes = [
+        helper.make_node("Exp", ["x"], ["a"]),
+        helper.make_node("Exp", ["x"], ["b"]),
+        helper.make_node("Add", ["a", "b"], ["y"]),
+        helper.make_node("Sin", ["x"], ["unused"]),
+    ]
+    m = helper.make_model(helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                                            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])]),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    s = framework.InferenceSession(m, check_ir=True)
+    assert [n.op for n in s.graph.nodes] == ["Exp", "Add"]
+    x = np.array([0.0, 1.0, 2.0], np.float32)
+    np.testing.assert_allclose(s.run(None, {"x": x})[0], 2 * np.exp(x), rtol=1e-6)
+    assert framework.InferenceSession(m, mode="pynative").stats["nodes"] == 4
+
+
+def test_constant_subgraph_folds_into_a_constant():
+    nodes = [helper.make_node("Add", ["c", "c"], ["d"]), helper.make_node("Mul", ["x", "d"], ["y"])]
+    c = numpy_helper.from_array(np.array([1.0, 2.0], np.float32), "c")
+    m = helper.make_model(helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                                            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], [c]),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    g = run_passes(import_model(m), check=True)
+    assert [n.op for n in g.nodes] == ["Mul"]
+    (folded,) = [a for a in g.constants.values()]
+    np.testing.assert_array_equal(folded, [2.0, 4.0])
