@@ -169,4 +169,4 @@ def _regex_full_match(ctx, x):
     return out
 
 
-from . import misc_ml, misc_train  # noqa: E402,F401  (more op families of this module's owner)
+from . import misc_image, misc_ml, misc_train  # noqa: E402,F401  (more op families of this module's owner)

@@ -327,3 +327,40 @@ def test_scan9_reverse_and_axes():
     xs = np.array([[1, 2, 3], [10, 20, 30]], np.float32)
     s, ys = sess.run(None, {"s0": np.zeros(2, np.float32), "xs": xs})
     assert s.tolist() == [6, 60] and ys.tolist() == [[3, 30], [5, 50], [6, 60]]
+
+
+# ---------------------------------------------------------------- ImageDecoder
+
+def _png_bytes(img, filters):
+    """A PNG encoder for tests: row y uses filter filters[y] (predictors from the original pixels)."""
+    import struct
+    import zlib
+    h, w, c = img.shape
+    flat = img.reshape(h, w * c).astype(np.int32)
+    out = []
+    for y in range(h):
+        cur, prev = flat[y], flat[y - 1] if y else np.zeros(w * c, np.int32)
+        left = np.concatenate([np.zeros(c, np.int32), cur[:-c]])
+        upleft = np.concatenate([np.zeros(c, np.int32), prev[:-c]])
+        p = left + prev - upleft
+        pa, pb, pc = np.abs(p - left), np.abs(p - prev), np.abs(p - upleft)
+        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prev, upleft))
+        pred = [0, left, prev, (left + prev) // 2, paeth][filters[y]]
+        out.append(bytes([filters[y]]) + ((cur - pred) % 256).astype(np.uint8).tobytes())
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"".join(out)))
+            + chunk(b"IEND", b""))
+
+
+def test_image_decoder_png_filters_pnm_and_formats():
+    img = RNG.integers(0, 256, (5, 4, 3)).astype(np.uint8)
+    png = np.frombuffer(_png_bytes(img, [0, 1, 2, 3, 4]), np.uint8)
+    assert np.array_equal(run("ImageDecoder", png), img)
+    assert np.array_equal(run("ImageDecoder", png, pixel_format="BGR"), img[..., ::-1])
+    gray = run("ImageDecoder", png, pixel_format="Grayscale")
+    assert gray.shape == (5, 4, 1) and gray.dtype == np.uint8
+    pnm = np.frombuffer(b"P6\n# comment\n4 5\n255\n" + img.tobytes(), np.uint8)
+    assert np.array_equal(run("ImageDecoder", pnm), img)
