@@ -171,6 +171,11 @@ def cmd_bench(args) -> int:
     return suite.main(args.rest)
 
 
+def cmd_conformance(args) -> int:
+    from . import conformance
+    return conformance.main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="msgx", description="MindSpore-style graph execution for ONNX models")
     sub = p.add_subparsers(dest="command", required=True)
@@ -196,6 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("suite", help="models")
     b.add_argument("rest", nargs=argparse.REMAINDER)
     b.set_defaults(fn=cmd_bench)
+    c = sub.add_parser("conformance", help="ONNX conformance cases through our API: per-case report and pass rate",
+                       add_help=False)
+    c.add_argument("rest", nargs=argparse.REMAINDER)
+    c.set_defaults(fn=cmd_conformance)
     return p
 
 

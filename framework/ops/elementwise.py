@@ -20,10 +20,33 @@ def _keep(fn):
     return kernel
 
 
+# Odd/even minimax rational fit of erf on [-4, 4] for single precision (the coefficients Eigen uses); beyond
+# 4, erf is +-1 in float32. Relative error stays ~1 ulp-scale near zero because the numerator is x * P(x^2).
+_ERF_P = (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06, -5.69250639462346e-05,
+          -7.34990630326855e-04, -2.95459980854025e-03, -1.60960333262415e-02)
+_ERF_Q = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03, -7.37332916720468e-03,
+          -1.42647390514189e-02)
+
+
+def _horner(coeffs, z):
+    acc = np.full_like(z, coeffs[0])
+    for c in coeffs[1:]:
+        acc *= z
+        acc += z.dtype.type(c)
+    return acc
+
+
 def _erf(x):
-    """erf with ~1e-7 accuracy: a Taylor series near zero (relative accuracy) and Numerical Recipes' erfc
-    Chebyshev fit elsewhere, both in float64."""
-    xf = np.asarray(x, dtype=np.float64)
+    """erf in the input's precision: the rational fit for <= 32-bit floats, erfc-based series for float64."""
+    if x.dtype == np.float64:
+        return _erf64(x)
+    xf = np.clip(x.astype(np.float32), -4.0, 4.0)
+    z = xf * xf
+    return (xf * _horner(_ERF_P, z) / _horner(_ERF_Q, z)).astype(x.dtype, copy=False)
+
+
+def _erf64(xf):
+    """Taylor series near zero (relative accuracy), Numerical Recipes' erfc Chebyshev fit elsewhere."""
     a = np.abs(xf)
     x2 = xf * xf
     taylor = 1.1283791670955126 * xf * (1 - x2 / 3 + x2 * x2 / 10 - x2 ** 3 / 42 + x2 ** 4 / 216 - x2 ** 5 / 1320)
@@ -160,7 +183,23 @@ def _gelu(ctx, x):
     return np.asarray(y).astype(x.dtype)
 
 
-@op("PRelu", fusion=B, infer=broadcast)
+def _legacy_slope(x, slope):
+    """Before opset 7 a 1-D slope of length C applied per channel (axis 1), as Caffe-era exporters assumed."""
+    if slope.ndim == 1 and x.ndim > 2 and slope.shape[0] == x.shape[1] != x.shape[-1]:
+        return slope.reshape((-1,) + (1,) * (x.ndim - 2))
+    return slope
+
+
+def _legacy_prelu_infer(ctx, x, slope):
+    return x
+
+
+@op("PRelu", fusion=B, infer=_legacy_prelu_infer)
+def _prelu_v1(ctx, x, slope):
+    return _prelu(ctx, x, _legacy_slope(x, slope))
+
+
+@op("PRelu", since=7, fusion=B, infer=broadcast)
 def _prelu(ctx, x, slope):
     return np.where(x >= 0, x, x * slope).astype(x.dtype)
 

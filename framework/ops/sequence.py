@@ -1,8 +1,7 @@
 """Sequence and optional ops. Sequences are Python lists of arrays; an empty optional is None.
 
 Kernels return 1-tuples so the backend keeps a list (or None) as one output instead of unpacking it.
-Ops producing a sequence are marked non-deterministic only so constant folding (which turns every
-output into an ndarray) leaves their lists alone; they are in fact pure.
+Constant folding leaves sequence values to run time.
 """
 from __future__ import annotations
 
@@ -29,7 +28,7 @@ def _seq_type(t):
     return t if isinstance(t, SequenceType) else SequenceType(TensorType(None, None))
 
 
-@op("SequenceEmpty", since=11, attrs={"dtype": 1}, deterministic=False,
+@op("SequenceEmpty", since=11, attrs={"dtype": 1},
     infer=lambda ctx: SequenceType(TensorType(_dtype(ctx["dtype"]), None)))
 def _sequence_empty(ctx):
     return ([],)
@@ -40,14 +39,14 @@ def _dtype(code):
     return np_dtype(code)
 
 
-@op("SequenceConstruct", since=11, deterministic=False,
+@op("SequenceConstruct", since=11,
     infer=lambda ctx, *xs: SequenceType(TensorType(xs[0].dtype, xs[0].shape if all(
         x.shape == xs[0].shape for x in xs) else None)))
 def _sequence_construct(ctx, *xs):
     return (list(xs),)
 
 
-@op("SequenceInsert", since=11, deterministic=False, infer=lambda ctx, s, t, p=None: _seq_type(s))
+@op("SequenceInsert", since=11, infer=lambda ctx, s, t, p=None: _seq_type(s))
 def _sequence_insert(ctx, seq, tensor, position=None):
     out = list(seq)
     if len(seq) and seq[0].dtype != tensor.dtype:
@@ -62,7 +61,7 @@ def _sequence_at(ctx, seq, position):
     return seq[_position(position, len(seq))]
 
 
-@op("SequenceErase", since=11, deterministic=False, infer=lambda ctx, s, p=None: _seq_type(s))
+@op("SequenceErase", since=11, infer=lambda ctx, s, p=None: _seq_type(s))
 def _sequence_erase(ctx, seq, position=None):
     out = list(seq)
     if not out:
@@ -85,7 +84,7 @@ def _concat_from_sequence(ctx, seq):
     return np.concatenate(seq, axis=norm_axis(ctx["axis"], seq[0].ndim))
 
 
-@op("SplitToSequence", since=11, attrs={"axis": 0, "keepdims": 1}, deterministic=False)
+@op("SplitToSequence", since=11, attrs={"axis": 0, "keepdims": 1})
 def _split_to_sequence(ctx, x, split=None):
     axis = norm_axis(ctx["axis"], x.ndim)
     n = x.shape[axis]

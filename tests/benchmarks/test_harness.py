@@ -39,18 +39,25 @@ def _fails_after(k: int, exc=RuntimeError):
 
 # --- harness ---------------------------------------------------------------------------------------------
 
+def _measure_ratio(case: Case, lo: float, hi: float) -> dict:
+    """Measure; on a shared, loaded machine one burst can hit a whole case, so allow one retry."""
+    for _ in range(2):
+        row = measure(case, warmup=1, rounds=7, min_round_s=0.04)
+        if lo < row["ratio"] < hi:
+            break
+    return row
+
+
 @pytest.mark.parametrize("ours_s, peer_s, lo, hi", [(2e-3, 1e-3, 1.3, 3.0), (1e-3, 2e-3, 1 / 3, 1 / 1.3)])
 def test_ratio_of_spin_runners(ours_s, peer_s, lo, hi):
-    row = measure(Case("spin", {"ours": _spin(ours_s), "peer": _spin(peer_s)}), warmup=1, rounds=9,
-                  min_round_s=0.01)
+    row = _measure_ratio(Case("spin", {"ours": _spin(ours_s), "peer": _spin(peer_s)}), lo, hi)
     assert row["error"] is None and row["ours"] == "ours" and row["baseline"] == "peer"
     assert lo < row["ratio"] < hi
     assert (row["runners"]["ours"]["median_s"] > row["runners"]["peer"]["median_s"]) == (ours_s > peer_s)
 
 
 def test_ratio_of_twice_the_work():
-    row = measure(Case("work", {"ours": _work(40_000), "peer": _work(20_000)}), warmup=1, rounds=9,
-                  min_round_s=0.01)
+    row = _measure_ratio(Case("work", {"ours": _work(40_000), "peer": _work(20_000)}), 1.3, 3.0)
     assert 1.3 < row["ratio"] < 3.0
 
 
