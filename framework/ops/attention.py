@@ -24,7 +24,8 @@ def _per_head(d, n):
 
 
 def _bias(ctx, acc, b, sq, skv, mask, past_len, nonpad):
-    """Additive attention bias broadcastable to [B, H, Sq, Skv] (mask, causal, window, padding); None if none."""
+    """Additive attention bias broadcastable to [B, H, Sq, Skv] (mask, causal, window, padding);
+    None when there is none."""
     bias = None
     if mask is not None:
         if mask.shape[-1] < skv:  # a short mask covers only the first keys; the rest are masked
@@ -99,7 +100,8 @@ def _attention(ctx, q, k, v, mask=None, past_k=None, past_v=None, nonpad=None):
     acc = dtype
     rank = q.ndim
     if rank == 3:
-        q, k, v = _heads(q, ctx["q_num_heads"]), _heads(k, ctx["kv_num_heads"]), _heads(v, ctx["kv_num_heads"])
+        hkv = ctx["kv_num_heads"]
+        q, k, v = _heads(q, ctx["q_num_heads"]), _heads(k, hkv), _heads(v, hkv)
     elif rank != 4 or k.ndim != 4 or v.ndim != 4:
         raise ShapeError(f"Attention: Q, K, V must all be rank 3 or 4, got {q.shape}, {k.shape}, {v.shape}")
     if (past_k is None) != (past_v is None):

@@ -98,13 +98,16 @@ def _sce_infer(ctx, x, target, weight=None):
     return (_loss_infer(ctx, x, target), x)[:max(ctx.num_outputs, 1)]
 
 
-@op("NegativeLogLikelihoodLoss", since=1, attrs={"reduction": "mean", "ignore_index": None}, infer=_loss_infer)
+LOSS_ATTRS = {"reduction": "mean", "ignore_index": None}
+
+
+@op("NegativeLogLikelihoodLoss", since=1, attrs=LOSS_ATTRS, infer=_loss_infer)
 def _nll_loss(ctx, x, target, weight=None):
     acc = acc_dtype(x.dtype)
     return _nll(x.astype(acc, copy=False), target, weight, ctx["reduction"], ctx["ignore_index"], x.dtype)
 
 
-@op("SoftmaxCrossEntropyLoss", since=1, attrs={"reduction": "mean", "ignore_index": None}, infer=_sce_infer)
+@op("SoftmaxCrossEntropyLoss", since=1, attrs=LOSS_ATTRS, infer=_sce_infer)
 def _sce_loss(ctx, x, target, weight=None):
     logp = log_softmax(x.astype(acc_dtype(x.dtype), copy=False), 1)
     loss = _nll(logp, target, weight, ctx["reduction"], ctx["ignore_index"], x.dtype)

@@ -64,7 +64,8 @@ def _linear_attention(ctx, q, k, v, past=None, decay=None, beta=None):
         raise KernelError(f"LinearAttention: unknown update_rule {rule!r}")
     hq, hkv = int(ctx["q_num_heads"]), int(ctx["kv_num_heads"])
     if hq <= 0 or hkv <= 0 or hq % hkv:
-        raise ShapeError(f"LinearAttention: q_num_heads {hq} must be a positive multiple of kv_num_heads {hkv}")
+        raise ShapeError(f"LinearAttention: q_num_heads {hq} must be a positive multiple of kv_num_heads "
+                         f"{hkv}")
     gated, delta = rule in ("gated", "gated_delta"), rule in ("delta", "gated_delta")
     if gated != (decay is not None) or delta != (beta is not None):
         raise ShapeError(f"LinearAttention: update_rule {rule!r} needs decay={gated}, beta={delta}")

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir import TensorType
-from .conv import _depthwise, _prod
+from .nn_convcore import depthwise, prod
 from .nn import acc_dtype
 from .nn_window import ints
 from .registry import Fusion, op
@@ -16,13 +16,14 @@ from .registry import Fusion, op
 def _deform_cols(x, offset, mask, kernel, strides, dil, pads, out, og):
     """Deformed columns [N, C, K, L]: each tap sampled bilinearly (zero outside) at its offset position."""
     n, c = x.shape[:2]
-    nd, kk, L = len(kernel), _prod(kernel), _prod(out)
+    nd, kk, L = len(kernel), prod(kernel), prod(out)
     sizes = x.shape[2:]
     off = offset.reshape(n, og, kk, nd, L)
     # base position of every (tap, output) pair along each spatial dim
     taps = np.array(list(np.ndindex(*kernel))).reshape(kk, nd)
     grids = np.meshgrid(*[np.arange(o) for o in out], indexing="ij")
-    base = [(g.reshape(-1)[None, :] * strides[d] - pads[d] + taps[:, d:d + 1] * dil[d]) for d, g in enumerate(grids)]
+    base = [(g.reshape(-1)[None, :] * strides[d] - pads[d] + taps[:, d:d + 1] * dil[d])
+            for d, g in enumerate(grids)]
     pos = [base[d][None, None] + off[:, :, :, d] for d in range(nd)]  # each [N, og, K, L]
     lows = [np.floor(p) for p in pos]
     fracs = [p - lo for p, lo in zip(pos, lows)]
@@ -62,7 +63,7 @@ def _deform_conv(ctx, x, w, offset, b=None, mask=None):
     group, og = int(ctx["group"]), int(ctx["offset_group"])
     if c != cg * group or m % group or c % og:
         raise ShapeError(f"DeformConv: input {x.shape}, weight {w.shape}, group {group}, offset_group {og}")
-    if offset.shape[1] != og * _prod(kernel) * nd:
+    if offset.shape[1] != og * prod(kernel) * nd:
         raise ShapeError(f"DeformConv: offset {offset.shape} does not match offset_group and kernel {kernel}")
     strides, dil = ints(ctx.get("strides"), nd, 1), ints(ctx.get("dilations"), nd, 1)
     pads = ints(ctx.get("pads"), 2 * nd, 0)
@@ -90,7 +91,8 @@ def _causal_conv_with_state(ctx, x, w, b=None, past=None):
     if act not in ("none", "silu", "swish"):
         raise ShapeError(f"CausalConvWithState: unsupported activation {act!r}")
     if x.ndim != 3 or w.ndim != 3 or w.shape[0] != x.shape[1] or w.shape[1] != 1:
-        raise ShapeError(f"CausalConvWithState: input {x.shape} and weight {w.shape} must be (B, C, L), (C, 1, k)")
+        raise ShapeError(f"CausalConvWithState: input {x.shape} and weight {w.shape} must be (B, C, L), "
+                         "(C, 1, k)")
     nb, c, _ = x.shape
     k = w.shape[2]
     if past is None:
@@ -99,7 +101,7 @@ def _causal_conv_with_state(ctx, x, w, b=None, past=None):
         raise ShapeError(f"CausalConvWithState: past_state {past.shape} must be {(nb, c, k - 1)}")
     padded = np.concatenate([past.astype(x.dtype), x], axis=2)
     acc = acc_dtype(x.dtype)
-    y = _depthwise(padded.astype(acc), w.astype(acc), 1, [k], [1], [1], [0], [x.shape[2]])
+    y = depthwise(padded.astype(acc), w.astype(acc), 1, [1], [1], [0], [x.shape[2]]).copy()
     if b is not None:
         y += b.astype(acc).reshape(1, c, 1)
     y = y.astype(x.dtype)

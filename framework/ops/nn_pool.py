@@ -151,7 +151,8 @@ op("GlobalAveragePool", fusion=Fusion.REDUCE, infer=_global_infer)(
 op("GlobalMaxPool", fusion=Fusion.REDUCE, infer=_global_infer)(
     _global(lambda c, x, ax: x.max(axis=ax, keepdims=True)))
 op("GlobalLpPool", attrs={"p": 2}, fusion=Fusion.REDUCE, infer=_global_infer)(
-    _global(lambda c, x, ax: (np.abs(x) ** float(c["p"])).sum(axis=ax, keepdims=True) ** (1.0 / float(c["p"]))))
+    _global(lambda c, x, ax: (np.abs(x) ** float(c["p"])).sum(axis=ax, keepdims=True)
+            ** (1.0 / float(c["p"]))))
 
 
 def _unpool_shape(ctx, x_shape):
@@ -159,7 +160,8 @@ def _unpool_shape(ctx, x_shape):
     n = len(kernel)
     strides = list(ctx.get("strides") or [1] * n)
     pads = list(ctx.get("pads") or [0] * (2 * n))
-    return [(i - 1) * s + k - pads[j] - pads[n + j] for j, (i, s, k) in enumerate(zip(x_shape[2:], strides, kernel))]
+    return [(i - 1) * s + k - pads[j] - pads[n + j]
+            for j, (i, s, k) in enumerate(zip(x_shape[2:], strides, kernel))]
 
 
 def _unpool_infer(ctx, x, idx, shape=None):

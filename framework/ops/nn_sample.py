@@ -1,4 +1,5 @@
-"""Sampling ops: GridSample, AffineGrid, RoiAlign, Col2Im (vectorised gathers; loops over taps or ROIs only)."""
+"""Sampling ops: GridSample, AffineGrid, RoiAlign, Col2Im (vectorised gathers; loops over taps or ROIs
+only)."""
 from __future__ import annotations
 
 import itertools
@@ -98,7 +99,8 @@ def _grid_sample(ctx, x, grid):
         for (idx, w), size in zip(combo, sizes):
             lin = lin * size + idx
             wt = wt * w
-        y += np.take_along_axis(xr, np.broadcast_to(lin[:, None, :], (n, c, lin.shape[1])), axis=2) * wt[:, None]
+        idx = np.broadcast_to(lin[:, None, :], (n, c, lin.shape[1]))
+        y += np.take_along_axis(xr, idx, axis=2) * wt[:, None]
     return y.reshape((n, c) + tuple(out)).astype(x.dtype)
 
 
@@ -149,7 +151,8 @@ def _roi_align10(ctx, x, rois, batch_indices):
     return _roi_align(ctx, x, rois, batch_indices, False)
 
 
-@op("RoiAlign", since=16, attrs={**ROI_ATTRS, "coordinate_transformation_mode": "half_pixel"}, infer=_roi_infer)
+@op("RoiAlign", since=16, attrs={**ROI_ATTRS, "coordinate_transformation_mode": "half_pixel"},
+    infer=_roi_infer)
 def _roi_align16(ctx, x, rois, batch_indices):
     return _roi_align(ctx, x, rois, batch_indices, ctx["coordinate_transformation_mode"] == "half_pixel")
 
@@ -188,8 +191,8 @@ def _roi_align(ctx, x, rois, batch_indices, half):
         corners = [(ylo * w + xlo, hy * hx), (ylo * w + xhi, hy * lx), (yhi * w + xlo, ly * hx),
                    (yhi * w + xhi, ly * lx)]
         plane = xf[int(batch_indices[r])]
-        vals = [plane[:, np.where(outside, 0, pos).reshape(-1)] * np.where(outside, 0, wt).reshape(-1).astype(f)
-                for pos, wt in corners]
+        vals = [plane[:, np.where(outside, 0, pos).reshape(-1)]
+                * np.where(outside, 0, wt).reshape(-1).astype(f) for pos, wt in corners]
         shape = (c, ph, gh, pw, gw)
         if is_max:
             v = np.maximum.reduce([v.reshape(shape) for v in vals])

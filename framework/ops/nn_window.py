@@ -81,8 +81,8 @@ def check_out(out, what):
 
 def pad_for(x, spatial_start, pb, pe_needed, value):
     """Pad (or crop) the spatial dims of x from axis `spatial_start`; pe_needed may be negative (crop)."""
-    crop = tuple(slice(None) if i < spatial_start else slice(0, x.shape[i] + min(pe_needed[i - spatial_start], 0))
-                 for i in range(x.ndim))
+    crop = tuple(slice(None) if i < spatial_start
+                 else slice(0, x.shape[i] + min(pe_needed[i - spatial_start], 0)) for i in range(x.ndim))
     if any(p < 0 for p in pe_needed):
         x = x[crop]
     widths = [(0, 0)] * spatial_start + [(b, max(e, 0)) for b, e in zip(pb, pe_needed)]
@@ -102,44 +102,29 @@ def tap_range(i, d, s, b, o, n):
     return lo, hi, slice(start + lo * s, start + (hi - 1) * s + 1, s)
 
 
-def taps(kernel, dil, strides, pb, out, sizes):
-    """Per kernel offset (row-major): (flat index, output slices, input slices, [(lo, hi)] per dim), or
-    (k, None, None, bounds) for an offset that only ever reads padding."""
-    for k, idx in enumerate(np.ndindex(*kernel)):
-        dst, src, bounds = [], [], []
-        for i, d, s, b, o, n in zip(idx, dil, strides, pb, out, sizes):
-            lo, hi, sl = tap_range(i, d, s, b, o, n)
-            bounds.append((lo, hi))
-            dst.append(slice(lo, hi))
-            src.append(sl)
-        if any(sl is None for sl in src):
-            yield k, None, None, bounds
-        else:
-            yield k, tuple(dst), tuple(src), bounds
-
-
 def pool_axis(x, axis, k, d, s, pb, out, ufunc, fill):
-    """1-D window reduction of x along `axis` (zero-copy taps, no padding buffer); empty taps keep `fill`."""
+    """1-D window reduction of x along `axis` (zero-copy taps, no padding buffer); empty taps keep `fill`.
+    A tap that covers every output initialises the result, saving one pass."""
     shape = list(x.shape)
     shape[axis] = out
-    res = None
     lead = (slice(None),) * axis
-    for i in range(k):
-        lo, hi, sl = tap_range(i, d, s, pb, out, x.shape[axis])
-        if sl is None:
+    ranges = [tap_range(i, d, s, pb, out, x.shape[axis]) for i in range(k)]
+    full = [i for i, (lo, hi, sl) in enumerate(ranges) if sl is not None and lo == 0 and hi == out]
+    first = full[0] if full else None
+    if first is None:
+        res = np.full(shape, fill, x.dtype)
+    else:
+        res = x[lead + (ranges[first][2],)].copy()
+    for i, (lo, hi, sl) in enumerate(ranges):
+        if sl is None or i == first:
             continue
-        src = x[lead + (sl,)]
-        if res is None and lo == 0 and hi == out:
-            res = src.copy()
-            continue
-        if res is None:
-            res = np.full(shape, fill, x.dtype)
         view = res[lead + (slice(lo, hi),)]
-        ufunc(view, src, out=view)
-    return np.full(shape, fill, x.dtype) if res is None else res
+        ufunc(view, x[lead + (sl,)], out=view)
+    return res
 
 
 def offset_slices(kernel, dil, strides, out):
     """For each kernel offset (row-major), the tuple of spatial slices that picks its input pixels."""
     for idx in np.ndindex(*kernel):
-        yield idx, tuple(slice(i * d, i * d + (o - 1) * s + 1, s) for i, d, s, o in zip(idx, dil, strides, out))
+        yield idx, tuple(slice(i * d, i * d + (o - 1) * s + 1, s)
+                         for i, d, s, o in zip(idx, dil, strides, out))

@@ -1,4 +1,5 @@
-"""Normalizations: Batch/Instance/Layer/RMS/Group normalization, LRN, LpNormalization, MeanVarianceNormalization."""
+"""Normalizations: Batch/Instance/Layer/RMS/Group normalization, LRN, LpNormalization,
+MeanVarianceNormalization."""
 from __future__ import annotations
 
 import numpy as np

@@ -68,7 +68,8 @@ def _rnn_infer(ctx, x, w, *rest):
     else:
         s, b = x.shape[0], x.shape[1]
         y, yh = (s, nd, b, h), (nd, b, h)
-    return (TensorType(x.dtype, y), TensorType(x.dtype, yh), TensorType(x.dtype, yh))[:max(ctx.num_outputs, 1)]
+    outs = (TensorType(x.dtype, y), TensorType(x.dtype, yh), TensorType(x.dtype, yh))
+    return outs[:max(ctx.num_outputs, 1)]
 
 
 RNN_ATTRS = {"activation_alpha": None, "activation_beta": None, "activations": None, "clip": None,

@@ -54,11 +54,13 @@ def naive_conv(x, w, b=None, strides=None, pads=None, dil=None, group=1):
     y = np.zeros((n, m, *out))
     mg = m // group
     for o in itertools.product(*[range(v) for v in out]):
-        win = tuple(slice(o[i] * strides[i], o[i] * strides[i] + (k[i] - 1) * dil[i] + 1, dil[i]) for i in range(nd))
+        win = tuple(slice(o[i] * strides[i], o[i] * strides[i] + (k[i] - 1) * dil[i] + 1, dil[i])
+                    for i in range(nd))
         for g in range(group):
             patch = xp[(slice(None), slice(g * cg, (g + 1) * cg)) + win]  # [N, Cg, *K]
+            axes = list(range(1, nd + 2))
             y[(slice(None), slice(g * mg, (g + 1) * mg)) + o] = np.tensordot(
-                patch, w[g * mg:(g + 1) * mg].astype(np.float64), axes=(list(range(1, nd + 2)), list(range(1, nd + 2))))
+                patch, w[g * mg:(g + 1) * mg].astype(np.float64), axes=(axes, axes))
     if b is not None:
         y += b.reshape((1, -1) + (1,) * nd)
     return y
@@ -92,7 +94,8 @@ def naive_pool(x, kernel, strides, pads, fn):
     for o in itertools.product(*[range(v) for v in out]):
         win = tuple(slice(max(o[i] * strides[i] - pads[i], 0), o[i] * strides[i] - pads[i] + kernel[i])
                     for i in range(nd))
-        y[(slice(None), slice(None)) + o] = fn(x[(slice(None), slice(None)) + win].reshape(x.shape[:2] + (-1,)))
+        patch = x[(slice(None), slice(None)) + win]
+        y[(slice(None), slice(None)) + o] = fn(patch.reshape(x.shape[:2] + (-1,)))
     return y
 
 
@@ -114,7 +117,8 @@ def naive_pool(x, kernel, strides, pads, fn):
 def test_conv_matches_naive_loop(xs, ws, attrs):
     x, w, b = rand(*xs), rand(*ws), rand(ws[0])
     got = run("Conv", x, w, b, **attrs)
-    want = naive_conv(x, w, b, attrs.get("strides"), attrs.get("pads"), attrs.get("dilations"), attrs.get("group", 1))
+    want = naive_conv(x, w, b, attrs.get("strides"), attrs.get("pads"), attrs.get("dilations"),
+                      attrs.get("group", 1))
     assert got.dtype == np.float32 and got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
@@ -148,7 +152,8 @@ def test_conv_transpose_matches_naive_loop(xs, ws, attrs):
     nd = len(xs) - 2
     got = run("ConvTranspose", x, w, **attrs)
     want = naive_conv_transpose(x, w, attrs.get("strides", [1] * nd), attrs.get("pads", [0] * 2 * nd),
-                                attrs.get("dilations", [1] * nd), attrs.get("group", 1), attrs.get("output_padding"))
+                                attrs.get("dilations", [1] * nd), attrs.get("group", 1),
+                                attrs.get("output_padding"))
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
@@ -161,7 +166,8 @@ def test_conv_transpose_output_shape_sets_pads():
 # ---------------------------------------------------------------- pooling vs loops
 
 @pytest.mark.parametrize("kernel, strides, pads", [
-    ([3, 3], [2, 2], [1, 1, 1, 1]), ([2, 3], [1, 2], [0, 1, 1, 0]), ([3], [1], [1, 1]), ([2, 2, 2], [2, 1, 1], [0] * 6),
+    ([3, 3], [2, 2], [1, 1, 1, 1]), ([2, 3], [1, 2], [0, 1, 1, 0]), ([3], [1], [1, 1]),
+    ([2, 2, 2], [2, 1, 1], [0] * 6),
 ])
 def test_max_and_average_pool_match_naive_loop(kernel, strides, pads):
     x = rand(*((2, 3) + (7,) * len(kernel)))
@@ -227,7 +233,8 @@ def test_norm_and_softmax_infer():
 def test_attention_infer_3d_gqa_with_cache():
     q, k = TensorType(F32, (B, 5, 64)), TensorType(F32, (B, 5, 32))
     past = TensorType(F32, (B, 2, 7, 16))
-    y, pk, pv = infer("Attention", q, k, k, None, past, past, opset=23, num_outputs=3, q_num_heads=4, kv_num_heads=2)
+    y, pk, pv = infer("Attention", q, k, k, None, past, past, opset=23, num_outputs=3, q_num_heads=4,
+                      kv_num_heads=2)
     assert y == TensorType(F32, (B, 5, 64)) and pk == TensorType(F32, (B, 2, 12, 16)) and pv == pk
 
 
@@ -342,8 +349,8 @@ def _bench():  # pragma: no cover - manual timing against onnxruntime
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
         model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
         so = ort.SessionOptions()
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle ORT threads must not
-        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])  # steal CPU
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle ORT threads steal CPU
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         d = ops.get(op, "", 17)
         ctx = ops.Ctx({**d.attrs, **attrs}, 1, 17)
         np.testing.assert_allclose(d.ref(ctx, *ins), sess.run(None, {"x": x})[0], rtol=1e-3, atol=1e-3)
@@ -370,8 +377,6 @@ def _bench():  # pragma: no cover - manual timing against onnxruntime
     case("MaxPool", (1, 64, 112, 112), kernel_shape=[3, 3], strides=[2, 2], pads=p1)
     case("AveragePool", (1, 256, 28, 28), kernel_shape=[3, 3], pads=p1)
     case("GlobalAveragePool", (1, 2048, 7, 7))
-
-
 
 
 if __name__ == "__main__":
