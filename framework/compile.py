@@ -4,19 +4,21 @@ from __future__ import annotations
 import time
 
 from .ir import Graph, verify
-from .passes import eliminate_common_subexpressions, eliminate_dead_code, fold_constants, infer_shapes
+from .passes import (eliminate_common_subexpressions, eliminate_dead_code, fold_batch_norm, fold_constants,
+                     infer_shapes)
 
 O0_PASSES = (
     ("infer_shapes", infer_shapes),
     ("fold_constants", fold_constants),
     ("eliminate_dead_code", eliminate_dead_code),
     ("eliminate_common_subexpressions", eliminate_common_subexpressions),
+    ("fold_batch_norm", fold_batch_norm),
     ("eliminate_dead_code", eliminate_dead_code),
 )
 
 
 def passes_for(jit_level: str):
-    """O0: infer shapes, fold constants, DCE, CSE. O1 adds graph-kernel fusion once it lands; until then
+    """O0: infer shapes, fold constants, DCE, CSE, Conv+BatchNorm folding. O1 adds graph-kernel fusion once it lands; until then
     it runs the O0 list (the session's stats say so)."""
     return O0_PASSES
 

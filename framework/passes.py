@@ -201,3 +201,43 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
         kept.append(node)
     # graph outputs that merged into another value keep their own Value (and name) via the mapping
     return substitute(graph.replace(nodes=tuple(kept), constants=constants), mapping)
+
+
+def fold_batch_norm(graph: Graph) -> Graph:
+    """Conv -> BatchNormalization (inference, constant parameters) becomes one Conv with scaled weights,
+    as onnxruntime does: the normalisation is an affine map per output channel."""
+    users = graph.consumers()
+    producers = graph.producers()
+    consts = graph.constants
+    constants = dict(consts)
+    replaced: dict[Node, Node] = {}
+    dropped: set[Node] = set()
+    for bn in graph.nodes:
+        if bn.op != "BatchNormalization" or bn.domain or len(bn.outputs) != 1 or bn.attrs.get("training_mode"):
+            continue
+        conv = producers.get(bn.inputs[0])
+        if conv is None or conv.op != "Conv" or conv.domain or len(users.get(conv.outputs[0], ())) != 1 \
+                or conv.outputs[0] in graph.outputs or conv in replaced:
+            continue
+        params = [consts.get(v) for v in bn.inputs[1:5]]
+        w = consts.get(conv.inputs[1])
+        b = consts.get(conv.inputs[2]) if len(conv.inputs) > 2 and conv.inputs[2] is not None else None
+        if w is None or any(p is None for p in params) or (len(conv.inputs) > 2 and conv.inputs[2] is not None
+                                                           and b is None):
+            continue
+        scale, bias, mean, var = (p.astype(np.float64) for p in params)
+        if w.dtype.kind != "f" or scale.shape != (w.shape[0],):
+            continue
+        factor = scale / np.sqrt(var + bn.attrs.get("epsilon", 1e-5))
+        new_w = (w.astype(np.float64) * factor.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
+        old_b = np.zeros(w.shape[0]) if b is None else b.astype(np.float64)
+        new_b = ((old_b - mean) * factor + bias).astype(w.dtype)
+        wv = Value(TensorType(w.dtype, w.shape), conv.inputs[1].name + "_bnfolded")
+        bv = Value(TensorType(w.dtype, (w.shape[0],)), bn.outputs[0].name + "_bias")
+        constants[wv], constants[bv] = new_w, new_b
+        replaced[conv] = Node("Conv", (conv.inputs[0], wv, bv), bn.outputs, conv.attrs, "", conv.opset, conv.name)
+        dropped.add(bn)
+    if not replaced:
+        return graph
+    nodes = tuple(replaced.get(n, n) for n in graph.nodes if n not in dropped)
+    return eliminate_dead_code(graph.replace(nodes=nodes, constants=constants))
