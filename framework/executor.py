@@ -8,21 +8,38 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from . import ops
 from .backends import NUMPY
 from .errors import KernelError, MsgxError
-from .ir import Graph, Node, Value
+from .ir import Graph, Node, TensorType, Value
 from .passes import _attr_key, _captured, _subgraphs
+
+
+def _typed(node: Node, e: Exception) -> MsgxError:
+    """The error to raise for an exception escaping a kernel: ours pass through, others name the node."""
+    if isinstance(e, MsgxError):
+        return e
+    if isinstance(e, (MemoryError, RecursionError)):
+        return KernelError(f"node {node.describe()}: {type(e).__name__}")
+    return KernelError(f"node {node.describe()} failed: {type(e).__name__}: {e}")
 
 
 def _call(kernel, node: Node, args):
     try:
         return kernel(*args)
-    except MsgxError:
-        raise
-    except (MemoryError, RecursionError) as e:
-        raise KernelError(f"node {node.describe()}: {type(e).__name__}") from None
     except Exception as e:
-        raise KernelError(f"node {node.describe()} failed: {type(e).__name__}: {e}") from e
+        raise _typed(node, e) from (None if isinstance(e, (MemoryError, RecursionError)) else e)
+
+
+SHAPE_CACHE_SIZE = 16  # distinct input-shape signatures whose shape computations are remembered
+
+
+def _shape_follows_inputs(v: Value, input_symbols: set) -> bool:
+    """True when v's shape is known as a function of the graph inputs' dims alone (not of their data)."""
+    t = v.type
+    if not isinstance(t, TensorType) or t.shape is None:
+        return False
+    return all(isinstance(d, int) or d.free_symbols <= input_symbols for d in t.shape)
 
 
 class _Step:
@@ -79,6 +96,49 @@ class GraphExecutor:
         for s, a in const_slots:
             self.template[s] = a
         self.output_slots = [index(v) for v in graph.outputs]
+        self._plain = not any(st.captures for st in self.steps)
+        self._flat = [(st, st.kernel, st.ins, st.outs, st.free) for st in self.steps]
+        self._plan_shape_cache({s for s, _ in const_slots}, set(self.output_slots))
+
+    def _plan_shape_cache(self, const_slots: set, output_slots: set) -> None:
+        """Find steps whose results depend only on input *shapes* (Shape/Size and what is computed from them
+        and constants: reshape targets, position ranges, masks). Per distinct input-shape signature they run
+        once; later runs reuse their results and skip them."""
+        known, shape_steps = set(const_slots), set()
+        input_symbols = set()
+        for v in self.graph.inputs:
+            if isinstance(v.type, TensorType) and v.type.shape is not None:
+                input_symbols |= {d for d in v.type.shape if not isinstance(d, int)}
+        for i, st in enumerate(self.steps):
+            n = st.node
+            opdef = ops.lookup(n.op, n.domain, n.opset)
+            by_shape = n.op in ("Shape", "Size") and not n.domain and _shape_follows_inputs(n.inputs[0], input_symbols)
+            derived = bool(st.ins) and all(s in known for s in st.ins if s >= 0)
+            if (by_shape or derived) and not st.captures and opdef is not None and opdef.deterministic \
+                    and not output_slots.intersection(st.outs):
+                known.update(st.outs)
+                shape_steps.add(i)
+        needed = {s for i, st in enumerate(self.steps) if i not in shape_steps for s in st.ins
+                  if s in known and s not in const_slots}
+        self._shape_needed = needed
+        self._fast = [f for i, f in enumerate(self._flat) if i not in shape_steps] if shape_steps else None
+        self._shape_cache: dict = {}
+
+    def _run_shape_cached(self, env: list, inputs: Sequence) -> None:
+        if not all(isinstance(a, np.ndarray) for a in inputs):
+            return self._run_plain(env, self._flat)
+        key = tuple(a.shape for a in inputs)
+        cached = self._shape_cache.get(key)
+        if cached is not None:
+            for s, a in cached.items():
+                env[s] = a
+            self._run_plain(env, self._fast)
+            return
+        record: dict = {}
+        self._run_plain(env, self._flat, self._shape_needed, record)
+        if len(self._shape_cache) >= SHAPE_CACHE_SIZE:  # bounded: long-lived sessions see many shapes
+            self._shape_cache.pop(next(iter(self._shape_cache)))
+        self._shape_cache[key] = record
 
     def run(self, inputs: Sequence, outer_env: dict | None = None, profile: Callable | None = None) -> list:
         env = list(self.template)
@@ -87,20 +147,44 @@ class GraphExecutor:
         if outer_env:
             for v, s in self.outer_slots:
                 env[s] = outer_env.get(v)
-        for st in self.steps:
-            args = [env[i] for i in st.ins]
-            t0 = time.perf_counter() if profile else 0.0
-            if st.captures:
-                outs = _call_in_scope(st.kernel, st.node, args, {v: env[s] for v, s in st.captures})
-            else:
-                outs = _call(st.kernel, st.node, args)
-            if profile:
-                profile(st, t0, time.perf_counter())
-            for s, a in zip(st.outs, outs):
-                env[s] = a
-            for s in st.free:
-                env[s] = None
+        if profile is None and self._plain and self._fast is not None and not outer_env:
+            self._run_shape_cached(env, inputs)
+        elif profile is None and self._plain:
+            self._run_plain(env, self._flat)
+        else:
+            for st in self.steps:
+                args = [env[i] for i in st.ins]
+                t0 = time.perf_counter()
+                if st.captures:
+                    outs = _call_in_scope(st.kernel, st.node, args, {v: env[s] for v, s in st.captures})
+                else:
+                    outs = _call(st.kernel, st.node, args)
+                if profile:
+                    profile(st, t0, time.perf_counter())
+                for s, a in zip(st.outs, outs):
+                    env[s] = a
+                for s in st.free:
+                    env[s] = None
         return [env[s] for s in self.output_slots]
+
+    @staticmethod
+    def _run_plain(env: list, steps, keep: set = frozenset(), record: dict | None = None) -> None:
+        """The hot loop for graphs without control flow: one try around all steps, no per-step call.
+        Values of slots in `keep` are copied into `record` as they are produced."""
+        step = None
+        try:
+            for step, kernel, ins, outs, free in steps:
+                results = kernel(*[env[i] for i in ins])
+                for s, a in zip(outs, results):
+                    env[s] = a
+                    if s in keep:
+                        record[s] = a
+                for s in free:
+                    env[s] = None
+        except Exception as e:
+            if step is None or isinstance(e, MsgxError):
+                raise
+            raise _typed(step.node, e) from e
 
 
 _SCOPES = threading.local()  # per thread: stack of {Value: array} visible to running subgraphs

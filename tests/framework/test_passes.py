@@ -86,3 +86,26 @@ def test_constant_subgraph_folds_into_a_constant():
     assert [n.op for n in g.nodes] == ["Mul"]
     (folded,) = [a for a in g.constants.values()]
     np.testing.assert_array_equal(folded, [2.0, 4.0])
+
+
+def test_shape_computations_cached_per_input_shape_and_correct_when_shapes_alternate():
+    s = framework.InferenceSession(_reshape_heads_model())
+    ex = s._executor
+    assert ex._fast is not None and len(ex._fast) < len(ex.steps)  # Shape/Gather/Concat steps are skippable
+    rng = np.random.default_rng(0)
+    for b, t in [(1, 3), (2, 5), (1, 3), (2, 5), (4, 1)] + [(1, k) for k in range(1, 20)]:
+        x = rng.standard_normal((b, t, 64)).astype(np.float32)
+        np.testing.assert_array_equal(s.run(None, {"x": x})[0], x.reshape(b, t, 4, 16))
+    from framework.executor import SHAPE_CACHE_SIZE
+    assert len(ex._shape_cache) <= SHAPE_CACHE_SIZE
+
+
+def test_shape_of_data_dependent_value_is_never_cached():
+    """NonZero's output length depends on data, so Shape of it must run every time."""
+    nodes = [helper.make_node("NonZero", ["x"], ["nz"]), helper.make_node("Shape", ["nz"], ["s"])]
+    m = helper.make_model(helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                                            [helper.make_tensor_value_info("s", TensorProto.INT64, None)]),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    s = framework.InferenceSession(m)
+    for x, n in (([1, 0, 0, 0], 1), ([1, 1, 1, 0], 3), ([0, 0, 0, 0], 0)):
+        np.testing.assert_array_equal(s.run(None, {"x": np.array(x, np.float32)})[0], [1, n])
