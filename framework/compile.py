@@ -5,7 +5,7 @@ import time
 
 from .ir import Graph, verify
 from .passes import (eliminate_common_subexpressions, eliminate_dead_code, fold_batch_norm, fold_constants,
-                     infer_shapes)
+                     fuse_conv_activation, infer_shapes)
 
 O0_PASSES = (
     ("infer_shapes", infer_shapes),
@@ -13,13 +13,15 @@ O0_PASSES = (
     ("eliminate_dead_code", eliminate_dead_code),
     ("eliminate_common_subexpressions", eliminate_common_subexpressions),
     ("fold_batch_norm", fold_batch_norm),
+    ("fuse_conv_activation", fuse_conv_activation),
     ("eliminate_dead_code", eliminate_dead_code),
 )
 
 
 def passes_for(jit_level: str):
-    """O0: infer shapes, fold constants, DCE, CSE, Conv+BatchNorm folding. O1 adds graph-kernel fusion once it lands; until then
-    it runs the O0 list (the session's stats say so)."""
+    """O0: infer shapes, fold constants, DCE, CSE, Conv+BatchNorm folding and Conv+Relu/Clip fusion (what
+    onnxruntime's basic level does). O1 adds graph-kernel fusion once it lands; until then it runs the O0
+    list (the session's stats say so)."""
     return O0_PASSES
 
 

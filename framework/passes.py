@@ -241,3 +241,43 @@ def fold_batch_norm(graph: Graph) -> Graph:
         return graph
     nodes = tuple(replaced.get(n, n) for n in graph.nodes if n not in dropped)
     return eliminate_dead_code(graph.replace(nodes=nodes, constants=constants))
+
+
+def fuse_conv_activation(graph: Graph) -> Graph:
+    """Conv -> Relu / Clip (constant bounds) becomes msgx::FusedConv, applying the activation in place."""
+    users, producers = graph.consumers(), graph.producers()
+    replaced: dict[Node, Node] = {}
+    dropped: set[Node] = set()
+    for act in graph.nodes:
+        if act.domain or act.op not in ("Relu", "Clip"):
+            continue
+        conv = producers.get(act.inputs[0])
+        if conv is None or conv.op != "Conv" or conv.domain or conv in replaced \
+                or len(users.get(conv.outputs[0], ())) != 1 or conv.outputs[0] in graph.outputs:
+            continue
+        attrs = {**conv.attrs, "activation": act.op}
+        if act.op == "Clip":
+            bounds = _clip_bounds(act, graph.constants)
+            if bounds is None:
+                continue
+            attrs["activation_min"], attrs["activation_max"] = bounds
+        replaced[conv] = Node("FusedConv", conv.inputs, act.outputs, attrs, "msgx", 1, conv.name)
+        dropped.add(act)
+    if not replaced:
+        return graph
+    return graph.replace(nodes=tuple(replaced.get(n, n) for n in graph.nodes if n not in dropped))
+
+
+def _clip_bounds(clip: Node, constants) -> tuple | None:
+    """(min, max) of a Clip as Python floats (None = unbounded), or None when a bound is not constant."""
+    if clip.opset < 11:
+        return clip.attrs.get("min"), clip.attrs.get("max")
+    bounds = []
+    for v in (clip.inputs[1:] + (None, None))[:2]:
+        if v is None:
+            bounds.append(None)
+        elif v in constants and constants[v].size == 1:
+            bounds.append(float(constants[v].reshape(())))
+        else:
+            return None
+    return tuple(bounds)

@@ -71,6 +71,20 @@ def _conv(ctx, x, w, b=None):
     return conv(x, w, b, int(ctx["group"]), strides, dil, pb, pe, out)
 
 
+@op("FusedConv", domain="msgx", attrs={**CONV_ATTRS, "activation": "Relu", "activation_min": None,
+                                       "activation_max": None}, fusion=Fusion.OUT_FUSABLE, infer=_conv_infer)
+def _fused_conv(ctx, x, w, b=None):
+    """Conv followed by Relu or Clip (the O0 pass fuse_conv_activation forms it, as onnxruntime does): the
+    activation runs in place on the conv's fresh output, saving a pass over memory and a dispatch."""
+    y = _conv(ctx, x, w, b)
+    if ctx["activation"] == "Relu":
+        np.maximum(y, 0, out=y)
+    else:
+        lo, hi = ctx["activation_min"], ctx["activation_max"]
+        np.clip(y, -np.inf if lo is None else lo, np.inf if hi is None else hi, out=y)
+    return y
+
+
 # ---------------------------------------------------------------- ConvTranspose
 
 def _convT_geometry(ctx, in_sizes, kernel):

@@ -210,14 +210,17 @@ def _naive_conv2d(x, w):
 
 
 def test_conv_integer_and_qlinear_conv_against_naive():
-    x = RNG.integers(0, 255, (2, 3, 6, 5)).astype(np.uint8)
-    w = RNG.integers(-128, 127, (4, 3, 3, 2)).astype(np.int8)
+    rng = np.random.default_rng(7)  # local: test order under xdist must not change the data
+    x = rng.integers(0, 255, (2, 3, 6, 5)).astype(np.uint8)
+    w = rng.integers(-128, 127, (4, 3, 3, 2)).astype(np.int8)
     want = _naive_conv2d(x.astype(np.int64) - 7, w.astype(np.int64))
     got = run("ConvInteger", x, w, np.uint8(7))
     assert got.dtype == np.int32 and np.array_equal(got, want)
     q = run("QLinearConv", x, np.float32(0.1), np.uint8(7), w, np.float32(0.01), np.int8(0), np.float32(0.5),
             np.uint8(128))
-    assert q.dtype == np.uint8 and np.array_equal(q, np.clip(np.rint(want * 0.1 * 0.01 / 0.5) + 128, 0, 255))
+    # the requantisation scale is a float32 product, so a value at a rounding tie may land one step away
+    expected = np.clip(np.rint(want * 0.1 * 0.01 / 0.5) + 128, 0, 255)
+    assert q.dtype == np.uint8 and np.abs(q.astype(np.int64) - expected).max() <= 1
 
 
 def test_qlinear_matmul_and_matmul_integer():

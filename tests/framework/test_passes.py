@@ -109,3 +109,37 @@ def test_shape_of_data_dependent_value_is_never_cached():
     s = framework.InferenceSession(m)
     for x, n in (([1, 0, 0, 0], 1), ([1, 1, 1, 0], 3), ([0, 0, 0, 0], 0)):
         np.testing.assert_array_equal(s.run(None, {"x": np.array(x, np.float32)})[0], [1, n])
+
+
+def _conv_model(activation_nodes, extra_inits=()):
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.uniform(0.5, 1.5, 4).astype(np.float32), "scale"),
+             numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "bias"),
+             numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "mean"),
+             numpy_helper.from_array(rng.uniform(0.5, 1.5, 4).astype(np.float32), "var"), *extra_inits]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["bn"]),
+             *activation_nodes]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_conv_batchnorm_activation_fold_into_one_kernel_and_match_pynative():
+    lo = numpy_helper.from_array(np.array(0.0, np.float32), "lo")
+    hi = numpy_helper.from_array(np.array(0.5, np.float32), "hi")
+    for act, inits in (([helper.make_node("Relu", ["bn"], ["y"])], ()),
+                       ([helper.make_node("Clip", ["bn", "lo", "hi"], ["y"])], (lo, hi))):
+        m = _conv_model(act, inits)
+        graph = framework.InferenceSession(m, check_ir=True)
+        assert [n.op for n in graph.graph.nodes] == ["FusedConv"]
+        x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
+        want = framework.InferenceSession(m, mode="pynative").run(None, {"x": x})[0]
+        np.testing.assert_allclose(graph.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_with_second_consumer_is_not_fused():
+    nodes = [helper.make_node("Relu", ["bn"], ["r"]), helper.make_node("Add", ["r", "c"], ["y"])]
+    g = framework.InferenceSession(_conv_model(nodes)).graph
+    assert [n.op for n in g.nodes] == ["Conv", "BatchNormalization", "Relu", "Add"]
