@@ -18,16 +18,20 @@ O0_PASSES = (
 )
 
 
-def passes_for(jit_level: str):
+def passes_for(jit_level: str, graph_kernel_flags: str = ""):
     """O0: infer shapes, fold constants, DCE, CSE, Conv+BatchNorm folding and Conv+Relu/Clip fusion (what
-    onnxruntime's basic level does). O1 adds graph-kernel fusion once it lands; until then it runs the O0
-    list (the session's stats say so)."""
-    return O0_PASSES
+    onnxruntime's basic level does). O1 = O0 + the graph-kernel passes (expand, cluster, outline...)."""
+    if jit_level != "O1":
+        return O0_PASSES
+    from graph_kernel import o1_passes  # lazy: the framework core does not depend on graph_kernel
+
+    return O0_PASSES + tuple(o1_passes(graph_kernel_flags))
 
 
-def run_passes(graph: Graph, jit_level: str = "O0", check: bool = False, on_pass=None) -> Graph:
+def run_passes(graph: Graph, jit_level: str = "O0", check: bool = False, on_pass=None,
+               graph_kernel_flags: str = "") -> Graph:
     """Apply the pipeline for `jit_level`; `check` verifies the IR after every pass (tests turn it on)."""
-    for name, fn in passes_for(jit_level):
+    for name, fn in passes_for(jit_level, graph_kernel_flags):
         t0 = time.perf_counter()
         graph = fn(graph)
         if check:

@@ -1,1 +1,6 @@
-"""graph_kernel: see ARCHITECTURE.md (not built yet)."""
+"""Graph-kernel fusion: expand composites, cluster fusable ops, outline clusters into msgx::Fused nodes."""
+
+
+def o1_passes(flags: str = "") -> tuple:
+    """The (name, Graph -> Graph) passes O1 adds after O0, configured by MindSpore-style graph_kernel_flags."""
+    return ()

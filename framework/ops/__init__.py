@@ -4,6 +4,6 @@ from .registry import DOMAIN_ALIASES, Ctx, Fusion, OpDef, all_ops, get, lookup, 
 # registration side effects, one module per op family
 from . import elementwise, tensor, cast, sequence  # noqa: E402,F401
 from . import nn, conv, norm, rnn, attention  # noqa: E402,F401
-from . import math, reduce, quant, signal, misc, control  # noqa: E402,F401
+from . import math, reduce, quant, signal, misc, control, fused  # noqa: E402,F401
 
 __all__ = ["Ctx", "Fusion", "OpDef", "all_ops", "get", "lookup", "op", "register", "DOMAIN_ALIASES"]
