@@ -81,12 +81,17 @@ class InferenceSession:
             "clusters": len(fused),
             "fused_ops": sum(len(n.attrs["body"].nodes) for n in fused),
             # fused bodies the numpy reference interprets because no faster backend took them
-            "fallbacks": {n.name or f"cluster{i}": "interpreted by the numpy reference (no DVM/polyhedral "
-                          "backend yet)" for i, n in enumerate(fused) if backends.get("numpy")},
+            "fallbacks": self._fallbacks(),
             "compile_seconds": time.perf_counter() - t0,
             "compile_ms": {k: v * 1e3 for k, v in compile_times.items()},
             "pass_seconds": self.pass_times,
         }
+
+    def _fallbacks(self) -> dict[str, str]:
+        steps = getattr(self._executor, "steps", ())
+        return {st.node.name or f"cluster{i}": "interpreted by the numpy reference: no DVM or polyhedral backend "
+                "is built yet" for i, st in enumerate(steps)
+                if st.node.op == "Fused" and st.node.domain == "msgx" and st.backend == "numpy"}
 
     def get_inputs(self) -> list[NodeArg]:
         return [_node_arg(v) for v in self.graph.inputs]
