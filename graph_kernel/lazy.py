@@ -20,13 +20,16 @@ MAX_GROUP_OPS = 100  # DVM flushes a live kernel after about this many ops
 KERNEL_CACHE_SIZE = 4096  # fused kernels kept per executor (bounded for long-lived sessions)
 RESHAPE_LIKE = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 
-# the reasons a live group is flushed (FlushRecord.reason, stats["flush_reasons"])
+# why a live group is flushed (FlushRecord.reason, stats["flush_reasons"]): a host read (graph outputs, or a
+# non-fusable op reading a pending value); an unsupported op reading nothing pending; an op unrelated to the
+# group; the size threshold; another dominant shape; a reduce (closes its group); a matmul (starts its own
+# group); an op a matmul-epilogue group cannot take (a reduce)
 REASONS = ("host_read", "unsupported", "unrelated", "size", "shape", "reduce", "matmul", "pattern")
 
 
 @dataclass(frozen=True, slots=True)
 class FlushRecord:
-    """One flushed group: its ops in order, why it closed, its pattern kind and whether its kernel was cached."""
+    """One flushed group: its ops in order, why it closed, its pattern kind, whether its kernel was cached."""
 
     ops: tuple[str, ...]
     reason: str
@@ -37,16 +40,16 @@ class FlushRecord:
 class _Plan:
     """What the executor precomputes per node: its lazy-fusion role and registry data."""
 
-    __slots__ = ("role", "opdef", "attrs", "last_read", "captures")
+    __slots__ = ("role", "opdef", "attrs", "captures")
 
-    def __init__(self, role, opdef, attrs, last_read, captures):
-        self.role, self.opdef, self.attrs, self.last_read, self.captures = role, opdef, attrs, last_read, captures
+    def __init__(self, role, opdef, attrs, captures):
+        self.role, self.opdef, self.attrs, self.captures = role, opdef, attrs, captures
 
 
 def _role(n: Node, opdef) -> str:
     """'elemwise' | 'reduce' | 'matmul' | 'reshape' | 'unsupported'."""
     if opdef is None or not opdef.deterministic or any(True for _ in _subgraphs(n)):
-        return "unsupported"  # unknown, random (never replayed inside a kernel) or control flow
+        return "unsupported"  # unknown, random (its draw order must not change) or control flow
     if opdef.fusion <= Fusion.BROADCAST:
         return "elemwise"
     if opdef.fusion == Fusion.REDUCE:
@@ -56,6 +59,21 @@ def _role(n: Node, opdef) -> str:
     if opdef.fusion == Fusion.INJECTIVE and n.op in RESHAPE_LIKE and not n.domain:
         return "reshape"
     return "unsupported"
+
+
+class _Live:
+    """One run's state: the environment, the live group (node indices), its values' concrete types, its
+    pattern kind and dominant shape, and the flushes so far. Per run, so runs may overlap across threads."""
+
+    __slots__ = ("env", "pending", "types", "kind", "dominant", "records")
+
+    def __init__(self, env: dict):
+        self.env, self.pending, self.types, self.kind, self.dominant = env, [], {}, "", ()
+        self.records: list[FlushRecord] = []
+
+    def shape_of(self, v: Value) -> tuple:
+        t = self.types.get(v)
+        return t.shape if t is not None else np.shape(self.env[v])
 
 
 def _numel(shape) -> int:
@@ -73,21 +91,19 @@ class LazyFusionExecutor(PyNativeExecutor):
         self.flush_reasons: Counter = Counter()
         self.groups = self.fused_ops = self.single_ops = self.kernel_builds = self.kernel_hits = 0
         self.records: list[FlushRecord] = []  # flushes of the most recent run
-        last_read: dict[Value, int] = {}
+        # a group exports exactly the values read after it (by later nodes, subgraphs or the host)
+        self._last_read: dict[Value, int] = {}
+        self._plans: list[_Plan] = []
         for i, n in enumerate(graph.nodes):
-            for v in n.inputs + _captures_of(n):
-                if v is not None:
-                    last_read[v] = i
-        for v in graph.outputs:
-            last_read[v] = len(graph.nodes)  # read by the host after the last node
-        self._plans = []
-        for n in graph.nodes:
             opdef = ops.lookup(n.op, n.domain, n.opset)
             attrs = {**opdef.attrs, **n.attrs} if opdef is not None else {}
-            self._plans.append(_Plan(_role(n, opdef), opdef, attrs,
-                                     max((last_read.get(v, -1) for v in n.outputs), default=-1),
-                                     _captures_of(n)))
-        self._last_read = last_read
+            plan = _Plan(_role(n, opdef), opdef, attrs, _captures_of(n))
+            self._plans.append(plan)
+            for v in n.inputs + plan.captures:
+                if v is not None:
+                    self._last_read[v] = i
+        for v in graph.outputs:
+            self._last_read[v] = len(graph.nodes)
 
     @property
     def stats(self) -> dict:
@@ -103,89 +119,82 @@ class LazyFusionExecutor(PyNativeExecutor):
         env: dict = dict(outer_env or {})
         env.update(self.graph.constants)
         env.update(zip(self.graph.inputs, inputs))
-        self.records = []
-        self._pending: list[int] = []  # node indices of the live group, in order
-        self._types: dict[Value, TensorType] = {}  # concrete types of values the live group will produce
-        self._kind, self._dominant = "", ()
+        live = _Live(env)
         for i, n in enumerate(self.graph.nodes):
-            self._step(i, n, env)
-        self._flush(env, "host_read")  # the host reads the graph outputs
+            self._step(live, i, n)
+        self._flush(live, "host_read")  # the host reads the graph outputs
+        self.records = live.records
         return [env[v] for v in self.graph.outputs]
 
-    def _step(self, i: int, n: Node, env: dict) -> None:
+    def _step(self, live: "_Live", i: int, n: Node) -> None:
         plan = self._plans[i]
-        reads_pending = any(v in self._types for v in n.inputs if v is not None) or \
-            any(v in self._types for v in plan.captures)
+        reads_pending = any(v in live.types for v in n.inputs if v is not None) or \
+            any(v in live.types for v in plan.captures)
         host_reason = "host_read" if reads_pending else "unsupported"
         if plan.role == "unsupported":
-            self._flush(env, host_reason)
-            return self._run_one(n, plan, env)
-        types = self._infer(n, plan, env)
-        if types is None and self._pending:  # e.g. a Reshape target still pending: materialise, retry
-            self._flush(env, host_reason)
-            types = self._infer(n, plan, env)
+            self._flush(live, host_reason)
+            return self._run_one(live.env, n, plan)
+        types = self._infer(live, n, plan)
+        if types is None and live.pending:  # e.g. a Reshape target still pending: materialise, retry
+            self._flush(live, host_reason)
+            types = self._infer(live, n, plan)
         if types is None:
-            return self._run_one(n, plan, env)
-        if self._pending:
-            reason = self._refuse(n, plan.role, types, reads_pending, env)
+            return self._run_one(live.env, n, plan)
+        if live.pending:
+            reason = self._refuse(live, n, plan.role, types, reads_pending)
             if reason:
-                self._flush(env, reason)
-        if not self._pending:
+                self._flush(live, reason)
+        if not live.pending:
             if plan.role == "reshape":  # nothing to absorb it into: a view, run now
-                return self._run_one(n, plan, env)
-            self._kind = "matmul_epilogue" if plan.role == "matmul" else "elemwise"
-            self._dominant = types[0].shape if plan.role != "reduce" else self._shape_of(n.inputs[0], env)
-        self._pending.append(i)
-        self._types.update(zip(n.outputs, types))
+                return self._run_one(live.env, n, plan)
+            live.kind = "matmul_epilogue" if plan.role == "matmul" else "elemwise"
+            live.dominant = live.shape_of(n.inputs[0]) if plan.role == "reduce" else types[0].shape
+        live.pending.append(i)
+        live.types.update(zip(n.outputs, types))
         if plan.role == "reduce":
-            self._kind = "reduce"
-            self._flush(env, "reduce")
-        elif len(self._pending) >= self.max_ops:
-            self._flush(env, "size")
+            live.kind = "reduce"
+            self._flush(live, "reduce")
+        elif len(live.pending) >= self.max_ops:
+            self._flush(live, "size")
 
-    def _refuse(self, n: Node, role: str, types, reads_pending: bool, env: dict) -> str:
+    @staticmethod
+    def _refuse(live: "_Live", n: Node, role: str, types, reads_pending: bool) -> str:
         """Why node n may not join the live group ('' when it may)."""
         if not reads_pending:
             return "unrelated"
         if role == "matmul":
             return "matmul"  # a matmul only starts a group
         out = types[0].shape
-        if self._kind == "matmul_epilogue":
+        if live.kind == "matmul_epilogue":
             if role == "reduce":
                 return "pattern"  # a Mix kernel is one matmul plus a pointwise epilogue
-            return "" if _numel(out) == _numel(self._dominant) else "shape"
+            return "" if _numel(out) == _numel(live.dominant) else "shape"
         if role == "reduce":
-            return "" if self._shape_of(n.inputs[0], env) == self._dominant else "shape"
+            return "" if live.shape_of(n.inputs[0]) == live.dominant else "shape"
         if role == "reshape":
-            return "" if _numel(out) == _numel(self._dominant) else "shape"
-        return "" if out == self._dominant else "shape"
+            return "" if _numel(out) == _numel(live.dominant) else "shape"
+        return "" if out == live.dominant else "shape"
 
-    def _shape_of(self, v: Value, env: dict):
-        t = self._types.get(v)
-        return t.shape if t is not None else np.shape(env[v])
-
-    def _infer(self, n: Node, plan: _Plan, env: dict):
+    @staticmethod
+    def _infer(live: "_Live", n: Node, plan: _Plan):
         """Concrete output types of n from its inputs' runtime (or pending) types; None when unknown."""
-        types, consts = [], []
-        for v in n.inputs:
-            if v is None:
-                types.append(None)
-                consts.append(None)
-            elif v in self._types:
-                types.append(self._types[v])
-                consts.append(None)
-            else:
-                a = env.get(v)
-                if not isinstance(a, np.ndarray):
-                    return None
-                types.append(TensorType(a.dtype, a.shape))
-                consts.append(a)
         if plan.opdef.infer is None:
             return None
+        types, consts = [], []
+        for v in n.inputs:
+            if v is None or v in live.types:
+                types.append(None if v is None else live.types[v])
+                consts.append(None)
+                continue
+            a = live.env.get(v)
+            if not isinstance(a, np.ndarray):
+                return None
+            types.append(TensorType(a.dtype, a.shape))
+            consts.append(a)
         ctx = ops.Ctx(plan.attrs, len(n.outputs), n.opset, n.name, tuple(consts))
         try:
             out = plan.opdef.infer(ctx, *types)
-        except Exception:  # a bad shape: let the kernel itself raise its typed error, unfused
+        except Exception:  # a bad shape: the kernel itself raises the typed error, unfused
             return None
         out = list(out) if isinstance(out, (tuple, list)) else [out]
         if len(out) != len(n.outputs) or not all(
@@ -196,7 +205,7 @@ class LazyFusionExecutor(PyNativeExecutor):
 
     # ------------------------------------------------------------ kernels
 
-    def _run_one(self, n: Node, plan: _Plan, env: dict) -> None:
+    def _run_one(self, env: dict, n: Node, plan: _Plan) -> None:
         args = [None if v is None else env[v] for v in n.inputs]
         kernel = self.kernel_for(n, args)
         if plan.captures:
@@ -205,18 +214,18 @@ class LazyFusionExecutor(PyNativeExecutor):
             outs = _call(kernel, n, args)
         env.update(zip(n.outputs, outs))
 
-    def _flush(self, env: dict, reason: str) -> None:
+    def _flush(self, live: "_Live", reason: str) -> None:
         """Run the live group: one op as a plain kernel, several as one cached msgx::Fused kernel."""
-        if not self._pending:
+        if not live.pending:
             return
-        idx, kind = self._pending, self._kind
-        self._pending, self._types = [], {}
+        idx, kind, env = live.pending, live.kind, live.env
+        live.pending, live.types = [], {}
         self.flush_reasons[reason] += 1
         nodes = [self.graph.nodes[i] for i in idx]
         if len(nodes) == 1:
             self.single_ops += 1
-            self.records.append(FlushRecord((nodes[0].op,), reason, kind, False))
-            return self._run_one(nodes[0], self._plans[idx[0]], env)
+            live.records.append(FlushRecord((nodes[0].op,), reason, kind, False))
+            return self._run_one(env, nodes[0], self._plans[idx[0]])
         ext, outs, key = self._signature(nodes, idx[-1], env, kind)
         entry = self.fused_cache.get(key)
         hit = entry is not None
@@ -230,9 +239,8 @@ class LazyFusionExecutor(PyNativeExecutor):
             self.kernel_hits += 1
         self.groups += 1
         self.fused_ops += len(nodes)
-        self.records.append(FlushRecord(tuple(n.op for n in nodes), reason, kind, hit))
-        results = _call(entry[0], entry[1], [env[v] for v in ext])
-        env.update(zip(outs, results))
+        live.records.append(FlushRecord(tuple(n.op for n in nodes), reason, kind, hit))
+        env.update(zip(outs, _call(entry[0], entry[1], [env[v] for v in ext])))
 
     def _signature(self, nodes: list[Node], last: int, env: dict, kind: str):
         """External inputs, exported outputs and the structural cache key of a group."""

@@ -1,0 +1,135 @@
+"""The O1 graph-kernel passes (expand, infer shapes, cluster + outline, DCE) and a fusion report."""
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+from framework.ir import Graph, print_graph
+from framework.passes import eliminate_dead_code, infer_shapes
+
+from .outline import outline
+from .partition import PartitionOptions, host_values, partition, role
+from .symbols import SymbolEngine
+
+
+def _flags(text):
+    try:
+        from .flags import parse_flags  # lazy: the flags module lands separately
+    except ImportError:  # pragma: no cover - only before flags.py exists
+        return None
+    return parse_flags(text)
+
+
+def _expander():
+    try:
+        from .expand import expand_composites
+    except ImportError:  # pragma: no cover - only before expand.py exists
+        return None
+    return expand_composites
+
+
+def cluster_pass(options: PartitionOptions | None = None):
+    """Partition then outline, as one Graph -> Graph pass."""
+    def cluster(graph: Graph) -> Graph:
+        clusters = partition(graph, SymbolEngine.from_graph(graph), options)
+        return outline(graph, clusters) if clusters else graph
+    return cluster
+
+
+def o1_passes(flags=""):
+    """The (name, Graph -> Graph) passes O1 adds after O0; honours opt_level, disable_pass, the op lists and
+    dump_as_text (each pass's IR written to DIR/NN_name.txt)."""
+    f = _flags(flags)
+    if f is not None and f.opt_level == 0:
+        return ()
+    get = (lambda name, default: getattr(f, name, default) or default) if f is not None else \
+        (lambda name, default: default)
+    options = PartitionOptions(enable_ops=frozenset(get("enable_cluster_ops", frozenset())),
+                               disable_ops=frozenset(get("disable_cluster_ops", frozenset())))
+    passes = []
+    expand = _expander()
+    if expand is not None:
+        enabled, disabled = get("enable_expand_ops", frozenset()), get("disable_expand_ops", frozenset())
+        passes.append(("gk_expand", lambda g: expand(g, set(enabled), set(disabled))))
+    passes += [("gk_infer_shapes", infer_shapes), ("gk_cluster", cluster_pass(options)),
+               ("gk_eliminate_dead_code", eliminate_dead_code)]
+    disabled_passes = set(get("disable_pass", frozenset()))
+    passes = [(n, fn) for n, fn in passes if n not in disabled_passes and n[3:] not in disabled_passes]
+    dump = get("dump_as_text", None)
+    return tuple(_dumping(passes, dump) if dump else passes)
+
+
+def _dumping(passes, directory: str):
+    """Wrap each pass so its result is written as printed IR; 00_input.txt is what the first pass sees."""
+    def wrap(i, name, fn):
+        def run(graph: Graph) -> Graph:
+            os.makedirs(directory, exist_ok=True)
+            if i == 1:
+                with open(os.path.join(directory, "00_input.txt"), "w") as fh:
+                    fh.write(print_graph(graph) + "\n")
+            out = fn(graph)
+            with open(os.path.join(directory, f"{i:02d}_{name}.txt"), "w") as fh:
+                fh.write(print_graph(out) + "\n")
+            return out
+        return run
+    return [(name, wrap(i, name, fn)) for i, (name, fn) in enumerate(passes, start=1)]
+
+
+# ---------------------------------------------------------------- reporting
+
+def _compile(model, flags: str) -> Graph:
+    from framework.compile import run_passes
+    from framework.onnx_frontend import import_model
+
+    if isinstance(model, str) and not os.path.exists(model):
+        import onnx_models
+        from benchmarks.zoo import zoo_models  # the report is a tool for the lead; zoo names are accepted
+        zoo = zoo_models()
+        model = onnx_models.build(model) if model in onnx_models.MODELS else str(zoo[model])
+    graph = model if isinstance(model, Graph) else import_model(model)
+    return run_passes(graph, "O1", graph_kernel_flags=flags)
+
+
+def fusion_report(model, flags: str = "", name: str | None = None, quiet: bool = False) -> list[dict]:
+    """One row per cluster (kind, ops, op types) plus a last row for what stayed unfused; printed as a table.
+
+    `model`: a bundled or zoo model name, a path, an onnx.ModelProto or an msgx Graph."""
+    graph = _compile(model, flags)
+    label = name or (model if isinstance(model, str) else getattr(graph, "name", "model"))
+    rows = []
+    for n in graph.nodes:
+        if n.op == "Fused" and n.domain == "msgx":
+            body = n.attrs["body"]
+            rows.append({"model": label, "cluster": n.name, "kind": n.attrs["kind"], "ops": len(body.nodes),
+                         "op_types": "+".join(m.op for m in body.nodes)})
+    left = [n for n in graph.nodes if not (n.op == "Fused" and n.domain == "msgx")]
+    host = host_values(graph)
+    fusable = [n for n in left if role(n) in ("elem", "reduce") and not any(v in host for v in n.outputs)]
+    rows.append({"model": label, "cluster": "unfused", "kind": "-", "ops": len(left),
+                 "op_types": _counts(left), "fusable_left": _counts(fusable)})
+    if not quiet:
+        print(format_report(rows))
+    return rows
+
+
+def _counts(nodes) -> str:
+    c = Counter(n.op for n in nodes)
+    return ", ".join(f"{op}x{k}" if k > 1 else op for op, k in sorted(c.items()))
+
+
+def summarize(rows: list[dict]) -> dict:
+    """One line per model: cluster count, ops per cluster, unfused ops."""
+    clusters = [r for r in rows if r["cluster"] != "unfused"]
+    left = rows[-1]
+    return {"model": left["model"], "clusters": len(clusters), "fused_ops": sum(r["ops"] for r in clusters),
+            "ops_per_cluster": " ".join(str(r["ops"]) for r in clusters), "unfused": left["op_types"],
+            "fusable_left": left.get("fusable_left", "")}
+
+
+def format_report(rows: list[dict]) -> str:
+    """A Markdown table of a report's rows."""
+    s = summarize(rows)
+    lines = [f"{s['model']}: {s['clusters']} clusters, {s['fused_ops']} fused ops",
+             "| cluster | kind | ops | op types |", "|---|---|---|---|"]
+    lines += [f"| {r['cluster']} | {r['kind']} | {r['ops']} | {r['op_types']} |" for r in rows]
+    return "\n".join(lines)
