@@ -65,7 +65,11 @@ class InferenceSession:
                 backends[st.backend] = backends.get(st.backend, 0) + 1
         else:
             self.graph = self.model_graph
-            self._executor = PyNativeExecutor(self.graph)
+            if self.jit_level == "O1":  # runtime (lazy) fusion, as DVM does in PyNative
+                from graph_kernel.lazy import LazyFusionExecutor  # lazy: the core does not need graph_kernel
+                self._executor = LazyFusionExecutor(self.graph)
+            else:
+                self._executor = PyNativeExecutor(self.graph)
             backends = {"numpy": len(self.graph.nodes)}
         self._inputs = {v.name: v for v in self.graph.inputs}
         self._outputs = [v.name for v in self.graph.outputs]
@@ -112,6 +116,9 @@ class InferenceSession:
                 raise InputNameError(f"unknown output name(s) {unknown}; the model's outputs are {self._outputs}")
             wanted = [self._outputs.index(n) for n in output_names]
         results = self._executor.run(arrays)
+        if hasattr(self._executor, "records"):  # lazy fusion groups are known only at run time
+            lazy = self._executor.stats
+            self.stats.update(clusters=lazy["groups"], fused_ops=lazy["fused_ops"], lazy_fusion=lazy)
         owned = {id(a) for a in self.graph.constants.values()} | {id(a) for a in arrays}
         return [_detach(results[i], owned) for i in wanted]
 

@@ -188,7 +188,7 @@ def _gelu(b: Builder, n: Node, a: dict) -> None:
 @expander("HardSwish")
 def _hardswish(b, n, a):
     x, dt, _ = _x(n)
-    s = b.op("Add", b.op("Div", x, b.scalar(6, dt)), b.scalar(0.5, dt))
+    s = b.op("Add", b.op("Div", x, b.scalar(6.01, dt)), b.scalar(0.5, dt))
     clipped = b.op("Min", b.op("Max", s, b.scalar(0, dt)), b.scalar(1, dt))
     b.op("Mul", x, clipped, out=n.outputs[0])
 
