@@ -21,11 +21,12 @@ def ort_session(model):
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("mode", ["graph", "pynative"])
+@pytest.mark.parametrize("mode,jit_level", [("graph", "O0"), ("pynative", "O0"), ("graph", "O1"), ("pynative", "O1")])
 @pytest.mark.parametrize("name", sorted(SHAPES))
-def test_bundled_model_matches_onnxruntime(name, mode):
+def test_bundled_model_matches_onnxruntime(name, mode, jit_level):
     model = onnx_models.build(name)
-    ours, peer = framework.InferenceSession(model, mode=mode, check_ir=True), ort_session(model)
+    ours = framework.InferenceSession(model, mode=mode, jit_level=jit_level, check_ir=True)
+    peer = ort_session(model)
     for dims in SHAPES[name]:
         feed = onnx_models.example_inputs(name, dims)
         for got, want in zip(ours.run(None, feed), peer.run(None, feed)):
