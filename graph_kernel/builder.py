@@ -51,7 +51,8 @@ class Builder:
         key = (arr.dtype.str, arr.shape, arr.tobytes())
         v = self._cache.get(key)
         if v is None:
-            v = self._cache[key] = Value(TensorType(arr.dtype, arr.shape), f"{self.name}/const{len(self._cache)}")
+            name = f"{self.name}/const{len(self._cache)}"
+            v = self._cache[key] = Value(TensorType(arr.dtype, arr.shape), name)
             self.constants[v] = arr
         return v
 

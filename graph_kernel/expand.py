@@ -118,7 +118,8 @@ def _used_values(graph: Graph) -> set[Value]:
 
 def _check(n: Node, used: set[Value]) -> None:
     for v in n.inputs:
-        if v is not None and (not isinstance(v.type, TensorType) or v.type.shape is None or v.type.dtype is None):
+        t = None if v is None else v.type
+        if t is not None and (not isinstance(t, TensorType) or t.shape is None or t.dtype is None):
             raise Skip(f"input {v.name!r} has unknown rank or dtype")
     if any(v in used for v in n.outputs[1:]):
         raise Skip("an optional output is in use")
@@ -188,7 +189,7 @@ def _gelu(b: Builder, n: Node, a: dict) -> None:
 @expander("HardSwish")
 def _hardswish(b, n, a):
     x, dt, _ = _x(n)
-    s = b.op("Add", b.op("Div", x, b.scalar(6.01, dt)), b.scalar(0.5, dt))
+    s = b.op("Add", b.op("Div", x, b.scalar(6, dt)), b.scalar(0.5, dt))
     clipped = b.op("Min", b.op("Max", s, b.scalar(0, dt)), b.scalar(1, dt))
     b.op("Mul", x, clipped, out=n.outputs[0])
 
@@ -307,7 +308,7 @@ def _clip(b, n, a):
 
 
 def _softmax_axes(n: Node, a: dict, rank: int) -> list[int]:
-    """Opset 13+: one axis. Before: the trailing block from `axis` (the 2-D coercion reduces exactly those)."""
+    """Opset 13+: one axis. Before: the trailing axes from `axis` (what the 2-D coercion reduces)."""
     if rank == 0:
         raise Skip("rank-0 input")
     axes = _trailing(a["axis"], rank)
@@ -406,9 +407,9 @@ def _reduce_mean(b, n, a):
     dims = [x.type.shape[i] for i in axes]
     if not all(isinstance(d, int) for d in dims):
         raise Skip("reduced dims are symbolic")
-    w = _wide(dt)
+    w = _wide(dt)  # numpy's mean sums float16 in float32 and rounds the quotient once
     if math.prod(dims) > 2 ** 24 and w != F64:  # numpy divides by the exact count in float64
-        raise Skip("count not exact in float32")  # numpy's mean sums float16 in float32 and rounds the quotient once
+        raise Skip("count not exact in float32")
     s = b.reduce("ReduceSum", b.cast(x, w), axes, a["keepdims"])
     y = b.op("Div", s, b.scalar(math.prod(dims), w), out=n.outputs[0] if w == dt else None)
     if w != dt:

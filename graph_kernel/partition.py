@@ -247,10 +247,14 @@ class _Partitioner:
             for v in n.outputs:
                 if v in self.outputs or any(u not in inside for u in self.users.get(v, ())):
                     last[v] = len(nodes)
-        born = {v: i for i, n in enumerate(nodes) for v in n.outputs}
+        born: dict[Value, int] = {}  # an input is live from its first load, a temporary from its definition
+        for i, n in enumerate(nodes):
+            for v in (*n.inputs, *n.outputs):
+                if v is not None:
+                    born.setdefault(v, i)
         peak = 0
         for i in range(len(nodes)):
-            peak = max(peak, sum(1 for v, e in last.items() if born.get(v, -1) <= i <= e))
+            peak = max(peak, sum(1 for v, e in last.items() if born[v] <= i <= e))
         return peak
 
     def split(self, nodes: list[Node]) -> list[list[Node]]:

@@ -95,7 +95,14 @@ def fusion_report(model, flags: str = "", name: str | None = None, quiet: bool =
 
     `model`: a bundled or zoo model name, a path, an onnx.ModelProto or an msgx Graph."""
     graph = _compile(model, flags)
-    label = name or (model if isinstance(model, str) else getattr(graph, "name", "model"))
+    rows = report_rows(graph, name or (model if isinstance(model, str) else graph.name))
+    if not quiet:
+        print(format_report(rows))
+    return rows
+
+
+def report_rows(graph: Graph, label: str) -> list[dict]:
+    """fusion_report's rows for a graph already compiled at O1."""
     rows = []
     for n in graph.nodes:
         if n.op == "Fused" and n.domain == "msgx":
@@ -107,8 +114,6 @@ def fusion_report(model, flags: str = "", name: str | None = None, quiet: bool =
     fusable = [n for n in left if role(n) in ("elem", "reduce") and not any(v in host for v in n.outputs)]
     rows.append({"model": label, "cluster": "unfused", "kind": "-", "ops": len(left),
                  "op_types": _counts(left), "fusable_left": _counts(fusable)})
-    if not quiet:
-        print(format_report(rows))
     return rows
 
 

@@ -18,9 +18,9 @@ from graph_kernel.expand import EXPANDERS, active_ops, default_ops, expand_compo
 from graph_kernel.flags import parse_flags
 
 F16, F32, F64 = np.float16, np.float32, np.float64
-PRIMITIVES = {"Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Tanh", "Erf", "Reciprocal", "Neg", "Abs",
-              "Max", "Min", "Where", "Greater", "GreaterOrEqual", "Less", "ReduceSum", "ReduceMax", "Cast",
-              "Unsqueeze", "Squeeze"}
+PRIMITIVES = {"Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Tanh", "Erf", "Reciprocal", "Neg",
+              "Abs", "Max", "Min", "Where", "Greater", "GreaterOrEqual", "Less", "ReduceSum", "ReduceMax",
+              "Cast", "Unsqueeze", "Squeeze"}
 TOL = {F32: dict(rtol=1e-5, atol=1e-7), F16: dict(rtol=2e-3, atol=2e-3), F64: dict(rtol=1e-12, atol=1e-15)}
 
 
@@ -45,7 +45,8 @@ def reference(g, x):
     n = g.nodes[0]
     opdef = ops.get(n.op, "", n.opset)
     args = [x] + [None if v is None else g.constants[v] for v in n.inputs[1:]]
-    return opdef.ref(ops.Ctx({**opdef.attrs, **n.attrs}, 1, n.opset, n.name), *args)
+    with np.errstate(all="ignore"):  # the kernel's own overflow warnings (exp of -30 in float16)
+        return opdef.ref(ops.Ctx({**opdef.attrs, **n.attrs}, 1, n.opset, n.name), *args)
 
 
 def sample(shape, dtype, seed):
@@ -53,7 +54,8 @@ def sample(shape, dtype, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape) * 3
     edge = [0.0, -1e-6, 1e-6, -30.0, 30.0, -1e-3, 5.0, -5.0]
-    x.reshape(-1)[:len(edge)] = edge[:x.size]
+    k = min(len(edge), x.size // 2)  # small shapes stay mostly random
+    x.reshape(-1)[:k] = edge[:k]
     return x.astype(dtype)
 
 
@@ -84,7 +86,8 @@ CASES = {
     "log_softmax": ("LogSoftmax", {"axis": -2}, 13, None, S4, (F32, F16)),
     "layer_norm": ("LayerNormalization", {}, 17, _ln(6), S4, (F32, F16, F64)),
     "layer_norm_axis1": ("LayerNormalization", {"axis": 1, "epsilon": 1e-3}, 17,
-                         lambda rng, dt: (rng.standard_normal((3, 4, 6)).astype(dt),), [(2, 3, 4, 6)], (F32, F16)),
+                         lambda rng, dt: (rng.standard_normal((3, 4, 6)).astype(dt),), [(2, 3, 4, 6)],
+                         (F32, F16)),
     "layer_norm_f64_stash": ("LayerNormalization", {"stash_type": 11}, 17, _ln(6), S4, (F32, F16)),
     "rms_norm": ("RMSNormalization", {}, 23, lambda rng, dt: (rng.standard_normal(6).astype(dt),), S4,
                  (F32, F16, F64)),
@@ -226,7 +229,8 @@ def test_batch_norm_with_statistics_outputs_is_training_and_stays():
 
 
 def test_batch_norm_constant_parameters_fold_to_one_mul_and_add():
-    e = expand_composites(single("BatchNormalization", (2, 3, 4, 5), F32, {}, 15, _bn(np.random.default_rng(0), F32)))
+    params = _bn(np.random.default_rng(0), F32)
+    e = expand_composites(single("BatchNormalization", (2, 3, 4, 5), F32, {}, 15, params))
     assert [n.op for n in e.nodes] == ["Mul", "Add"]
     assert all(e.constants[v].shape == (3, 1, 1) for v in e.nodes[0].inputs[1:] + e.nodes[1].inputs[1:])
 
@@ -266,10 +270,13 @@ def _torch_gelu_graph(order):
     c = {k: Value(TensorType(F32, ()), k) for k in ("sqrt2", "one", "half")}
     vals = [Value(TensorType(F32, (4, 8)), f"t{i}") for i in range(5)]
     sw = (lambda a, b: (b, a)) if order else (lambda a, b: (a, b))
-    nodes = (Node("Div", (x, c["sqrt2"]), (vals[0],), opset=17), Node("Erf", (vals[0],), (vals[1],), opset=17),
-             Node("Add", sw(vals[1], c["one"]), (vals[2],), opset=17), Node("Mul", sw(x, vals[2]), (vals[3],), opset=17),
+    nodes = (Node("Div", (x, c["sqrt2"]), (vals[0],), opset=17),
+             Node("Erf", (vals[0],), (vals[1],), opset=17),
+             Node("Add", sw(vals[1], c["one"]), (vals[2],), opset=17),
+             Node("Mul", sw(x, vals[2]), (vals[3],), opset=17),
              Node("Mul", sw(vals[3], c["half"]), (vals[4],), opset=17))
-    consts = {c["sqrt2"]: np.array(math.sqrt(2), F32), c["one"]: np.array(1, F32), c["half"]: np.array(0.5, F32)}
+    consts = {c["sqrt2"]: np.array(math.sqrt(2), F32), c["one"]: np.array(1, F32),
+              c["half"]: np.array(0.5, F32)}
     return Graph((x,), (vals[4],), nodes, consts)
 
 
