@@ -28,7 +28,8 @@ def fuse_cluster(cluster: Cluster, graph: Graph, users, name: str) -> Node | Non
     members = set(cluster.nodes)
     produced = {v for n in cluster.nodes for v in n.outputs}
     outer_outputs = set(graph.outputs)
-    ext = list(dict.fromkeys(v for n in cluster.nodes for v in n.inputs if v is not None and v not in produced))
+    ext = list(dict.fromkeys(v for n in cluster.nodes for v in n.inputs
+                             if v is not None and v not in produced))
     outs = [v for n in cluster.nodes for v in n.outputs
             if v in outer_outputs or any(u not in members for u in users.get(v, ()))]
     if not outs:
@@ -50,7 +51,8 @@ def fuse_cluster(cluster: Cluster, graph: Graph, users, name: str) -> Node | Non
         body_nodes.append(Node(n.op, tuple(None if v is None else fresh[v] for v in n.inputs),
                                tuple(fresh[v] for v in n.outputs), n.attrs, n.domain, n.opset, n.name))
     body = Graph(tuple(body_inputs), tuple(fresh[v] for v in outs), tuple(body_nodes), body_consts, name)
-    return Node("Fused", tuple(node_inputs), tuple(outs), {"body": body, "kind": cluster.kind}, "msgx", 1, name)
+    attrs = {"body": body, "kind": cluster.kind}
+    return Node("Fused", tuple(node_inputs), tuple(outs), attrs, "msgx", 1, name)
 
 
 def outline(graph: Graph, clusters: list[Cluster], prefix: str = "fused") -> Graph:
@@ -96,5 +98,5 @@ def _stable_toposort(nodes: list[Node], graph: Graph) -> list[Node]:
             if waiting[j] == 0:
                 heapq.heappush(ready, j)
     if len(order) != len(nodes):
-        raise RuntimeError(f"graph {graph.name!r}: outlining created a cycle (partition's cycle check failed)")
+        raise RuntimeError(f"graph {graph.name!r}: outlining created a cycle (the cycle check failed)")
     return order

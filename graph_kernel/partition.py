@@ -36,7 +36,7 @@ class PartitionOptions:
 
 @dataclass(frozen=True, eq=False)
 class Cluster:
-    """Nodes in graph order and the kernel kind: elemwise, reduce, sequence, matmul_epilogue, conv_epilogue."""
+    """Nodes in graph order and the kernel kind (elemwise, reduce, sequence, matmul_/conv_epilogue)."""
 
     nodes: tuple[Node, ...]
     kind: str
@@ -44,7 +44,8 @@ class Cluster:
 
 def _tensor_ok(v: Value | None) -> bool:
     t = None if v is None else v.type
-    return isinstance(t, TensorType) and t.shape is not None and t.dtype is not None and t.dtype.kind in "biuf"
+    return isinstance(t, TensorType) and t.shape is not None and t.dtype is not None \
+        and t.dtype.kind in "biuf"
 
 
 def role(n: Node, opts: PartitionOptions = PartitionOptions()) -> str | None:
@@ -64,8 +65,8 @@ def role(n: Node, opts: PartitionOptions = PartitionOptions()) -> str | None:
             return "reshape"
         return "view" if n.op in VIEWS or n.op in opts.enable_ops else None
     if kind == F.REDUCE:
-        return "reduce" if (n.op.startswith("Reduce") or n.op.startswith("Global")) and n.op not in NOT_REDUCES \
-            else None
+        primitive = n.op.startswith(("Reduce", "Global")) and n.op not in NOT_REDUCES
+        return "reduce" if primitive else None
     return "anchor" if kind == F.OUT_FUSABLE else None
 
 
@@ -206,7 +207,7 @@ class _Partitioner:
         for n in fusable:  # matmul / conv epilogue first, so the pointwise tail lands on its anchor
             if self.role[n] == "anchor":
                 self._grow_forward(n)
-        for _ in range(4):  # depth: producer into consumer (elementwise chains, into/out of reduces, reshapes)
+        for _ in range(4):  # depth: producer into consumer (elementwise chains, reduces both ways, reshapes)
             changed = False
             for n in fusable:
                 for v in n.inputs:
@@ -229,8 +230,8 @@ class _Partitioner:
         while frontier:
             n = frontier.pop(0)
             for u in sorted(self.users.get(n.outputs[0], ()), key=self.pos.__getitem__):
-                if self.role.get(u) in ("elem", "reshape") and self.find(u) is u and len(self.members[u]) == 1 \
-                        and self.try_merge(anchor, u):
+                alone = self.find(u) is u and len(self.members[u]) == 1
+                if self.role.get(u) in ("elem", "reshape") and alone and self.try_merge(anchor, u):
                     frontier.append(u)
 
     # ---------------------------------------------------------------- split
@@ -258,7 +259,7 @@ class _Partitioner:
         return peak
 
     def split(self, nodes: list[Node]) -> list[list[Node]]:
-        """Contiguous pieces in graph order (so no piece can close a cycle) within the op and buffer bounds."""
+        """Contiguous pieces in graph order (no piece can close a cycle) within the op and buffer bounds."""
         if len(nodes) <= self.opts.max_ops and self.live_peak(nodes) <= self.opts.max_live:
             return [nodes]
         pieces, cur = [], []

@@ -30,7 +30,8 @@ def _integer_polynomial(e: sympy.Expr) -> bool:
     """A substitution must stay an integer polynomial, so canonical forms never grow fractions."""
     if not e.free_symbols:
         return e.is_Integer
-    return e.is_polynomial(*e.free_symbols) and all(c.is_Integer for c in sympy.Poly(e, *e.free_symbols).coeffs())
+    syms = tuple(e.free_symbols)
+    return e.is_polynomial(*syms) and all(c.is_Integer for c in sympy.Poly(e, *syms).coeffs())
 
 
 class SymbolEngine:
@@ -67,8 +68,9 @@ class SymbolEngine:
         ins = [_shape(v) for v in n.inputs]
         out = _shape(n.outputs[0]) if n.outputs else None
         opdef = ops.lookup(n.op, n.domain, n.opset)
-        if opdef is not None and opdef.fusion == ops.Fusion.BROADCAST and n.op != "Expand":
-            self._learn_broadcast([s for s in ins if s is not None])
+        if opdef is not None and opdef.fusion == ops.Fusion.BROADCAST:
+            data = [ins[0]] if n.op == "Expand" else ins  # Expand's second input is the target's values
+            self._learn_broadcast([s for s in (*data, out) if s is not None])
         elif n.op in _RESHAPES and ins and ins[0] is not None and out is not None:
             self.learn_equal(self._prod(ins[0]), self._prod(out))
         elif n.op in ("MatMul", "MatMulInteger") and len(ins) >= 2 and all(ins[:2]):
@@ -249,7 +251,8 @@ class SymbolEngine:
     def describe(self) -> str:
         """The facts as stable text (for tests and dumps)."""
         lines = [f"{k} = {v}" for k, v in sorted(self.subs.items(), key=lambda kv: kv[0].name)]
-        lines += [f"{k} in [{lo}, {hi}]" for k, (lo, hi) in sorted(self.ranges.items(), key=lambda kv: kv[0].name)
+        by_name = lambda kv: kv[0].name  # noqa: E731
+        lines += [f"{k} in [{lo}, {hi}]" for k, (lo, hi) in sorted(self.ranges.items(), key=by_name)
                   if (lo, hi) != (1, INF)]
         lines += [f"{m} | {k}" for k, m in sorted(self.divisors.items(), key=lambda kv: kv[0].name) if m > 1]
         lines += [f"{r} = 0" for r in self.relations]

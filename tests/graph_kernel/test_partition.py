@@ -173,6 +173,16 @@ def test_cycle_check_keeps_clusters_acyclic():
     assert summary(g) == []
 
 
+def test_fused_node_moves_before_an_outside_user_that_preceded_the_last_member():
+    x = f32(B, 8)
+    b = Builder(name="t")
+    e = b.op("Exp", x)
+    h = b.op("Hardmax", e)  # reads the cluster's first value, stands before its last member
+    n = b.op("Neg", e)
+    out = fuse(graph([x], [h, n], b))
+    assert [m.op for m in out.nodes] == ["Fused", "Hardmax"]
+    assert out.nodes[1].inputs[0] is out.nodes[0].outputs[0] is e
+
 def test_opaque_control_flow_and_shape_computations_never_fuse():
     x = f32(B, S)
     b = Builder(name="t")
@@ -210,3 +220,42 @@ def test_split_bounds_ops_and_live_buffers():
     assert [len(c) for c in pieces] == [3, 3, 5] and all(p.live_peak(c) <= 4 for c in pieces)
     out = fuse(g, max_live=4)
     assert [n.op for n in out.nodes] == ["Fused"] * 3
+
+
+# ---------------------------------------------------------------- the O1 pass list and its flags
+
+def o1(g: Graph, flags: str = "") -> Graph:
+    from graph_kernel import o1_passes
+    for _, fn in o1_passes(flags):
+        g = fn(g)
+    verify(g)
+    return g
+
+
+def concat_relu():
+    x, y = f32(B, 4), f32(B, 4, name="y")
+    b = Builder(name="t")
+    out = b.op("Tanh", b.op("Relu", b.op("Concat", x, y, axis=1)))
+    return graph([x, y], [out], b)
+
+
+def test_o1_passes_honour_opt_level_disable_pass_and_cluster_ops():
+    from graph_kernel import o1_passes
+    assert o1_passes("--opt_level=0") == ()
+    names = [n for n, _ in o1_passes("")]
+    assert names == ["gk_expand", "gk_infer_shapes", "gk_cluster", "gk_eliminate_dead_code"]
+    assert [n for n, _ in o1_passes("--disable_pass=cluster,gk_expand")] == [
+        "gk_infer_shapes", "gk_eliminate_dead_code"]
+    g = concat_relu()
+    assert [n.op for n in o1(g).nodes] == ["Concat", "Fused"]
+    assert [n.op for n in o1(g, "--enable_cluster_ops=Concat").nodes] == ["Fused"]
+    assert [n.op for n in o1(g, "--disable_cluster_ops=Tanh").nodes] == ["Concat", "Relu", "Tanh"]
+
+
+def test_dump_as_text_writes_each_pass(tmp_path):
+    o1(concat_relu(), f"--dump_as_text={tmp_path}")
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["00_input.txt", "01_gk_expand.txt", "02_gk_infer_shapes.txt", "03_gk_cluster.txt",
+                     "04_gk_eliminate_dead_code.txt"]
+    assert "msgx::Fused" in (tmp_path / "03_gk_cluster.txt").read_text()
+    assert "msgx::Fused" not in (tmp_path / "00_input.txt").read_text()
