@@ -30,11 +30,11 @@ def prepared():
     return get
 
 
-@pytest.mark.parametrize("mode", ["graph", "pynative"])
+@pytest.mark.parametrize("mode,jit_level", [("graph", "O0"), ("pynative", "O0"), ("graph", "O1"), ("pynative", "O1")])
 @pytest.mark.parametrize("name", sorted(ZOO))
-def test_zoo_model_matches_onnxruntime(name, mode, prepared):
+def test_zoo_model_matches_onnxruntime(name, mode, jit_level, prepared):
     model, feed, want = prepared(name)
-    got = framework.InferenceSession(model, mode=mode).run(None, feed)
+    got = framework.InferenceSession(model, mode=mode, jit_level=jit_level).run(None, feed)
     assert len(got) == len(want)
     for g, w in zip(got, want):
         assert g.dtype == w.dtype and g.shape == w.shape

@@ -1,0 +1,119 @@
+/* Branch-free float32 math for the DVM VM: every function is straight-line code with selects, so a loop
+ * calling it auto-vectorizes at -O3 (no -ffast-math: NaN/Inf/-0 must stay IEEE). Accuracy ~1e-7..3e-7
+ * relative over the whole range, special values handled by explicit selects at the end. */
+#ifndef DVM_VM_MATH_H
+#define DVM_VM_MATH_H
+#include <stdint.h>
+#include <string.h>
+
+static inline uint32_t vm_f2u(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
+static inline float vm_u2f(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
+
+/* rint without libm: adding 1.5*2^23 rounds to nearest-even for |x| < 2^22 (our callers clamp first). */
+static inline float vm_rint_small(float x) { const float m = 12582912.0f; return (x + m) - m; }
+
+static inline float vm_expf(float x) {
+    float xc = x < -104.0f ? -104.0f : x;
+    xc = xc > 89.0f ? 89.0f : xc;
+    float n = vm_rint_small(xc * 1.44269504088896341f);
+    /* Cody-Waite split of ln2 keeps r exact enough for a 1e-7 result. */
+    float r = xc - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    /* 2^n as two normal factors so results down in the subnormal range (n >= -150) are exact. */
+    int32_t ni = (int32_t)n;
+    int32_t n1 = ni / 2, n2 = ni - n1;
+    float s1 = vm_u2f((uint32_t)(n1 + 127) << 23), s2 = vm_u2f((uint32_t)(n2 + 127) << 23);
+    float y = p * s1 * s2;
+    y = x > 88.7228394f ? __builtin_inff() : y;
+    y = x < -103.972084f ? 0.0f : y;
+    return x != x ? x : y;
+}
+
+static inline float vm_logf(float x) {
+    /* Scale subnormals into the normal range first; the exponent is corrected below. */
+    int sub = x < 1.17549435e-38f;
+    float xs = sub ? x * 8388608.0f : x;
+    uint32_t u = vm_f2u(xs);
+    int32_t e = (int32_t)((u >> 23) & 0xff) - 126 - (sub ? 23 : 0);
+    float m = vm_u2f((u & 0x007fffffu) | 0x3f000000u);   /* m in [0.5, 1) */
+    int small = m < 0.707106781186547524f;
+    e = small ? e - 1 : e;
+    float f = small ? m + m - 1.0f : m - 1.0f;
+    float fe = (float)e;
+    float z = f * f;
+    float p = 7.0376836292e-2f;
+    p = p * f - 1.1514610310e-1f;
+    p = p * f + 1.1676998740e-1f;
+    p = p * f - 1.2420140846e-1f;
+    p = p * f + 1.4249322787e-1f;
+    p = p * f - 1.6668057665e-1f;
+    p = p * f + 2.0000714765e-1f;
+    p = p * f - 2.4999993993e-1f;
+    p = p * f + 3.3333331174e-1f;
+    float y = f * z * p;
+    y = y + fe * -2.12194440e-4f;
+    y = y - 0.5f * z;
+    y = f + y;
+    y = y + fe * 0.693359375f;
+    y = x == __builtin_inff() ? x : y;
+    y = x == 0.0f ? -__builtin_inff() : y;
+    y = x < 0.0f ? __builtin_nanf("") : y;
+    return x != x ? x : y;
+}
+
+static inline float vm_tanhf(float x) {
+    float ax = x < 0.0f ? -x : x;
+    float z = x * x;
+    float p = -5.70498872745e-3f;
+    p = p * z + 2.06390887954e-2f;
+    p = p * z - 5.37397155531e-2f;
+    p = p * z + 1.33314422036e-1f;
+    p = p * z - 3.33332819422e-1f;
+    float small = x + x * z * p;
+    float axc = ax > 10.0f ? 10.0f : ax;
+    float big = 1.0f - 2.0f / (vm_expf(axc + axc) + 1.0f);
+    big = x < 0.0f ? -big : big;
+    float y = ax < 0.625f ? small : big;
+    return x != x ? x : y;
+}
+
+static inline float vm_erff(float x) {
+    float ax = x < 0.0f ? -x : x;
+    float z = x * x;
+    /* Taylor series for |x| < 0.5 (relative accuracy near 0); Abramowitz-Stegun 7.1.26 above. */
+    float p = -1.0/9360.0f * 1.1283791671f;
+    p = p * z + 1.0f / 1320.0f * 1.1283791671f;
+    p = p * z - 1.0f / 216.0f * 1.1283791671f;
+    p = p * z + 1.0f / 42.0f * 1.1283791671f;
+    p = p * z - 1.0f / 10.0f * 1.1283791671f;
+    p = p * z + 1.0f / 3.0f * 1.1283791671f;
+    p = p * z - 1.1283791671f;
+    float small = -x * p;
+    float axc = ax > 5.0f ? 5.0f : ax;
+    float t = 1.0f / (1.0f + 0.3275911f * axc);
+    float q = 1.061405429f;
+    q = q * t - 1.453152027f;
+    q = q * t + 1.421413741f;
+    q = q * t - 0.284496736f;
+    q = q * t + 0.254829592f;
+    float big = 1.0f - q * t * vm_expf(-axc * axc);
+    big = x < 0.0f ? -big : big;
+    float y = ax < 0.5f ? small : big;
+    return x != x ? x : y;
+}
+
+static inline float vm_sigmoidf(float x) {
+    float ax = x < 0.0f ? -x : x;
+    float e = vm_expf(-ax);
+    float s = 1.0f / (1.0f + e);
+    float y = x < 0.0f ? e * s : s;
+    return x != x ? x : y;
+}
+#endif
