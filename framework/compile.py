@@ -1,9 +1,10 @@
 """The whole compile pipeline on one screen. Every pass is a Graph -> Graph function."""
 from __future__ import annotations
 
+import os
 import time
 
-from .ir import Graph, verify
+from .ir import Graph, print_graph, verify
 from .passes import (eliminate_common_subexpressions, eliminate_dead_code, fold_batch_norm, fold_constants,
                      fuse_conv_activation, infer_shapes)
 
@@ -30,12 +31,32 @@ def passes_for(jit_level: str, graph_kernel_flags: str = ""):
 
 def run_passes(graph: Graph, jit_level: str = "O0", check: bool = False, on_pass=None,
                graph_kernel_flags: str = "") -> Graph:
-    """Apply the pipeline for `jit_level`; `check` verifies the IR after every pass (tests turn it on)."""
-    for name, fn in passes_for(jit_level, graph_kernel_flags):
+    """Apply the pipeline for `jit_level`; `check` verifies the IR after every pass (tests turn it on);
+    `--dump_as_text=DIR` in the flags writes the printed IR before the first and after every pass."""
+    dump = _dump_dir(graph_kernel_flags)
+    if dump:
+        _dump(dump, "00_input", graph)
+    for i, (name, fn) in enumerate(passes_for(jit_level, graph_kernel_flags), start=1):
         t0 = time.perf_counter()
         graph = fn(graph)
         if check:
             verify(graph)
         if on_pass:
             on_pass(name, graph, time.perf_counter() - t0)
+        if dump:
+            _dump(dump, f"{i:02d}_{name}", graph)
     return graph
+
+
+def _dump_dir(flags: str) -> str | None:
+    if not flags:
+        return None
+    from graph_kernel.flags import parse_flags  # lazy: flags are parsed only when given
+
+    return parse_flags(flags).dump_as_text
+
+
+def _dump(directory: str, name: str, graph: Graph) -> None:
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, f"{name}.txt"), "w") as f:
+        f.write(print_graph(graph) + "\n")

@@ -1,4 +1,4 @@
-"""The O1 graph-kernel passes (expand, infer shapes, cluster + outline, DCE) and a fusion report."""
+"""The O1 graph-kernel passes (expand, infer shapes, cluster + outline, stack, DCE) and a fusion report."""
 from __future__ import annotations
 
 import os
@@ -7,25 +7,12 @@ from collections import Counter
 from framework.ir import Graph, print_graph
 from framework.passes import eliminate_dead_code, infer_shapes
 
+from .expand import expand_pass
+from .flags import parse_flags
 from .outline import outline
 from .partition import PartitionOptions, host_values, partition, role
+from .stack import stack_independent
 from .symbols import SymbolEngine
-
-
-def _flags(text):
-    try:
-        from .flags import parse_flags  # lazy: the flags module lands separately
-    except ImportError:  # pragma: no cover - only before flags.py exists
-        return None
-    return parse_flags(text)
-
-
-def _expander():
-    try:
-        from .expand import expand_composites
-    except ImportError:  # pragma: no cover - only before expand.py exists
-        return None
-    return expand_composites
 
 
 def cluster_pass(options: PartitionOptions | None = None):
@@ -36,43 +23,16 @@ def cluster_pass(options: PartitionOptions | None = None):
     return cluster
 
 
-def o1_passes(flags=""):
-    """The (name, Graph -> Graph) passes O1 adds after O0; honours opt_level, disable_pass, the op lists and
-    dump_as_text (each pass's IR written to DIR/NN_name.txt)."""
-    f = _flags(flags)
-    if f is not None and f.opt_level == 0:
+def o1_passes(flags="") -> tuple:
+    """The (name, Graph -> Graph) passes O1 adds after O0; honours opt_level, disable_pass and the op lists."""
+    f = parse_flags(flags)
+    if f.opt_level == 0:
         return ()
-    get = (lambda name, default: getattr(f, name, default) or default) if f is not None else \
-        (lambda name, default: default)
-    options = PartitionOptions(enable_ops=frozenset(get("enable_cluster_ops", frozenset())),
-                               disable_ops=frozenset(get("disable_cluster_ops", frozenset())))
-    passes = []
-    expand = _expander()
-    if expand is not None:
-        enabled, disabled = get("enable_expand_ops", frozenset()), get("disable_expand_ops", frozenset())
-        passes.append(("gk_expand", lambda g: expand(g, set(enabled), set(disabled))))
-    passes += [("gk_infer_shapes", infer_shapes), ("gk_cluster", cluster_pass(options)),
-               ("gk_eliminate_dead_code", eliminate_dead_code)]
-    disabled_passes = set(get("disable_pass", frozenset()))
-    passes = [(n, fn) for n, fn in passes if n not in disabled_passes and n[3:] not in disabled_passes]
-    dump = get("dump_as_text", None)
-    return tuple(_dumping(passes, dump) if dump else passes)
-
-
-def _dumping(passes, directory: str):
-    """Wrap each pass so its result is written as printed IR; 00_input.txt is what the first pass sees."""
-    def wrap(i, name, fn):
-        def run(graph: Graph) -> Graph:
-            os.makedirs(directory, exist_ok=True)
-            if i == 1:
-                with open(os.path.join(directory, "00_input.txt"), "w") as fh:
-                    fh.write(print_graph(graph) + "\n")
-            out = fn(graph)
-            with open(os.path.join(directory, f"{i:02d}_{name}.txt"), "w") as fh:
-                fh.write(print_graph(out) + "\n")
-            return out
-        return run
-    return [(name, wrap(i, name, fn)) for i, (name, fn) in enumerate(passes, start=1)]
+    options = PartitionOptions(enable_ops=f.enable_cluster_ops, disable_ops=f.disable_cluster_ops)
+    passes = [("gk_expand", expand_pass(f)), ("gk_infer_shapes", infer_shapes),
+              ("gk_cluster", cluster_pass(options)), ("gk_stack", stack_independent),
+              ("gk_eliminate_dead_code", eliminate_dead_code)]
+    return tuple((n, fn) for n, fn in passes if n not in f.disable_pass and n[3:] not in f.disable_pass)
 
 
 # ---------------------------------------------------------------- reporting

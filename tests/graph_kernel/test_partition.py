@@ -243,8 +243,8 @@ def test_o1_passes_honour_opt_level_disable_pass_and_cluster_ops():
     from graph_kernel import o1_passes
     assert o1_passes("--opt_level=0") == ()
     names = [n for n, _ in o1_passes("")]
-    assert names == ["gk_expand", "gk_infer_shapes", "gk_cluster", "gk_eliminate_dead_code"]
-    assert [n for n, _ in o1_passes("--disable_pass=cluster,gk_expand")] == [
+    assert names == ["gk_expand", "gk_infer_shapes", "gk_cluster", "gk_stack", "gk_eliminate_dead_code"]
+    assert [n for n, _ in o1_passes("--disable_pass=cluster,gk_expand,stack")] == [
         "gk_infer_shapes", "gk_eliminate_dead_code"]
     g = concat_relu()
     assert [n.op for n in o1(g).nodes] == ["Concat", "Fused"]
@@ -253,9 +253,12 @@ def test_o1_passes_honour_opt_level_disable_pass_and_cluster_ops():
 
 
 def test_dump_as_text_writes_each_pass(tmp_path):
-    o1(concat_relu(), f"--dump_as_text={tmp_path}")
+    from framework.compile import O0_PASSES, run_passes
+    run_passes(concat_relu(), "O1", graph_kernel_flags=f"--dump_as_text={tmp_path}")
+    names = [n for n, _ in O0_PASSES] + ["gk_expand", "gk_infer_shapes", "gk_cluster", "gk_stack",
+                                          "gk_eliminate_dead_code"]
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["00_input.txt", "01_gk_expand.txt", "02_gk_infer_shapes.txt", "03_gk_cluster.txt",
-                     "04_gk_eliminate_dead_code.txt"]
-    assert "msgx::Fused" in (tmp_path / "03_gk_cluster.txt").read_text()
+    assert files == ["00_input.txt"] + [f"{i:02d}_{n}.txt" for i, n in enumerate(names, start=1)]
+    cluster_file = f"{names.index('gk_cluster') + 1:02d}_gk_cluster.txt"
+    assert "msgx::Fused" in (tmp_path / cluster_file).read_text()
     assert "msgx::Fused" not in (tmp_path / "00_input.txt").read_text()

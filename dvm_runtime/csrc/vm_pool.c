@@ -1,0 +1,139 @@
+/* Thread pool for the DVM VM. Workers sleep on a condition variable between jobs; the caller thread works
+ * as thread 0. A second concurrent caller (another Python thread, GIL released) does not wait for the pool:
+ * it runs its job alone with private arenas. After fork() the child starts with an empty pool. */
+#include "vm_pool.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    vm_tile_fn fn;
+    void *ctx;
+    int64_t ntiles;
+    int nthreads;
+    _Atomic int64_t next;
+} job_t;
+
+static pthread_mutex_t busy = PTHREAD_MUTEX_INITIALIZER;   /* held by the caller owning the pool */
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t wake = PTHREAD_COND_INITIALIZER, done_cv = PTHREAD_COND_INITIALIZER;
+static int nworkers;                 /* started workers: tids 1..nworkers */
+static uint64_t generation;
+static int pending;                  /* workers of the current job not finished yet */
+static job_t *cur;
+static uint64_t start_gen[VM_MAX_THREADS];   /* generation a worker was created in: jobs after it are its */
+static void *arenas[VM_MAX_THREADS];
+static size_t arena_size[VM_MAX_THREADS];
+
+static void run_tiles(job_t *job, int tid, void *arena) {
+    for (;;) {
+        int64_t t = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
+        if (t >= job->ntiles) break;
+        job->fn(job->ctx, tid, arena, t);
+    }
+}
+
+static void *worker(void *arg) {
+    int tid = (int)(intptr_t)arg;
+    pthread_mutex_lock(&mu);
+    uint64_t seen = start_gen[tid];
+    for (;;) {
+        while (generation == seen) pthread_cond_wait(&wake, &mu);
+        seen = generation;
+        job_t *job = cur;
+        if (job == NULL || tid >= job->nthreads) continue;
+        pthread_mutex_unlock(&mu);
+        run_tiles(job, tid, arenas[tid]);
+        pthread_mutex_lock(&mu);
+        if (--pending == 0) pthread_cond_signal(&done_cv);
+    }
+    return NULL;
+}
+
+static void *grow(void **slot, size_t *have, size_t need) {
+    if (*have >= need && *slot) return *slot;
+    free(*slot);
+    *slot = NULL;
+    *have = 0;
+    size_t sz = (need + 63) & ~(size_t)63;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, sz ? sz : 64) != 0) return NULL;
+    *slot = p;
+    *have = sz;
+    return p;
+}
+
+static void child_after_fork(void) {
+    /* Worker threads do not survive fork; start over with fresh locks (arenas stay allocated). */
+    pthread_mutex_init(&busy, NULL);
+    pthread_mutex_init(&mu, NULL);
+    pthread_cond_init(&wake, NULL);
+    pthread_cond_init(&done_cv, NULL);
+    nworkers = 0;
+    pending = 0;
+    cur = NULL;
+}
+
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+static void init_once(void) { pthread_atfork(NULL, NULL, child_after_fork); }
+
+static int run_private(int64_t ntiles, size_t arena_bytes, vm_tile_fn fn, void *ctx) {
+    void *arena = NULL;
+    size_t have = 0;
+    if (!grow(&arena, &have, arena_bytes)) return -1;
+    job_t job = {fn, ctx, ntiles, 1, 0};
+    run_tiles(&job, 0, arena);
+    free(arena);
+    return 0;
+}
+
+int vm_parallel_for(int nthreads, int64_t ntiles, size_t arena_bytes, vm_tile_fn fn, void *ctx) {
+    pthread_once(&once, init_once);
+    if (ntiles <= 0) return 0;
+    if (nthreads < 1) nthreads = 1;
+    if (nthreads > VM_MAX_THREADS) nthreads = VM_MAX_THREADS;
+    if (nthreads > ntiles) nthreads = (int)ntiles;
+    if (pthread_mutex_trylock(&busy) != 0) return run_private(ntiles, arena_bytes, fn, ctx);
+    int rc = 0;
+    for (int t = 0; t < nthreads; t++)
+        if (!grow(&arenas[t], &arena_size[t], arena_bytes)) { rc = -1; goto out; }
+    pthread_mutex_lock(&mu);
+    while (nworkers < nthreads - 1) {
+        pthread_t th;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        start_gen[nworkers + 1] = generation;
+        int err = pthread_create(&th, &attr, worker, (void *)(intptr_t)(nworkers + 1));
+        pthread_attr_destroy(&attr);
+        if (err) break;
+        nworkers++;
+    }
+    if (nthreads > nworkers + 1) nthreads = nworkers + 1;   /* could not start all: use what we have */
+    job_t job = {fn, ctx, ntiles, nthreads, 0};
+    if (nthreads > 1) {
+        cur = &job;
+        pending = nthreads - 1;
+        generation++;
+        pthread_cond_broadcast(&wake);
+    }
+    pthread_mutex_unlock(&mu);
+    run_tiles(&job, 0, arenas[0]);
+    if (nthreads > 1) {
+        pthread_mutex_lock(&mu);
+        while (pending > 0) pthread_cond_wait(&done_cv, &mu);
+        cur = NULL;
+        pthread_mutex_unlock(&mu);
+    }
+out:
+    pthread_mutex_unlock(&busy);
+    return rc;
+}
+
+int vm_cpu_count(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
