@@ -36,7 +36,9 @@ INSTRUCTIONS. Word 0 of every instruction: bits 0-7 opcode, 8-11 dtype, 12-15 fl
 field A, 48-63 field B. Extra words follow per opcode (OPCODE_FORMS). D is the destination register (for
 stores: the buffer), A and B source registers (or buffer/other meaning per form). Flags: F_ROW (bit 12) the
 result class is ROW; F_A_ROW/F_B_ROW/F_C_ROW (bits 13-15) that source is a ROW register broadcast along the
-row of a FULL result. A ROW result needs every register source ROW (their flags set). Immediates (word 1 of
+row of a FULL result; unflagged sources are FULL. A ROW result needs every register source ROW (flags set).
+UNARY/CAST: F_A_ROW must equal F_ROW, except BCAST_ROW whose flags are exactly F_A_ROW. REDUCE: exactly F_ROW.
+CONST: F_ROW picks the class. Memory forms: flags 0 (the opcode fixes the class). Immediates (word 1 of
 *_IMM and CONST) hold the value in the dtype's bits: F32 in the low 32 bits (IEEE), I32 low 32 bits
 (two's complement), I64 all 64 bits, BOOL bit 0.
 
@@ -45,7 +47,8 @@ SEMANTICS (per element, dtype = the instruction's dtype = the dtype of its regis
   MIN/-1 = MIN. MOD is floor-mod (numpy np.mod; sign of the divisor), x mod 0 = 0; FMOD is C fmod
   (truncated; floats only). MAX/MIN propagate NaN (numpy maximum/minimum). POW is powf (F32 only).
 - ROUND is half to even; ERF is the rational fit of framework.ops.elementwise._erf (x clipped to [-4, 4],
-  x*P(x^2)/Q(x^2), coefficients in ERF_P/ERF_Q); SIGMOID = 1/(1+exp(-x)); RSQRT = 1/sqrt(x); RECIP = 1/x.
+  float32 Horner acc = acc*z + c with z = x*x, then (x*P)/Q, no FMA contraction; NaN stays NaN,
+  coefficients ERF_P/ERF_Q); SIGMOID = 1/(1+exp(-x)); RSQRT = 1/sqrt(x); RECIP = 1/x.
 - ISNAN/ISINF/compares produce BOOL; dtype is the operand dtype. AND/OR/XOR/NOT are BOOL only.
 - CAST (dtype = destination, field B = source dtype): float->int truncates toward zero, NaN and out of
   range give the integer minimum (what x86 and numpy give); int->int wraps; x->BOOL is x != 0 (NaN -> 1);

@@ -115,7 +115,12 @@ def cmd_run(args) -> int:
         print(_summary(arg.name, out))
     print(f"latency over {len(times)} run(s): median {statistics.median(times) * 1e3:.3f} ms, "
           f"min {min(times) * 1e3:.3f} ms (first run {times[0] * 1e3:.3f} ms)")
-    print(f"backends: {sess.stats['backends']}; fusion: {sess.stats['fusion']}")
+    st = sess.stats
+    fusion = st["fusion"] + (f", {st['clusters']} clusters holding {st['fused_ops']} ops" if st["clusters"] else "")
+    print(f"backends: {st['backends']}; fusion: {fusion}")
+    if st["fallbacks"]:
+        print(f"fallbacks: {len(st['fallbacks'])} fused kernel(s) ran on the numpy reference "
+              f"({next(iter(st['fallbacks'].values()))})")
     return 0
 
 
