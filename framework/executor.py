@@ -12,7 +12,7 @@ from . import ops
 from .backends import NUMPY
 from .errors import KernelError, MsgxError
 from .ir import Graph, Node, TensorType, Value
-from .passes import _attr_key, _captured, _subgraphs
+from .passes import attr_key, captured_values, subgraphs_of
 
 
 def _typed(node: Node, e: Exception) -> MsgxError:
@@ -24,7 +24,7 @@ def _typed(node: Node, e: Exception) -> MsgxError:
     return KernelError(f"node {node.describe()} failed: {type(e).__name__}: {e}")
 
 
-def _call(kernel, node: Node, args):
+def call_kernel(kernel, node: Node, args):
     try:
         return kernel(*args)
     except Exception as e:
@@ -50,10 +50,10 @@ class _Step:
         self.free, self.backend, self.captures = free, backend, captures
 
 
-def _captures_of(n: Node) -> tuple[Value, ...]:
+def captures_of(n: Node) -> tuple[Value, ...]:
     """Outer values read by a node's subgraphs, in a fixed order."""
-    subs = list(_subgraphs(n))
-    return tuple(sorted(set().union(*(_captured(g) for g in subs)), key=id)) if subs else ()
+    subs = list(subgraphs_of(n))
+    return tuple(sorted(set().union(*(captured_values(g) for g in subs)), key=id)) if subs else ()
 
 
 class GraphExecutor:
@@ -75,14 +75,14 @@ class GraphExecutor:
         self.steps: list[_Step] = []
         last_use: dict[int, int] = {}
         for i, n in enumerate(graph.nodes):
-            captures = _captures_of(n)
+            captures = captures_of(n)
             ins = [-1 if v is None else index(v) for v in n.inputs]
             cap = [(v, index(v)) for v in captures]
             for s in ins + [s for _, s in cap]:
                 last_use[s] = i
             backend = next(b for b in backends if b.supports(n))
             t0 = time.perf_counter()
-            kernel = backend.compile(n, run_subgraph if captures or any(True for _ in _subgraphs(n)) else None)
+            kernel = backend.compile(n, run_subgraph if captures or any(True for _ in subgraphs_of(n)) else None)
             if on_compile:
                 on_compile(n, backend.name, time.perf_counter() - t0)
             self.steps.append(_Step(n, kernel, ins, [index(v) for v in n.outputs], [], backend.name, cap))
@@ -156,9 +156,9 @@ class GraphExecutor:
                 args = [env[i] for i in st.ins]
                 t0 = time.perf_counter()
                 if st.captures:
-                    outs = _call_in_scope(st.kernel, st.node, args, {v: env[s] for v, s in st.captures})
+                    outs = call_in_scope(st.kernel, st.node, args, {v: env[s] for v, s in st.captures})
                 else:
-                    outs = _call(st.kernel, st.node, args)
+                    outs = call_kernel(st.kernel, st.node, args)
                 if profile:
                     profile(st, t0, time.perf_counter())
                 for s, a in zip(st.outs, outs):
@@ -190,12 +190,12 @@ class GraphExecutor:
 _SCOPES = threading.local()  # per thread: stack of {Value: array} visible to running subgraphs
 
 
-def _call_in_scope(kernel, node: Node, args, scope: dict):
+def call_in_scope(kernel, node: Node, args, scope: dict):
     """Run a control-flow kernel with the values its subgraphs capture visible to run_subgraph."""
     stack = _SCOPES.__dict__.setdefault("stack", [])
     stack.append(scope)
     try:
-        return _call(kernel, node, args)
+        return call_kernel(kernel, node, args)
     finally:
         stack.pop()
 
@@ -210,7 +210,7 @@ def run_subgraph(g: Graph, inputs: Sequence) -> list:
     if executor is None:
         if len(_SUBGRAPH_EXECUTORS) > 1024:  # bound the cache for long-lived processes
             _SUBGRAPH_EXECUTORS.clear()
-        executor = _SUBGRAPH_EXECUTORS[g] = GraphExecutor(g, outer=frozenset(_captured(g)))
+        executor = _SUBGRAPH_EXECUTORS[g] = GraphExecutor(g, outer=frozenset(captured_values(g)))
     return executor.run(list(inputs), outer_env=stack[-1])
 
 
@@ -223,10 +223,10 @@ class PyNativeExecutor:
         self.cache: dict = {}
 
     def kernel_for(self, node: Node, args):
-        if any(True for _ in _subgraphs(node)):
+        if any(True for _ in subgraphs_of(node)):
             key = node  # subgraph kernels are specific to their node
         else:
-            key = (node.op, node.domain, node.opset, _attr_key(tuple(sorted(node.attrs.items()))),
+            key = (node.op, node.domain, node.opset, attr_key(tuple(sorted(node.attrs.items()))),
                    tuple(getattr(a, "dtype", None) for a in args), len(node.outputs))
         kernel = self.cache.get(key)
         if kernel is None:
@@ -240,10 +240,10 @@ class PyNativeExecutor:
         for n in self.graph.nodes:
             args = [None if v is None else env[v] for v in n.inputs]
             kernel = self.kernel_for(n, args)
-            captures = _captures_of(n)
+            captures = captures_of(n)
             if captures:
-                outs = _call_in_scope(kernel, n, args, {v: env.get(v) for v in captures})
+                outs = call_in_scope(kernel, n, args, {v: env.get(v) for v in captures})
             else:
-                outs = _call(kernel, n, args)
+                outs = call_kernel(kernel, n, args)
             env.update(zip(n.outputs, outs))
         return [env[v] for v in self.graph.outputs]

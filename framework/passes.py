@@ -10,7 +10,7 @@ from .ir import UNKNOWN, Graph, Node, TensorType, Value, substitute
 FOLD_LIMIT = 1 << 20  # elements; folding bigger tensors trades memory for nothing
 
 
-def _subgraphs(node: Node):
+def subgraphs_of(node: Node):
     for a in node.attrs.values():
         for g in (a if isinstance(a, tuple) else (a,)):
             if isinstance(g, Graph):
@@ -83,10 +83,9 @@ def _propagate_value(node: Node, opdef, attrs, consts) -> None:
     if not opdef.shape_op or not opdef.deterministic:
         return
     values = [_known(v, consts) for v in node.inputs]
-    if any(v is None for v in values if v is not None) or any(
-            v is not None and values[i] is None for i, v in enumerate(node.inputs)):
-        return
-    if all(v is None or v.size <= 64 for v in values):
+    if any(v is not None and a is None for v, a in zip(node.inputs, values)):
+        return  # some input is not known at compile time
+    if all(a is None or a.size <= 64 for a in values):
         try:
             out = opdef.ref(ops.Ctx(attrs, len(node.outputs), node.opset, node.name), *values)
         except Exception:  # symbolic evaluation is best effort
@@ -111,7 +110,7 @@ def fold_constants(graph: Graph) -> Graph:
 
 def _fold(n: Node, constants) -> list[np.ndarray] | None:
     opdef = ops.get(n.op, n.domain, n.opset, n.name)
-    if not opdef.deterministic or any(True for _ in _subgraphs(n)):
+    if not opdef.deterministic or any(True for _ in subgraphs_of(n)):
         return None
     attrs = {**opdef.attrs, **n.attrs}
     if n.op == "Shape" and n.domain == "":
@@ -148,27 +147,27 @@ def eliminate_dead_code(graph: Graph) -> Graph:
             continue
         kept.append(n)
         live.update(v for v in n.inputs if v is not None)
-        for g in _subgraphs(n):
-            live.update(_captured(g))
+        for g in subgraphs_of(n):
+            live.update(captured_values(g))
     constants = {v: a for v, a in graph.constants.items() if v in live}
     return graph.replace(nodes=tuple(reversed(kept)), constants=constants)
 
 
-def _captured(g: Graph) -> set[Value]:
+def captured_values(g: Graph) -> set[Value]:
     """Values a subgraph reads from enclosing scopes."""
     local = set(g.inputs) | set(g.constants) | {v for n in g.nodes for v in n.outputs}
     used = {v for n in g.nodes for v in n.inputs if v is not None} | set(g.outputs)
     for n in g.nodes:
-        for sub in _subgraphs(n):
-            used |= _captured(sub)
+        for sub in subgraphs_of(n):
+            used |= captured_values(sub)
     return used - local
 
 
-def _attr_key(value):
+def attr_key(value):
     if isinstance(value, np.ndarray):
         return ("array", value.dtype.str, value.shape, value.tobytes() if value.dtype != object else repr(value))
     if isinstance(value, (list, tuple)):
-        return tuple(_attr_key(v) for v in value)
+        return tuple(attr_key(v) for v in value)
     if isinstance(value, Graph):
         return ("graph", id(value))
     return value
@@ -180,7 +179,7 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
     seen_consts: dict = {}
     constants = {}
     for v, a in graph.constants.items():
-        key = _attr_key(a) if a.size <= 64 else ("big", id(a))
+        key = attr_key(a) if a.size <= 64 else ("big", id(a))
         if key in seen_consts and seen_consts[key].type == v.type:
             mapping[v] = seen_consts[key]
         else:
@@ -191,7 +190,7 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
     for n in graph.nodes:
         ins = tuple(None if v is None else mapping.get(v, v) for v in n.inputs)
         deterministic = ops.get(n.op, n.domain, n.opset).deterministic
-        key = (n.op, n.domain, n.opset, tuple(id(v) for v in ins), _attr_key(tuple(sorted(n.attrs.items()))))
+        key = (n.op, n.domain, n.opset, tuple(id(v) for v in ins), attr_key(tuple(sorted(n.attrs.items()))))
         if deterministic and key in seen:
             for old, new in zip(n.outputs, seen[key].outputs):
                 mapping[old] = new

@@ -11,10 +11,10 @@ import numpy as np
 
 from framework import ops
 from framework.backends import NUMPY
-from framework.executor import PyNativeExecutor, _call, _call_in_scope, _captures_of, run_subgraph
+from framework.executor import PyNativeExecutor, call_kernel, call_in_scope, captures_of, run_subgraph
 from framework.ir import Graph, Node, TensorType, Value, substitute
 from framework.ops import Fusion
-from framework.passes import _attr_key, _subgraphs
+from framework.passes import attr_key, subgraphs_of
 
 MAX_GROUP_OPS = 100  # DVM flushes a live kernel after about this many ops
 KERNEL_CACHE_SIZE = 4096  # fused kernels kept per executor (bounded for long-lived sessions)
@@ -48,7 +48,7 @@ class _Plan:
 
 def _role(n: Node, opdef) -> str:
     """'elemwise' | 'reduce' | 'matmul' | 'reshape' | 'unsupported'."""
-    if opdef is None or not opdef.deterministic or any(True for _ in _subgraphs(n)):
+    if opdef is None or not opdef.deterministic or any(True for _ in subgraphs_of(n)):
         return "unsupported"  # unknown, random (its draw order must not change) or control flow
     if opdef.fusion <= Fusion.BROADCAST:
         return "elemwise"
@@ -97,7 +97,7 @@ class LazyFusionExecutor(PyNativeExecutor):
         for i, n in enumerate(graph.nodes):
             opdef = ops.lookup(n.op, n.domain, n.opset)
             attrs = {**opdef.attrs, **n.attrs} if opdef is not None else {}
-            plan = _Plan(_role(n, opdef), opdef, attrs, _captures_of(n))
+            plan = _Plan(_role(n, opdef), opdef, attrs, captures_of(n))
             self._plans.append(plan)
             for v in n.inputs + plan.captures:
                 if v is not None:
@@ -209,9 +209,9 @@ class LazyFusionExecutor(PyNativeExecutor):
         args = [None if v is None else env[v] for v in n.inputs]
         kernel = self.kernel_for(n, args)
         if plan.captures:
-            outs = _call_in_scope(kernel, n, args, {v: env.get(v) for v in plan.captures})
+            outs = call_in_scope(kernel, n, args, {v: env.get(v) for v in plan.captures})
         else:
-            outs = _call(kernel, n, args)
+            outs = call_kernel(kernel, n, args)
         env.update(zip(n.outputs, outs))
 
     def _flush(self, live: "_Live", reason: str) -> None:
@@ -240,7 +240,7 @@ class LazyFusionExecutor(PyNativeExecutor):
         self.groups += 1
         self.fused_ops += len(nodes)
         live.records.append(FlushRecord(tuple(n.op for n in nodes), reason, kind, hit))
-        env.update(zip(outs, _call(entry[0], entry[1], [env[v] for v in ext])))
+        env.update(zip(outs, call_kernel(entry[0], entry[1], [env[v] for v in ext])))
 
     def _signature(self, nodes: list[Node], last: int, env: dict, kind: str):
         """External inputs, exported outputs and the structural cache key of a group."""
@@ -260,7 +260,7 @@ class LazyFusionExecutor(PyNativeExecutor):
                 refs.append(r)
             for k, v in enumerate(n.outputs):
                 where[v] = ("n", j, k)
-            parts.append((n.op, n.domain, n.opset, _attr_key(tuple(sorted(n.attrs.items()))),
+            parts.append((n.op, n.domain, n.opset, attr_key(tuple(sorted(n.attrs.items()))),
                           tuple(refs), len(n.outputs)))
         outs = [v for n in nodes for v in n.outputs if self._last_read.get(v, -1) > last]
         if not outs:  # dead group: still run it (its errors must surface as in PyNative)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import heapq
 
 from framework.ir import Graph, Node, Value
-from framework.passes import _captured, _subgraphs
+from framework.passes import captured_values, subgraphs_of
 
 from .partition import Cluster
 
@@ -16,8 +16,8 @@ def _uses(graph: Graph) -> dict[Value, list[Node]]:
     users: dict[Value, list[Node]] = {}
     for n in graph.nodes:
         used = [v for v in n.inputs if v is not None]
-        for sub in _subgraphs(n):
-            used += list(_captured(sub))
+        for sub in subgraphs_of(n):
+            used += list(captured_values(sub))
         for v in dict.fromkeys(used):
             users.setdefault(v, []).append(n)
     return users
@@ -77,8 +77,8 @@ def _stable_toposort(nodes: list[Node], graph: Graph) -> list[Node]:
     deps: list[set[int]] = []
     for n in nodes:
         used = [v for v in n.inputs if v is not None]
-        for sub in _subgraphs(n):
-            used += list(_captured(sub))
+        for sub in subgraphs_of(n):
+            used += list(captured_values(sub))
         deps.append({producer[v] for v in used if v in producer})
     if all(all(d < i for d in ds) for i, ds in enumerate(deps)):
         return nodes

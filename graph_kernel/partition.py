@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from framework import ops
 from framework.ir import Graph, Node, TensorType, Value
-from framework.passes import _captured, _subgraphs
+from framework.passes import captured_values, subgraphs_of
 
 from .symbols import SymbolEngine
 
@@ -50,7 +50,7 @@ def _tensor_ok(v: Value | None) -> bool:
 
 def role(n: Node, opts: PartitionOptions = PartitionOptions()) -> str | None:
     """elem | reshape | view | reduce | anchor, or None when the node never fuses."""
-    if n.op in opts.disable_ops or len(n.outputs) != 1 or any(True for _ in _subgraphs(n)):
+    if n.op in opts.disable_ops or len(n.outputs) != 1 or any(True for _ in subgraphs_of(n)):
         return None
     opdef = ops.lookup(n.op, n.domain, n.opset)
     if opdef is None or not opdef.deterministic or opdef.fusion == F.OPAQUE:
@@ -88,8 +88,8 @@ class _Partitioner:
         self.users: dict[Value, list[Node]] = {}
         for n in graph.nodes:
             used = [v for v in n.inputs if v is not None]
-            for sub in _subgraphs(n):
-                used += sorted(_captured(sub), key=lambda v: v.name)
+            for sub in subgraphs_of(n):
+                used += sorted(captured_values(sub), key=lambda v: v.name)
             for v in dict.fromkeys(used):
                 self.users.setdefault(v, []).append(n)
         self.outputs = set(graph.outputs)
