@@ -1,1 +1,2 @@
-"""dvm_runtime: see ARCHITECTURE.md (not built yet)."""
+"""dvm_runtime: DVM-style bytecode for fused kernels. isa (the one ISA definition), encoder (Fused body +
+shapes -> Program), disasm, pyvm (numpy VM and validator), cvm (the C VM), backend (DvmBackend)."""

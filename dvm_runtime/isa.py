@@ -44,36 +44,45 @@ CONST: F_ROW picks the class. Memory forms: flags 0 (the opcode fixes the class)
 
 SEMANTICS (per element, dtype = the instruction's dtype = the dtype of its register sources):
 - Integer ADD/SUB/MUL/NEG/ABS wrap (two's complement). Integer DIV truncates toward zero; x/0 = 0 and
-  MIN/-1 = MIN. MOD is floor-mod (numpy np.mod; sign of the divisor), x mod 0 = 0; FMOD is C fmod
+  MIN/-1 = MIN. MOD is floor-mod (numpy np.mod; sign of the divisor): integer x mod 0 = 0, float as
+  np.mod (x mod 0 = NaN); FMOD is C fmod
   (truncated; floats only). MAX/MIN propagate NaN (numpy maximum/minimum). POW is powf (F32 only).
 - ROUND is half to even; ERF is the rational fit of framework.ops.elementwise._erf (x clipped to [-4, 4],
   float32 Horner acc = acc*z + c with z = x*x, then (x*P)/Q, no FMA contraction; NaN stays NaN,
   coefficients ERF_P/ERF_Q); SIGMOID = 1/(1+exp(-x)); RSQRT = 1/sqrt(x); RECIP = 1/x.
 - ISNAN/ISINF/compares produce BOOL; dtype is the operand dtype. AND/OR/XOR/NOT are BOOL only.
-- CAST (dtype = destination, field B = source dtype): float->int truncates toward zero, NaN and out of
-  range give the integer minimum (what x86 and numpy give); int->int wraps; x->BOOL is x != 0 (NaN -> 1);
-  BOOL->x is 0/1.
-- SELECT D = A ? B : C with A BOOL (C register in word 1).
+- CAST (dtype = destination, field B = source compute dtype): destination F16 means an F32 register
+  holding the value rounded to float16 (via F32; the register's dtype is F32); float->int truncates toward
+  zero, NaN and out of range give the integer minimum (what x86 and numpy give); int->int wraps;
+  x->BOOL is x != 0 (NaN -> 1); BOOL->x is 0/1.
+- SELECT D = A ? B : C with A BOOL (C register in word 1). *_IMM: B must be 0 (A op imm) or 1 (imm op A).
+- Fields and words a form does not use must be 0 (e.g. A and B of CONST, the C word's high bits).
 - Reductions (RSUM/RMAX/RMIN/RPROD): FULL source -> ROW result, one value per tile row over its nc elements;
   require TC == COLS. Fixed order: 8 lane accumulators start at the identity (-0.0/-inf/+inf/1 for floats,
   0/MIN/MAX/1 for ints); element j goes into lane j % 8 in increasing j; then
   ((l0 op l4) op (l2 op l6)) op ((l1 op l5) op (l3 op l7)).
 - BCAST_ROW: ROW source -> FULL result (each row's value repeated over the row).
+- The encoder never makes D equal a source register; other programs may (results then unspecified, and the
+  VM must still stay in bounds).
 
-VALIDATION (before anything runs; a failure is an error, never a crash): magic, version, n_words equals the
-array length, reserved words 0; 1 <= n_regs <= MAX_REGS, n_buffers <= MAX_BUFFERS, TR, TC >= 1,
-TR*TC <= MAX_TILE_ELEMS, TR == 1 or TC == COLS (TC <= COLS when COLS > 0), dims >= 0 and products < 2**62;
-buffer table: known dtype, a known role, n_elems >= 0; exactly n_instr instructions fill the code area and
-the last (only the last) is END; every opcode known, its dtype and flags allowed for it; register and buffer
-indices in range; every register source was written earlier in the same tile body with the dtype and class
-the instruction expects; the instruction's memory dtype equals the buffer's dtype; stores only to OUTPUT or
-SCRATCH buffers; every view's min and max address over the whole space lie in [0, n_elems) (checked
-64-bit arithmetic); reductions need TC == COLS. At run time the caller's buffers: one per slot, contiguous,
-dtype and element count equal to the table's.
+VALIDATION (before anything runs; a failure is an error, never a crash). Header: magic, version, n_words
+equals the array length, reserved words 0; 1 <= n_regs <= MAX_REGS, n_buffers <= MAX_BUFFERS; dims, offsets
+and strides are int64 (two's complement words), dims >= 0, ROWS*COLS < 2**62; TR, TC >= 1,
+TR*TC <= MAX_TILE_ELEMS and, when ROWS*COLS > 0, TC <= COLS and (TR == 1 or TC == COLS). Buffer table:
+known dtype and role, 0 <= n_elems < 2**62. Code: exactly n_instr instructions fill the code area, the last
+(only the last) is END; every opcode known, its dtype and flags allowed for it (OPCODE_DTYPES, FORM_FLAGS),
+unused fields 0; register and buffer indices in range; every register source was written earlier in the
+same tile body with the dtype and class the instruction expects; a memory instruction's dtype equals its
+buffer's; stores only to OUTPUT or SCRATCH buffers; when ROWS*COLS > 0, every view's min and max address
+over the whole space lie in [0, n_elems), with |offset| and every (D_k - 1)*|s_k| below 2**60 so no sum
+overflows (ROW views need s3 == 0); reductions
+need TC == COLS. At run time the caller's buffers: one per slot, C-contiguous, with the table's dtype and
+element count.
 """
 from __future__ import annotations
 
 import enum
+import struct
 
 import numpy as np
 
@@ -105,8 +114,8 @@ class DType(enum.IntEnum):
     BOOL = 5
 
 
-NUMPY_DTYPE = {DType.F32: np.dtype(np.float32), DType.F16: np.dtype(np.float16), DType.I32: np.dtype(np.int32),
-               DType.I64: np.dtype(np.int64), DType.BOOL: np.dtype(np.bool_)}
+NUMPY_DTYPE = {DType.F32: np.dtype(np.float32), DType.F16: np.dtype(np.float16),
+               DType.I32: np.dtype(np.int32), DType.I64: np.dtype(np.int64), DType.BOOL: np.dtype(np.bool_)}
 DTYPE_OF = {v: k for k, v in NUMPY_DTYPE.items()}
 COMPUTE = {DType.F32: DType.F32, DType.F16: DType.F32, DType.I32: DType.I32, DType.I64: DType.I64,
            DType.BOOL: DType.BOOL}
@@ -256,7 +265,7 @@ _BIN_DT = {O.ADD: NUM, O.SUB: NUM, O.MUL: NUM, O.DIV: NUM, O.POW: FLT, O.MAX: NU
 OPCODE_DTYPES: dict[Opcode, frozenset] = {
     O.END: frozenset({0}), O.LOAD: MEM, O.LOAD_VIEW: MEM, O.LOAD_ROW: MEM, O.STORE: MEM, O.STORE_VIEW: MEM,
     O.STORE_ROW: MEM, O.CONST: ALL, O.MOV: ALL, O.ABS: NUM, O.NEG: NUM, O.NOT: {BOOL}, O.ISNAN: FLT,
-    O.ISINF: FLT, O.BCAST_ROW: ALL, O.CAST: ALL, O.SELECT: ALL, O.RSUM: NUM, O.RMAX: NUM, O.RMIN: NUM,
+    O.ISINF: FLT, O.BCAST_ROW: ALL, O.CAST: ALL | {F16}, O.SELECT: ALL, O.RSUM: NUM, O.RMAX: NUM, O.RMIN: NUM,
     O.RPROD: NUM,
     **{o: FLT for o in (O.EXP, O.LOG, O.SQRT, O.RSQRT, O.TANH, O.ERF, O.SIGMOID, O.RECIP, O.FLOOR, O.CEIL,
                         O.ROUND)},
@@ -266,7 +275,7 @@ OPCODE_DTYPES: dict[Opcode, frozenset] = {
 OPCODE_DTYPES = {o: frozenset(d) for o, d in OPCODE_DTYPES.items()}
 assert set(OPCODE_DTYPES) == set(OPCODE_FORMS) == set(Opcode)
 
-# Flags each form may carry (any other bit set is invalid). Memory forms carry none: the opcode fixes the class.
+# Flags each form may carry (any other bit is invalid). Memory forms carry none: the opcode fixes the class.
 FORM_FLAGS = {Form.END: 0, Form.LOAD: 0, Form.VIEW: 0, Form.STORE: 0, Form.CONST: F_ROW,
               Form.UNARY: F_ROW | F_A_ROW, Form.CAST: F_ROW | F_A_ROW, Form.BINARY: F_ROW | F_A_ROW | F_B_ROW,
               Form.BINARY_IMM: F_ROW | F_A_ROW, Form.SELECT: F_ROW | F_A_ROW | F_B_ROW | F_C_ROW,
@@ -295,13 +304,18 @@ def word0(op: int, dtype: int = 0, flags: int = 0, d: int = 0, a: int = 0, b: in
 def unpack0(w: int) -> tuple[int, int, int, int, int, int]:
     """(opcode, dtype, flags, D, A, B) of an instruction's first word."""
     w = int(w)
-    return w & 0xFF, (w >> 8) & 0xF, (w >> 12) & 0xF, (w >> 16) & 0xFFFF, (w >> 32) & 0xFFFF, (w >> 48) & 0xFFFF
+    return (w & 0xFF, (w >> 8) & 0xF, (w >> 12) & 0xF, (w >> 16) & 0xFFFF, (w >> 32) & 0xFFFF,
+            (w >> 48) & 0xFFFF)
 
 
 def imm_bits(value, dtype: DType) -> int:
     """The immediate word for a Python/numpy scalar in a compute dtype."""
     if dtype == F32:
-        return int(np.array(value, np.float32).view(np.uint32))
+        try:
+            return struct.unpack("<I", struct.pack("<f", float(value)))[0]
+        except OverflowError:  # beyond float32's range: numpy rounds it to +-inf
+            with np.errstate(over="ignore"):
+                return int(np.array(value, np.float64).astype(np.float32).view(np.uint32))
     if dtype == I32:
         return int(np.array(value, np.int64).astype(np.int32).view(np.uint32))
     if dtype == I64:
@@ -323,8 +337,8 @@ def imm_value(word: int, dtype: DType):
 
 def c_header() -> str:
     """The C header (enums and #defines) generated from these tables, so Python and C cannot drift."""
-    out = ["/* Generated by dvm_runtime.isa.c_header(); do not edit. */", "#ifndef DVM_ISA_H", "#define DVM_ISA_H",
-           "#include <stdint.h>", "",
+    out = ["/* Generated by dvm_runtime.isa.c_header(); do not edit. */", "#ifndef DVM_ISA_H",
+           "#define DVM_ISA_H", "#include <stdint.h>", "",
            f"#define DVM_MAGIC 0x{MAGIC:016X}ULL", f"#define DVM_VERSION {VERSION}",
            f"#define DVM_HEADER_WORDS {HEADER_WORDS}", f"#define DVM_BUF_WORDS {BUF_WORDS}",
            f"#define DVM_CODE_START {CODE_START}", f"#define DVM_MAX_REGS {MAX_REGS}",
@@ -332,15 +346,16 @@ def c_header() -> str:
            f"#define DVM_MAX_DIMS {MAX_DIMS}", f"#define DVM_REDUCE_LANES {REDUCE_LANES}",
            f"#define DVM_IMM_DELTA 0x{IMM_DELTA:02X}", f"#define DVM_REG_BYTES_PER_ELEM 8", ""]
     out += [f"#define DVM_H_{n.upper()} {i}" for i, n in enumerate(header_fields)] + [""]
-    out += ["#define DVM_F_ROW 1", "#define DVM_F_A_ROW 2", "#define DVM_F_B_ROW 4", "#define DVM_F_C_ROW 8", ""]
+    out += [f"#define DVM_{n} {v}" for n, v in
+            (("F_ROW", F_ROW), ("F_A_ROW", F_A_ROW), ("F_B_ROW", F_B_ROW), ("F_C_ROW", F_C_ROW))] + [""]
     out += _enum("dvm_dtype", "DVM_DT_", DType) + _enum("dvm_role", "DVM_ROLE_", Role)
     out += _enum("dvm_opcode", "DVM_OP_", Opcode) + _enum("dvm_form", "DVM_FORM_", Form)
     out.append(f"#define DVM_N_OPCODES {max(Opcode) + 1}")
     out.append("/* words per opcode (0 = unknown opcode) */")
-    words = [FORM_WORDS[OPCODE_FORMS[Opcode(i)]] if i in Opcode._value2member_map_ else 0
-             for i in range(max(Opcode) + 1)]
-    forms = [int(OPCODE_FORMS[Opcode(i)]) if i in Opcode._value2member_map_ else -1 for i in range(max(Opcode) + 1)]
-    masks = [_dtype_mask(Opcode(i)) if i in Opcode._value2member_map_ else 0 for i in range(max(Opcode) + 1)]
+    known = [Opcode(i) if i in Opcode._value2member_map_ else None for i in range(max(Opcode) + 1)]
+    words = [FORM_WORDS[OPCODE_FORMS[o]] if o is not None else 0 for o in known]
+    forms = [int(OPCODE_FORMS[o]) if o is not None else -1 for o in known]
+    masks = [_dtype_mask(o) if o is not None else 0 for o in known]
     out.append(f"static const uint8_t DVM_OPCODE_WORDS[DVM_N_OPCODES] = {{{', '.join(map(str, words))}}};")
     out.append(f"static const int8_t DVM_OPCODE_FORM[DVM_N_OPCODES] = {{{', '.join(map(str, forms))}}};")
     out.append("/* bit d set: dtype code d allowed */")

@@ -35,3 +35,18 @@ class NumpyBackend:
 
 
 NUMPY = NumpyBackend()
+
+
+def backends_for(jit_level: str, graph_kernel_flags: str = "") -> tuple:
+    """Backends in the order they are offered each node. At O1 the DVM takes the fused clusters it can
+    encode (the polyhedral backend is not built yet, so --kernel_generator=poly leaves them to the
+    reference); the numpy reference takes everything else."""
+    if jit_level != "O1":
+        return (NUMPY,)
+    from graph_kernel.flags import parse_flags  # lazy: the core does not depend on the fusion packages
+
+    if parse_flags(graph_kernel_flags).kernel_generator == "poly":
+        return (NUMPY,)
+    from dvm_runtime.backend import DvmBackend
+
+    return (DvmBackend(), NUMPY)

@@ -10,6 +10,7 @@ import numpy as np
 from . import context
 from .dtypes import type_string
 from .errors import InputNameError, InputShapeError, InputTypeError, MsgxError
+from .backends import backends_for
 from .compile import run_passes
 from .executor import GraphExecutor, PyNativeExecutor
 from .ir import Graph, SequenceType, TensorType, Value
@@ -59,7 +60,8 @@ class InferenceSession:
         if self.mode == context.GRAPH_MODE:
             self.graph = run_passes(self.model_graph, self.jit_level, check=check_ir, on_pass=on_pass,
                                     graph_kernel_flags=self.graph_kernel_flags)
-            self._executor = GraphExecutor(self.graph, on_compile=on_compile)
+            self._executor = GraphExecutor(self.graph, backends_for(self.jit_level, self.graph_kernel_flags),
+                                           on_compile=on_compile)
             backends: dict[str, int] = {}
             for st in self._executor.steps:
                 backends[st.backend] = backends.get(st.backend, 0) + 1
@@ -67,7 +69,8 @@ class InferenceSession:
             self.graph = self.model_graph
             if self.jit_level == "O1":  # runtime (lazy) fusion, as DVM does in PyNative
                 from graph_kernel.lazy import LazyFusionExecutor  # lazy: the core does not need graph_kernel
-                self._executor = LazyFusionExecutor(self.graph)
+                self._executor = LazyFusionExecutor(
+                    self.graph, fused_backends=backends_for(self.jit_level, self.graph_kernel_flags))
             else:
                 self._executor = PyNativeExecutor(self.graph)
             backends = {"numpy": len(self.graph.nodes)}
@@ -93,8 +96,8 @@ class InferenceSession:
 
     def _fallbacks(self) -> dict[str, str]:
         steps = getattr(self._executor, "steps", ())
-        return {st.node.name or f"cluster{i}": "interpreted by the numpy reference: no DVM or polyhedral backend "
-                "is built yet" for i, st in enumerate(steps)
+        return {st.node.name or f"cluster{i}": "interpreted by the numpy reference: the DVM encoder declined "
+                "it (or --kernel_generator=poly, whose backend is not built yet)" for i, st in enumerate(steps)
                 if st.node.op == "Fused" and st.node.domain == "msgx" and st.backend == "numpy"}
 
     def get_inputs(self) -> list[NodeArg]:

@@ -84,8 +84,9 @@ class LazyFusionExecutor(PyNativeExecutor):
     """PyNative execution with runtime fusion: the same interface as PyNativeExecutor (run(inputs) -> list),
     identical results; fusable ops wait in a live group that runs as one cached msgx::Fused kernel."""
 
-    def __init__(self, graph: Graph, backend=NUMPY, max_ops: int = MAX_GROUP_OPS):
+    def __init__(self, graph: Graph, backend=NUMPY, max_ops: int = MAX_GROUP_OPS, fused_backends=(NUMPY,)):
         super().__init__(graph, backend)
+        self.fused_backends = tuple(fused_backends) + (NUMPY,)  # the first that supports a group compiles it
         self.max_ops = max_ops
         self.fused_cache: dict = {}
         self.flush_reasons: Counter = Counter()
@@ -233,7 +234,8 @@ class LazyFusionExecutor(PyNativeExecutor):
             if len(self.fused_cache) >= KERNEL_CACHE_SIZE:
                 self.fused_cache.clear()
             node = fused_node(nodes, ext, outs, kind)
-            entry = self.fused_cache[key] = (self.backend.compile(node, run_subgraph), node)
+            backend = next(b for b in self.fused_backends if b.supports(node))
+            entry = self.fused_cache[key] = (backend.compile(node, run_subgraph), node)
             self.kernel_builds += 1
         else:
             self.kernel_hits += 1

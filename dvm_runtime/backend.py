@@ -1,0 +1,136 @@
+"""DvmBackend: runs Fused nodes through the DVM (the C VM when built and working, else the numpy VM).
+
+Each kernel encodes once per input-shape signature (plus the values of inputs used as Reshape targets) and
+reuses the bytecode afterwards; a body the encoder cannot express is declined in supports().
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from framework.ir import Node
+
+from . import encoder, isa
+
+DTYPES = frozenset(isa.NUMPY_DTYPE.values())
+CACHE_MAX = 256  # shape signatures kept per kernel
+
+
+def _c_run():
+    """dvm_runtime.cvm.run if the extension imports, matches isa.py and runs a smoke program; else None."""
+    try:
+        from . import cvm
+        if not cvm.available():
+            return None
+        x, out = np.arange(5, dtype=np.float32), np.empty(5, np.float32)
+        code = [isa.MAGIC, isa.VERSION, 0, 4, 2, 1, 1, 5, 1, 1, 1, 5, 0, 0, 0, 0,
+                int(isa.DType.F32) | int(isa.Role.INPUT) << 8, 5,
+                int(isa.DType.F32) | int(isa.Role.OUTPUT) << 8, 5,
+                isa.word0(isa.Opcode.LOAD, isa.DType.F32, 0, 0, 0), 0,
+                isa.word0(isa.Opcode.ADD_IMM, isa.DType.F32, 0, 0, 0), isa.imm_bits(1.0, isa.DType.F32),
+                isa.word0(isa.Opcode.STORE, isa.DType.F32, 0, 1, 0), 0, isa.word0(isa.Opcode.END)]
+        code[2] = len(code)
+        cvm.run(np.array(code, np.uint64), [x, out])
+        return cvm.run if np.array_equal(out, x + 1) else None
+    except Exception:  # noqa: BLE001 - a missing or broken extension: the numpy VM takes over
+        return None
+
+
+def _shape_inputs(body) -> set[int]:
+    """Indices of body inputs read as shape/axes operands (their values become part of the cache key)."""
+    idx = {v: i for i, v in enumerate(body.inputs)}
+    out = set()
+    for n in body.nodes:
+        if n.op in ("Reshape", "Squeeze", "Unsqueeze") or n.op in encoder.REDUCE:
+            if len(n.inputs) > 1 and n.inputs[1] in idx:
+                out.add(idx[n.inputs[1]])
+    return out
+
+
+class DvmBackend:
+    """Backend protocol: name, supports(node), compile(node, run_graph) -> kernel(*arrays) -> list."""
+
+    name = "dvm"
+
+    def __init__(self, vm: str = "auto"):
+        if vm not in ("auto", "c", "numpy"):
+            raise ValueError(f"vm must be 'auto', 'c' or 'numpy', got {vm!r}")
+        from . import pyvm
+        crun = _c_run() if vm != "numpy" else None
+        if vm == "c" and crun is None:
+            from framework.errors import MsgxError
+            raise MsgxError("the DVM C extension (dvm_runtime.cvm) is not available")
+        self.vm = "c" if crun is not None else "numpy"
+        self._run = crun or pyvm.run
+        self.encode_times: list[float] = []
+
+    def supports(self, node: Node) -> bool:
+        """Fused nodes whose ops and dtypes the DVM has and whose body encodes at a trial binding of dims."""
+        if node.op != "Fused" or node.domain != "msgx" or "body" not in node.attrs:
+            return False
+        body = node.attrs["body"]
+        if any(n.op not in encoder.SUPPORTED_OPS for n in body.nodes):
+            return False
+        for v in list(body.inputs) + [o for n in body.nodes for o in n.outputs]:
+            if getattr(v.type, "dtype", None) not in DTYPES or getattr(v.type, "shape", None) is None:
+                return False
+        try:
+            encoder.encode(body, *_trial(body))
+        except Exception:  # noqa: BLE001 - anything the encoder cannot express is declined, not fatal
+            return False
+        return True
+
+    def compile(self, node: Node, run_graph=None):
+        body, run, times = node.attrs["body"], self._run, self.encode_times
+        shape_in = sorted(_shape_inputs(body))
+        cache: dict = {}
+
+        def kernel(*arrays):
+            key = tuple((a.shape, a.dtype) for a in arrays)
+            if shape_in:
+                key += tuple(tuple(np.asarray(arrays[i]).reshape(-1).tolist()) for i in shape_in)
+            prog = cache.get(key)
+            if prog is None:
+                t0 = time.perf_counter()
+                try:
+                    prog = encoder.encode(body, [a.shape for a in arrays], [a.dtype for a in arrays],
+                                          {i: arrays[i] for i in shape_in})
+                except encoder.UnsupportedError:  # this shape only (rows too long...): the reference runs it
+                    prog = _Reference(node, run_graph)
+                times.append(time.perf_counter() - t0)
+                if len(cache) >= CACHE_MAX:
+                    cache.pop(next(iter(cache)))
+                cache[key] = prog
+            return prog.run(arrays, run)
+        kernel.cache = cache
+        return kernel
+
+
+def _trial(body):
+    """Concrete shapes (symbols bound to small distinct integers) and Reshape-operand values for a trial."""
+    import sympy
+    syms = sorted({s for v in body.inputs for d in v.type.shape if isinstance(d, sympy.Expr)
+                   for s in d.free_symbols}, key=str)
+    bind = {s: 5 + 2 * i for i, s in enumerate(syms)}
+
+    def conc(shape):
+        return tuple(int(d.subs(bind)) if isinstance(d, sympy.Expr) else int(d) for d in shape)
+    shapes = [conc(v.type.shape) for v in body.inputs]
+    values = {}
+    for i in _shape_inputs(body):
+        user = next(n for n in body.nodes if len(n.inputs) > 1 and n.inputs[1] is body.inputs[i])
+        values[i] = np.array(conc(user.outputs[0].type.shape), np.int64) if user.op == "Reshape" else \
+            np.zeros(shapes[i], np.int64)
+    return shapes, [v.type.dtype for v in body.inputs], values
+
+
+class _Reference:
+    """Stands in for a Program where one shape signature cannot be encoded."""
+
+    def __init__(self, node, run_graph):
+        from framework.backends import NUMPY
+        self.kernel = NUMPY.compile(node, run_graph)
+
+    def run(self, arrays, _vm):
+        return self.kernel(*arrays)

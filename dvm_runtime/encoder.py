@@ -1,0 +1,589 @@
+"""Encoder: a Fused body + concrete input shapes -> a DVM Program (bytecode + buffer roles); O(#ops).
+
+Steps: concrete shapes; host nodes (MatMul/Gemm/Conv of an epilogue) and shape-only reshapes of buffers; one
+iteration space P (the widest elementwise shape, reduced axes moved last and adjacent dims merged); then one
+pass emitting loads (broadcast folded into view strides), ops (scalars as immediates), stores, registers
+allocated by liveness. Layout in isa.py's docstring.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from framework import ops
+from framework.errors import MsgxError
+from framework.ir import Graph, Node, TensorType
+
+from . import isa
+from .isa import DType, Opcode as O
+
+ARENA_BYTES = 256 * 1024  # per-thread register arena, about one L2
+HOST_OPS = frozenset({"MatMul", "Gemm", "Conv", "FusedConv"})
+RESHAPES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+UNARY = {"Exp": O.EXP, "Log": O.LOG, "Sqrt": O.SQRT, "Tanh": O.TANH, "Erf": O.ERF, "Sigmoid": O.SIGMOID,
+         "Abs": O.ABS, "Neg": O.NEG, "Reciprocal": O.RECIP, "Floor": O.FLOOR, "Ceil": O.CEIL,
+         "Round": O.ROUND,
+         "Not": O.NOT, "IsNaN": O.ISNAN, "IsInf": O.ISINF}
+BINARY = {"Add": O.ADD, "Sub": O.SUB, "Mul": O.MUL, "Div": O.DIV, "Pow": O.POW, "Max": O.MAX, "Min": O.MIN,
+          "And": O.AND, "Or": O.OR, "Xor": O.XOR, "Mod": O.MOD, "Equal": O.EQ, "Less": O.LT,
+          "LessOrEqual": O.LE, "Greater": O.GT, "GreaterOrEqual": O.GE}
+COMMUTATIVE = frozenset({O.ADD, O.MUL, O.MAX, O.MIN, O.AND, O.OR, O.XOR, O.EQ})
+REDUCE = {"ReduceSum": O.RSUM, "ReduceMax": O.RMAX, "ReduceMin": O.RMIN, "ReduceProd": O.RPROD,
+          "GlobalAveragePool": O.RSUM, "GlobalMaxPool": O.RMAX}
+SUPPORTED_OPS = HOST_OPS | RESHAPES | set(UNARY) | set(BINARY) | set(REDUCE) | {"Where", "Cast", "Relu"}
+
+
+class UnsupportedError(MsgxError):
+    """The encoder cannot express this fused body; the DVM backend declines the node."""
+
+
+@dataclass
+class Program:
+    """Bytecode plus how to bind it. A source is ("in", k) (body input), ("host", k) (host node output),
+    ("const", array) or ("slot", i). slots[i] = (role, source or None, shape, dtype); outputs[j] = (source,
+    shape); host[k] = (kernel, input sources, n_outputs), run before the VM (an epilogue's MatMul/Conv)."""
+
+    code: np.ndarray
+    slots: list = field(default_factory=list)
+    host: list = field(default_factory=list)
+    outputs: list = field(default_factory=list)
+
+    def run(self, arrays, vm_run) -> list:
+        """Run host nodes, bind buffers, call vm_run(code, buffers), return the body's outputs."""
+        host_vals: list = []
+
+        def get(src):
+            if src is None:
+                return None
+            return arrays[src[1]] if src[0] == "in" else host_vals[src[1]] if src[0] == "host" else src[1]
+        for kernel, refs, _ in self.host:
+            host_vals.extend(kernel(*(get(r) for r in refs)))
+        bufs = []
+        for role, src, shape, dtype in self.slots:
+            if role == isa.Role.INPUT:
+                bufs.append(np.ascontiguousarray(get(src), dtype).reshape(-1))
+            else:
+                bufs.append(np.empty(math.prod(shape), dtype))
+        vm_run(self.code, bufs)
+        outs = []
+        for src, shape in self.outputs:
+            a = bufs[src[1]] if src[0] == "slot" else get(src)
+            outs.append(np.array(a).reshape(shape) if src[0] == "const" else np.asarray(a).reshape(shape))
+        return outs
+
+
+class _V:
+    """Encoder-side state of one body value."""
+
+    __slots__ = ("kind", "shape", "dtype", "src", "imm", "reg", "cls", "pshape", "base")
+
+    def __init__(self, kind, shape, dtype, src=None, imm=None, base=None):
+        self.kind, self.shape, self.dtype, self.src, self.imm = kind, shape, dtype, src, imm
+        self.reg, self.cls, self.pshape, self.base = None, None, shape, base
+
+
+def _dt(np_dtype) -> DType:
+    d = isa.DTYPE_OF.get(np_dtype)
+    if d is not None:
+        return d
+    d = isa.DTYPE_OF.get(np.dtype(np_dtype))
+    if d is None:
+        raise UnsupportedError(f"dtype {np.dtype(np_dtype)} is not a DVM dtype")
+    return d
+
+
+def _bcast(a, b):
+    if a == b or not b:
+        return a
+    if not a:
+        return b
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b
+    out = []
+    for x, y in zip(a, b):
+        if x != y and x != 1 and y != 1:
+            raise UnsupportedError(f"shapes {a} and {b} do not broadcast")
+        out.append(y if x == 1 else x)
+    return tuple(out)
+
+
+def _contig(shape):
+    st, acc = [0] * len(shape), 1
+    for i in range(len(shape) - 1, -1, -1):
+        st[i] = acc
+        acc *= shape[i]
+    return st
+
+
+def _aligned(shape, P):
+    """Strides (elements) of a contiguous tensor of `shape` broadcast (right-aligned) to P."""
+    key = (shape, P)
+    hit = _ALIGNED.get(key)
+    if hit is not None:
+        return hit
+    if len(_ALIGNED) > 4096:
+        _ALIGNED.clear()
+    _ALIGNED[key] = out = _aligned1(shape, P)
+    return out
+
+
+_ALIGNED: dict = {}
+
+
+def _aligned1(shape, P):
+    if len(shape) > len(P):
+        raise UnsupportedError(f"shape {shape} has more dims than the kernel space {P}")
+    pad = len(P) - len(shape)
+    st = _contig(shape)
+    out = [0] * len(P)
+    for i, d in enumerate(shape):
+        if d == P[pad + i]:
+            out[pad + i] = st[i] if d != 1 else 0
+        elif d != 1:
+            raise UnsupportedError(f"shape {shape} does not broadcast to the kernel space {P}")
+    return out
+
+
+def _reshape_target(node: Node, x: _V, vals) -> tuple:
+    s, op = x.shape, node.op
+    if op == "Identity":
+        return s
+    if op == "Flatten":
+        ax = node.attrs.get("axis", 1) % (len(s) or 1) if s else 0
+        return (math.prod(s[:ax]), math.prod(s[ax:]))
+    arg = vals[node.inputs[1]] if len(node.inputs) > 1 and node.inputs[1] is not None else None
+    if arg is not None and arg.kind not in ("const", "imm"):
+        raise UnsupportedError(f"{op} with a computed shape operand")
+    arg = None if arg is None else [int(v) for v in np.asarray(arg.src[1]).reshape(-1)]
+    if op == "Reshape":
+        tgt = [s[i] if d == 0 and not node.attrs.get("allowzero", 0) else d for i, d in enumerate(arg)]
+        if -1 in tgt:
+            known = math.prod(d for d in tgt if d != -1)
+            tgt[tgt.index(-1)] = math.prod(s) // known if known else 0
+        return tuple(tgt)
+    axes = arg if arg is not None else list(node.attrs.get("axes", ()))
+    if op == "Squeeze":
+        axes = {a % len(s) for a in axes} if axes else {i for i, d in enumerate(s) if d == 1}
+        return tuple(d for i, d in enumerate(s) if i not in axes)
+    n = len(s) + len(axes)
+    axes = {a % n for a in axes}
+    it = iter(s)
+    return tuple(1 if i in axes else next(it) for i in range(n))
+
+
+def encode(body: Graph, input_shapes, input_dtypes=None, input_values=None) -> Program:
+    """Encode `body` for concrete input shapes; input_values maps input index -> array for inputs used as
+    shape operands (Reshape targets). Raises UnsupportedError for bodies the ISA cannot express."""
+    st = _STATIC.get(id(body))
+    if st is None or st[0] is not body:
+        if len(_STATIC) >= 512:
+            _STATIC.clear()
+        st = _STATIC[id(body)] = _static(body)
+    return _Encoder(body, st, input_shapes, input_dtypes, input_values or {}).run()
+
+
+_STATIC: dict = {}  # id(body) -> (body, users, constant values, host kernels): what no shape changes
+
+
+def _static(body):
+    users: dict = {}
+    for n in body.nodes:
+        if n.op not in SUPPORTED_OPS or n.domain not in ("", "ai.onnx"):
+            raise UnsupportedError(f"op {n.op} is not in the DVM op set")
+        for v in n.inputs:
+            users.setdefault(v, []).append(n)
+    consts = {}
+    for v, arr in body.constants.items():
+        arr = np.asarray(arr)
+        if arr.size == 1 and arr.dtype != object:
+            consts[v] = _V("imm", arr.shape, arr.dtype, ("const", arr), imm=arr.reshape(-1)[0].item())
+        else:
+            consts[v] = _V("const", arr.shape, arr.dtype, ("const", arr))
+    return body, users, consts, {}
+
+
+class _Encoder:
+    def __init__(self, body, static, shapes, dtypes, values):
+        self.body, self.prog = body, Program(np.zeros(0, np.uint64))
+        _, self.users, consts, self.host_cache = static
+        self.vals: dict = dict(consts)
+        for k, v in enumerate(body.inputs):
+            dt = np.dtype(dtypes[k]) if dtypes is not None else v.type.dtype
+            src = ("const", np.asarray(values[k])) if k in values else ("in", k)
+            self.vals[v] = _V("const" if k in values else "buf", tuple(map(int, shapes[k])), dt, src)
+        self.slot_of: dict = {}
+        self.words: list[int] = []
+        self.n_instr = 0
+
+    # ---- analysis ----
+    def run(self) -> Program:
+        out_set = {v for v in self.body.outputs}
+        compute, self.reduce_axes, P, users = [], None, (), self.users
+        vals = self.vals
+        for n in self.body.nodes:
+            ins = [vals.get(v) if v is not None else None for v in n.inputs]
+            if not ins or ins[0] is None:
+                raise UnsupportedError(f"{n.op} reads a value the body does not define")
+            if n.op in HOST_OPS:
+                self._host(n, ins)
+            elif n.op in RESHAPES:
+                x = ins[0]
+                shape = _reshape_target(n, x, self.vals)
+                if math.prod(shape) != math.prod(x.shape):
+                    raise UnsupportedError(f"{n.op} changes the element count {x.shape} -> {shape}")
+                if x.kind in ("buf", "const", "imm"):
+                    nv = _V(x.kind, shape, x.dtype, x.src, x.imm)
+                else:  # a computed value: only outputs may see the new shape (same flat layout)
+                    if any(u.op not in RESHAPES for u in users.get(n.outputs[0], ())):
+                        raise UnsupportedError(f"{n.op} of a computed value feeding further compute")
+                    nv = _V("alias", shape, x.dtype, base=x.base or x)
+                self.vals[n.outputs[0]] = nv
+            else:
+                kinds = {x.kind for x in ins if x is not None}
+                if "alias" in kinds:
+                    raise UnsupportedError(f"{n.op} reads a reshaped computed value")
+                if kinds == {"imm"}:
+                    self._fold(n, ins)
+                    continue
+                shape, dt = self._infer(n, ins)
+                nv = _V("reg", shape, dt)
+                self.vals[n.outputs[0]] = nv
+                compute.append((n, ins, nv))
+                if n.op in REDUCE:
+                    axes = self._axes(n, ins)
+                    if self.reduce_axes is not None and (axes != self.reduce_axes or ins[0].shape != P):
+                        raise UnsupportedError("reductions over different axes or shapes in one kernel")
+                    self.reduce_axes, P = axes, ins[0].shape
+                    nv.pshape = tuple(1 if i in axes else d for i, d in enumerate(P))
+                    if not n.attrs.get("keepdims", 1) and n.op not in ("GlobalAveragePool", "GlobalMaxPool"):
+                        if any(u.op not in RESHAPES for u in users.get(n.outputs[0], ())):
+                            raise UnsupportedError("keepdims=0 reduction feeding further compute")
+        if self.reduce_axes is None:
+            for _, _, nv in compute:
+                P = _bcast(P, nv.shape)
+        self.P = P
+        self._classify(compute, out_set)
+        self.stores = {}
+        for o in self.body.outputs:
+            v = self.vals[o]
+            base = v.base if v.kind == "alias" else v
+            if base.kind == "reg":
+                if base not in self.stores:
+                    self.stores[base] = self._slot(None, isa.Role.OUTPUT, base.shape, base.dtype)
+                self.prog.outputs.append((("slot", self.stores[base]), v.shape))
+            else:
+                self.prog.outputs.append((v.src, v.shape))
+        self._space(compute)
+        self._emit(compute)
+        return self._finish()
+
+    def _host(self, n, ins):
+        if any(x is not None and x.kind not in ("buf", "const", "imm") for x in ins) or None in ins[:2]:
+            raise UnsupportedError(f"{n.op} inside the kernel reads a computed value")
+        if n not in self.host_cache:
+            from framework.backends import NUMPY
+            opdef = ops.get(n.op, n.domain, n.opset, n.name)
+            ctx = ops.Ctx({**opdef.attrs, **n.attrs}, len(n.outputs), n.opset, n.name)
+            self.host_cache[n] = (opdef.infer, ctx, NUMPY.compile(n))
+        infer, ctx, kernel = self.host_cache[n]
+        out = infer(ctx, *(TensorType(x.dtype, x.shape) if x is not None else None for x in ins))
+        out = list(out) if isinstance(out, (tuple, list)) else [out]
+        base = sum(h[2] for h in self.prog.host)
+        self.prog.host.append((kernel, [x.src if x is not None else None for x in ins], len(out)))
+        for i, (v, t) in enumerate(zip(n.outputs, out)):
+            self.vals[v] = _V("buf", tuple(int(d) for d in t.shape), t.dtype, ("host", base + i))
+
+    def _fold(self, n, ins):
+        from framework.backends import NUMPY
+        res = NUMPY.compile(n)(*(np.asarray(x.src[1]) if x is not None else None for x in ins))
+        for v, a in zip(n.outputs, res):
+            a = np.asarray(a)
+            self.vals[v] = _V("imm", a.shape, a.dtype, ("const", a), imm=a.reshape(-1)[0])
+
+    def _axes(self, n, ins):
+        x = ins[0]
+        if n.op.startswith("Global"):
+            return frozenset(range(2, len(x.shape)))
+        if len(ins) > 1 and ins[1] is not None:
+            if ins[1].kind not in ("imm", "const"):
+                raise UnsupportedError(f"{n.op} with computed axes")
+            axes = [int(a) for a in np.asarray(ins[1].src[1]).reshape(-1)]
+        else:
+            axes = list(n.attrs.get("axes", ()) or ())
+        if not axes:
+            if n.attrs.get("noop_with_empty_axes", 0):
+                raise UnsupportedError(f"{n.op} with noop_with_empty_axes")
+            axes = range(len(x.shape))
+        return frozenset(a % len(x.shape) for a in axes)
+
+    def _infer(self, n, ins):
+        if n.op in REDUCE:
+            x = ins[0]
+            if x.kind not in ("reg", "buf", "const"):
+                raise UnsupportedError(f"{n.op} of a scalar")
+            axes = self._axes(n, ins)
+            keep = n.attrs.get("keepdims", 1) or n.op.startswith("Global")
+            shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape)) if keep else \
+                tuple(d for i, d in enumerate(x.shape) if i not in axes)
+            return shape, x.dtype
+        shape = ()
+        for x in ins:
+            if x is not None:
+                shape = _bcast(shape, x.pshape if x.kind == "reg" else x.shape)
+        if n.op == "Cast":
+            from framework.ops.cast import _target
+            return shape, np.dtype(_target(ops.Ctx(n.attrs)))
+        if n.op in ("Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "IsNaN", "IsInf"):
+            return shape, np.dtype(bool)
+        return shape, (ins[1] if n.op == "Where" else ins[0]).dtype
+
+    def _rowlike(self, x) -> bool:
+        """Whether x is constant along the reduced axes (so it can live in a ROW register)."""
+        if x.kind == "reg":
+            return x.cls == "R"
+        pad = len(self.P) - len(x.shape)
+        if math.prod(self.P[a] for a in self.reduce_axes) == 1:  # rows of one element: FULL is as cheap
+            return False
+        return all(x.shape[a - pad] == 1 for a in self.reduce_axes if a >= pad)
+
+    def _classify(self, compute, out_set):
+        P, red = self.P, self.reduce_axes
+        outs = {id(v.base or v) for v in (self.vals[o] for o in out_set)}
+        for n, ins, nv in compute:
+            if len(nv.pshape) > len(P) or _bcast(nv.pshape, P) != P:
+                raise UnsupportedError(f"{n.op} result {nv.pshape} outside the kernel space {P}")
+            if red is None:
+                nv.cls = "F"
+            elif n.op in REDUCE:
+                x = ins[0]
+                if (x.kind == "reg" and x.cls != "F") or len(x.pshape) != len(P) or \
+                        any(x.pshape[a] != P[a] for a in red):
+                    raise UnsupportedError(f"{n.op} input {x.pshape} is not the kernel space {P}")
+                nv.cls = "R"
+            else:
+                srcs = [x for x in ins if x is not None and x.kind != "imm"]
+                nv.cls = "R" if all(self._rowlike(x) for x in srcs) else "F"
+            if nv.cls == "F" and id(nv) in outs and math.prod(nv.pshape) != math.prod(P):
+                raise UnsupportedError(f"output {nv.shape} is smaller than the kernel space {P}")
+
+    def _space(self, compute):
+        """Choose the 4-D space: kept axes first, reduced axes last, adjacent dims merged where every view
+        agrees; self.map turns strides over P into the 4 space strides."""
+        P, red = self.P, self.reduce_axes or frozenset()
+        views = []
+        for n, ins, nv in compute:
+            views += [_aligned(x.shape, P) for x in ins if x is not None and x.kind in ("buf", "const")]
+        views += [_aligned(nv.pshape, P) for nv in self.stores]
+        kept = [a for a in range(len(P)) if a not in red and P[a] != 1]
+        rax = [a for a in range(len(P)) if a in red and P[a] != 1]
+        groups = []
+        for axes in (kept, rax):
+            gs = []
+            for a in axes:
+                if gs and all(v[gs[-1][-1]] == v[a] * P[a] for v in views):
+                    gs[-1].append(a)
+                else:
+                    gs.append([a])
+            groups.append(gs)
+        kg, rg = groups
+        if red:
+            if len(rg) > 1 or len(kg) > 3:
+                raise UnsupportedError(f"reduction over axes {sorted(red)} of {P} needs more than 4 dims")
+            rg = rg or [[]]
+        elif len(kg) > 4:
+            raise UnsupportedError(f"space {P} needs more than 4 dims after merging")
+        else:
+            kg, rg = kg[:-1], kg[-1:] or [[]]
+        gl = [[]] * (3 - len(kg)) + kg + rg
+        self.D = [math.prod(P[a] for a in g) for g in gl]
+        self.inner = [g[-1] if g else None for g in gl]
+
+    def map(self, strides):
+        return [strides[a] if a is not None else 0 for a in self.inner]
+
+    # ---- emission ----
+    def _ins(self, *words):
+        self.words.extend(words)
+        self.n_instr += 1
+
+    def _reg(self):
+        if self.free:
+            return self.free.pop()
+        self.n_regs += 1
+        return self.n_regs - 1
+
+    def _slot(self, src, role, shape, dtype):
+        key = (src[0], id(src[1])) if src is not None and src[0] == "const" else src
+        if role == isa.Role.INPUT and key in self.slot_of:
+            return self.slot_of[key]
+        _dt(dtype)
+        self.prog.slots.append((role, src if role == isa.Role.INPUT else None, shape, np.dtype(dtype)))
+        if role == isa.Role.INPUT:
+            self.slot_of[key] = len(self.prog.slots) - 1
+        return len(self.prog.slots) - 1
+
+    def _view(self, shape, P):
+        st = self.map(_aligned(shape, P))
+        D = self.D
+        contig = [D[1] * D[2] * D[3], D[2] * D[3], D[3], 1]
+        return st, all(s == c or d == 1 for s, c, d in zip(st, contig, D))
+
+    def _load(self, x, cls):
+        key = (id(x), cls)
+        if key in self.loaded:
+            return self.loaded[key]
+        slot = self._slot(x.src, isa.Role.INPUT, x.src[1].shape if x.src[0] == "const" else x.shape, x.dtype)
+        # a const's slot holds its own array; a reshaped view of it has the same flat layout
+        r, dt = self._reg(), _dt(x.dtype)
+        st, contig = self._view(x.shape, self.P)
+        if cls == "R":
+            self._ins(isa.word0(O.LOAD_ROW, dt, 0, r, slot), 0, st[0], st[1], st[2], 0)
+        elif contig:
+            self._ins(isa.word0(O.LOAD, dt, 0, r, slot), 0)
+        else:
+            self._ins(isa.word0(O.LOAD_VIEW, dt, 0, r, slot), 0, *(s & 0xFFFFFFFFFFFFFFFF for s in st))
+        self.loaded[key] = r
+        return r
+
+    def _operand(self, x, cls, full=False):
+        """(register, is_row) for a non-immediate operand of an instruction whose result class is cls."""
+        if x.kind == "reg":
+            return x.reg, x.cls == "R"
+        lcls = "R" if not full and self.reduce_axes is not None and self._rowlike(x) else "F"
+        return self._load(x, lcls), lcls == "R"
+
+    def _emit(self, compute):
+        last = {}
+        for i, (n, ins, nv) in enumerate(compute):
+            for x in ins:
+                if x is not None:
+                    last[id(x)] = i
+        self.free, self.n_regs, self.loaded = [], 0, {}
+        stores = self.stores
+        for self.i, (n, ins, nv) in enumerate(compute):
+            dst = self._lower(n, ins, nv)
+            nv.reg = dst
+            for key in [k for k in self.loaded if last.get(k[0]) == self.i]:
+                self.free.append(self.loaded.pop(key))
+            for x in {id(x): x for x in ins if x is not None and x.kind == "reg"}.values():
+                if last.get(id(x)) == self.i:
+                    self.free.append(x.reg)
+            if nv in stores:
+                self._store(nv, stores[nv])
+            if id(nv) not in last:
+                self.free.append(dst)
+        self._ins(isa.word0(O.END))
+
+    def _store(self, nv, slot):
+        dt = _dt(nv.dtype)
+        st, contig = self._view(nv.pshape, self.P)
+        if nv.cls == "R":
+            self._ins(isa.word0(O.STORE_ROW, dt, 0, slot, nv.reg), 0, st[0], st[1], st[2], 0)
+        elif contig:
+            self._ins(isa.word0(O.STORE, dt, 0, slot, nv.reg), 0)
+        else:
+            self._ins(isa.word0(O.STORE_VIEW, dt, 0, slot, nv.reg), 0, *(s & 0xFFFFFFFFFFFFFFFF for s in st))
+
+    def _const(self, x, cls, cdt):
+        r = self._reg()
+        self._ins(isa.word0(O.CONST, cdt, isa.F_ROW if cls == "R" else 0, r), isa.imm_bits(x.imm, cdt))
+        self.tmp.append(r)
+        return r
+
+    def _lower(self, n, ins, nv):
+        cls, op = nv.cls, n.op
+        self.tmp = []
+        row = isa.F_ROW if cls == "R" else 0
+        ins = [x for x in ins if x is not None] if op not in REDUCE else ins[:1]
+        cdt = isa.COMPUTE[_dt(ins[0].dtype if op != "Where" else ins[1].dtype)]
+        if op == "Where":
+            regs, flags = [], row
+            for k, x in enumerate(ins):
+                if x.kind == "imm":
+                    dt = isa.COMPUTE[_dt(x.dtype)]
+                    regs.append(self._const(x, cls, dt))
+                    flags |= (isa.F_A_ROW << k) if cls == "R" else 0
+                else:
+                    r, is_row = self._operand(x, cls)
+                    regs.append(r)
+                    flags |= (isa.F_A_ROW << k) if is_row else 0
+            d = self._reg()
+            self._ins(isa.word0(O.SELECT, cdt, flags, d, regs[0], regs[1]), regs[2])
+        elif op in BINARY:
+            code = BINARY[op]
+            if code == O.MOD and n.attrs.get("fmod", 0):
+                code = O.FMOD
+            a, b = ins
+            if a.kind == "imm" or b.kind == "imm":
+                x, imm, rev = (b, a, 1) if a.kind == "imm" else (a, b, 0)
+                rev = 0 if code in COMMUTATIVE else rev
+                cdt = isa.COMPUTE[_dt(x.dtype)]
+                if code == O.POW and imm.dtype.kind != "f":
+                    imm = _V("imm", (), np.dtype(np.float32), imm=float(imm.imm))
+                r, is_row = self._operand(x, cls)
+                d = self._reg()
+                fl = row | (isa.F_A_ROW if is_row else 0)
+                self._ins(isa.word0(code + isa.IMM_DELTA, cdt, fl, d, r, rev), isa.imm_bits(imm.imm, cdt))
+            else:
+                if a.dtype != b.dtype:
+                    raise UnsupportedError(f"{op} of {a.dtype} and {b.dtype}")
+                ra, ar = self._operand(a, cls)
+                rb, br = self._operand(b, cls)
+                d = self._reg()
+                self._ins(isa.word0(code, cdt, row | (isa.F_A_ROW if ar else 0) | (isa.F_B_ROW if br else 0),
+                                    d, ra, rb))
+        elif op in REDUCE:
+            r, _ = self._operand(ins[0], "F", full=True)
+            d = self._reg()
+            self._ins(isa.word0(REDUCE[op], cdt, isa.F_ROW, d, r))
+            if op == "GlobalAveragePool":
+                cnt = math.prod(ins[0].shape[2:])
+                self.tmp.append(d)
+                d2 = self._reg()
+                self._ins(isa.word0(O.MUL_IMM, cdt, isa.F_ROW | isa.F_A_ROW, d2, d),
+                          isa.imm_bits(1.0 / cnt, cdt))
+                d = d2
+        else:
+            r, is_row = self._operand(ins[0], cls)
+            fl = row | (isa.F_A_ROW if is_row else 0)
+            d = self._reg()
+            if op == "Relu":
+                self._ins(isa.word0(O.MAX_IMM, cdt, fl, d, r), isa.imm_bits(0, cdt))
+            elif op == "Cast":
+                to = _dt(nv.dtype)
+                code = O.MOV if isa.COMPUTE[to] == cdt and to != DType.F16 else O.CAST
+                cast = code == O.CAST
+                self._ins(isa.word0(code, to if cast else cdt, fl, d, r, cdt if cast else 0))
+            else:
+                if op == "IsInf" and not (n.attrs.get("detect_negative", 1)
+                                          and n.attrs.get("detect_positive", 1)):
+                    raise UnsupportedError("IsInf detecting one sign only")
+                self._ins(isa.word0(UNARY[op], cdt, fl, d, r))
+        self.free.extend(self.tmp)
+        return d
+
+    def _finish(self) -> Program:
+        P, D = self.P, self.D
+        rows, cols = D[0] * D[1] * D[2], D[3]
+        nregs = max(self.n_regs, 1)
+        budget = max(64, ARENA_BYTES // (4 * nregs))
+        if self.reduce_axes is not None:
+            if cols > isa.MAX_TILE_ELEMS:
+                raise UnsupportedError(f"rows of {cols} elements exceed the tile limit")
+            tc = max(cols, 1)
+            tr = max(1, min(rows, budget // tc, isa.MAX_TILE_ELEMS // tc))
+        elif cols >= budget:
+            tr, tc = 1, budget - budget % 64
+        else:
+            tc, tr = max(cols, 1), max(1, min(rows, budget // max(cols, 1)))
+        nb = len(self.prog.slots)
+        head = [isa.MAGIC, isa.VERSION, 0, self.n_instr, nb, nregs, tr, tc, *D, 0, 0, 0, 0]
+        table = []
+        for role, src, shape, dtype in self.prog.slots:
+            table += [int(_dt(dtype)) | int(role) << 8, math.prod(shape)]
+        words = head + table + self.words
+        words[isa.H["n_words"]] = len(words)
+        self.prog.code = np.array(words, dtype=np.uint64)
+        return self.prog

@@ -1,0 +1,68 @@
+"""DvmBackend: which Fused nodes it takes, and whole models run through it against the reference."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import onnx_models
+from dvm_runtime import encoder
+from dvm_runtime.backend import DvmBackend
+from framework.backends import NUMPY
+from framework.errors import MsgxError
+from framework.executor import GraphExecutor
+from framework.ir import Graph, Node, TensorType, Value
+from framework.session import InferenceSession
+
+from .test_pyvm import SHAPES
+
+VMS = ["numpy"] + (["c"] if DvmBackend().vm == "c" else [])
+
+
+def _graph(name):
+    return InferenceSession(onnx_models.build(name), jit_level="O1").graph
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_supports_every_bundled_cluster(name):
+    fused = [n for n in _graph(name).nodes if n.op == "Fused"]
+    taken = [n for n in fused if DvmBackend("numpy").supports(n)]
+    print(f"{name}: dvm takes {len(taken)}/{len(fused)} fused nodes")
+    assert len(taken) == len(fused) > 0
+
+
+@pytest.mark.parametrize("vm", VMS)
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_models_match_reference(name, vm):
+    graph = _graph(name)
+    dvm = DvmBackend(vm)
+    ours = GraphExecutor(graph, backends=(dvm, NUMPY))
+    ref = GraphExecutor(graph)
+    assert sum(st.backend == "dvm" for st in ours.steps) == sum(n.op == "Fused" for n in graph.nodes)
+    for dims in SHAPES[name] + SHAPES[name][:1]:  # the repeat hits the bytecode cache
+        feeds = onnx_models.example_inputs(name, dims)
+        args = [feeds[v.name] for v in graph.inputs]
+        for o, r in zip(ours.run(args), ref.run(args)):
+            np.testing.assert_allclose(o, r, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(r).max())))
+    kernels = [st.kernel for st in ours.steps if st.backend == "dvm"]
+    assert all(len(k.cache) == len(SHAPES[name]) for k in kernels)
+    assert len(dvm.encode_times) == len(kernels) * len(SHAPES[name])
+
+
+def test_declines_what_it_cannot_encode():
+    x, y = Value(TensorType(np.float32, (4, 8))), Value(TensorType(np.float32, (4, 8)))
+    soft = Node("Fused", (x,), (y,), {"body": Graph((x,), (y,), (Node("Softmax", (x,), (y,), {}, "", 13),)),
+                                       "kind": "elemwise"}, "msgx")
+    assert not DvmBackend("numpy").supports(soft)
+    assert not DvmBackend("numpy").supports(Node("Add", (x, x), (y,), {}, "", 14))
+    f64 = Value(TensorType(np.float64, (4,)))
+    o64 = Value(TensorType(np.float64, (4,)))
+    body = Graph((f64,), (o64,), (Node("Exp", (f64,), (o64,), {}, "", 13),))
+    assert not DvmBackend("numpy").supports(Node("Fused", (f64,), (o64,), {"body": body}, "msgx"))
+    assert issubclass(encoder.UnsupportedError, MsgxError)
+
+
+def test_vm_choice():
+    with pytest.raises(ValueError):
+        DvmBackend("gpu")
+    assert DvmBackend("numpy").vm == "numpy"
+    assert DvmBackend("auto").vm in ("c", "numpy")
