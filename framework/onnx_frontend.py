@@ -262,6 +262,7 @@ def _free_names(n: onnx.NodeProto) -> set[str]:
 def import_model(model, base_dir=None) -> Graph:
     """Load and convert a model; types come from ONNX shape inference, refined by ours (symbolic)."""
     from .functions import inline_functions
+    from .gradient_op import expand_gradient_ops, is_gradient
     from .passes import infer_shapes
 
     proto, _ = load_model(model, base_dir)
@@ -281,6 +282,9 @@ def import_model(model, base_dir=None) -> Graph:
     except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError) as e:
         raise ModelError(f"malformed model: {type(e).__name__}: {e}") from None
     verify(graph)
+    if any(is_gradient(n) for n in graph.nodes):
+        graph = expand_gradient_ops(graph)
+        verify(graph)
     for n in _all_nodes(graph):
         ops.get(n.op, n.domain, n.opset, n.name or n.op)
     return infer_shapes(graph)

@@ -43,7 +43,7 @@ def infer_shapes(graph: Graph, consts: dict | None = None) -> Graph:
             outs.append(nv)
         node = Node(n.op, ins, tuple(outs), n.attrs, n.domain, n.opset, n.name)
         new_nodes.append(node)
-        _propagate_value(node, opdef, attrs, consts)
+        propagate_value(node, opdef, attrs, consts)
     return substitute(graph.replace(nodes=tuple(new_nodes)), mapping)
 
 
@@ -70,7 +70,7 @@ def _merge(ours, onnx_type):
     return TensorType(dtype, shape)
 
 
-def _propagate_value(node: Node, opdef, attrs, consts) -> None:
+def propagate_value(node: Node, opdef, attrs, consts) -> None:
     """Record compile-time values of shape computations (maybe symbolic) for later inference rules."""
     if node.op == "Shape" and node.domain == "":
         t = node.inputs[0].type

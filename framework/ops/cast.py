@@ -134,8 +134,15 @@ def _infer_cast(ctx, x):
     return TensorType(_target(ctx), x.shape if x is not None else None)
 
 
+def _cast_grad(b, n, g):
+    """Float -> float casts pass the gradient back in the input's dtype; others stop it."""
+    x, y = n.inputs[0], n.outputs[0]
+    floats = all(v.type.dtype is not None and v.type.dtype.kind == "f" for v in (x, y))
+    return [b.cast(g[0], x.type.dtype) if floats else None]
+
+
 @op("Cast", fusion=Fusion.ELEMWISE, attrs={"saturate": 1, "round_mode": "up"}, infer=_infer_cast,
-    shape_op=True)
+    shape_op=True, grad=_cast_grad)
 def _cast(ctx, x):
     return cast_array(x, _target(ctx), bool(ctx["saturate"]), ctx["round_mode"])
 

@@ -58,6 +58,78 @@ def _erf64(xf):
     return np.where(a < 0.5, taylor, fit)
 
 
+# ---------------------------------------------------------------- gradients (framework/autodiff.py)
+
+def _k(b, like, c):
+    return b.scalar(c, like.type.dtype)
+
+
+def _chain(deriv):
+    """Rule for y = f(x) from dy/dx, written with the builder: deriv(b, x, y) -> Value."""
+    return lambda b, n, g: [b.op("Mul", g[0], deriv(b, n.inputs[0], n.outputs[0]))]
+
+
+UNARY_GRADS = {
+    "Neg": lambda b, n, g: [b.op("Neg", g[0])],
+    "Exp": _chain(lambda b, x, y: y),
+    "Log": lambda b, n, g: [b.op("Div", g[0], n.inputs[0])],
+    "Sqrt": lambda b, n, g: [b.op("Div", g[0], b.op("Add", n.outputs[0], n.outputs[0]))],
+    "Abs": _chain(lambda b, x, y: b.op("Sign", x)),
+    "Tanh": _chain(lambda b, x, y: b.op("Sub", _k(b, y, 1), b.op("Mul", y, y))),
+    "Sigmoid": _chain(lambda b, x, y: b.op("Mul", y, b.op("Sub", _k(b, y, 1), y))),
+    "Relu": lambda b, n, g: [b.op("Where", b.op("Greater", n.inputs[0], _k(b, n.inputs[0], 0)), g[0],
+                                  _k(b, g[0], 0))],
+    "Erf": _chain(lambda b, x, y: b.op("Mul", _k(b, x, 2 / math.sqrt(math.pi)),
+                                       b.op("Exp", b.op("Neg", b.op("Mul", x, x))))),
+}
+
+
+def _pow_grad(b, n, g):
+    x, e = n.inputs
+    ef = b.cast(e, x.type.dtype)
+    dx = b.op("Mul", b.op("Mul", g[0], ef), b.op("Pow", x, b.op("Sub", ef, _k(b, ef, 1))))
+    de = b.op("Mul", b.op("Mul", g[0], n.outputs[0]), b.op("Log", x)) if b.needs(e) else None
+    return [b.sum_to(dx, x), de and b.sum_to(b.cast(de, e.type.dtype), e)]
+
+
+def _div_grad(b, n, g):
+    x, d = n.inputs
+    dd = b.op("Neg", b.op("Div", b.op("Mul", g[0], n.outputs[0]), d)) if b.needs(d) else None
+    return [b.sum_to(b.op("Div", g[0], d), x) if b.needs(x) else None, dd and b.sum_to(dd, d)]
+
+
+BINARY_GRADS = {
+    "Add": lambda b, n, g: [b.sum_to(g[0], v) for v in n.inputs],
+    "Sub": lambda b, n, g: [b.sum_to(g[0], n.inputs[0]), b.sum_to(b.op("Neg", g[0]), n.inputs[1])],
+    "Mul": lambda b, n, g: [b.sum_to(b.op("Mul", g[0], o), v) if b.needs(v) else None
+                            for v, o in zip(n.inputs, n.inputs[::-1])],
+    "Div": _div_grad,
+    "Pow": _pow_grad,
+}
+
+
+def _select_grad(b, n, g):
+    """Max/Min: the gradient goes to the inputs equal to the result, split evenly among ties."""
+    y = n.outputs[0]
+    hits = [b.op("Equal", x, y) for x in n.inputs]
+    count = hits[0] if len(hits) == 1 else b.op("Sum", *(b.cast(h, y.type.dtype) for h in hits))
+    share = g[0] if len(hits) == 1 else b.op("Div", g[0], count)
+    return [b.sum_to(b.op("Where", h, share, _k(b, y, 0)), x) if b.needs(x) else None
+            for x, h in zip(n.inputs, hits)]
+
+
+def _where_grad(b, n, g):
+    c, x, y = n.inputs
+    zero = _k(b, g[0], 0)
+    return [None, b.sum_to(b.op("Where", c, g[0], zero), x) if b.needs(x) else None,
+            b.sum_to(b.op("Where", c, zero, g[0]), y) if b.needs(y) else None]
+
+
+def _mean_grad(b, n, g):
+    share = b.op("Div", g[0], _k(b, g[0], len(n.inputs)))
+    return [b.sum_to(share, x) for x in n.inputs]
+
+
 UNARY = {
     "Abs": np.abs, "Neg": np.negative, "Exp": np.exp, "Log": np.log, "Sqrt": np.sqrt, "Reciprocal": np.reciprocal,
     "Floor": np.floor, "Ceil": np.ceil, "Round": np.round, "Sign": np.sign, "Tanh": np.tanh,
@@ -71,7 +143,7 @@ UNARY = {
     "HardSwish": lambda x: x * np.clip(x / 6 + 0.5, 0, 1),
 }
 for _name, _fn in UNARY.items():
-    op(_name, fusion=E, infer=same())(_keep(_fn))
+    op(_name, fusion=E, infer=same(), grad=UNARY_GRADS.get(_name))(_keep(_fn))
 
 op("Not", fusion=E, infer=same())(lambda ctx, x: np.logical_not(x))
 op("BitwiseNot", fusion=E, infer=same())(lambda ctx, x: np.invert(x))
@@ -110,7 +182,8 @@ BINARY = {
     "BitwiseAnd": np.bitwise_and, "BitwiseOr": np.bitwise_or, "BitwiseXor": np.bitwise_xor,
 }
 for _name, _fn in BINARY.items():
-    op(_name, fusion=B, infer=broadcast, shape_op=_name in ("Add", "Sub", "Mul", "Div"))(
+    op(_name, fusion=B, infer=broadcast, shape_op=_name in ("Add", "Sub", "Mul", "Div"),
+       grad=BINARY_GRADS.get(_name))(
         lambda ctx, a, b, _fn=_fn: np.asarray(_fn(a, b)).astype(a.dtype, copy=False)
         if a.dtype != object else _fn(a, b))
 
@@ -142,17 +215,18 @@ def _variadic(fn):
     return kernel
 
 
-op("Sum", fusion=B, infer=broadcast)(_variadic(np.add))
-op("Max", fusion=B, infer=broadcast)(_variadic(np.maximum))
-op("Min", fusion=B, infer=broadcast)(_variadic(np.minimum))
+op("Sum", fusion=B, infer=broadcast, grad=BINARY_GRADS["Add"])(_variadic(np.add))
+op("Max", fusion=B, infer=broadcast, grad=_select_grad)(_variadic(np.maximum))
+op("Min", fusion=B, infer=broadcast, grad=_select_grad)(_variadic(np.minimum))
 
 
-@op("Mean", fusion=B, infer=broadcast)
+@op("Mean", fusion=B, infer=broadcast, grad=_mean_grad)
 def _mean(ctx, *xs):
     return (_variadic(np.add)(ctx, *xs) / len(xs)).astype(xs[0].dtype)
 
 
-@op("Where", fusion=B, infer=lambda ctx, c, x, y: TensorType(x.dtype, broadcast(ctx, c, x, y).shape))
+@op("Where", fusion=B, infer=lambda ctx, c, x, y: TensorType(x.dtype, broadcast(ctx, c, x, y).shape),
+    grad=_where_grad)
 def _where(ctx, c, x, y):
     return np.where(c, x, y)
 

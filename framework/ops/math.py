@@ -40,7 +40,30 @@ def _infer_matmul(ctx, a, b):
     return TensorType(a.dtype, matmul_shape(a.shape, b.shape))
 
 
-@op("MatMul", fusion=OUT, infer=_infer_matmul)
+def _swap_last(b, v):
+    """Transpose of the last two axes (v has rank >= 2)."""
+    r = v.type.rank
+    return b.op("Transpose", v, perm=list(range(r - 2)) + [r - 1, r - 2])
+
+
+def _matmul_grad(b, n, gouts):
+    """dA = g @ B^T, dB = A^T @ g, on 1-D operands promoted to 2-D, summed over broadcast batch dims."""
+    a, c = n.inputs
+    g, a2, c2 = gouts[0], a, c
+    if c.type.rank == 1:
+        c2, g = b.op("Unsqueeze", c, b.ints([1])), b.op("Unsqueeze", g, b.ints([-1]))
+    if a.type.rank == 1:
+        a2, g = b.op("Unsqueeze", a, b.ints([0])), b.op("Unsqueeze", g, b.ints([-2]))
+    da = b.sum_to(b.op("MatMul", g, _swap_last(b, c2)), a2) if b.needs(a) else None
+    dc = b.sum_to(b.op("MatMul", _swap_last(b, a2), g), c2) if b.needs(c) else None
+    if da is not None and a.type.rank == 1:
+        da = b.op("Squeeze", da, b.ints([0]))
+    if dc is not None and c.type.rank == 1:
+        dc = b.op("Squeeze", dc, b.ints([1]))
+    return [da, dc]
+
+
+@op("MatMul", fusion=OUT, infer=_infer_matmul, grad=_matmul_grad)
 def _matmul(ctx, a, b):
     if a.dtype != b.dtype and a.dtype != object:
         b = b.astype(a.dtype)
@@ -63,8 +86,26 @@ def _infer_gemm(ctx, a, b, c=None):
     return TensorType(a.dtype, (m, n))
 
 
+def _gemm_grad(b, n, gouts):
+    """Y = alpha A' B' + beta C: dA' = alpha g B'^T, dB' = alpha A'^T g (transposed back), dC = beta g."""
+    at = b.attrs(n)
+    a, c = n.inputs[:2]
+    bias = n.inputs[2] if len(n.inputs) > 2 else None
+    g, alpha = gouts[0], float(at["alpha"])
+    da = db = dbias = None
+    if b.needs(a):  # dA = alpha g B'^T, or its transpose alpha B' g^T when transA
+        da = b.op("Gemm", c, g, transA=at["transB"], transB=1, alpha=alpha) if at["transA"] else \
+            b.op("Gemm", g, c, transB=1 - at["transB"], alpha=alpha)
+    if b.needs(c):  # dB = alpha A'^T g, or alpha g^T A' when transB
+        db = b.op("Gemm", g, a, transA=1, transB=at["transA"], alpha=alpha) if at["transB"] else \
+            b.op("Gemm", a, g, transA=1 - at["transA"], alpha=alpha)
+    if b.needs(bias):
+        dbias = b.sum_to(b.op("Mul", g, b.scalar(at["beta"], g.type.dtype)), bias)
+    return [da, db, dbias]
+
+
 @op("Gemm", fusion=OUT, attrs={"alpha": 1.0, "beta": 1.0, "transA": 0, "transB": 0, "broadcast": 0},
-    infer=_infer_gemm)
+    infer=_infer_gemm, grad=_gemm_grad)
 def _gemm(ctx, a, b, c=None):
     dtype = a.dtype
     if ctx["transA"]:

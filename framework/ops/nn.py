@@ -55,10 +55,28 @@ def _hardmax(x, axis):
     return out
 
 
+def _softmax_grad(log: bool, flat: bool):
+    """Softmax: y (g - sum(g y)); LogSoftmax: g - exp(y) sum(g); before opset 13 over all axes from `axis`."""
+    def rule(b, n, gouts):
+        y, g = n.outputs[0], gouts[0]
+        rank = y.type.rank
+        axis = norm_axis(b.attrs(n)["axis"], max(rank, 1)) if rank else 0
+        axes = list(range(axis, rank)) if flat else [axis]
+        if rank == 0:
+            return [b.op("Mul", g, b.scalar(0, g.type.dtype))]
+        if log:
+            return [b.op("Sub", g, b.op("Mul", b.op("Exp", y), b.reduce("ReduceSum", g, axes, True)))]
+        gy = b.op("Mul", g, y)
+        return [b.op("Sub", gy, b.op("Mul", y, b.reduce("ReduceSum", gy, axes, True)))]
+    return rule
+
+
 for _name, _fn in (("Softmax", softmax), ("LogSoftmax", log_softmax), ("Hardmax", _hardmax)):
     _old, _new = _softmax_family(_fn)
-    op(_name, since=1, attrs={"axis": 1}, infer=same())(_old)
-    op(_name, since=13, attrs={"axis": -1}, infer=same())(_new)
+    _diff, _log = _name != "Hardmax", _name == "LogSoftmax"
+    _g1, _g13 = (_softmax_grad(_log, True), _softmax_grad(_log, False)) if _diff else (None, None)
+    op(_name, since=1, attrs={"axis": 1}, infer=same(), grad=_g1)(_old)
+    op(_name, since=13, attrs={"axis": -1}, infer=same(), grad=_g13)(_new)
 
 
 # ---------------------------------------------------------------- losses

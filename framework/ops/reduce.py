@@ -5,6 +5,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
+from ..errors import ShapeError
 from ..ir import TensorType
 from .infer import norm_axis, reduce_shape
 from .registry import Fusion, op
@@ -114,12 +115,54 @@ def _infer_input(ctx, x, axes=None):
     return TensorType(x.dtype, reduce_shape(x.shape, value, bool(ctx["keepdims"])))
 
 
+def _reduced_axes(b, n):
+    """The axes a ReduceSum/ReduceMean node reduces (sorted), or None when it is a no-op."""
+    at, rank = b.attrs(n), n.inputs[0].type.rank
+    if "noop_with_empty_axes" not in at:  # axes as an attribute
+        axes = at.get("axes") or ()
+    elif len(n.inputs) < 2 or n.inputs[1] is None:
+        axes = ()
+    else:
+        axes = b.known.get(n.inputs[1])
+        if axes is None:
+            raise ShapeError(f"{n.describe()}: gradient needs axes known at compile time")
+        axes = np.ravel(axes)
+    if not len(axes) and at.get("noop_with_empty_axes"):
+        return None
+    return sorted({norm_axis(int(a), rank) for a in axes}) if len(axes) else list(range(rank))
+
+
+def _reduce_grad(mean: bool):
+    """g broadcast back over the reduced axes (divided by their size for the mean)."""
+    def rule(b, n, gouts):
+        x, g = n.inputs[0], gouts[0]
+        axes = _reduced_axes(b, n)
+        extra = [None] * (len(n.inputs) - 1)
+        if axes is None or not axes:
+            return [g] + extra
+        if not b.attrs(n)["keepdims"]:
+            g = b.op("Unsqueeze", g, b.ints(axes))
+        g = b.op("Expand", g, b.shape(x))
+        if mean:
+            dims = [x.type.shape[a] for a in axes]
+            if all(isinstance(d, int) for d in dims):
+                count = b.scalar(int(np.prod(dims)), g.type.dtype)
+            else:
+                size = b.op("ReduceProd", b.op("Gather", b.op("Shape", x), b.ints(axes)), keepdims=0)
+                count = b.cast(size, g.type.dtype)
+            g = b.op("Div", g, count)
+        return [g] + extra
+    return rule
+
+
+_GRADS = {"ReduceSum": _reduce_grad(False), "ReduceMean": _reduce_grad(True)}
 # Sum/Prod also run on symbolic (object) shape tensors: ReduceProd(Shape(x)) feeding a Reshape stays symbolic
 _SHAPE_OPS = {"ReduceSum", "ReduceProd"}
 for _name, _fn in KERNELS.items():
-    op(_name, fusion=R, attrs={"keepdims": 1}, infer=_infer_attr, shape_op=_name in _SHAPE_OPS)(_attr_kernel(_fn))
+    op(_name, fusion=R, attrs={"keepdims": 1}, infer=_infer_attr, shape_op=_name in _SHAPE_OPS,
+       grad=_GRADS.get(_name))(_attr_kernel(_fn))
     op(_name, since=INPUT_AXES_SINCE[_name], fusion=R, attrs={"keepdims": 1, "noop_with_empty_axes": 0},
-       infer=_infer_input, shape_op=_name in _SHAPE_OPS)(_input_kernel(_fn))
+       infer=_infer_input, shape_op=_name in _SHAPE_OPS, grad=_GRADS.get(_name))(_input_kernel(_fn))
 
 
 def _arg(fn):

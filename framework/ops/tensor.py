@@ -63,7 +63,7 @@ def _size(ctx, x):
     return np.array(x.size, dtype=np.int64)
 
 
-@op("Identity", fusion=INJ, infer=same(0), shape_op=True)
+@op("Identity", fusion=INJ, infer=same(0), shape_op=True, grad=lambda b, n, g: g)
 def _identity(ctx, x):
     return (x,)  # a tuple, so a sequence (list) or an empty optional (None) passes through whole
 
@@ -100,13 +100,17 @@ def _infer_reshape_from(ctx, x, target):
     return TensorType(x.dtype, reshape_target(x.shape or (), t, bool(ctx.get("allowzero", 0))))
 
 
-@op("Reshape", fusion=INJ, attrs={"allowzero": 0}, shape_op=True,
+def _reshape_grad(b, n, g):
+    return [b.op("Reshape", g[0], b.shape(n.inputs[0]))] + [None] * (len(n.inputs) - 1)
+
+
+@op("Reshape", fusion=INJ, attrs={"allowzero": 0}, shape_op=True, grad=_reshape_grad,
     infer=lambda ctx, x: _infer_reshape_from(ctx, x, ctx.get("shape")))
 def _reshape_v1(ctx, x):
     return x.reshape(reshape_target(x.shape, vals(ctx["shape"]), False))
 
 
-@op("Reshape", since=5, fusion=INJ, attrs={"allowzero": 0}, shape_op=True,
+@op("Reshape", since=5, fusion=INJ, attrs={"allowzero": 0}, shape_op=True, grad=_reshape_grad,
     infer=lambda ctx, x, s: _infer_reshape_from(ctx, x, ctx.const(1)))
 def _reshape(ctx, x, shape):
     return x.reshape(reshape_target(x.shape, vals(shape), bool(ctx["allowzero"])))
@@ -148,7 +152,26 @@ def _infer_concat(ctx, *xs):
     return TensorType(known[0].dtype, out)
 
 
-@op("Concat", fusion=INJ, attrs={"axis": 0}, shape_op=True, infer=_infer_concat)
+def _concat_grad(b, n, g):
+    """Each input's slice of g along the axis; offsets stay constants while the dims are static."""
+    axis = norm_axis(n.attrs.get("axis", 0), n.inputs[0].type.rank)
+    start, out = 0, []
+
+    def val(i):
+        return b.ints([i]) if isinstance(i, int) else i
+    for x in n.inputs:
+        d = x.type.shape[axis]
+        if isinstance(start, int) and isinstance(d, int):
+            end = start + d
+        else:  # the symbolic operand first, so the builder can track the sum's value
+            end = b.op("Add", b.dim(x, axis), val(start)) if isinstance(start, int) else \
+                b.op("Add", start, b.dim(x, axis))
+        out.append(b.op("Slice", g[0], val(start), val(end), b.ints([axis])))
+        start = end
+    return out
+
+
+@op("Concat", fusion=INJ, attrs={"axis": 0}, shape_op=True, infer=_infer_concat, grad=_concat_grad)
 def _concat(ctx, *xs):
     return np.concatenate(xs, axis=ctx["axis"])
 
@@ -158,7 +181,12 @@ def _perm(ctx, rank):
     return tuple(range(rank))[::-1] if perm is None else tuple(int(p) % rank if rank else 0 for p in perm)
 
 
-@op("Transpose", fusion=INJ, shape_op=True,
+def _transpose_grad(b, n, g):
+    perm = _perm(b.attrs(n), n.inputs[0].type.rank)
+    return [b.op("Transpose", g[0], perm=[int(i) for i in np.argsort(perm)])]
+
+
+@op("Transpose", fusion=INJ, shape_op=True, grad=_transpose_grad,
     infer=lambda ctx, x: TensorType(x.dtype, tuple(x.shape[p] for p in _perm(ctx, _rank(x)))))
 def _transpose(ctx, x):
     return np.transpose(x, _perm(ctx, x.ndim))
@@ -333,7 +361,24 @@ def _infer_gather(ctx, data, idx):
     return TensorType(data.dtype, data.shape[:axis] + tuple(idx.shape) + data.shape[axis + 1:])
 
 
-@op("Gather", fusion=INJ, attrs={"axis": 0}, shape_op=True, infer=_infer_gather)
+def _gather_grad(b, n, g):
+    """Scatter-add g into zeros of data's shape, the indices flattened and broadcast along the other axes."""
+    data, idx = n.inputs
+    r = data.type.rank
+    axis = norm_axis(n.attrs.get("axis", 0), r)
+    if data.type.is_static:
+        target = b.ints(data.type.shape[:axis] + (-1,) + data.type.shape[axis + 1:])
+    else:
+        parts = ([b.op("Shape", data, end=axis)] if axis else []) + [b.ints([-1])]
+        parts += [b.op("Shape", data, start=axis + 1)] if axis + 1 < r else []
+        target = b.op("Concat", *parts, axis=0) if len(parts) > 1 else parts[0]
+    g2 = b.op("Reshape", g[0], target)
+    flat = b.op("Reshape", idx, b.ints([1] * axis + [-1] + [1] * (r - axis - 1)))
+    flat = b.op("Expand", flat, b.shape(g2))
+    return [b.op("ScatterElements", b.fill(data, 0), flat, g2, axis=axis, reduction="add"), None]
+
+
+@op("Gather", fusion=INJ, attrs={"axis": 0}, shape_op=True, infer=_infer_gather, grad=_gather_grad)
 def _gather(ctx, data, indices):
     axis = norm_axis(ctx["axis"], data.ndim)
     n = data.shape[axis]
