@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "dvm_isa.h"
+
 static inline uint32_t vm_f2u(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
 static inline float vm_u2f(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
 
@@ -84,36 +86,44 @@ static inline float vm_tanhf(float x) {
     return x != x ? x : y;
 }
 
+/* erf exactly as the ISA defines it (isa.py ERF_P/ERF_Q): x clipped to [-4, 4], Horner in float32, then
+ * x*P/Q. Bit-exact with the numpy VM because the build disables FMA contraction. */
 static inline float vm_erff(float x) {
-    float ax = x < 0.0f ? -x : x;
-    float z = x * x;
-    /* Taylor series for |x| < 0.5 (relative accuracy near 0); Abramowitz-Stegun 7.1.26 above. */
-    float p = -1.0/9360.0f * 1.1283791671f;
-    p = p * z + 1.0f / 1320.0f * 1.1283791671f;
-    p = p * z - 1.0f / 216.0f * 1.1283791671f;
-    p = p * z + 1.0f / 42.0f * 1.1283791671f;
-    p = p * z - 1.0f / 10.0f * 1.1283791671f;
-    p = p * z + 1.0f / 3.0f * 1.1283791671f;
-    p = p * z - 1.1283791671f;
-    float small = -x * p;
-    float axc = ax > 5.0f ? 5.0f : ax;
-    float t = 1.0f / (1.0f + 0.3275911f * axc);
-    float q = 1.061405429f;
-    q = q * t - 1.453152027f;
-    q = q * t + 1.421413741f;
-    q = q * t - 0.284496736f;
-    q = q * t + 0.254829592f;
-    float big = 1.0f - q * t * vm_expf(-axc * axc);
-    big = x < 0.0f ? -big : big;
-    float y = ax < 0.5f ? small : big;
-    return x != x ? x : y;
+    float xc = x < -4.0f ? -4.0f : x;
+    xc = xc > 4.0f ? 4.0f : xc;
+    float z = xc * xc;
+    float p = DVM_ERF_P[0], q = DVM_ERF_Q[0];
+    for (int k = 1; k < (int)(sizeof DVM_ERF_P / sizeof DVM_ERF_P[0]); k++) p = p * z + DVM_ERF_P[k];
+    for (int k = 1; k < (int)(sizeof DVM_ERF_Q / sizeof DVM_ERF_Q[0]); k++) q = q * z + DVM_ERF_Q[k];
+    return xc * p / q;
 }
 
-static inline float vm_sigmoidf(float x) {
-    float ax = x < 0.0f ? -x : x;
-    float e = vm_expf(-ax);
-    float s = 1.0f / (1.0f + e);
-    float y = x < 0.0f ? e * s : s;
-    return x != x ? x : y;
+/* The ISA defines sigmoid as 1/(1+exp(-x)); -x large gives exp = inf and the result 0, as in numpy. */
+static inline float vm_sigmoidf(float x) { return 1.0f / (1.0f + vm_expf(-x)); }
+
+/* float16 <-> float32 by bit manipulation with selects (vectorizable, exact, round to nearest even,
+ * overflow to inf, NaN stays NaN); _Float16 would call libgcc per element on older x86. */
+static inline float vm_h2f(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t o = (uint32_t)(h & 0x7fffu) << 13;
+    uint32_t exp = o & 0x0f800000u;
+    o += (uint32_t)(127 - 15) << 23;
+    uint32_t inf_nan = o + ((uint32_t)(128 - 16) << 23);
+    float sub = vm_u2f(o + (1u << 23)) - vm_u2f(113u << 23);   /* renormalize subnormals exactly */
+    o = exp == 0x0f800000u ? inf_nan : o;
+    o = exp == 0 ? vm_f2u(sub) : o;
+    return vm_u2f(o | sign);
+}
+
+static inline uint16_t vm_f2h(float f) {
+    uint32_t x = vm_f2u(f);
+    uint32_t sign = x & 0x80000000u;
+    x ^= sign;
+    uint32_t big = x > 0x7f800000u ? 0x7e00u : 0x7c00u;
+    /* below 2^-14 the float add rounds the mantissa into place (round to nearest even) */
+    uint32_t sub = vm_f2u(vm_u2f(x) + 0.5f) - 0x3f000000u;
+    uint32_t norm = (x + ((uint32_t)(15 - 127) << 23) + 0xfffu + ((x >> 13) & 1u)) >> 13;
+    uint32_t o = x >= 0x47800000u ? big : (x < 0x38800000u ? sub : norm);
+    return (uint16_t)(o | (sign >> 16));
 }
 #endif

@@ -1,0 +1,186 @@
+/* dvm_runtime._cvm: the CPython face of the C VM. run() validates the program completely, checks the
+ * caller's buffers against its buffer table, then executes with the GIL released. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vm.h"
+#include "vm_kernels.h"
+#include "vm_pool.h"
+
+#ifndef DVM_ISA_DIGEST
+#define DVM_ISA_DIGEST "unknown"
+#endif
+
+static PyObject *BytecodeError;
+
+/* Borrows the program as uint64 words (copied when misaligned); fills *words, *owned (to free). */
+static int get_program(PyObject *obj, Py_buffer *view, const uint64_t **words, uint64_t **owned,
+                       int64_t *nw) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS) < 0) return -1;
+    *owned = NULL;
+    if (view->len % 8) {
+        PyErr_Format(BytecodeError, "program is %zd bytes, not a whole number of 64-bit words", view->len);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    *nw = view->len / 8;
+    if ((uintptr_t)view->buf % 8) {
+        *owned = malloc(view->len ? (size_t)view->len : 8);
+        if (!*owned) { PyBuffer_Release(view); PyErr_NoMemory(); return -1; }
+        memcpy(*owned, view->buf, (size_t)view->len);
+    }
+    *words = *owned ? *owned : (const uint64_t *)view->buf;
+    return 0;
+}
+
+static int decode(const uint64_t *w, int64_t nw, vm_prog_t *p) {
+    char err[256];
+    int rc = vm_decode(w, nw, p, err, sizeof err);
+    if (rc == VM_NOMEM) { PyErr_NoMemory(); return -1; }
+    if (rc != VM_OK) { PyErr_SetString(BytecodeError, err); return -1; }
+    return 0;
+}
+
+/* The buffer-protocol format letter's kind: 'f' float, 'i' signed int, 'u' unsigned, 'b' bool, 0 other. */
+static char format_kind(const char *fmt) {
+    if (!fmt) return 'u';
+    while (*fmt == '@' || *fmt == '=' || *fmt == '<') fmt++;
+    if (!fmt[0] || fmt[1]) return 0;
+    if (strchr("efd", fmt[0])) return 'f';
+    if (strchr("bhilq", fmt[0])) return 'i';
+    if (strchr("BHILQ", fmt[0])) return 'u';
+    return fmt[0] == '?' ? 'b' : 0;
+}
+
+static const char *const DT_NAME[] = {"?", "float32", "float16", "int32", "int64", "bool"};
+static const char DT_KIND[] = {0, 'f', 'f', 'i', 'i', 'b'};
+
+static int get_buffers(PyObject *seq, const vm_prog_t *p, Py_buffer *views, char **ptrs, int *got) {
+    *got = 0;
+    if (PySequence_Fast_GET_SIZE(seq) != p->n_bufs) {
+        PyErr_Format(BytecodeError, "program has %d buffer slots, %zd buffers given", p->n_bufs,
+                     PySequence_Fast_GET_SIZE(seq));
+        return -1;
+    }
+    for (int i = 0; i < p->n_bufs; i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
+        int writable = p->buf_role[i] != DVM_ROLE_INPUT;
+        int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+        if (PyObject_GetBuffer(o, &views[i], flags) < 0) {
+            PyErr_Clear();
+            PyErr_Format(BytecodeError, "buffer %d must be a %sC-contiguous array", i,
+                         writable ? "writable " : "");
+            return -1;
+        }
+        (*got)++;
+        int dt = p->buf_dt[i];
+        Py_ssize_t isz = views[i].itemsize;
+        if (format_kind(views[i].format) != DT_KIND[dt] || isz != DVM_DTYPE_SIZE[dt]) {
+            PyErr_Format(BytecodeError, "buffer %d must be %s, got format '%s' with itemsize %zd", i,
+                         DT_NAME[dt], views[i].format ? views[i].format : "B", isz);
+            return -1;
+        }
+        if (views[i].len / isz != p->buf_n[i]) {
+            PyErr_Format(BytecodeError, "buffer %d must have %lld elements, got %zd", i,
+                         (long long)p->buf_n[i], views[i].len / isz);
+            return -1;
+        }
+        ptrs[i] = views[i].buf;
+    }
+    return 0;
+}
+
+static PyObject *py_run(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"program", "buffers", "nthreads", NULL};
+    PyObject *prog_obj, *bufs_obj, *nt_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O:run", kwlist, &prog_obj, &bufs_obj, &nt_obj))
+        return NULL;
+    int nthreads = vm_cpu_count();
+    if (nt_obj != Py_None) {
+        long v = PyLong_AsLong(nt_obj);
+        if (v == -1 && PyErr_Occurred()) return NULL;
+        if (v < 1) return PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got %ld", v);
+        nthreads = v > VM_MAX_THREADS ? VM_MAX_THREADS : (int)v;
+    }
+    Py_buffer pview;
+    const uint64_t *words;
+    uint64_t *owned;
+    int64_t nw;
+    if (get_program(prog_obj, &pview, &words, &owned, &nw) < 0) return NULL;
+    vm_prog_t prog;
+    PyObject *seq = NULL, *result = NULL;
+    Py_buffer views[DVM_MAX_BUFFERS];
+    char *ptrs[DVM_MAX_BUFFERS];
+    int got = 0, decoded = 0;
+    if (decode(words, nw, &prog) < 0) goto out;
+    decoded = 1;
+    seq = PySequence_Fast(bufs_obj, "buffers must be a list of arrays");
+    if (!seq || get_buffers(seq, &prog, views, ptrs, &got) < 0) goto out;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = vm_execute(&prog, ptrs, nthreads);
+    Py_END_ALLOW_THREADS
+    if (rc != VM_OK) { PyErr_NoMemory(); goto out; }
+    result = Py_None;
+    Py_INCREF(result);
+out:
+    for (int i = 0; i < got; i++) PyBuffer_Release(&views[i]);
+    Py_XDECREF(seq);
+    if (decoded) vm_prog_free(&prog);
+    free(owned);
+    PyBuffer_Release(&pview);
+    return result;
+}
+
+static PyObject *py_validate(PyObject *self, PyObject *arg) {
+    Py_buffer pview;
+    const uint64_t *words;
+    uint64_t *owned;
+    int64_t nw;
+    if (get_program(arg, &pview, &words, &owned, &nw) < 0) return NULL;
+    vm_prog_t prog;
+    PyObject *result = NULL;
+    if (decode(words, nw, &prog) == 0) {
+        result = Py_BuildValue("{s:L,s:n,s:i}", "ntiles", (long long)prog.ntiles, "arena_bytes",
+                               (Py_ssize_t)prog.arena_bytes, "n_instr", prog.n_ins);
+        vm_prog_free(&prog);
+    }
+    free(owned);
+    PyBuffer_Release(&pview);
+    return result;
+}
+
+static PyObject *py_cpu_count(PyObject *self, PyObject *unused) { return PyLong_FromLong(vm_cpu_count()); }
+
+static PyMethodDef methods[] = {
+    {"run", (PyCFunction)(void (*)(void))py_run, METH_VARARGS | METH_KEYWORDS,
+     "run(program, buffers, nthreads=None): validate, then execute a DVM program on the buffers."},
+    {"validate", py_validate, METH_O, "validate(program) -> dict: raises BytecodeError on a bad program."},
+    {"cpu_count", py_cpu_count, METH_NOARGS, "Online CPUs (the default thread count)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_cvm", "The DVM virtual machine in C.", -1,
+    methods};
+
+PyMODINIT_FUNC PyInit__cvm(void) {
+    int missing = vm_kernels_missing();
+    if (missing >= 0)
+        return PyErr_Format(PyExc_ImportError, "dvm_runtime._cvm lacks a kernel for opcode 0x%02x dtype %d",
+                            missing / 16, missing % 16);
+    PyObject *m = PyModule_Create(&moddef);
+    if (!m) return NULL;
+    BytecodeError = PyErr_NewExceptionWithDoc("dvm_runtime._cvm.BytecodeError",
+                                              "A DVM program failed validation.", PyExc_ValueError, NULL);
+    if (!BytecodeError || PyModule_AddObject(m, "BytecodeError", BytecodeError) < 0
+        || PyModule_AddStringConstant(m, "ISA_DIGEST", DVM_ISA_DIGEST) < 0
+        || PyModule_AddIntConstant(m, "MAX_THREADS", VM_MAX_THREADS) < 0) {
+        Py_XDECREF(BytecodeError);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(BytecodeError);
+    return m;
+}

@@ -1,0 +1,193 @@
+/* The dispatch loop: runs a decoded, validated program once per tile (isa.py's execution model). Nothing
+ * here checks bounds again: vm_decode proved every index, class and address in range. */
+#include <string.h>
+
+#include "vm.h"
+#include "vm_kernels.h"
+#include "vm_pool.h"
+
+typedef struct {
+    const vm_prog_t *p;
+    char *const *bufs;
+} exec_ctx_t;
+
+static const int REG_SIZE[VM_NDT] = {0, 4, 4, 4, 8, 1};   /* register element size by compute dtype */
+
+static void fill(void *d, const void *v, int64_t n, int sz) {
+    if (sz == 1) { memset(d, *(const uint8_t *)v, (size_t)n); return; }
+    if (sz == 4) { uint32_t x; memcpy(&x, v,
+                                      4); uint32_t *o = d; for (int64_t i = 0; i < n; i++) o[i] = x; return; }
+    uint64_t x; memcpy(&x, v, 8); uint64_t *o = d; for (int64_t i = 0; i < n; i++) o[i] = x;
+}
+
+static void imm_scalar(uint64_t w, int dt, void *out) {
+    if (dt == DVM_DT_I64) { memcpy(out, &w, 8); return; }
+    if (dt == DVM_DT_BOOL) { *(uint8_t *)out = (uint8_t)(w & 1); return; }
+    uint32_t lo = (uint32_t)w;
+    memcpy(out, &lo, 4);
+}
+
+typedef struct {
+    int64_t r0, c0, nr, nc;
+    const int64_t *d0, *d1, *d2;
+} tile_t;
+
+/* Offset (elements) of tile row i's first column in a view. */
+static inline int64_t row_base(const vm_ins_t *in, const tile_t *t, int64_t i) {
+    return in->off + t->d0[i] * in->s[0] + t->d1[i] * in->s[1] + t->d2[i] * in->s[2] + t->c0 * in->s[3];
+}
+
+static void memory(const vm_prog_t *p, const vm_ins_t *in, char *const *bufs, char *regs, const tile_t *t) {
+    int load = in->op == DVM_OP_LOAD || in->op == DVM_OP_LOAD_VIEW || in->op == DVM_OP_LOAD_ROW;
+    char *buf = bufs[load ? in->a : in->d];
+    char *reg = regs + (size_t)(load ? in->d : in->a) * p->reg_stride;
+    vm_mem_fn fn = load ? vm_load[in->dt] : vm_store[in->dt];
+    int bsz = DVM_DTYPE_SIZE[in->dt], rsz = REG_SIZE[DVM_DTYPE_COMPUTE[in->dt]];
+    if (in->op == DVM_OP_LOAD || in->op == DVM_OP_STORE) {
+        /* whole rows or one row piece: the tile is one contiguous run of the buffer */
+        fn(reg, buf + (in->off + t->r0 * p->cols + t->c0) * bsz, 1, t->nr * t->nc);
+    } else if (in->op == DVM_OP_LOAD_ROW || in->op == DVM_OP_STORE_ROW) {
+        for (int64_t i = 0; i < t->nr; i++) fn(reg + i * rsz, buf + row_base(in, t, i) * bsz, 1, 1);
+    } else {
+        for (int64_t i = 0; i < t->nr; i++)
+            fn(reg + i * t->nc * rsz, buf + row_base(in, t, i) * bsz, in->s[3], t->nc);
+    }
+}
+
+static void binary(const vm_ins_t *in, char *d, const char *a, const char *b, const tile_t *t, int imm) {
+    int op = imm ? in->op - DVM_IMM_DELTA : in->op;
+    const vm_bin_set_t *k = &vm_binary[op][in->dt];
+    int sz = REG_SIZE[in->dt], dsz = (op >= DVM_OP_EQ && op <= DVM_OP_GE) ? 1 : sz;
+    int arow = (in->flags & DVM_F_A_ROW) != 0, brow = imm || (in->flags & DVM_F_B_ROW) != 0;
+    int64_t nr = t->nr, nc = t->nc, as = sz, bs = sz;   /* step between rows' values of a ROW operand */
+    if (imm) {   /* the immediate is a ROW-like scalar with step 0; B == 1 puts it on the left */
+        if (in->b == 1) { const char *r = a; a = b; b = r; brow = arow; arow = 1; as = 0; }
+        else bs = 0;
+    }
+    if (in->flags & DVM_F_ROW) {
+        if (!imm) k->vv(d, a, b, nr);
+        else if (in->b) k->sv(d, a, b, nr);
+        else k->vs(d, a, b, nr);
+        return;
+    }
+    if (!arow && !brow) { k->vv(d, a, b, nr * nc); return; }
+    /* A ROW source broadcasts along FULL rows; going from the last row up keeps D == source safe. */
+    for (int64_t i = nr - 1; i >= 0; i--) {
+        char *dr = d + i * nc * dsz;
+        if (arow && brow) {
+            uint64_t s;
+            k->vv(&s, a + i * as, b + i * bs, 1);
+            fill(dr, &s, nc, dsz);
+        } else if (arow) {
+            k->sv(dr, a + i * as, b + i * nc * sz, nc);
+        } else {
+            k->vs(dr, a + i * nc * sz, b + i * bs, nc);
+        }
+    }
+}
+
+static void select_op(const vm_prog_t *p, const vm_ins_t *in, char *d, char *regs, char *tmp,
+                      const tile_t *t) {
+    int sz = REG_SIZE[in->dt];
+    const char *c = regs + (size_t)in->a * p->reg_stride, *a = regs + (size_t)in->b * p->reg_stride;
+    const char *b = regs + (size_t)in->c * p->reg_stride;
+    int f = in->flags, any_row = f & (DVM_F_A_ROW | DVM_F_B_ROW | DVM_F_C_ROW);
+    if (f & DVM_F_ROW) { vm_select[sz](d, c, a, b, t->nr); return; }
+    if (!any_row) { vm_select[sz](d, c, a, b, t->nr * t->nc); return; }
+    int64_t nc = t->nc;
+    char *tc = tmp, *ta = tmp + nc * 8, *tb = tmp + 2 * nc * 8;
+    for (int64_t i = t->nr - 1; i >= 0; i--) {
+        const char *cr = c + i * nc, *ar = a + i * nc * sz, *br = b + i * nc * sz;
+        if (f & DVM_F_A_ROW) { fill(tc, c + i, nc, 1); cr = tc; }
+        if (f & DVM_F_B_ROW) { fill(ta, a + i * sz, nc, sz); ar = ta; }
+        if (f & DVM_F_C_ROW) { fill(tb, b + i * sz, nc, sz); br = tb; }
+        vm_select[sz](d + i * nc * sz, cr, ar, br, nc);
+    }
+}
+
+static void run_tile(void *ctx, int tid, void *arena, int64_t tile) {
+    (void)tid;
+    const exec_ctx_t *ex = ctx;
+    const vm_prog_t *p = ex->p;
+    char *regs = arena;
+    int64_t *idx = (int64_t *)((char *)arena + p->idx_offset);
+    char *tmp = (char *)arena + p->tmp_offset;
+    tile_t t;
+    int64_t rb = tile / p->cb, cb = tile % p->cb;
+    t.r0 = rb * p->tr;
+    t.c0 = cb * p->tc;
+    t.nr = p->rows - t.r0 < p->tr ? p->rows - t.r0 : p->tr;
+    t.nc = p->cols - t.c0 < p->tc ? p->cols - t.c0 : p->tc;
+    t.d0 = idx;
+    t.d1 = idx + p->tr;
+    t.d2 = idx + 2 * p->tr;
+    int have_idx = 0;
+    for (int k = 0; k < p->n_ins; k++) {
+        const vm_ins_t *in = &p->ins[k];
+        int64_t n = (in->flags & DVM_F_ROW) ? t.nr : t.nr * t.nc;
+        char *d = regs + (size_t)in->d * p->reg_stride, *a = regs + (size_t)in->a * p->reg_stride;
+        char *dreal = d;
+        if (in->via_tmp) d = (char *)arena + p->out_offset;
+        switch (in->form) {
+        case DVM_FORM_END:
+            return;
+        case DVM_FORM_VIEW:
+            if (!have_idx) {   /* decompose each tile row r into (d0, d1, d2) once per tile */
+                int64_t D1 = p->dims[1], D2 = p->dims[2];
+                int64_t d2 = t.r0 % D2, q = t.r0 / D2, d1 = q % D1, d0 = q / D1;
+                for (int64_t i = 0; i < t.nr; i++) {
+                    idx[i] = d0; idx[p->tr + i] = d1; idx[2 * p->tr + i] = d2;
+                    if (++d2 == D2) { d2 = 0; if (++d1 == D1) { d1 = 0; d0++; } }
+                }
+                have_idx = 1;
+            }
+            /* fall through */
+        case DVM_FORM_LOAD:
+        case DVM_FORM_STORE:
+            memory(p, in, ex->bufs, regs, &t);
+            break;
+        case DVM_FORM_CONST: {
+            uint64_t v;
+            imm_scalar(in->imm, in->dt, &v);
+            fill(d, &v, n, REG_SIZE[in->dt]);
+            break;
+        }
+        case DVM_FORM_UNARY:
+            if (in->op == DVM_OP_BCAST_ROW) {
+                int sz = REG_SIZE[in->dt];
+                for (int64_t i = t.nr - 1; i >= 0; i--) fill(d + i * t.nc * sz, a + i * sz, t.nc, sz);
+            } else {
+                vm_unary[in->op][in->dt](d, a, n);
+            }
+            break;
+        case DVM_FORM_CAST:
+            vm_cast[in->dt][in->b](d, a, n);
+            break;
+        case DVM_FORM_BINARY:
+            binary(in, d, a, regs + (size_t)in->b * p->reg_stride, &t, 0);
+            break;
+        case DVM_FORM_BINARY_IMM: {
+            uint64_t v;
+            imm_scalar(in->imm, in->dt, &v);
+            binary(in, d, a, (const char *)&v, &t, 1);
+            break;
+        }
+        case DVM_FORM_SELECT:
+            select_op(p, in, d, regs, tmp, &t);
+            break;
+        case DVM_FORM_REDUCE:
+            vm_reduce[in->op][in->dt](d, a, t.nr, t.nc);
+            break;
+        }
+        if (in->via_tmp) memcpy(dreal, d, (size_t)n * 8);   /* n elements of at most 8 bytes */
+    }
+}
+
+int vm_execute(const vm_prog_t *p, char *const *bufs, int nthreads) {
+    if (p->rows * p->cols == 0) return VM_OK;
+    /* waking threads costs microseconds: small programs run on the caller's thread alone */
+    int64_t per_thread = 16384, want = (p->rows * p->cols + per_thread - 1) / per_thread;
+    if (nthreads > want) nthreads = (int)want;
+    exec_ctx_t ctx = {p, bufs};
+    return vm_parallel_for(nthreads, p->ntiles, p->arena_bytes, run_tile, &ctx) ? VM_NOMEM : VM_OK;
+}

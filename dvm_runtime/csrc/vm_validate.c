@@ -1,0 +1,338 @@
+/* Decoding and validation of DVM programs: everything isa.py's VALIDATION paragraph lists is checked here,
+ * before any instruction runs, so the executor can trust every index, dtype, class and address. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vm.h"
+
+#define FULL 0
+#define ROW 1
+#define LIMIT62 ((int64_t)1 << 62)
+
+typedef struct { uint8_t written, dt, cls; } reg_state_t;
+
+static const int REG_SIZE[6] = {0, 4, 4, 4, 8, 1};   /* register element size by compute dtype */
+
+static int fail(char *err, size_t n, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, n, fmt, ap);
+    va_end(ap);
+    return VM_INVALID;
+}
+
+static int is_compute(unsigned dt) {
+    return dt == DVM_DT_F32 || dt == DVM_DT_I32 || dt == DVM_DT_I64 || dt == DVM_DT_BOOL;
+}
+
+/* min/max address of a view over the whole iteration space, in checked 64-bit arithmetic. */
+static int view_range(const vm_prog_t *p, int64_t off, const int64_t *s, int ndims, int64_t *lo,
+                      int64_t *hi) {
+    int64_t a = off, b = off;
+    for (int k = 0; k < ndims; k++) {
+        int64_t span;
+        if (__builtin_mul_overflow(s[k], p->dims[k] - 1, &span)) return -1;
+        if (__builtin_add_overflow(span < 0 ? a : b, span, span < 0 ? &a : &b)) return -1;
+    }
+    *lo = a;
+    *hi = b;
+    return 0;
+}
+
+static int check_header(const uint64_t *w, int64_t nw, vm_prog_t *p, char *err, size_t en) {
+    if (nw < DVM_HEADER_WORDS) return fail(err, en, "program has %lld words, the header alone needs %d",
+                                           (long long)nw, DVM_HEADER_WORDS);
+    if (w[DVM_H_MAGIC] != DVM_MAGIC) return fail(err, en, "bad magic 0x%016llx", (unsigned long long)w[0]);
+    if (w[DVM_H_VERSION] != DVM_VERSION)
+        return fail(err, en, "unsupported version %llu (this VM runs %d)", (unsigned long long)w[1],
+                    DVM_VERSION);
+    if (w[DVM_H_N_WORDS] != (uint64_t)nw)
+        return fail(err, en, "header n_words %llu != program length %lld", (unsigned long long)w[2],
+                    (long long)nw);
+    for (int i = DVM_H_RESERVED12; i <= DVM_H_RESERVED15; i++)
+        if (w[i]) return fail(err, en, "reserved header word %d is not 0", i);
+    if (w[DVM_H_N_REGS] < 1 || w[DVM_H_N_REGS] > DVM_MAX_REGS)
+        return fail(err, en, "n_regs %llu out of [1, %d]", (unsigned long long)w[DVM_H_N_REGS], DVM_MAX_REGS);
+    if (w[DVM_H_N_BUFFERS] > DVM_MAX_BUFFERS)
+        return fail(err, en, "n_buffers %llu > %d", (unsigned long long)w[DVM_H_N_BUFFERS], DVM_MAX_BUFFERS);
+    p->n_regs = (int)w[DVM_H_N_REGS];
+    p->n_bufs = (int)w[DVM_H_N_BUFFERS];
+    for (int k = 0; k < 4; k++) {
+        p->dims[k] = (int64_t)w[DVM_H_D0 + k];
+        if (p->dims[k] < 0) return fail(err, en, "dim d%d = %lld is negative", k, (long long)p->dims[k]);
+    }
+    int64_t rows, total;
+    if (__builtin_mul_overflow(p->dims[0], p->dims[1], &rows)
+        || __builtin_mul_overflow(rows, p->dims[2], &rows)
+        || __builtin_mul_overflow(rows, p->dims[3], &total) || total >= LIMIT62)
+        return fail(err, en, "iteration space too large (ROWS*COLS must be < 2**62)");
+    p->rows = rows;
+    p->cols = p->dims[3];
+    p->tr = (int64_t)w[DVM_H_TILE_ROWS];
+    p->tc = (int64_t)w[DVM_H_TILE_COLS];
+    if (p->tr < 1 || p->tc < 1) return fail(err, en, "tile_rows/tile_cols must be >= 1");
+    if (p->tr > DVM_MAX_TILE_ELEMS || p->tc > DVM_MAX_TILE_ELEMS || p->tr * p->tc > DVM_MAX_TILE_ELEMS)
+        return fail(err, en, "tile %lldx%lld exceeds %d elements", (long long)p->tr, (long long)p->tc,
+                    DVM_MAX_TILE_ELEMS);
+    if (total > 0 && p->tc > p->cols)
+        return fail(err, en, "tile_cols %lld > COLS %lld", (long long)p->tc, (long long)p->cols);
+    if (total > 0 && p->tr != 1 && p->tc != p->cols)
+        return fail(err, en, "tiles must be one row (tile_rows == 1) or whole rows (tile_cols == COLS)");
+    if (total > 0) {
+        int64_t rb = (p->rows + p->tr - 1) / p->tr;
+        p->cb = (p->cols + p->tc - 1) / p->tc;
+        if (__builtin_mul_overflow(rb, p->cb, &p->ntiles)) return fail(err, en, "too many tiles");
+    }
+    return VM_OK;
+}
+
+static int check_buffers(const uint64_t *w, int64_t nw, vm_prog_t *p, char *err, size_t en) {
+    if ((int64_t)(DVM_CODE_START + DVM_BUF_WORDS * p->n_bufs) > nw)
+        return fail(err, en, "buffer table of %d slots runs past the program end", p->n_bufs);
+    for (int i = 0; i < p->n_bufs; i++) {
+        uint64_t desc = w[DVM_CODE_START + DVM_BUF_WORDS * i];
+        int64_t n = (int64_t)w[DVM_CODE_START + DVM_BUF_WORDS * i + 1];
+        unsigned dt = desc & 0xff, role = (desc >> 8) & 0xff;
+        if (desc >> 16) return fail(err, en, "buffer %d: descriptor has bits above dtype and role set", i);
+        if (dt < 1 || dt > DVM_DT_BOOL) return fail(err, en, "buffer %d: unknown dtype %u", i, dt);
+        if (role < DVM_ROLE_INPUT || role > DVM_ROLE_SCRATCH)
+            return fail(err, en, "buffer %d: unknown role %u", i, role);
+        if (n < 0 || n >= LIMIT62)
+            return fail(err, en, "buffer %d: n_elems %lld out of range", i, (long long)n);
+        p->buf_dt[i] = (uint8_t)dt;
+        p->buf_role[i] = (uint8_t)role;
+        p->buf_n[i] = n;
+    }
+    return VM_OK;
+}
+
+/* Checks a register source: written earlier in the body with the expected dtype and class. */
+static int need_reg(const vm_prog_t *p, const reg_state_t *rs, int idx, unsigned reg, unsigned dt,
+                    unsigned cls, char *err, size_t en) {
+    if (reg >= (unsigned)p->n_regs)
+        return fail(err, en, "instruction %d: register %u >= n_regs %d", idx, reg, p->n_regs);
+    if (!rs[reg].written)
+        return fail(err, en, "instruction %d: register %u read before it is written", idx, reg);
+    if (rs[reg].dt != dt || rs[reg].cls != cls)
+        return fail(err, en, "instruction %d: register %u holds dtype %u %s, expected dtype %u %s", idx, reg,
+                    rs[reg].dt, rs[reg].cls ? "ROW" : "FULL", dt, cls ? "ROW" : "FULL");
+    return VM_OK;
+}
+
+static int memory_ins(vm_prog_t *p, reg_state_t *rs, int idx, vm_ins_t *in, const uint64_t *iw, char *err,
+                      size_t en) {
+    int load = in->op == DVM_OP_LOAD || in->op == DVM_OP_LOAD_VIEW || in->op == DVM_OP_LOAD_ROW;
+    int row = in->op == DVM_OP_LOAD_ROW || in->op == DVM_OP_STORE_ROW;
+    unsigned buf = load ? in->a : in->d, reg = load ? in->d : in->a;
+    if (in->b) return fail(err, en, "instruction %d: unused field B is not 0", idx);
+    if (buf >= (unsigned)p->n_bufs)
+        return fail(err, en, "instruction %d: buffer %u >= n_buffers %d", idx, buf, p->n_bufs);
+    if (in->dt != p->buf_dt[buf])
+        return fail(err, en, "instruction %d: dtype %u differs from buffer %u's dtype %u", idx, in->dt, buf,
+                    p->buf_dt[buf]);
+    if (!load && p->buf_role[buf] == DVM_ROLE_INPUT)
+        return fail(err, en, "instruction %d: store to INPUT buffer %u", idx, buf);
+    unsigned cdt = DVM_DTYPE_COMPUTE[in->dt];
+    in->off = (int64_t)iw[1];
+    if (in->form == DVM_FORM_VIEW) {
+        for (int k = 0; k < 4; k++) in->s[k] = (int64_t)iw[2 + k];
+    } else {
+        /* implied row-major strides; unsigned products: they may wrap only when the space is empty */
+        in->s[3] = 1;
+        in->s[2] = p->dims[3];
+        in->s[1] = (int64_t)((uint64_t)p->dims[2] * (uint64_t)p->dims[3]);
+        in->s[0] = (int64_t)((uint64_t)p->dims[1] * (uint64_t)in->s[1]);
+    }
+    if (row && in->s[3]) return fail(err, en, "instruction %d: ROW view needs stride s3 == 0", idx);
+    if (p->rows * p->cols > 0) {
+        int64_t lo, hi;
+        if (view_range(p, in->off, in->s, row ? 3 : 4, &lo, &hi))
+            return fail(err, en, "instruction %d: view address arithmetic overflows", idx);
+        if (lo < 0 || hi >= p->buf_n[buf])
+            return fail(err, en, "instruction %d: view reaches [%lld, %lld] outside buffer %u of %lld "
+                        "elements", idx, (long long)lo, (long long)hi, buf, (long long)p->buf_n[buf]);
+    }
+    if (load) {
+        if (reg >= (unsigned)p->n_regs)
+            return fail(err, en, "instruction %d: register %u >= n_regs %d", idx, reg, p->n_regs);
+        rs[reg] = (reg_state_t){1, (uint8_t)cdt, (uint8_t)row};
+        return VM_OK;
+    }
+    return need_reg(p, rs, idx, reg, cdt, row, err, en);
+}
+
+static int write_reg(const vm_prog_t *p, reg_state_t *rs, int idx, unsigned reg, unsigned dt, unsigned cls,
+                     char *err, size_t en) {
+    if (reg >= (unsigned)p->n_regs)
+        return fail(err, en, "instruction %d: register %u >= n_regs %d", idx, reg, p->n_regs);
+    rs[reg] = (reg_state_t){1, (uint8_t)dt, (uint8_t)cls};
+    return VM_OK;
+}
+
+static int is_compare(unsigned op) {
+    unsigned base = op >= DVM_OP_ADD_IMM ? op - DVM_IMM_DELTA : op;
+    return base >= DVM_OP_EQ && base <= DVM_OP_GE;
+}
+
+/* Register-only forms: flags, unused fields, sources, then the destination's new state. */
+static int compute_ins(vm_prog_t *p, reg_state_t *rs, int idx, vm_ins_t *in, const uint64_t *iw, char *err,
+                       size_t en) {
+    unsigned f = in->flags, frow = f & DVM_F_ROW, op = in->op, dt = in->dt;
+    unsigned ca = (f & DVM_F_A_ROW) ? 1 : 0, cb = (f & DVM_F_B_ROW) ? 1 : 0, cc = (f & DVM_F_C_ROW) ? 1 : 0;
+    unsigned rcls = frow ? 1 : 0;
+    int e;
+    switch (in->form) {
+    case DVM_FORM_CONST:
+        if (in->a || in->b) return fail(err, en, "instruction %d: CONST fields A and B must be 0", idx);
+        in->imm = iw[1];
+        return write_reg(p, rs, idx, in->d, dt, rcls, err, en);
+    case DVM_FORM_UNARY:
+    case DVM_FORM_CAST:
+        if (op == DVM_OP_BCAST_ROW ? f != DVM_F_A_ROW : ca != rcls)
+            return fail(err, en, "instruction %d: flags 0x%x not allowed for opcode 0x%02x", idx, f, op);
+        if (in->form == DVM_FORM_UNARY && in->b)
+            return fail(err, en, "instruction %d: unused field B is not 0", idx);
+        if (in->form == DVM_FORM_CAST) {
+            if (!is_compute(in->b))
+                return fail(err, en, "instruction %d: CAST source dtype %u is not a compute dtype", idx,
+                            in->b);
+            if ((e = need_reg(p, rs, idx, in->a, in->b, ca, err, en))) return e;
+            return write_reg(p, rs, idx, in->d, DVM_DTYPE_COMPUTE[dt], rcls, err, en);
+        }
+        if ((e = need_reg(p, rs, idx, in->a, dt, ca, err, en))) return e;
+        return write_reg(p, rs, idx, in->d, (op == DVM_OP_ISNAN || op == DVM_OP_ISINF) ? DVM_DT_BOOL : dt,
+                         op == DVM_OP_BCAST_ROW ? 0 : rcls, err, en);
+    case DVM_FORM_BINARY:
+        if (frow && !(ca && cb)) return fail(err, en, "instruction %d: a ROW result needs ROW sources", idx);
+        if ((e = need_reg(p, rs, idx, in->a, dt, ca, err, en))) return e;
+        if ((e = need_reg(p, rs, idx, in->b, dt, cb, err, en))) return e;
+        return write_reg(p, rs, idx, in->d, is_compare(op) ? DVM_DT_BOOL : dt, rcls, err, en);
+    case DVM_FORM_BINARY_IMM:
+        if (frow && !ca) return fail(err, en, "instruction %d: a ROW result needs ROW sources", idx);
+        if (in->b > 1) return fail(err, en, "instruction %d: immediate side B must be 0 or 1", idx);
+        in->imm = iw[1];
+        if ((e = need_reg(p, rs, idx, in->a, dt, ca, err, en))) return e;
+        return write_reg(p, rs, idx, in->d, is_compare(op) ? DVM_DT_BOOL : dt, rcls, err, en);
+    case DVM_FORM_SELECT:
+        if (frow && !(ca && cb && cc)) return fail(err, en,
+                                                   "instruction %d: a ROW result needs ROW sources", idx);
+        if (iw[1] >> 16) return fail(err, en, "instruction %d: SELECT's C word has high bits set", idx);
+        in->c = (uint16_t)iw[1];
+        if ((e = need_reg(p, rs, idx, in->a, DVM_DT_BOOL, ca, err, en))) return e;
+        if ((e = need_reg(p, rs, idx, in->b, dt, cb, err, en))) return e;
+        if ((e = need_reg(p, rs, idx, in->c, dt, cc, err, en))) return e;
+        return write_reg(p, rs, idx, in->d, dt, rcls, err, en);
+    case DVM_FORM_REDUCE:
+        if (f != DVM_F_ROW) return fail(err, en,
+                                        "instruction %d: a reduction's flags must be exactly F_ROW", idx);
+        if (in->b) return fail(err, en, "instruction %d: unused field B is not 0", idx);
+        if (p->tc != p->cols) return fail(err, en, "instruction %d: reductions need tile_cols == COLS", idx);
+        if ((e = need_reg(p, rs, idx, in->a, dt, 0, err, en))) return e;
+        return write_reg(p, rs, idx, in->d, dt, 1, err, en);
+    }
+    return fail(err, en, "instruction %d: unknown form", idx);
+}
+
+int vm_decode(const uint64_t *w, int64_t nw, vm_prog_t *p, char *err, size_t en) {
+    memset(p, 0, sizeof *p);
+    int e;
+    if ((e = check_header(w, nw, p, err, en)) || (e = check_buffers(w, nw, p, err, en))) return e;
+    int64_t pc = DVM_CODE_START + (int64_t)DVM_BUF_WORDS * p->n_bufs;
+    uint64_t n_instr = w[DVM_H_N_INSTR];
+    if (n_instr < 1 || n_instr > (uint64_t)(nw - pc))
+        return fail(err, en, "n_instr %llu does not fit the %lld code words", (unsigned long long)n_instr,
+                    (long long)(nw - pc));
+    p->ins = calloc(n_instr, sizeof *p->ins);
+    reg_state_t *rs = calloc((size_t)p->n_regs, sizeof *rs);
+    if (!p->ins || !rs) { free(rs); vm_prog_free(p); return VM_NOMEM; }
+    int max_reg = 0;
+    for (uint64_t i = 0; i < n_instr; i++) {
+        int idx = (int)i;
+        if (pc >= nw) { e = fail(err, en, "instruction %d starts past the program end", idx); goto bad; }
+        uint64_t w0 = w[pc];
+        vm_ins_t *in = &p->ins[i];
+        unsigned op = w0 & 0xff;
+        in->op = (uint8_t)op;
+        in->dt = (w0 >> 8) & 0xf;
+        in->flags = (w0 >> 12) & 0xf;
+        in->d = (w0 >> 16) & 0xffff;
+        in->a = (w0 >> 32) & 0xffff;
+        in->b = (w0 >> 48) & 0xffff;
+        if (op >= DVM_N_OPCODES || !DVM_OPCODE_WORDS[op]) {
+            e = fail(err, en, "instruction %d: unknown opcode 0x%02x", idx, op); goto bad;
+        }
+        int nwords = DVM_OPCODE_WORDS[op];
+        if (pc + nwords > nw) {
+            e = fail(err, en, "instruction %d runs past the program end", idx);
+            goto bad;
+        }
+        in->form = (uint8_t)DVM_OPCODE_FORM[op];
+        if (!(DVM_OPCODE_DTYPES[op] >> in->dt & 1)) {
+            e = fail(err, en, "instruction %d: dtype %u not allowed for opcode 0x%02x", idx, in->dt, op);
+            goto bad;
+        }
+        if (in->flags & ~DVM_FORM_FLAGS[in->form]) {
+            e = fail(err, en, "instruction %d: flags 0x%x not allowed for opcode 0x%02x", idx, in->flags, op);
+            goto bad;
+        }
+        if ((op == DVM_OP_END) != (i == n_instr - 1)) {
+            e = fail(err, en, op == DVM_OP_END ? "instruction %d: END before the last instruction"
+                                               : "instruction %d: the last instruction is not END", idx);
+            goto bad;
+        }
+        const uint64_t *iw = w + pc;
+        pc += nwords;
+        if (op == DVM_OP_END) {
+            if (in->d || in->a || in->b) {
+                e = fail(err, en, "instruction %d: END fields must be 0", idx);
+                goto bad;
+            }
+            continue;
+        }
+        int mem = in->form == DVM_FORM_LOAD || in->form == DVM_FORM_STORE || in->form == DVM_FORM_VIEW;
+        /* element sizes of the sources, read before compute_ins overwrites D's state */
+        int ssz[3] = {0, 0, 0};
+        if (!mem && in->form != DVM_FORM_CONST) {
+            unsigned srcs[3] = {in->a, in->b,
+                in->form == DVM_FORM_SELECT ? (unsigned)(iw[1] & 0xffff) : 0xffffu};
+            int nsrc = in->form == DVM_FORM_BINARY ? 2 : in->form == DVM_FORM_SELECT ? 3 : 1;
+            for (int k = 0; k < nsrc; k++)
+                if (srcs[k] == in->d && srcs[k] < (unsigned)p->n_regs && rs[srcs[k]].written)
+                    ssz[k] = REG_SIZE[rs[srcs[k]].dt];
+        }
+        e = mem ? memory_ins(p, rs, idx, in, iw, err, en) : compute_ins(p, rs, idx, in, iw, err, en);
+        if (e) goto bad;
+        if (!mem && in->form != DVM_FORM_CONST) {
+            int dsz = REG_SIZE[rs[in->d].dt];
+            for (int k = 0; k < 3; k++) in->via_tmp |= ssz[k] && ssz[k] != dsz;
+        }
+        /* the arena only needs room up to the highest register the program names */
+        int store = mem && (op == DVM_OP_STORE || op == DVM_OP_STORE_VIEW || op == DVM_OP_STORE_ROW);
+        int load = mem && !store;
+        int regs[4] = {store ? 0 : in->d, load ? 0 : in->a,
+                       (in->form == DVM_FORM_BINARY || in->form == DVM_FORM_SELECT) ? in->b : 0, in->c};
+        for (int k = 0; k < 4; k++)
+            if (regs[k] > max_reg) max_reg = regs[k];
+    }
+    if (pc != nw) { e = fail(err, en, "%lld words after the last instruction",
+                             (long long)(nw - pc)); goto bad; }
+    free(rs);
+    p->n_ins = (int)n_instr;
+    p->reg_stride = ((size_t)(p->tr * p->tc) * 8 + 63) & ~(size_t)63;
+    p->idx_offset = (size_t)(max_reg + 1) * p->reg_stride;
+    p->tmp_offset = p->idx_offset + ((3 * (size_t)p->tr * sizeof(int64_t) + 63) & ~(size_t)63);
+    p->out_offset = p->tmp_offset + ((3 * (size_t)p->tc * 8 + 63) & ~(size_t)63);
+    p->arena_bytes = p->out_offset + p->reg_stride;
+    return VM_OK;
+bad:
+    free(rs);
+    vm_prog_free(p);
+    return e;
+}
+
+void vm_prog_free(vm_prog_t *p) {
+    free(p->ins);
+    p->ins = NULL;
+}
