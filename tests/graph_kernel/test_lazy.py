@@ -273,3 +273,25 @@ def test_pending_shape_input_is_materialised_first():
     out = got.run([np.arange(12, dtype=F32).reshape(2, 6), np.array([3, -4], np.int64)])
     assert out[0].shape == (3, 4)
     assert [(r.ops, r.reason) for r in got.records] == [(("Abs", "Mul"), "host_read")]
+
+
+def test_replayed_kernel_choices_stay_correct_when_values_change_shapes_inside():
+    """Same input signature, different Reshape target values: the replay must still give PyNative's answer."""
+    from onnx import TensorProto, helper
+
+    import framework
+    nodes = [helper.make_node("Exp", ["x"], ["e"]), helper.make_node("Reshape", ["e", "s"], ["r"]),
+             helper.make_node("Add", ["r", "r"], ["a"]), helper.make_node("ReduceSum", ["a"], ["y"], keepdims=0)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 6]),
+                                       helper.make_tensor_value_info("s", TensorProto.INT64, [2])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    lazy = framework.InferenceSession(m, mode="pynative", jit_level="O1")
+    plain = framework.InferenceSession(m, mode="pynative")
+    x = np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)
+    for target in ([4, 6], [3, 8], [24, 1], [4, 6], [2, 12]):
+        feed = {"x": x, "s": np.array(target, np.int64)}
+        want = plain.run(None, feed)[0]
+        got = lazy.run(None, feed)[0]
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-6)
