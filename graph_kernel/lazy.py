@@ -150,7 +150,7 @@ class LazyFusionExecutor(PyNativeExecutor):
         the grouping decisions only affect speed."""
         for action in actions:
             if action[0] == "one":
-                self._run_one(env, action[1], action[2])
+                self._run_one(env, *action[1:])
             else:
                 _, (kernel, node), ext, outs = action
                 env.update(zip(outs, call_kernel(kernel, node, [env[v] for v in ext])))
@@ -244,11 +244,12 @@ class LazyFusionExecutor(PyNativeExecutor):
 
     # ------------------------------------------------------------ kernels
 
-    def _run_one(self, env: dict, n: Node, plan: _Plan) -> None:
-        if self._actions is not None:
-            self._actions.append(("one", n, plan))
+    def _run_one(self, env: dict, n: Node, plan: _Plan, kernel=None) -> None:
         args = [None if v is None else env[v] for v in n.inputs]
-        kernel = self.kernel_for(n, args)
+        if kernel is None:
+            kernel = self.kernel_for(n, args)
+        if self._actions is not None:
+            self._actions.append(("one", n, plan, kernel))
         if plan.captures:
             outs = call_in_scope(kernel, n, args, {v: env.get(v) for v in plan.captures})
         else:
