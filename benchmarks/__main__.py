@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("models",)
+SUITES = ("models", "ops", "dynamic")
 
 
 def main(argv=None) -> int:

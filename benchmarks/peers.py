@@ -93,3 +93,63 @@ def torch_runner(fn: Callable, arrays: list[np.ndarray], threads: int | None = N
             return f(*tensors)
 
     return run
+
+
+def torch_module():
+    """The torch module, or None when it is not installed (every torch peer is then skipped)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def torch_outputs(out) -> list[np.ndarray]:
+    """A torch result (a tensor or a tuple of them) as a list of numpy arrays, to check against ours."""
+    items = out if isinstance(out, (tuple, list)) else [out]
+    return [t.detach().cpu().numpy() if hasattr(t, "detach") else np.asarray(t) for t in items]
+
+
+def torch_compiled_runner(fn: Callable, arrays: list[np.ndarray], threads: int | None = None,
+                          **compile_kw) -> tuple[Callable[[], object], float, object] | None:
+    """torch.compile(fn, **compile_kw) as a runner, compiled now: (runner, compile_s, first output).
+
+    torch._dynamo.reset() first, so every case compiles from scratch and none inherits another case's
+    shapes (which would make dynamo recompile it as dynamic). compile_s is the first call's wall time
+    (dynamo trace + inductor codegen + C++ build; inductor's on-disk cache may shorten repeat runs).
+    None when torch is missing."""
+    torch = torch_module()
+    if torch is None:
+        return None
+    import time
+
+    torch._dynamo.reset()
+    run = torch_runner(torch.compile(fn, **compile_kw), arrays, threads)
+    t0 = time.perf_counter()
+    first = run()
+    return run, time.perf_counter() - t0, first
+
+
+def torch_inductor_cache(mode: str = "fresh"):
+    """Context for the torch.compile peers' on-disk inductor cache (a compiled shape is cached across runs).
+
+    'fresh': an empty temporary cache for the duration (removed after), so every compile time is a cold
+    one, as in a first run; 'warm': the user's cache as it is (repeat runs then compile much faster).
+    Yields the cache directory ('fresh') or None."""
+    import contextlib
+    import tempfile
+
+    if mode not in ("fresh", "warm"):
+        raise ValueError(f"torch cache mode must be 'fresh' or 'warm', not {mode!r}")
+
+    @contextlib.contextmanager
+    def ctx():
+        torch = torch_module()
+        if mode == "warm" or torch is None:
+            yield None
+            return
+        from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
+
+        with tempfile.TemporaryDirectory(prefix="msgx-bench-inductor-") as d, temporary_cache_dir(d):
+            yield d
+    return ctx()
