@@ -270,3 +270,12 @@ def markdown_table(rows: list[dict], extra: dict[str, Callable[[dict], str]] | N
                  *[fn(row) for fn in (extra or {}).values()], _cell(row["error"] or "")]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def add_output_args(p) -> None:
+    """The options every suite shares: seed, outputs, quick mode, strictness."""
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="JSON lines file (default: stdout)")
+    p.add_argument("--md", help="also write the Markdown table(s) to this file")
+    p.add_argument("--quick", action="store_true", help="few, short rounds")
+    p.add_argument("--strict", action="store_true", help="exit 1 if any row has an error")

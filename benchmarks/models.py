@@ -173,11 +173,7 @@ def parse_args(argv) -> argparse.Namespace:
                    help="onnxruntime intra-op threads (and numpy BLAS via threadpoolctl when installed)")
     p.add_argument("--mode", default="graph", choices=["graph", "pynative"])
     p.add_argument("--jit-level", default="O0", choices=["O0", "O1"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="JSON lines file (default: stdout)")
-    p.add_argument("--md", help="also write the Markdown table to this file")
-    p.add_argument("--quick", action="store_true", help="few, short rounds")
-    p.add_argument("--strict", action="store_true", help="exit 1 if any case has an error")
+    harness.add_output_args(p)
     return p.parse_args(argv)
 
 

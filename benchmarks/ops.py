@@ -419,11 +419,7 @@ def parse_args(argv) -> argparse.Namespace:
                    help="torch.compile's on-disk inductor cache: fresh (empty, cold compile times; "
                         "default) or warm (the user's cache: repeat runs compile faster)")
     p.add_argument("--bandwidth-mib", type=int, default=256, help="size of the copy-bandwidth buffer")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="JSON lines file (default: stdout)")
-    p.add_argument("--md", help="also write the Markdown table to this file")
-    p.add_argument("--quick", action="store_true", help="few, short rounds")
-    p.add_argument("--strict", action="store_true", help="exit 1 if any case has an error")
+    harness.add_output_args(p)
     return p.parse_args(argv)
 
 
