@@ -75,6 +75,7 @@ class InferenceSession:
                 self._executor = PyNativeExecutor(self.graph)
             backends = {"numpy": len(self.graph.nodes)}
         self._inputs = {v.name: v for v in self.graph.inputs}
+        self._constant_ids = frozenset(id(a) for a in self.graph.constants.values())
         self._outputs = [v.name for v in self.graph.outputs]
         fused = [n for n in self.graph.nodes if n.op == "Fused" and n.domain == "msgx"]
         self.stats: dict[str, Any] = {
@@ -122,7 +123,7 @@ class InferenceSession:
         if hasattr(self._executor, "records"):  # lazy fusion groups are known only at run time
             lazy = self._executor.stats
             self.stats.update(clusters=lazy["groups"], fused_ops=lazy["fused_ops"], lazy_fusion=lazy)
-        owned = {id(a) for a in self.graph.constants.values()} | {id(a) for a in arrays}
+        owned = self._constant_ids | {id(a) for a in arrays}
         return [_detach(results[i], owned) for i in wanted]
 
     def _check_feed(self, feed: Mapping[str, Any]) -> list:
