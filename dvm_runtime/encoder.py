@@ -7,6 +7,7 @@ allocated by liveness. Layout in isa.py's docstring.
 """
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass, field
 
@@ -85,7 +86,7 @@ class _V:
 
 
 def _dt(np_dtype) -> DType:
-    d = isa.DTYPE_OF.get(np_dtype)
+    d = _DTYPE_OF.get(np_dtype)
     if d is not None:
         return d
     d = isa.DTYPE_OF.get(np.dtype(np_dtype))
@@ -94,7 +95,27 @@ def _dt(np_dtype) -> DType:
     return d
 
 
+_DTYPE_OF = isa.DTYPE_OF
+
+
 def _bcast(a, b):
+    if a == b or not b:
+        return a
+    if not a:
+        return b
+    key = (a, b)
+    hit = _BCAST.get(key)
+    if hit is None:
+        if len(_BCAST) > 4096:
+            _BCAST.clear()
+        hit = _BCAST[key] = _bcast1(a, b)
+    return hit
+
+
+_BCAST: dict = {}
+
+
+def _bcast1(a, b):
     if a == b or not b:
         return a
     if not a:
@@ -181,7 +202,13 @@ def encode(body: Graph, input_shapes, input_dtypes=None, input_values=None) -> P
         if len(_STATIC) >= 512:
             _STATIC.clear()
         st = _STATIC[id(body)] = _static(body)
-    return _Encoder(body, st, input_shapes, input_dtypes, input_values or {}).run()
+    was = gc.isenabled()
+    gc.disable()  # a collector pause inside one encode would be most of its time; collect after instead
+    try:
+        return _Encoder(body, st, input_shapes, input_dtypes, input_values or {}).run()
+    finally:
+        if was:
+            gc.enable()
 
 
 _STATIC: dict = {}  # id(body) -> (body, users, constant values, host kernels): what no shape changes
@@ -288,12 +315,20 @@ class _Encoder:
             ctx = ops.Ctx({**opdef.attrs, **n.attrs}, len(n.outputs), n.opset, n.name)
             self.host_cache[n] = (opdef.infer, ctx, NUMPY.compile(n))
         infer, ctx, kernel = self.host_cache[n]
-        out = infer(ctx, *(TensorType(x.dtype, x.shape) if x is not None else None for x in ins))
-        out = list(out) if isinstance(out, (tuple, list)) else [out]
+        key = (n, tuple((x.dtype, x.shape) if x is not None else None for x in ins))
+        out = self.host_cache.get(key)
+        if out is None:  # output types of this host node for these input types (pure, so memoized)
+            out = infer(ctx, *(TensorType(x.dtype, x.shape) if x is not None else None for x in ins))
+            out = list(out) if isinstance(out, (tuple, list)) else [out]
+            out = [(tuple(int(d) for d in t.shape), t.dtype) for t in out]
+            if len(self.host_cache) > 1024:
+                self.host_cache.clear()
+                self.host_cache[n] = (infer, ctx, kernel)
+            self.host_cache[key] = out
         base = sum(h[2] for h in self.prog.host)
         self.prog.host.append((kernel, [x.src if x is not None else None for x in ins], len(out)))
-        for i, (v, t) in enumerate(zip(n.outputs, out)):
-            self.vals[v] = _V("buf", tuple(int(d) for d in t.shape), t.dtype, ("host", base + i))
+        for i, (v, (shape, dtype)) in enumerate(zip(n.outputs, out)):
+            self.vals[v] = _V("buf", shape, dtype, ("host", base + i))
 
     def _fold(self, n, ins):
         from framework.backends import NUMPY
@@ -344,12 +379,13 @@ class _Encoder:
         if x.kind == "reg":
             return x.cls == "R"
         pad = len(self.P) - len(x.shape)
-        if math.prod(self.P[a] for a in self.reduce_axes) == 1:  # rows of one element: FULL is as cheap
+        if self.row_one:  # rows of one element: FULL is as cheap
             return False
         return all(x.shape[a - pad] == 1 for a in self.reduce_axes if a >= pad)
 
     def _classify(self, compute, out_set):
         P, red = self.P, self.reduce_axes
+        self.row_one = red is not None and math.prod(P[a] for a in red) == 1
         outs = {id(v.base or v) for v in (self.vals[o] for o in out_set)}
         for n, ins, nv in compute:
             if len(nv.pshape) > len(P) or _bcast(nv.pshape, P) != P:
@@ -397,8 +433,10 @@ class _Encoder:
         else:
             kg, rg = kg[:-1], kg[-1:] or [[]]
         gl = [[]] * (3 - len(kg)) + kg + rg
-        self.D = [math.prod(P[a] for a in g) for g in gl]
+        self.D = D = [math.prod(P[a] for a in g) for g in gl]
         self.inner = [g[-1] if g else None for g in gl]
+        self.contig = tuple(zip([D[1] * D[2] * D[3], D[2] * D[3], D[3], 1], D))
+        self.views = {}
 
     def map(self, strides):
         return [strides[a] if a is not None else 0 for a in self.inner]
@@ -425,10 +463,12 @@ class _Encoder:
         return len(self.prog.slots) - 1
 
     def _view(self, shape, P):
-        st = self.map(_aligned(shape, P))
-        D = self.D
-        contig = [D[1] * D[2] * D[3], D[2] * D[3], D[3], 1]
-        return st, all(s == c or d == 1 for s, c, d in zip(st, contig, D))
+        hit = self.views.get(shape)
+        if hit is None:
+            al = _aligned(shape, P)
+            st = [al[a] if a is not None else 0 for a in self.inner]
+            hit = self.views[shape] = (st, all(s == c or d == 1 for s, (c, d) in zip(st, self.contig)))
+        return hit
 
     def _load(self, x, cls):
         key = (id(x), cls)

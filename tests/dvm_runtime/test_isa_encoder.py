@@ -153,18 +153,66 @@ def test_declines_with_unsupported_error():
     assert issubclass(encoder.UnsupportedError, MsgxError)
 
 
-def test_encode_time_on_tiny_gpt_clusters():
+def _tiny_gpt_encodes(seqs):
+    """(body, shapes, dtypes, values) of every DVM encode while serving tiny_gpt at O1, batch 2, over seqs."""
     sess = InferenceSession(onnx_models.build("tiny_gpt"), jit_level="O1")
-    per_kernel = []
-    for node in (n for n in sess.graph.nodes if n.op == "Fused"):
-        args = _trial(node.attrs["body"])
-        encoder.encode(node.attrs["body"], *args)  # warm the per-body cache, as a served model would
-        ts = []
-        for _ in range(30):
-            t0 = time.perf_counter()
-            encoder.encode(node.attrs["body"], *args)
-            ts.append(time.perf_counter() - t0)
-        per_kernel.append(float(np.median(ts)))
-    med, mx = np.median(per_kernel) * 1e6, max(per_kernel) * 1e6
-    print(f"encode time over {len(per_kernel)} tiny_gpt kernels: median {med:.0f} us, max {mx:.0f} us")
-    assert med < 1000 and mx < 5000  # loose in CI; the target (median <= 100 us) is reported above
+    calls, orig = [], encoder.encode
+
+    def rec(body, shapes, dtypes=None, values=None):
+        calls.append((body, [tuple(map(int, s)) for s in shapes], dtypes, dict(values or {})))
+        return orig(body, shapes, dtypes, values)
+    encoder.encode = rec
+    try:
+        for seq in seqs:
+            ids = np.random.default_rng(seq).integers(0, 50, (2, seq)).astype(np.int64)
+            sess.run(None, {"ids": ids})
+    finally:
+        encoder.encode = orig
+    return calls
+
+
+def _fresh_encode(body, shapes, dtypes, values):
+    """Encode with every per-body and per-shape cache emptied (the analysis from scratch)."""
+    for cache in (encoder._STATIC, encoder._BCAST, encoder._ALIGNED):
+        cache.clear()
+    return encoder.encode(body, shapes, dtypes, values)
+
+
+def _same_program(a, b):
+    assert a.code.dtype == b.code.dtype and np.array_equal(a.code, b.code)
+    assert [(r, s, d) for r, _, s, d in a.slots] == [(r, s, d) for r, _, s, d in b.slots]
+    assert [(src[0], shape) for src, shape in a.outputs] == [(src[0], shape) for src, shape in b.outputs]
+    assert len(a.host) == len(b.host)
+
+
+def test_cached_analysis_is_bit_identical_to_fresh():
+    calls = _tiny_gpt_encodes([1, 2, 5, 16, 33])
+    assert calls
+    for body, shapes, dtypes, values in calls:
+        fresh = _fresh_encode(body, shapes, dtypes, values)
+        for _ in range(2):  # warm caches: same shapes, then after other shapes went through the caches
+            _same_program(encoder.encode(body, shapes, dtypes, values), fresh)
+    # hand-built bodies at several shapes, interleaved so the caches hold other shapes in between
+    bodies = [(bias_gelu(), [(2, 3, 8), (1, 1, 8), (4, 7, 8), (3, 1, 8)]),
+              (softmax(), [(2, 4, 3, 3), (1, 4, 1, 1), (2, 4, 5, 5), (1, 4, 9, 9)])]
+    fresh = {(id(b), s): _fresh_encode(b, [s], [F32], {}) for b, shapes in bodies for s in shapes}
+    for rep in range(2):
+        for b, shapes in bodies:
+            for s in shapes[::(-1) ** rep]:
+                _same_program(encoder.encode(b, [s], [F32]), fresh[id(b), s])
+
+
+def test_encode_time_on_tiny_gpt_clusters(record_property):
+    """Reports (prints and records; asserts nothing about time) the encode time per fused kernel instance:
+    every DVM encode of tiny_gpt at O1, batch 2, seq 1..127 step 7, with the per-body analysis warm."""
+    calls = _tiny_gpt_encodes(range(1, 128, 7))
+    ts = []
+    for body, shapes, dtypes, values in calls:
+        t0 = time.perf_counter()
+        encoder.encode(body, shapes, dtypes, values)
+        ts.append(time.perf_counter() - t0)
+    med, mx = float(np.median(ts)) * 1e6, max(ts) * 1e6
+    print(f"encode time over {len(ts)} tiny_gpt kernel instances: median {med:.0f} us, max {mx:.0f} us")
+    record_property("encode_median_us", round(med, 1))
+    record_property("encode_max_us", round(mx, 1))
+    assert len(ts) > 100
