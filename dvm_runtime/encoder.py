@@ -7,7 +7,6 @@ allocated by liveness. Layout in isa.py's docstring.
 """
 from __future__ import annotations
 
-import gc
 import math
 from dataclasses import dataclass, field
 
@@ -202,13 +201,7 @@ def encode(body: Graph, input_shapes, input_dtypes=None, input_values=None) -> P
         if len(_STATIC) >= 512:
             _STATIC.clear()
         st = _STATIC[id(body)] = _static(body)
-    was = gc.isenabled()
-    gc.disable()  # a collector pause inside one encode would be most of its time; collect after instead
-    try:
-        return _Encoder(body, st, input_shapes, input_dtypes, input_values or {}).run()
-    finally:
-        if was:
-            gc.enable()
+    return _Encoder(body, st, input_shapes, input_dtypes, input_values or {}).run()
 
 
 _STATIC: dict = {}  # id(body) -> (body, users, constant values, host kernels): what no shape changes
