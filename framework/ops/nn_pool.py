@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import ShapeError
 from ..ir import TensorType
 from .nn import acc_dtype
-from .nn_window import check_out, offset_slices, pad_for, pool_axis, window
+from .nn_window import check_out, offset_slices, pad_for, pool2d, pool_axis, window
 from .registry import Fusion, op
 
 POOL_ATTRS = {"auto_pad": "NOTSET", "ceil_mode": 0, "dilations": None, "pads": None, "strides": None,
@@ -51,6 +51,10 @@ def _separable(x, ufunc, fill, geo):
     """Window reduction over all spatial dims as successive 1-D passes (max and sum are separable over the
     box window), innermost dim first so later passes touch fewer elements."""
     kernel, strides, dil, pb, _, out = geo
+    if x.ndim == 4 and x.size:
+        y = pool2d(x, kernel, strides, dil, pb, out, ufunc, fill)
+        if y is not None:
+            return y
     for axis in reversed(range(len(kernel))):
         x = pool_axis(x, axis + 2, kernel[axis], dil[axis], strides[axis], pb[axis], out[axis], ufunc, fill)
     return x
@@ -63,36 +67,54 @@ def _maxpool(ctx, x):
     check_out(out, "MaxPool")
     if ctx.num_outputs < 2:
         return _separable(x, np.maximum, _fill_low(x.dtype), geo)
+    best = _separable(x, np.maximum, _fill_low(x.dtype), geo)
     xp = _padded(x, kernel, strides, dil, pb, out, _fill_low(x.dtype))
-    best = arg = None
-    for k, (_, sl) in enumerate(offset_slices(kernel, dil, strides, out)):
-        v = xp[(slice(None), slice(None)) + sl]
-        if best is None:
-            best, arg = v.copy(), np.zeros(v.shape, np.int64)
-            continue
-        upd = v > best  # strict: ties keep the first tap in row-major window order
-        np.copyto(best, v, where=upd)
-        arg[upd] = k
+    # arg = first tap (row-major window order) equal to the max, as K - max_k (K - k) * [tap k == max]:
+    # only equal / multiply / maximum over contiguous buffers, no masked or fancy-indexed writes
+    taps = list(offset_slices(kernel, dil, strides, out))
+    K = len(taps)
+    small = np.min_scalar_type(K)
+    eq = np.empty(best.shape, bool)
+    tmp = np.empty(best.shape, small)
+    acc = np.zeros(best.shape, small)
+    for k, (_, sl) in enumerate(taps):
+        np.equal(xp[(slice(None), slice(None)) + sl], best, out=eq)
+        np.multiply(eq.view(np.uint8), K - k, out=tmp, dtype=small)
+        np.maximum(acc, tmp, out=acc)
+    arg = (K - acc).astype(small)
+    if not acc.all():  # no tap equals the max (a NaN max): the first NaN tap, else the first tap
+        nan_arg = np.zeros(best.shape, np.int64)
+        if best.dtype.kind in "fc":
+            for k, (_, sl) in reversed(list(enumerate(taps))):
+                nan_arg[np.isnan(xp[(slice(None), slice(None)) + sl])] = k
+        arg = np.where(acc == 0, nan_arg, arg).astype(small)
     return best, _argmax_index(arg, x.shape, kernel, strides, dil, pb, out, ctx["storage_order"])
 
 
 def _argmax_index(arg, x_shape, kernel, strides, dil, pb, out, storage_order):
     """Flat input index of each window's max: row-major over the whole tensor, or with the spatial dims
-    in column-major order when storage_order is 1."""
+    in column-major order when storage_order is 1. The index splits into a per-output-position base (window
+    origin) plus a per-tap offset looked up from the tap number `arg`."""
     n, c = x_shape[:2]
     spatial = x_shape[2:]
-    koff = np.unravel_index(arg, kernel)
-    coords = []
-    for i in range(len(kernel)):
-        pos = np.arange(out[i]).reshape([-1 if j == i else 1 for j in range(len(kernel))])
-        coords.append(pos * strides[i] + koff[i] * dil[i] - pb[i])
-    order = range(len(kernel)) if storage_order == 0 else reversed(range(len(kernel)))
-    flat = 0
-    for i in order:
-        flat = flat * spatial[i] + coords[i]
-    plane = int(np.prod(spatial, dtype=np.int64))
-    base = (np.arange(n)[:, None] * c + np.arange(c)[None, :]) * plane
-    return (flat + base.reshape((n, c) + (1,) * len(kernel))).astype(np.int64)
+    nd = len(kernel)
+    order = list(range(nd)) if storage_order == 0 else list(reversed(range(nd)))
+    step = [0] * nd  # element stride of each spatial dim in the flat index
+    acc = 1
+    for i in reversed(order):
+        step[i] = acc
+        acc *= spatial[i]
+    plane = acc
+    koff = np.unravel_index(np.arange(int(np.prod(kernel))), kernel)
+    tap_off = sum(koff[i] * dil[i] * step[i] for i in range(nd)).astype(np.int64)
+    base = (np.arange(n, dtype=np.int64)[:, None] * c + np.arange(c)[None, :]) * plane
+    base = base.reshape((n, c) + (1,) * nd)
+    for i in range(nd):
+        pos = (np.arange(out[i], dtype=np.int64) * strides[i] - pb[i]) * step[i]
+        base = base + pos.reshape([-1 if j == i else 1 for j in range(nd)])
+    res = np.take(tap_off, arg)
+    res += base
+    return res
 
 
 def _window_counts(size, k, s, d, pb, lo, hi, out):

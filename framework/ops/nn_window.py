@@ -102,25 +102,83 @@ def tap_range(i, d, s, b, o, n):
     return lo, hi, slice(start + lo * s, start + (hi - 1) * s + 1, s)
 
 
-def pool_axis(x, axis, k, d, s, pb, out, ufunc, fill):
+def pool_axis(x, axis, k, d, s, pb, out, ufunc, fill, res=None):
     """1-D window reduction of x along `axis` (zero-copy taps, no padding buffer); empty taps keep `fill`.
-    A tap that covers every output initialises the result, saving one pass."""
+    Two taps that cover every output are combined in one ufunc call that initialises the result. `res`, when
+    given, is the (possibly strided) destination view."""
     shape = list(x.shape)
     shape[axis] = out
     lead = (slice(None),) * axis
     ranges = [tap_range(i, d, s, pb, out, x.shape[axis]) for i in range(k)]
     full = [i for i, (lo, hi, sl) in enumerate(ranges) if sl is not None and lo == 0 and hi == out]
-    first = full[0] if full else None
-    if first is None:
-        res = np.full(shape, fill, x.dtype)
+    if res is None:
+        res = np.empty(shape, x.dtype)
+    done = set(full[:2])
+    if len(full) >= 2:
+        ufunc(x[lead + (ranges[full[0]][2],)], x[lead + (ranges[full[1]][2],)], out=res)
+    elif full:
+        np.copyto(res, x[lead + (ranges[full[0]][2],)])
     else:
-        res = x[lead + (ranges[first][2],)].copy()
+        res.fill(fill)
     for i, (lo, hi, sl) in enumerate(ranges):
-        if sl is None or i == first:
+        if sl is None or i in done:
             continue
         view = res[lead + (slice(lo, hi),)]
         ufunc(view, x[lead + (sl,)], out=view)
     return res
+
+
+def _flat_taps(hf, m, k, d, s, ufunc, res):
+    """res[q] = ufunc over taps t of hf[s*q + t*d] for q < m: 1-D strided operands, no per-row loop."""
+    taps = [hf[t * d: t * d + s * (m - 1) + 1: s] for t in range(k)]
+    if k == 1:
+        np.copyto(res, taps[0])
+        return
+    ufunc(taps[0], taps[1], out=res)
+    for t in taps[2:]:
+        ufunc(res, t, out=res)
+
+
+_BLOCK_BYTES = 1 << 20  # planes per block: the input block and its row-pooled copy stay in L2
+
+
+def pool2d(x, kernel, strides, dil, pb, out, ufunc, fill):
+    """2-D window reduction of NCHW x (rows pass, then a columns pass over the flattened rows).
+
+    The rows pass writes into a buffer whose rows are exactly sw * ow wide (column c holds input column
+    c - pw, or `fill`), so every column tap of the columns pass is one 1-D strided slice of the flat buffer:
+    out_flat[q] = reduce_t buf_flat[sw * q + t * dw]. The last output columns, whose taps run past the row,
+    are recomputed from x with the generic per-axis passes. Planes are processed in cache-sized blocks."""
+    n, c, h, w = x.shape
+    (kh, kw), (sh, sw), (dh, dw), (ph, pw), (oh, ow) = kernel, strides, dil, pb, out
+    wb = sw * ow
+    j0 = min(ow, (wb - 1 - (kw - 1) * dw) // sw + 1)  # outputs whose column taps all lie in [0, wb)
+    if j0 <= 0 or sw == 1:  # stride 1: the per-axis passes already read contiguous rows
+        return None
+    x3 = np.ascontiguousarray(x).reshape(n * c, h, w)
+    planes = n * c
+    res = np.empty((planes, oh, ow), x.dtype)
+    blk = max(1, min(planes, _BLOCK_BYTES // max(1, h * w * x.itemsize)))
+    buf = np.empty((min(blk, planes), oh, wb), x.dtype)
+    wcopy = max(0, min(w, wb - pw))  # input columns that land in the buffer
+    # tail outputs j >= j0, as a pooling of the input columns they read
+    a = max(0, j0 * sw - pw)
+    tail_pb = pw - j0 * sw + a
+    for p0 in range(0, planes, blk):
+        p1 = min(planes, p0 + blk)
+        xb, rb, hb = x3[p0:p1], res[p0:p1], buf[:p1 - p0]
+        if pw:
+            hb[:, :, :pw].fill(fill)
+        if pw + wcopy < wb:
+            hb[:, :, pw + wcopy:].fill(fill)
+        if wcopy:
+            pool_axis(xb[:, :, :wcopy], 1, kh, dh, sh, ph, oh, ufunc, fill, hb[:, :, pw:pw + wcopy])
+        m = (p1 - p0) * oh * ow - (ow - j0)
+        _flat_taps(hb.reshape(-1), m, kw, dw, sw, ufunc, rb.reshape(-1)[:m])
+        if j0 < ow:
+            t = pool_axis(xb[:, :, a:], 2, kw, dw, sw, tail_pb, ow - j0, ufunc, fill)
+            pool_axis(t, 1, kh, dh, sh, ph, oh, ufunc, fill, rb[:, :, j0:])
+    return res.reshape(n, c, oh, ow)
 
 
 def offset_slices(kernel, dil, strides, out):

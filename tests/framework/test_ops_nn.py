@@ -193,6 +193,112 @@ def test_maxpool_indices_and_int8():
     assert yi.dtype == np.int8 and yi.max() == xi.max()
 
 
+def naive_pool_nd(x, kernel, strides, pads, dil, ceil_mode, fn, fill):
+    """Pool with Python loops over output pixels and taps (dilations, ceil_mode); out-of-input taps read
+    `fill`. Returns (values, flat index of the first tap equal to the max in row-major window order)."""
+    nd = len(kernel)
+    out = []
+    for i in range(nd):
+        span = x.shape[2 + i] + pads[i] + pads[nd + i] - ((kernel[i] - 1) * dil[i] + 1)
+        o = (-(-span // strides[i]) if ceil_mode else span // strides[i]) + 1
+        if ceil_mode and (o - 1) * strides[i] >= x.shape[2 + i] + pads[i]:
+            o -= 1
+        out.append(o)
+    y = np.zeros(x.shape[:2] + tuple(out), x.dtype)
+    idx = np.zeros(y.shape, np.int64)
+    for n, c in itertools.product(range(x.shape[0]), range(x.shape[1])):
+        for o in itertools.product(*[range(v) for v in out]):
+            vals, pos = [], []
+            for k in itertools.product(*[range(v) for v in kernel]):
+                p = tuple(o[i] * strides[i] + k[i] * dil[i] - pads[i] for i in range(nd))
+                if all(0 <= p[i] < x.shape[2 + i] for i in range(nd)):
+                    vals.append(x[(n, c) + p])
+                    pos.append(np.ravel_multi_index((n, c) + p, x.shape))
+                else:
+                    vals.append(fill)
+                    pos.append(-1)
+            y[(n, c) + o] = fn(np.array(vals))
+            idx[(n, c) + o] = pos[int(np.argmax(np.array(vals) == y[(n, c) + o]))]
+    return y, idx
+
+
+POOL2D_CASES = [
+    dict(kernel_shape=[3, 3], strides=[2, 2]),  # SqueezeNet
+    dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    dict(kernel_shape=[3, 2], strides=[3, 2], pads=[0, 1, 2, 0], ceil_mode=1),
+    dict(kernel_shape=[2, 3], strides=[2, 3], dilations=[2, 2], pads=[1, 2, 1, 1]),
+    dict(kernel_shape=[4, 4], strides=[2, 2], pads=[2, 2, 2, 2], ceil_mode=1),
+    dict(kernel_shape=[2, 2], strides=[2, 2]),
+    dict(kernel_shape=[3, 3], strides=[1, 2], dilations=[1, 3], pads=[1, 0, 1, 3]),
+    dict(kernel_shape=[3, 3], auto_pad="SAME_UPPER", strides=[2, 2]),
+]
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 9, 11), (1, 2, 8, 7)])
+@pytest.mark.parametrize("attrs", POOL2D_CASES)
+def test_strided_2d_pools_match_naive_loop(shape, attrs):
+    x = rand(*shape)
+    x[0, 0, 1, :3] = x[0, 0, 2, 2] = 5.0  # ties: the first tap in window order wins the index
+    kernel = attrs["kernel_shape"]
+    dil = attrs.get("dilations", [1, 1])
+    if attrs.get("auto_pad") == "SAME_UPPER":
+        tot = [max((-(-n // s) - 1) * s + k - n, 0) for n, s, k in zip(shape[2:], attrs["strides"], kernel)]
+        pads = [t // 2 for t in tot] + [t - t // 2 for t in tot]
+    else:
+        pads = attrs.get("pads", [0] * 4)
+    ceil = attrs.get("ceil_mode", 0)
+    want, want_idx = naive_pool_nd(x, kernel, attrs["strides"], pads, dil, ceil, np.max, -np.inf)
+    np.testing.assert_array_equal(run("MaxPool", x, **attrs), want)
+    for order in (0, 1):
+        y, idx = run("MaxPool", x, num_outputs=2, storage_order=order, **attrs)
+        np.testing.assert_array_equal(y, want)
+        if order == 0:
+            np.testing.assert_array_equal(idx, want_idx)
+        else:  # spatial dims column-major
+            xt = np.ascontiguousarray(x.transpose(0, 1, 3, 2))
+            np.testing.assert_array_equal(xt.reshape(-1)[idx], y)
+            n, c, h, w = np.unravel_index(want_idx, x.shape)
+            np.testing.assert_array_equal(idx, ((n * x.shape[1] + c) * x.shape[3] + w) * x.shape[2] + h)
+    for include in (0, 1):
+        s, _ = naive_pool_nd(x, kernel, attrs["strides"], pads, dil, ceil, np.sum, 0.0)
+        ones = np.ones_like(x)
+        cnt, _ = naive_pool_nd(ones, kernel, attrs["strides"], pads, dil, ceil, np.sum, float(include))
+        if include and ceil:  # taps past the end padding never count
+            xp = np.pad(ones, [(0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])], constant_values=1)
+            cnt, _ = naive_pool_nd(xp, kernel, attrs["strides"], [0] * 4, dil, ceil, np.sum, 0.0)
+            cnt = cnt[..., :s.shape[2], :s.shape[3]]
+        got = run("AveragePool", x, count_include_pad=include, **attrs)
+        np.testing.assert_allclose(got, s / np.maximum(cnt, 1), rtol=1e-5, atol=1e-6)
+    sq, _ = naive_pool_nd(x * x, kernel, attrs["strides"], pads, dil, ceil, np.sum, 0.0)
+    np.testing.assert_allclose(run("LpPool", x, **attrs), np.sqrt(sq), rtol=1e-5, atol=1e-6)
+
+
+def test_strided_2d_maxpool_many_planes_and_nan():
+    """Several cache blocks of planes, an integer dtype, and a NaN window (its index is the NaN tap)."""
+    from framework.ops import nn_window
+    x = rand(3, 7, 13, 12)
+    old = nn_window._BLOCK_BYTES
+    nn_window._BLOCK_BYTES = 5 * 13 * 12 * 4  # blocks of 5 planes, a ragged last one
+    try:
+        for attrs in POOL2D_CASES[:4]:
+            want, _ = naive_pool_nd(x, attrs["kernel_shape"], attrs["strides"], attrs.get("pads", [0] * 4),
+                                    [1, 1], attrs.get("ceil_mode", 0), np.max, -np.inf)
+            np.testing.assert_array_equal(run("MaxPool", x, **attrs), want)
+    finally:
+        nn_window._BLOCK_BYTES = old
+    xi = RNG.integers(-128, 127, (2, 3, 9, 9)).astype(np.int8)
+    want, want_idx = naive_pool_nd(xi, [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 0, np.max, -128)
+    y, idx = run("MaxPool", xi, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], num_outputs=2)
+    assert y.dtype == np.int8
+    np.testing.assert_array_equal(y, want)
+    np.testing.assert_array_equal(xi.reshape(-1)[idx], y)
+    xn = rand(1, 1, 5, 5)
+    xn[0, 0, 1, 1] = np.nan
+    y, idx = run("MaxPool", xn, kernel_shape=[3, 3], strides=[2, 2], num_outputs=2)
+    assert np.isnan(y[0, 0, 0, 0]) and idx[0, 0, 0, 0] == 6
+
+
 # ---------------------------------------------------------------- symbolic inference
 
 def test_conv_infer_symbolic():
