@@ -279,3 +279,12 @@ def add_output_args(p) -> None:
     p.add_argument("--md", help="also write the Markdown table(s) to this file")
     p.add_argument("--quick", action="store_true", help="few, short rounds")
     p.add_argument("--strict", action="store_true", help="exit 1 if any row has an error")
+
+
+def finish(rows: list[dict], table: str, args) -> int:
+    """Write the Markdown table (to --md, and to stdout or stderr beside the JSON lines); the exit code."""
+    if args.md:
+        with open(args.md, "w") as f:
+            f.write(table)
+    print(table, file=sys.stdout if args.out else sys.stderr, end="")
+    return 1 if args.strict and any(r["error"] for r in rows) else 0

@@ -203,11 +203,7 @@ def main(argv=None) -> int:
         rows = harness.run_cases(items, stream=stream, threads=args.threads, suite=SUITE,
                                  baseline="onnxruntime", **kw)
     table = harness.markdown_table(rows, MD_EXTRA)
-    if args.md:
-        with open(args.md, "w") as f:
-            f.write(table)
-    print(table, file=sys.stdout if args.out else sys.stderr, end="")
-    return 1 if args.strict and any(r["error"] for r in rows) else 0
+    return harness.finish(rows, table, args)
 
 
 if __name__ == "__main__":

@@ -468,11 +468,7 @@ def main(argv=None) -> int:
             harness.progress(f"[{i}/{len(items)}] {label}: " + (f"ERROR {row['error']}" if row["error"] else
                              " ".join(f"msgx/{p} {r:.2f}" for p, r in row["ratios"].items())))
     table = harness.markdown_table(rows, MD_EXTRA) + "\n" + summary(rows, bw)
-    if args.md:
-        with open(args.md, "w") as f:
-            f.write(table)
-    print(table, file=sys.stdout if args.out else sys.stderr, end="")
-    return 1 if args.strict and any(r["error"] for r in rows) else 0
+    return harness.finish(rows, table, args)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from framework.dtypes import random_tensor
+
 # Ops a weight may pass through before it reaches the op that gives it its role.
 _PASS_THROUGH = {"Unsqueeze", "Squeeze", "Reshape", "Identity", "Cast", "Transpose", "Expand", "Flatten"}
 
@@ -203,11 +205,5 @@ def random_feed(model: onnx.ModelProto, seed: int = 0, dims: dict | None = None)
             continue
         shape = tuple(d.dim_value if d.HasField("dim_value") else int((dims or {}).get(d.dim_param, 1))
                       for d in vi.type.tensor_type.shape.dim)
-        dtype = _input_dtype(vi)
-        if dtype.kind == "f":
-            feed[vi.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype.kind == "b":
-            feed[vi.name] = rng.random(shape) < 0.5
-        else:
-            feed[vi.name] = rng.integers(0, 8, shape).astype(dtype)
+        feed[vi.name] = random_tensor(rng, shape, _input_dtype(vi), int_high=8)
     return feed

@@ -598,7 +598,7 @@ class _Encoder:
         return d
 
     def _finish(self) -> Program:
-        P, D = self.P, self.D
+        D = self.D
         rows, cols = D[0] * D[1] * D[2], D[3]
         nregs = max(self.n_regs, 1)
         budget = max(64, ARENA_BYTES // (4 * nregs))

@@ -344,7 +344,7 @@ def c_header() -> str:
            f"#define DVM_CODE_START {CODE_START}", f"#define DVM_MAX_REGS {MAX_REGS}",
            f"#define DVM_MAX_BUFFERS {MAX_BUFFERS}", f"#define DVM_MAX_TILE_ELEMS {MAX_TILE_ELEMS}",
            f"#define DVM_MAX_DIMS {MAX_DIMS}", f"#define DVM_REDUCE_LANES {REDUCE_LANES}",
-           f"#define DVM_IMM_DELTA 0x{IMM_DELTA:02X}", f"#define DVM_REG_BYTES_PER_ELEM 8", ""]
+           f"#define DVM_IMM_DELTA 0x{IMM_DELTA:02X}", "#define DVM_REG_BYTES_PER_ELEM 8", ""]
     out += [f"#define DVM_H_{n.upper()} {i}" for i, n in enumerate(header_fields)] + [""]
     out += [f"#define DVM_{n} {v}" for n, v in
             (("F_ROW", F_ROW), ("F_A_ROW", F_A_ROW), ("F_B_ROW", F_B_ROW), ("F_C_ROW", F_C_ROW))] + [""]

@@ -6,10 +6,10 @@ import collections
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
+from .dtypes import random_tensor
 from .errors import MsgxError
 
 
@@ -52,13 +52,7 @@ def _random_feed(sess, inputs: dict, shapes: dict, seed: int = 0) -> dict:
                 print(f"note: input {arg.name!r} has dynamic dims {symbolic}; using 1 "
                       f"(set them with --shape {arg.name}=...)", file=sys.stderr)
             shape = tuple(d if isinstance(d, int) else 1 for d in (arg.shape or []))
-        dtype = np.dtype(_NP_OF_TYPE.get(arg.type, "float32"))
-        if dtype.kind == "f":
-            feed[arg.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype.kind == "b":
-            feed[arg.name] = rng.random(shape) < 0.5
-        else:
-            feed[arg.name] = rng.integers(0, 2, shape).astype(dtype)
+        feed[arg.name] = random_tensor(rng, shape, _NP_OF_TYPE.get(arg.type, "float32"))
     return feed
 
 

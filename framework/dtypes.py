@@ -78,3 +78,13 @@ def type_string(dtype) -> str:
         return "tensor(undefined)"
     name = np.dtype(dtype).name
     return f"tensor({_ORT_NAME.get(name, name)})"
+
+
+def random_tensor(rng: np.random.Generator, shape, dtype, int_high: int = 2) -> np.ndarray:
+    """Random data of a dtype for feeds: normal floats, fair booleans, integers in [0, int_high)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.random(shape) < 0.5
+    return rng.integers(0, int_high, shape).astype(dtype)
