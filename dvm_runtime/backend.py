@@ -64,6 +64,7 @@ class DvmBackend:
         self.vm = "c" if crun is not None else "numpy"
         self._run = crun or pyvm.run
         self.encode_times: list[float] = []
+        self.shape_fallbacks: dict[str, str] = {}  # kernels the encoder declined for one shape, with why
 
     def supports(self, node: Node) -> bool:
         """Fused nodes whose ops and dtypes the DVM has and whose body encodes at a trial binding of dims."""
@@ -82,7 +83,7 @@ class DvmBackend:
         return True
 
     def compile(self, node: Node, run_graph=None):
-        body, run, times = node.attrs["body"], self._run, self.encode_times
+        body, run, times, fallbacks = node.attrs["body"], self._run, self.encode_times, self.shape_fallbacks
         shape_in = sorted(_shape_inputs(body))
         cache: dict = {}
 
@@ -96,8 +97,9 @@ class DvmBackend:
                 try:
                     prog = encoder.encode(body, [a.shape for a in arrays], [a.dtype for a in arrays],
                                           {i: arrays[i] for i in shape_in})
-                except encoder.UnsupportedError:  # this shape only (rows too long...): the reference runs it
+                except encoder.UnsupportedError as e:  # this shape only (rows too long...): the reference runs it
                     prog = _Reference(node, run_graph)
+                    fallbacks[node.name or "cluster"] = f"shape {key[:len(arrays)]} ran on the reference: {e}"
                 times.append(time.perf_counter() - t0)
                 if len(cache) >= CACHE_MAX:
                     cache.pop(next(iter(cache)))

@@ -47,6 +47,7 @@ class InferenceSession:
         self.graph_kernel_flags = context.get_context("graph_kernel_flags") if graph_kernel_flags is None \
             else graph_kernel_flags
         t0 = time.perf_counter()
+        self._backends: tuple = ()
         self.model_graph: Graph = import_model(model)
         self.pass_times: dict[str, float] = {}
         compile_times: dict[str, float] = {}
@@ -60,8 +61,8 @@ class InferenceSession:
         if self.mode == context.GRAPH_MODE:
             self.graph = run_passes(self.model_graph, self.jit_level, check=check_ir, on_pass=on_pass,
                                     graph_kernel_flags=self.graph_kernel_flags)
-            self._executor = GraphExecutor(self.graph, backends_for(self.jit_level, self.graph_kernel_flags),
-                                           on_compile=on_compile)
+            self._backends = backends_for(self.jit_level, self.graph_kernel_flags)
+            self._executor = GraphExecutor(self.graph, self._backends, on_compile=on_compile)
             backends: dict[str, int] = {}
             for st in self._executor.steps:
                 backends[st.backend] = backends.get(st.backend, 0) + 1
@@ -69,8 +70,8 @@ class InferenceSession:
             self.graph = self.model_graph
             if self.jit_level == "O1":  # runtime (lazy) fusion, as DVM does in PyNative
                 from graph_kernel.lazy import LazyFusionExecutor  # lazy: the core does not need graph_kernel
-                self._executor = LazyFusionExecutor(
-                    self.graph, fused_backends=backends_for(self.jit_level, self.graph_kernel_flags))
+                self._backends = backends_for(self.jit_level, self.graph_kernel_flags)
+                self._executor = LazyFusionExecutor(self.graph, fused_backends=self._backends)
             else:
                 self._executor = PyNativeExecutor(self.graph)
             backends = {"numpy": len(self.graph.nodes)}
@@ -123,6 +124,8 @@ class InferenceSession:
         if hasattr(self._executor, "records"):  # lazy fusion groups are known only at run time
             lazy = self._executor.stats
             self.stats.update(clusters=lazy["groups"], fused_ops=lazy["fused_ops"], lazy_fusion=lazy)
+        for b in self._backends:  # a backend may hand one shape of a kernel back to the reference
+            self.stats["fallbacks"].update(getattr(b, "shape_fallbacks", {}))
         owned = self._constant_ids | {id(a) for a in arrays}
         return [_detach(results[i], owned) for i in wanted]
 

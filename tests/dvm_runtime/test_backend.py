@@ -66,3 +66,25 @@ def test_vm_choice():
         DvmBackend("gpu")
     assert DvmBackend("numpy").vm == "numpy"
     assert DvmBackend("auto").vm in ("c", "numpy")
+
+
+def test_a_shape_the_encoder_declines_runs_on_the_reference_and_is_reported():
+    """A softmax row longer than a tile register cannot be encoded; that shape falls back, visibly."""
+    from onnx import TensorProto, helper
+
+    import framework
+    from dvm_runtime import isa
+    g = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "m"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    s = framework.InferenceSession(model, jit_level="O1")
+    assert s.stats["backends"].get("dvm") == 1
+    rng = np.random.default_rng(0)
+    for cols in (16, isa.MAX_TILE_ELEMS + 7):
+        x = rng.standard_normal((2, cols)).astype(np.float32)
+        want = np.exp(x - x.max(-1, keepdims=True))
+        want /= want.sum(-1, keepdims=True)
+        np.testing.assert_allclose(s.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-7)
+    (reason,) = s.stats["fallbacks"].values()
+    assert "ran on the reference" in reason
