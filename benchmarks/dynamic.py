@@ -313,15 +313,8 @@ def parse_args(argv) -> argparse.Namespace:
                         f"recompile of several seconds (default {STATIC_LENGTHS}; 0: all)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--rounds", type=int)
-    p.add_argument("--warmup", type=int)
-    p.add_argument("--min-round-s", type=float)
-    p.add_argument("--max-case-s", type=float)
-    p.add_argument("--no-torch", action="store_true", help="skip the torch peers")
-    p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
-    p.add_argument("--torch-cache", default="fresh", choices=["fresh", "warm"],
-                   help="torch.compile's on-disk inductor cache: fresh (empty, cold compile times; "
-                        "default) or warm (the user's cache: repeat runs compile faster)")
+    harness.add_timing_args(p, DEFAULTS)
+    peers.add_torch_args(p)
     p.add_argument("--no-shuffle", action="store_true", help="serve the lengths in ascending order")
     harness.add_output_args(p)
     return p.parse_args(argv)

@@ -288,3 +288,11 @@ def finish(rows: list[dict], table: str, args) -> int:
             f.write(table)
     print(table, file=sys.stdout if args.out else sys.stderr, end="")
     return 1 if args.strict and any(r["error"] for r in rows) else 0
+
+
+def add_timing_args(p, defaults: dict) -> None:
+    """Rounds and time budgets every suite takes (unset means the suite's default)."""
+    p.add_argument("--rounds", type=int, help=f"timed rounds (default {defaults['rounds']})")
+    p.add_argument("--warmup", type=int, help=f"warm-up calls per runner (default {defaults['warmup']})")
+    p.add_argument("--min-round-s", type=float, help="each round repeats calls for at least this long")
+    p.add_argument("--max-case-s", type=float, help="time budget per case; slow cases get fewer rounds")

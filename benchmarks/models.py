@@ -165,10 +165,7 @@ def parse_args(argv) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="msgx bench models", description=__doc__.splitlines()[0])
     p.add_argument("--models", help="comma-separated model names (default: all); --list shows them")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
-    p.add_argument("--rounds", type=int, help=f"timed rounds (default {DEFAULTS['rounds']})")
-    p.add_argument("--warmup", type=int, help=f"warm-up calls per runner (default {DEFAULTS['warmup']})")
-    p.add_argument("--min-round-s", type=float, help="each round repeats calls for at least this long")
-    p.add_argument("--max-case-s", type=float, help="time budget per case; slow cases get fewer rounds")
+    harness.add_timing_args(p, DEFAULTS)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="onnxruntime intra-op threads (and numpy BLAS via threadpoolctl when installed)")
     p.add_argument("--mode", default="graph", choices=["graph", "pynative"])

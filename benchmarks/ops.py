@@ -409,15 +409,8 @@ def parse_args(argv) -> argparse.Namespace:
     p.add_argument("--chains", help=f"comma-separated subset of {', '.join(CHAINS)}")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="onnxruntime and torch intra-op threads, and the copy-bandwidth threads")
-    p.add_argument("--rounds", type=int)
-    p.add_argument("--warmup", type=int)
-    p.add_argument("--min-round-s", type=float)
-    p.add_argument("--max-case-s", type=float)
-    p.add_argument("--no-torch", action="store_true", help="skip the torch peers")
-    p.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile)")
-    p.add_argument("--torch-cache", default="fresh", choices=["fresh", "warm"],
-                   help="torch.compile's on-disk inductor cache: fresh (empty, cold compile times; "
-                        "default) or warm (the user's cache: repeat runs compile faster)")
+    harness.add_timing_args(p, DEFAULTS)
+    peers.add_torch_args(p)
     p.add_argument("--bandwidth-mib", type=int, default=256, help="size of the copy-bandwidth buffer")
     harness.add_output_args(p)
     return p.parse_args(argv)

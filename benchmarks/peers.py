@@ -153,3 +153,12 @@ def torch_inductor_cache(mode: str = "fresh"):
         with tempfile.TemporaryDirectory(prefix="msgx-bench-inductor-") as d, temporary_cache_dir(d):
             yield d
     return ctx()
+
+
+def add_torch_args(p) -> None:
+    """Options of the suites that run torch peers."""
+    p.add_argument("--no-torch", action="store_true", help="skip the torch peers")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile (slow to compile)")
+    p.add_argument("--torch-cache", default="fresh", choices=["fresh", "warm"],
+                   help="torch.compile's on-disk inductor cache: fresh (empty, cold compile times; "
+                        "default) or warm (the user's cache: repeat runs compile faster)")
