@@ -131,7 +131,7 @@ class DistributedGradReducer:
         comm, size = _comm(), get_group_size()
         grads = (np.asarray(g) for g in grads)
         out: list = []
-        pending: list = []  # (request, flat result, [(position, shape, start, stop)])
+        pending: list = []  # (request, send buffer, result, [(position, shape, start, stop)])
         bucket: list = []
 
         def launch():
@@ -142,7 +142,8 @@ class DistributedGradReducer:
                 n = int(np.prod(shape))
                 slots.append((i, shape, start, start + n))
                 start += n
-            pending.append((comm.Iallreduce(flat, result, op=_mpi_op("sum")), result, slots))
+            # `flat` stays referenced in `pending`: MPI reads it until the request completes
+            pending.append((comm.Iallreduce(flat, result, op=_mpi_op("sum")), flat, result, slots))
             bucket.clear()
 
         for g in grads:
@@ -153,7 +154,7 @@ class DistributedGradReducer:
             bucket.append((len(out) - 1, g.shape))
         if bucket:
             launch()
-        for request, result, slots in pending:
+        for request, _, result, slots in pending:
             _wait(request, "gradient all_reduce")
             if self.mean:
                 result /= size
