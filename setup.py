@@ -63,6 +63,15 @@ class OptionalBuildExt(build_ext):
             if os.path.exists(ERROR_FILE):
                 os.remove(ERROR_FILE)
 
+    def build_extension(self, ext):
+        if ext.name != CKERNELS:
+            return super().build_extension(ext)
+        try:  # optional too, and independent of the VM: framework falls back to its numpy conv/pool kernels
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001 - a compiler error may surface as any setuptools error
+            print(f"WARNING: building {CKERNELS} failed ({type(exc).__name__}: {exc}); the numpy conv/pool "
+                  "kernels will be used", file=sys.stderr)
+
     def _record_failure(self, exc: BaseException) -> None:
         msg = f"building dvm_runtime._cvm failed: {type(exc).__name__}: {exc}"
         print(f"WARNING: {msg}; the numpy VM will be used", file=sys.stderr)
@@ -89,4 +98,15 @@ def cvm_extension() -> Extension:
                               if f.endswith(".h")])
 
 
-setup(ext_modules=[cvm_extension()], cmdclass={"build_ext": OptionalBuildExt})
+CKERNELS = "framework._ckernels"
+
+
+def ckernels_extension() -> Extension:
+    """framework._ckernels: float32 depthwise conv / im2col / pooling loops (framework/ops/nn_ckernels.py)."""
+    flags = [] if sysconfig.get_platform().startswith("win") else \
+        ["-O3", "-std=gnu11", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-Wall"]
+    return Extension(CKERNELS, sources=[os.path.join("framework", "csrc", "ckernels.c")],
+                     extra_compile_args=flags)
+
+
+setup(ext_modules=[ckernels_extension(), cvm_extension()], cmdclass={"build_ext": OptionalBuildExt})

@@ -1,7 +1,8 @@
 """Convolutions: Conv, ConvTranspose, DeformConv, CausalConvWithState.
 
-Conv lowers to phase-split im2col + tiled sgemm (nn_convcore); 1x1 convs are plain GEMMs and depthwise convs
-multiply-accumulate per kernel offset. float32 stays float32.
+float32 2-D convs run on the C kernels when built (nn_ckernels); otherwise Conv lowers to phase-split im2col +
+tiled sgemm (nn_convcore), 1x1 convs are plain GEMMs and depthwise convs multiply-accumulate per kernel
+offset. float32 stays float32.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir import TensorType
+from . import nn_ckernels
 from .nn import acc_dtype
 from .nn_convcore import conv_1x1, conv_gemm, depthwise, prod
 from .nn_window import check_out, ints, window
@@ -18,14 +20,38 @@ CONV_ATTRS = {"auto_pad": "NOTSET", "dilations": None, "group": 1, "kernel_shape
               "strides": None}
 
 
-def conv(x, w, b, group, strides, dil, pb, pe, out):
-    """N-d grouped convolution of x [N, C, *S] with w [M, C/group, *K]; returns [N, M, *out] in x's dtype."""
-    n, c = x.shape[:2]
-    m, cg = w.shape[:2]
-    kernel = list(w.shape[2:])
+def conv(x, w, b, group, strides, dil, pb, pe, out, act=None, lo=None, hi=None):
+    """N-d grouped convolution of x [N, C, *S] with w [M, C/group, *K]; returns a new [N, M, *out] in x's
+    dtype with the activation `act` (None, "Relu", or "Clip" to [lo, hi]) applied."""
+    plan = _check_and_plan(x, w, b, group, strides, dil, pb, out, act, lo, hi)
+    if plan is not None:
+        return plan(x, w, b)
+    return _conv_act(x, w, b, group, strides, dil, pb, pe, out, act, lo, hi)
+
+
+def _check_and_plan(x, w, b, group, strides, dil, pb, out, act, lo, hi):
+    """Validates the channels and output size; the C kernel plan for this geometry, or None."""
+    c, (m, cg) = x.shape[1], w.shape[:2]
     if c != cg * group or m % group:
         raise ShapeError(f"Conv: input channels {c}, weight {w.shape} and group {group} are inconsistent")
     check_out(out, "Conv")
+    dtypes = (x.dtype, w.dtype, None if b is None else b.dtype)
+    return nn_ckernels.conv2d_plan(x.shape, w.shape, dtypes, group, strides, dil, pb, out, act, lo, hi)
+
+
+def _conv_act(x, w, b, group, strides, dil, pb, pe, out, act, lo, hi):
+    y = _conv_numpy(x, w, b, group, strides, dil, pb, pe, out)
+    if act == "Relu":
+        np.maximum(y, 0, out=y)
+    elif act == "Clip":
+        np.clip(y, -np.inf if lo is None else lo, np.inf if hi is None else hi, out=y)
+    return y
+
+
+def _conv_numpy(x, w, b, group, strides, dil, pb, pe, out):
+    n, c = x.shape[:2]
+    m, cg = w.shape[:2]
+    kernel = list(w.shape[2:])
     acc = acc_dtype(x.dtype)
     xw, ww = x.astype(acc, copy=False), w.astype(acc, copy=False)
     k_total = prod(kernel)
@@ -61,14 +87,35 @@ def _conv_infer(ctx, x, w, b=None):
     return TensorType(x.dtype, (x.shape[0], w.shape[0]) + tuple(out))
 
 
+_PLANS: dict = {}  # (ctx, shapes, dtypes) -> run(x, w, b): a node's attributes never change after compile
+
+
 @op("Conv", since=1, attrs=CONV_ATTRS, fusion=Fusion.OUT_FUSABLE, infer=_conv_infer)
 def _conv(ctx, x, w, b=None):
+    return _run(ctx, x, w, b, None, None, None)
+
+
+def _run(ctx, x, w, b, act, lo, hi):
+    """Conv (+ activation) through the plan cached for this node, input shapes and dtypes."""
+    key = (ctx, x.shape, w.shape, x.dtype, w.dtype, None if b is None else b.dtype)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _plan(ctx, x, w, b, act, lo, hi)
+        if len(_PLANS) > 4096:  # bounded for long-lived processes
+            _PLANS.clear()
+        _PLANS[key] = plan
+    return plan(x, w, b)
+
+
+def _plan(ctx, x, w, b, act, lo, hi):
     kernel = _kernel_of(ctx, w.shape)
     if x.ndim != w.ndim or list(w.shape[2:]) != kernel:
         raise ShapeError(f"Conv: input {x.shape}, weight {w.shape} and kernel_shape {kernel} are "
                          "inconsistent")
     strides, dil, pb, pe, out = window(ctx, list(x.shape[2:]), kernel)
-    return conv(x, w, b, int(ctx["group"]), strides, dil, pb, pe, out)
+    group = int(ctx["group"])
+    fast = _check_and_plan(x, w, b, group, strides, dil, pb, out, act, lo, hi)
+    return fast or (lambda x, w, b: _conv_act(x, w, b, group, strides, dil, pb, pe, out, act, lo, hi))
 
 
 @op("FusedConv", domain="msgx", attrs={**CONV_ATTRS, "activation": "Relu", "activation_min": None,
@@ -76,13 +123,9 @@ def _conv(ctx, x, w, b=None):
 def _fused_conv(ctx, x, w, b=None):
     """Conv followed by Relu or Clip (the O0 pass fuse_conv_activation forms it, as onnxruntime does): the
     activation runs in place on the conv's fresh output, saving a pass over memory and a dispatch."""
-    y = _conv(ctx, x, w, b)
     if ctx["activation"] == "Relu":
-        np.maximum(y, 0, out=y)
-    else:
-        lo, hi = ctx["activation_min"], ctx["activation_max"]
-        np.clip(y, -np.inf if lo is None else lo, np.inf if hi is None else hi, out=y)
-    return y
+        return _run(ctx, x, w, b, "Relu", None, None)
+    return _run(ctx, x, w, b, "Clip", ctx["activation_min"], ctx["activation_max"])
 
 
 # ---------------------------------------------------------------- ConvTranspose

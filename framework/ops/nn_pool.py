@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir import TensorType
+from . import nn_ckernels
 from .nn import acc_dtype
 from .nn_window import check_out, offset_slices, pad_for, pool2d, pool_axis, window
 from .registry import Fusion, op
@@ -17,7 +18,39 @@ POOL_ATTRS = {"auto_pad": "NOTSET", "ceil_mode": 0, "dilations": None, "pads": N
               "kernel_shape": None}
 
 
+_GEOMETRY: dict = {}  # (ctx, x shape) -> geometry: a node's attributes never change after compile
+
+
 def _geometry(ctx, x_shape, name):
+    key = (ctx, tuple(x_shape))
+    geo = _GEOMETRY.get(key)
+    if geo is None:
+        geo = _resolve(ctx, x_shape, name)
+        if len(_GEOMETRY) > 4096:  # bounded for long-lived processes
+            _GEOMETRY.clear()
+        _GEOMETRY[key] = geo
+    return geo
+
+
+_PLANS: dict = {}  # (ctx, x shape, dtype) -> C kernel plan or None
+
+
+def _plan(ctx, x, geo, avg, include_pad=False):
+    """The C pooling kernel for this node and input (None: use numpy), built once per shape and dtype."""
+    key = (ctx, x.shape, x.dtype)
+    try:
+        return _PLANS[key]
+    except KeyError:
+        pass
+    kernel, strides, dil, pb, pe, out = geo
+    plan = nn_ckernels.pool2d_plan(x.shape, x.dtype, kernel, strides, dil, pb, pe, out, avg, include_pad)
+    if len(_PLANS) > 4096:  # bounded for long-lived processes
+        _PLANS.clear()
+    _PLANS[key] = plan
+    return plan
+
+
+def _resolve(ctx, x_shape, name):
     kernel = ctx["kernel_shape"]
     if not kernel:
         raise ShapeError(f"{name} needs kernel_shape")
@@ -31,7 +64,7 @@ def _geometry(ctx, x_shape, name):
 def _pool_infer(ctx, x, *rest):
     if x.shape is None:
         return (x,) * max(ctx.num_outputs, 1)
-    _, _, _, _, _, out = _geometry(ctx, x.shape, "pool")
+    _, _, _, _, _, out = _resolve(ctx, x.shape, "pool")
     y = TensorType(x.dtype, tuple(x.shape[:2]) + tuple(out))
     return (y, TensorType(np.int64, y.shape))[:max(ctx.num_outputs, 1)]
 
@@ -66,7 +99,8 @@ def _maxpool(ctx, x):
     kernel, strides, dil, pb, _, out = geo
     check_out(out, "MaxPool")
     if ctx.num_outputs < 2:
-        return _separable(x, np.maximum, _fill_low(x.dtype), geo)
+        plan = _plan(ctx, x, geo, avg=False)
+        return _separable(x, np.maximum, _fill_low(x.dtype), geo) if plan is None else plan(x)
     best = _separable(x, np.maximum, _fill_low(x.dtype), geo)
     xp = _padded(x, kernel, strides, dil, pb, out, _fill_low(x.dtype))
     # arg = first tap (row-major window order) equal to the max, as K - max_k (K - k) * [tap k == max]:
@@ -136,6 +170,12 @@ def _sum_pool(ctx, x, name, transform=None):
 
 @op("AveragePool", since=1, attrs={**POOL_ATTRS, "count_include_pad": 0}, infer=_pool_infer)
 def _avgpool(ctx, x):
+    if x.ndim == 4:
+        geo = _geometry(ctx, x.shape, "AveragePool")
+        check_out(geo[-1], "AveragePool")
+        plan = _plan(ctx, x, geo, avg=True, include_pad=bool(ctx["count_include_pad"]))
+        if plan is not None:
+            return plan(x)
     acc, (kernel, strides, dil, pb, pe, out) = _sum_pool(ctx, x, "AveragePool")
     include = bool(ctx["count_include_pad"])
     counts = None
@@ -161,17 +201,24 @@ def _global_infer(ctx, x):
     return TensorType(x.dtype, tuple(x.shape[:2]) + (1,) * (len(x.shape) - 2))
 
 
-def _global(fn):
+def _global(fn, c_mode=None):
+    """A global pool kernel: numpy `fn`, or for float32 NCHW the C pool over the whole plane when c_mode is
+    "max" or "avg"."""
     def kernel(ctx, x):
+        if c_mode is not None and x.ndim == 4:
+            h, w = x.shape[2:]
+            plan = _plan(ctx, x, ([h, w], [1, 1], [1, 1], [0, 0], [0, 0], [1, 1]), c_mode == "avg")
+            if plan is not None:
+                return plan(x)
         axes = tuple(range(2, x.ndim))
         return np.asarray(fn(ctx, x.astype(acc_dtype(x.dtype), copy=False), axes)).astype(x.dtype, copy=False)
     return kernel
 
 
 op("GlobalAveragePool", fusion=Fusion.REDUCE, infer=_global_infer)(
-    _global(lambda c, x, ax: x.mean(axis=ax, keepdims=True)))
+    _global(lambda c, x, ax: x.mean(axis=ax, keepdims=True), "avg"))
 op("GlobalMaxPool", fusion=Fusion.REDUCE, infer=_global_infer)(
-    _global(lambda c, x, ax: x.max(axis=ax, keepdims=True)))
+    _global(lambda c, x, ax: x.max(axis=ax, keepdims=True), "max"))
 op("GlobalLpPool", attrs={"p": 2}, fusion=Fusion.REDUCE, infer=_global_infer)(
     _global(lambda c, x, ax: (np.abs(x) ** float(c["p"])).sum(axis=ax, keepdims=True)
             ** (1.0 / float(c["p"]))))

@@ -1,0 +1,122 @@
+"""float32 2-D conv and pooling through the optional C extension framework._ckernels (built by setup.py).
+
+Depthwise convs run as direct loops; other convs as C im2col + one BLAS call writing the output in place, then
+bias and activation in one C pass. Plans are built once per node and input shape, so a call is a few C calls.
+A builder returns None where the C path does not apply (extension not built, other dtype or rank, huge
+columns) and the caller uses its numpy kernel.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .nn_convcore import scratch
+
+try:
+    if os.environ.get("MSGX_NO_CKERNELS"):  # lets tests and benchmarks compare against the numpy kernels
+        raise ImportError("disabled by MSGX_NO_CKERNELS")
+    from .. import _ckernels as _C
+except ImportError:
+    _C = None
+
+COLS_MAX = 16 << 20  # bigger im2col buffers go to the tiled numpy kernel (cache-sized tiles)
+# GEMMs of at most SERIAL_MACS multiply-adds stay on the calling thread, as row blocks each under OpenBLAS's
+# threading threshold (65536 * 4 MNK): threads gain little there, and under CPU contention a statically
+# partitioned BLAS pool waits for a descheduled worker (mobilenet's 16x27x4096 stem: 19 ms instead of 0.07).
+SERIAL_MACS, BLAS_THREAD_MNK = 1 << 21, 1 << 18
+ACT = {None: 0, "Relu": 1, "Clip": 2}
+F32 = np.dtype(np.float32)
+
+
+def available() -> bool:
+    return _C is not None
+
+
+def _f32(*dtypes) -> bool:
+    return _C is not None and all(d is None or d == F32 for d in dtypes)
+
+
+def conv2d_plan(x_shape, w_shape, dtypes, group, strides, dil, pb, out, act=None, lo=None, hi=None):
+    """A function (x, w, b) -> new [N, M, OH, OW] for one grouped 2-D conv geometry with bias and activation
+    (None, "Relu" or "Clip" to [lo, hi]) applied, or None when the C path does not apply."""
+    if not _f32(*dtypes) or len(x_shape) != 4:
+        return None
+    n, c, h, wd = x_shape
+    m, cg, kh, kw = w_shape
+    oh, ow = out
+    if not (n and c and m and oh > 0 and ow > 0):
+        return None
+    geo = (n, c, h, wd, m, cg, kh, kw, strides[0], strides[1], dil[0], dil[1], pb[0], pb[1], oh, ow)
+    code = ACT[act]
+    lo = -np.inf if lo is None else float(lo)
+    hi = np.inf if hi is None else float(hi)
+    shape, plane, k, mg = (n, m, oh, ow), oh * ow, cg * kh * kw, m // group
+    if cg == 1:
+        def depthwise(x, w, b):
+            y = np.empty(shape, F32)
+            try:
+                _C.conv(x, w, b, y, geo, code, lo, hi)
+            except (BufferError, ValueError):  # an operand is not C-contiguous (a real mismatch raises again)
+                _C.conv(*_contiguous(x, w, b), y, geo, code, lo, hi)
+            return y
+        return depthwise
+    direct = kh == kw == 1 and list(strides) == [1, 1] and not any(pb) and (oh, ow) == (h, wd)
+    if not direct and n * c * kh * kw * plane * 4 > COLS_MAX:
+        return None
+    cols_shape = (n, c * kh * kw, plane)
+    w_shape2, cols2, y2 = ((m, k), (k, plane), (m, plane)) if group == 1 and n == 1 else \
+        ((group, mg, k), (n, group, k, plane), (n, group, mg, plane))
+    gemm = np.dot if group == 1 and n == 1 else np.matmul  # np.dot has the lower call overhead
+    rows = max(1, BLAS_THREAD_MNK // (k * plane))
+    serial = n == 1 and BLAS_THREAD_MNK < mg * k * plane <= SERIAL_MACS and k * plane <= BLAS_THREAD_MNK
+    blocks = [(g, r, min(mg, r + rows)) for g in range(group) for r in range(0, mg, rows)] if serial else None
+
+    def im2col_gemm(x, w, b):
+        y = np.empty(shape, F32)
+        cols = x
+        if not direct:
+            cols = scratch("ccols", cols_shape, F32)
+            try:
+                _C.im2col(x, cols, geo)
+            except (BufferError, ValueError):  # x is not C-contiguous (a real mismatch raises again)
+                _C.im2col(np.ascontiguousarray(x), cols, geo)
+        if blocks is None:
+            gemm(w.reshape(w_shape2), cols.reshape(cols2), out=y.reshape(y2))
+        else:  # per group, row blocks of w against that group's columns
+            w3, c3, out3 = w.reshape(group, mg, k), cols.reshape(group, k, plane), y.reshape(group, mg, plane)
+            for g, r0, r1 in blocks:
+                np.dot(w3[g, r0:r1], c3[g], out=out3[g, r0:r1])
+        if b is not None or code:
+            _C.bias_act(y, b if b is None else np.ascontiguousarray(b), n, m, plane, code, lo, hi)
+        return y
+    return im2col_gemm
+
+
+def _contiguous(*arrays):
+    return [a if a is None else np.ascontiguousarray(a) for a in arrays]
+
+
+def pool2d_plan(x_shape, dtype, kernel, strides, dil, pb, pe, out, avg=False, include_pad=False):
+    """A function x -> new [N, C, OH, OW]: max or average pooling of a float32 [N, C, H, W] x (averages count
+    the taps inside the input, or inside the padded input when include_pad); None where C does not apply."""
+    if not _f32(dtype) or len(x_shape) != 4 or 0 in x_shape:
+        return None
+    n, c, h, wd = x_shape
+    oh, ow = out
+    if oh <= 0 or ow <= 0:
+        return None
+    shape = (n, c, oh, ow)
+    geo = (n, c, h, wd, c, 1, kernel[0], kernel[1], strides[0], strides[1], dil[0], dil[1], pb[0], pb[1],
+           oh, ow)
+    bounds = (-pb[0], h + pe[0], -pb[1], wd + pe[1]) if include_pad else (0, h, 0, wd)
+    mode = int(avg)
+
+    def pool(x):
+        y = np.empty(shape, F32)
+        try:
+            _C.pool(x, y, geo, mode, bounds)
+        except (BufferError, ValueError):  # x is not C-contiguous (a real mismatch raises again)
+            _C.pool(np.ascontiguousarray(x), y, geo, mode, bounds)
+        return y
+    return pool

@@ -1,0 +1,170 @@
+"""The C conv/pool kernels (framework._ckernels) against naive float64 loops over many random geometries,
+plus their buffer checks. Skipped where the extension is not built (the numpy kernels are used there)."""
+import itertools
+
+import numpy as np
+import pytest
+
+from framework.ops import nn_ckernels
+from tests.framework.test_ops_nn import naive_conv, naive_pool
+
+pytestmark = pytest.mark.skipif(not nn_ckernels.available(), reason="framework._ckernels is not built")
+RNG = np.random.default_rng(7)
+
+
+def _geometry(rng, depthwise):
+    """A random 2-D conv geometry: (x shape, w shape, group, strides, dilations, pads)."""
+    n, cg = int(rng.integers(1, 3)), 1 if depthwise else int(rng.integers(1, 5))
+    group = int(rng.integers(1, 6)) if depthwise else int(rng.choice([1, 1, 2, 3]))
+    mult = int(rng.integers(1, 3))
+    k = [int(rng.choice([1, 2, 3, 3, 5])), int(rng.choice([1, 3, 3, 4]))]
+    strides, dil = [int(rng.integers(1, 4)) for _ in k], [int(rng.integers(1, 3)) for _ in k]
+    pads = [int(rng.integers(0, 3)) for _ in range(4)]
+    size = [int(rng.integers((kk - 1) * d + 1, 14)) for kk, d in zip(k, dil)]
+    return (n, cg * group, *size), (group * mult, cg, *k), group, strides, dil, pads
+
+
+def _out(x_shape, w_shape, strides, dil, pads):
+    return [(x_shape[2 + i] + pads[i] + pads[2 + i] - (w_shape[2 + i] - 1) * dil[i] - 1) // strides[i] + 1
+            for i in range(2)]
+
+
+@pytest.mark.parametrize("depthwise", [True, False])
+@pytest.mark.parametrize("act", [None, "Relu", "Clip"])
+def test_conv_plans_match_naive_loops(depthwise, act):
+    for _ in range(25):
+        xs, ws, group, strides, dil, pads = _geometry(RNG, depthwise)
+        out = _out(xs, ws, strides, dil, pads)
+        if min(out) <= 0:
+            continue
+        x, w = RNG.standard_normal(xs).astype(np.float32), RNG.standard_normal(ws).astype(np.float32)
+        b = RNG.standard_normal(ws[0]).astype(np.float32) if RNG.random() < 0.7 else None
+        plan = nn_ckernels.conv2d_plan(xs, ws, (x.dtype, w.dtype, None if b is None else b.dtype), group,
+                                       strides, dil, pads[:2], out, act, -0.5, 0.5)
+        assert plan is not None
+        want = naive_conv(x, w, b, strides, pads, dil, group)
+        if act == "Relu":
+            want = np.maximum(want, 0)
+        elif act == "Clip":
+            want = np.clip(want, -0.5, 0.5)
+        got = plan(x, w, b)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4,
+                                   err_msg=str((xs, ws, group, strides, dil, pads)))
+
+
+def test_gemm_path_batched_grouped_padded():
+    for group, k, stride in itertools.product([1, 2], [1, 3], [1, 2]):
+        x = RNG.standard_normal((3, 4 * group, 9, 7)).astype(np.float32)
+        w = RNG.standard_normal((6 * group, 4, k, k)).astype(np.float32)
+        b = RNG.standard_normal(6 * group).astype(np.float32)
+        pads = [k // 2] * 4
+        out = _out(x.shape, w.shape, [stride] * 2, [1, 1], pads)
+        plan = nn_ckernels.conv2d_plan(x.shape, w.shape, (x.dtype,) * 3, group, [stride] * 2, [1, 1],
+                                       pads[:2], out, "Relu")
+        want = np.maximum(naive_conv(x, w, b, [stride] * 2, pads, [1, 1], group), 0)
+        np.testing.assert_allclose(plan(x, w, b), want, rtol=1e-4, atol=1e-4)
+
+
+def test_serial_row_blocks_match_naive_loops(monkeypatch):
+    """A mid-size GEMM split into row blocks (each under the BLAS threading threshold) gives the same conv."""
+    monkeypatch.setattr(nn_ckernels, "BLAS_THREAD_MNK", 27 * 64 * 3)  # blocks of 3 of the 16 output rows
+    x = RNG.standard_normal((1, 3, 16, 16)).astype(np.float32)
+    w, b = RNG.standard_normal((16, 3, 3, 3)).astype(np.float32), RNG.standard_normal(16).astype(np.float32)
+    plan = nn_ckernels.conv2d_plan(x.shape, w.shape, (x.dtype,) * 3, 1, [2, 2], [1, 1], [1, 1], [8, 8],
+                                   "Clip", 0.0, 6.0)
+    calls, dot = [], np.dot
+    monkeypatch.setattr(np, "dot", lambda a, c, out: calls.append(a.shape) or dot(a, c, out=out))
+    got = plan(x, w, b)
+    assert calls == [(3, 27)] * 5 + [(1, 27)]
+    want = np.clip(naive_conv(x, w, b, [2, 2], [1, 1, 1, 1], [1, 1], 1), 0, 6)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    monkeypatch.setattr(nn_ckernels, "BLAS_THREAD_MNK", 3 * 81 * 3)  # grouped 1x1: blocks of 3 of 4 rows
+    x = RNG.standard_normal((1, 6, 9, 9)).astype(np.float32)
+    w = RNG.standard_normal((8, 3, 1, 1)).astype(np.float32)
+    plan = nn_ckernels.conv2d_plan(x.shape, w.shape, (x.dtype, w.dtype, None), 2, [1, 1], [1, 1], [0, 0],
+                                   [9, 9])
+    calls.clear()
+    got = plan(x, w, None)
+    assert calls == [(3, 3), (1, 3)] * 2
+    np.testing.assert_allclose(got, naive_conv(x, w, None, [1, 1], [0] * 4, [1, 1], 2), rtol=1e-4, atol=1e-4)
+
+
+def test_conv_plan_declines_other_dtypes_and_ranks():
+    assert nn_ckernels.conv2d_plan((1, 2, 5), (3, 2, 3), (np.dtype(np.float32),) * 3, 1, [1], [1], [0],
+                                   [3]) is None
+    f64 = np.dtype(np.float64)
+    assert nn_ckernels.conv2d_plan((1, 2, 5, 5), (3, 2, 3, 3), (f64, f64, None), 1, [1, 1], [1, 1], [0, 0],
+                                   [3, 3]) is None
+
+
+def test_non_contiguous_input():
+    x = RNG.standard_normal((1, 3, 10, 8)).astype(np.float32).transpose(0, 1, 3, 2)
+    w = RNG.standard_normal((3, 1, 3, 3)).astype(np.float32)
+    plan = nn_ckernels.conv2d_plan(x.shape, w.shape, (x.dtype, w.dtype, None), 3, [1, 1], [1, 1], [1, 1],
+                                   [8, 10])
+    np.testing.assert_allclose(plan(x, w, None), naive_conv(x, w, None, [1, 1], [1, 1, 1, 1], [1, 1], 3),
+                               rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("avg, include_pad", [(False, False), (True, False), (True, True)])
+def test_pools_match_naive_loops(avg, include_pad):
+    for _ in range(30):
+        k = [int(RNG.integers(1, 5)), int(RNG.integers(1, 5))]
+        strides = [int(RNG.integers(1, 4)) for _ in k]
+        pads = [int(RNG.integers(0, kk)) for kk in k] * 2
+        size = (int(RNG.integers(k[0], 12)), int(RNG.integers(k[1], 12)))
+        x = RNG.standard_normal((2, 3) + size).astype(np.float32)
+        out = _out(x.shape, (1, 1, *k), strides, [1, 1], pads)
+        plan = nn_ckernels.pool2d_plan(x.shape, x.dtype, k, strides, [1, 1], pads[:2], pads[2:], out, avg,
+                                       include_pad)
+        got = plan(x)
+        if not avg:
+            want = naive_pool(x, k, strides, pads, lambda v: v.max(-1))
+            np.testing.assert_array_equal(got, want)
+            continue
+        if include_pad:  # padded zeros count: the window sum over the zero-padded input / window size
+            xp = np.pad(x, [(0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])])
+            want = naive_pool(xp, k, strides, [0] * 4, lambda v: v.mean(-1))
+        else:
+            want = naive_pool(x, k, strides, pads, lambda v: v.mean(-1))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_maxpool_propagates_nan_and_all_padding_window():
+    x = np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4)
+    x[0, 0, 1, 1] = np.nan
+    got = nn_ckernels.pool2d_plan(x.shape, x.dtype, [2, 2], [2, 2], [1, 1], [0, 0], [0, 0], [2, 2])(x)
+    assert np.isnan(got[0, 0, 0, 0]) and got[0, 0, 1, 1] == 15
+    got = nn_ckernels.pool2d_plan(x.shape, x.dtype, [3, 3], [1, 1], [1, 1], [1, 1], [1, 1], [4, 4])(x)
+    assert np.isnan(got[0, 0, :3, :3]).all() and got[0, 0, 3, 3] == 15 and got[0, 0, 0, 3] == 7
+    # a window lying wholly in the padding (ceil-mode geometry) yields -inf, as the numpy kernel's fill does
+    got = nn_ckernels.pool2d_plan(x.shape, x.dtype, [1, 1], [3, 3], [1, 1], [0, 0], [3, 3], [3, 3])(x)
+    assert got[0, 0, 1, 1] == 15 and got[0, 0, 0, 1] == 3 and got[0, 0, 2, 2] == -np.inf
+
+
+def test_global_pools_and_dilated_pool_through_the_ops():
+    from tests.framework.test_ops_nn import run
+    x = RNG.standard_normal((2, 5, 6, 7)).astype(np.float32)
+    want = x.astype(np.float64).mean(axis=(2, 3), keepdims=True)
+    np.testing.assert_allclose(run("GlobalAveragePool", x), want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(run("GlobalMaxPool", x), x.max(axis=(2, 3), keepdims=True))
+    got = run("MaxPool", x, kernel_shape=[2, 3], dilations=[2, 1], strides=[1, 2], pads=[1, 0, 0, 1])
+    xp = np.pad(x, [(0, 0), (0, 0), (1, 0), (0, 1)], constant_values=-np.inf)
+    want = np.stack([np.stack([xp[:, :, i:i + 3:2, 2 * j:2 * j + 3].max(axis=(2, 3))
+                               for j in range(got.shape[3])], -1) for i in range(got.shape[2])], -2)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_buffer_checks_reject_short_or_wrong_buffers():
+    c = nn_ckernels._C
+    x, w = np.zeros((1, 2, 4, 4), np.float32), np.zeros((2, 1, 3, 3), np.float32)
+    geo = (1, 2, 4, 4, 2, 1, 3, 3, 1, 1, 1, 1, 1, 1, 4, 4)
+    with pytest.raises(ValueError, match="conv y"):
+        c.conv(x, w, None, np.zeros(31, np.float32), geo, 0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="conv x"):
+        c.conv(x.astype(np.float64), w, None, np.zeros(32, np.float32), geo, 0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="geometry"):
+        c.conv(x, w, None, np.zeros(32, np.float32), geo[:5] + (3,) + geo[6:], 0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="pool x"):
+        c.pool(np.zeros(3, np.float32), np.zeros(32, np.float32), geo, 0, (0, 4, 0, 4))
