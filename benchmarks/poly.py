@@ -1,0 +1,268 @@
+"""The polyhedral suite. (1) PolyBench: per kernel and thread count, the original loop order, isl's schedule,
+each preset and Polly (clang -O3 -mllvm -polly on the original-order C), all correctness-gated against numpy.
+(2) Fused DL loop nests: O1 sessions with the polyhedral backend vs the DVM. (3) A static-shape model at O1
+(poly) vs O0, with its compile time and a second session's compiler runs.
+
+Ours is the `cpu-contiguity` preset; ratios are ours / peer median (< 1: ours is faster).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from . import harness
+
+SUITE = "poly"
+OURS = "cpu-contiguity"
+SCHEDULES = ("cpu-contiguity", "original", "isl", "feautrier", "pluto-like")
+DEFAULTS = {"rounds": 5, "warmup": 1, "min_round_s": 0.05, "max_case_s": 20.0}
+QUICK = {"rounds": 3, "warmup": 1, "min_round_s": 0.01, "max_case_s": 5.0}
+POLLY_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math",
+               "-fno-signed-zeros", "-fassociative-math", "-mllvm", "-polly", "-mllvm", "-polly-parallel")
+
+
+def ensure_polly() -> str | None:
+    """clang with Polly; installs Debian's clang + libpolly-<ver>-dev when absent. None (with a message
+    on stderr) when it cannot: the Polly column is then an error, the rest of the suite still runs."""
+    def works():
+        cc = shutil.which("clang")
+        if not cc:
+            return None
+        probe = subprocess.run([cc, "-O3", "-mllvm", "-polly", "-x", "c", "-c", "-", "-o", "/dev/null"],
+                               input="int f(int*a){for(int i=0;i<9;i++)a[i]=i;return 0;}", text=True,
+                               capture_output=True)
+        return cc if probe.returncode == 0 else None
+    cc = works()
+    if cc:
+        return cc
+    harness.progress("Polly not found: installing clang and libpolly with apt-get ...")
+    try:
+        subprocess.run(["apt-get", "update"], check=True, capture_output=True, timeout=600)
+        ver = subprocess.run(["apt-cache", "policy", "clang"], capture_output=True, text=True).stdout
+        major = next((ln.split(":")[-1].split(".")[0].strip() for ln in ver.splitlines()
+                      if "Candidate" in ln), "")
+        subprocess.run(["apt-get", "install", "-y", "clang", f"libpolly-{major}-dev", f"libomp-{major}-dev"],
+                       check=True, capture_output=True, timeout=1200)
+    except (OSError, subprocess.SubprocessError, StopIteration) as e:
+        print(f"benchmarks poly: cannot install Polly ({e}); run `apt-get install clang libpolly-<ver>-dev` "
+              "as root", file=sys.stderr)
+        return None
+    cc = works()
+    if not cc:
+        print("benchmarks poly: clang -mllvm -polly still fails after installing; Polly rows are errors",
+              file=sys.stderr)
+    return cc
+
+
+def build_flags():
+    from polyhedral import build
+    return build.FLAGS
+
+
+def _polybench_case(name, size, threads, polly_cc, flags_note):
+    from polyhedral import build, codegen, config, polybench, scheduler
+
+    scop = polybench.SCOPS[name]
+    b = scop.sizes[size]
+    t0 = time.perf_counter()
+    items, sched_s = [], {}
+    for preset in SCHEDULES:
+        t1 = time.perf_counter()
+        res = scheduler.schedule(scop, b, config.preset(preset))
+        items.append((scop, b, res, f"k_{preset.replace('-', '_')}"))
+        sched_s[preset] = time.perf_counter() - t1
+    kernels = dict(zip(SCHEDULES, build.compile_scops(items)))
+    setter = kernels[OURS]
+    if polly_cc:
+        src = codegen.translation_unit([codegen.function(scop, b, items[1][2], "k_polly")])
+        lib = build.load(build.shared_library(src, POLLY_FLAGS, cc=polly_cc, libs=("-lgomp", "-lm")))
+        kernels["polly"] = build.Kernel(lib, "k_polly", scop, b)
+    x = polybench.inputs(scop, b, seed=1)
+    ref = polybench.reference(name, x, b)
+    written = [a.name for a in scop.arrays if a.role != "in"]
+    runners, checks = {}, {}
+    for label, k in kernels.items():
+        arrays = {a.name: x[a.name].copy() for a in scop.arrays}
+        setter.set_threads(threads)
+        k(arrays, x)
+        err = max(float(np.max(np.abs(arrays[a] - v))) / max(1e-300, float(np.max(np.abs(v))))
+                  for a, v in ref.items())
+        checks[label] = err
+        if not err < 1e-6:  # NaN fails too
+            continue
+
+        def run(k=k, arrays=arrays):
+            for a in written:  # restore what the kernel updates in place, so every call does the same work
+                np.copyto(arrays[a], x[a])
+            setter.set_threads(threads)
+            k(arrays, x)
+        runners[label] = run
+    if OURS not in runners:
+        raise RuntimeError(f"{OURS} output differs from numpy (relative error {checks[OURS]:.2e})")
+    if polly_cc is None:
+        checks["polly"] = "clang with Polly is not available"
+    meta = {"kernel": name, "size": size, "params": b, "check_rel_err": checks, "schedule_s": sched_s,
+            "build_s": time.perf_counter() - t0, "flags": flags_note}
+    return harness.Case(f"{name} {size} t{threads}", runners, meta)
+
+
+def _dl_models():
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    n = helper.make_node
+
+    def model(nodes, ins, inits=(), opset=17):
+        inputs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, s) for k, s in ins]
+        g = helper.make_graph(nodes, "g", inputs,
+                              [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v, k) for k, v in inits])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+    def r(*s):
+        return rng.standard_normal(s).astype(np.float32)
+    R, C = 256, 1024
+    return {
+        "matmul_bias_relu 128x256x256": (model(
+            [n("MatMul", ["x", "W"], ["t"]), n("Add", ["t", "B"], ["u"]), n("Relu", ["u"], ["y"])],
+            [("x", [128, 256])], [("W", r(256, 256)), ("B", r(256))]), {"x": r(128, 256)}),
+        f"softmax {R}x{C}": (model([n("Softmax", ["x"], ["y"], axis=-1)], [("x", [R, C])]), {"x": r(R, C)}),
+        f"layer_norm {R}x{C}": (model([n("LayerNormalization", ["x", "g", "b"], ["y"], axis=-1)],
+                                      [("x", [R, C]), ("g", [C]), ("b", [C])]),
+                                {"x": r(R, C), "g": r(C), "b": r(C)}),
+        f"bias_gelu {R}x{C}": (model([n("Add", ["x", "b"], ["t"]), n("Gelu", ["t"], ["y"])],
+                                     [("x", [R, C]), ("b", [C])], opset=20), {"x": r(R, C), "b": r(C)}),
+        f"transpose_reduce {C}x{R}": (model([n("Transpose", ["x"], ["t"], perm=[1, 0]),
+                                             n("ReduceSum", ["t", "ax"], ["y"], keepdims=0)], [("x", [C, R])],
+                                            [("ax", np.array([1], np.int64))]), {"x": r(C, R)}),
+    }
+
+
+def _session_case(label, model, feed, runners_spec, ours):
+    import framework
+
+    sessions = {k: framework.InferenceSession(model, jit_level=jl, graph_kernel_flags=fl)
+                for k, (jl, fl) in runners_spec.items()}
+    outs = {k: s.run(None, feed)[0] for k, s in sessions.items()}
+    ref = outs[ours]
+    for k, o in outs.items():
+        scale = max(1.0, float(np.max(np.abs(ref))))
+        if not np.allclose(o, ref, rtol=1e-4, atol=1e-4 * scale):
+            raise RuntimeError(f"{k} disagrees with {ours}: max |diff| {float(np.max(np.abs(o - ref))):.3g}")
+    meta = {k: {"backends": s.stats["backends"], "fallbacks": s.stats["fallbacks"],
+                "compile_ms": s.stats["compile_ms"]} for k, s in sessions.items()}
+    return harness.Case(label, {k: (lambda s=s: s.run(None, feed)) for k, s in sessions.items()}, meta)
+
+
+def _static(model_name):
+    import onnx_models
+
+    m = onnx_models.build(model_name)
+    feed = onnx_models.example_inputs(model_name, {"batch": 8, "seq": 64})
+    for inp in m.graph.input:
+        if inp.name in feed:
+            for d, size in zip(inp.type.tensor_type.shape.dim, feed[inp.name].shape):
+                d.ClearField("dim_param")
+                d.dim_value = size
+    return m, feed
+
+
+def _model_case(model_name):
+    import framework
+    from polyhedral import build
+
+    m, feed = _static(model_name)
+    before = build.COMPILES["count"]
+    spec = {"O1 poly": ("O1", "--kernel_generator=poly"), "O0": ("O0", "")}
+    case = _session_case(f"model {model_name} (static)", m, feed, spec, "O1 poly")
+    first_compiles = build.COMPILES["count"] - before
+    t0 = time.perf_counter()
+    second = framework.InferenceSession(m, jit_level="O1", graph_kernel_flags="--kernel_generator=poly")
+    case.meta["second_session"] = {"compiler_runs": build.COMPILES["count"] - before - first_compiles,
+                                   "session_s": time.perf_counter() - t0,
+                                   "compile_ms": second.stats["compile_ms"]}
+    case.meta["first_session_compiler_runs"] = first_compiles
+    return case
+
+
+def geomean(xs):
+    xs = [x for x in xs if x and x > 0 and math.isfinite(x)]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def summary(rows) -> str:
+    """Geomean speedups of ours over each peer, per thread count (speedup = peer / ours)."""
+    lines = ["", "| threads | peer | geomean speedup of cpu-contiguity | kernels | worst kernel (speedup) |",
+             "|---|---|---|---|---|"]
+    for t in sorted({r["threads"] for r in rows if r["meta"].get("kernel")}):
+        sel = [r for r in rows if r["meta"].get("kernel") and r["threads"] == t and not r["error"]]
+        for peer in ("original", "isl", "feautrier", "pluto-like", "polly"):
+            sp = {r["case"]: 1 / r["ratios"][peer] for r in sel if r["ratios"].get(peer)}
+            if sp:
+                worst = min(sp, key=sp.get)
+                lines.append(f"| {t} | {peer} | {geomean(sp.values()):.2f} | {len(sp)} | "
+                             f"{worst} ({sp[worst]:.2f}) |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m benchmarks poly", description=__doc__)
+    harness.add_output_args(p)
+    harness.add_timing_args(p, DEFAULTS)
+    p.add_argument("--size", default="medium", choices=("mini", "medium", "large"))
+    p.add_argument("--kernels", help="comma-separated PolyBench kernels (default: all 16)")
+    p.add_argument("--threads", default="1,2", help="thread counts for PolyBench (default 1,2)")
+    p.add_argument("--parts", default="polybench,dl,model", help="which parts to run")
+    p.add_argument("--no-polly", action="store_true", help="skip Polly (no clang install)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from polyhedral import polybench
+
+    kw = {**(QUICK if args.quick else DEFAULTS)}
+    given = {"rounds": args.rounds, "warmup": args.warmup, "min_round_s": args.min_round_s,
+             "max_case_s": args.max_case_s}
+    kw.update({k: v for k, v in given.items() if v is not None})
+    names = args.kernels.split(",") if args.kernels else list(polybench.KERNELS)
+    flags_note = "gcc " + " ".join(build_flags()) + "; polly: clang " + " ".join(POLLY_FLAGS)
+    parts = set(args.parts.split(","))
+    items = []
+    if "polybench" in parts:
+        polly = None if args.no_polly else ensure_polly()
+        for name in names:
+            for t in [int(x) for x in args.threads.split(",")]:
+                items.append((f"{name} t{t}", t, lambda n=name, t=t: _polybench_case(
+                    n, args.size, t, polly, flags_note)))
+    if "dl" in parts:
+        for label, (m, feed) in _dl_models().items():
+            items.append((label, None, lambda label=label, m=m, feed=feed: _session_case(
+                label, m, feed, {"poly": ("O1", "--kernel_generator=poly"),
+                                 "dvm": ("O1", "--kernel_generator=dvm")}, "poly")))
+    if "model" in parts:
+        items.append(("model tiny_gpt", None, lambda: _model_case("tiny_gpt")))
+    rows = []
+    with contextlib.ExitStack() as stack:
+        stream = stack.enter_context(open(args.out, "w")) if args.out else sys.stdout
+        for i, (label, threads, thunk) in enumerate(items, 1):
+            harness.progress(f"[{i}/{len(items)}] {label}")
+            case = harness._build(label, thunk, {"threads": threads, "suite": SUITE})
+            if isinstance(case, harness.Case):
+                case = harness.measure(case, threads=threads, suite=SUITE, **kw)
+            row = case
+            harness.emit(row, stream)
+            rows.append(row)
+    table = harness.markdown_table(rows) + summary(rows)
+    return harness.finish(rows, table, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Scheduler configurations (frozen dataclasses), the named presets, loading a user's from JSON or TOML."""
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from framework.errors import MsgxError
+
+OBJECTIVES = ("parallel", "proximity", "feautrier", "contiguity", "big-loops", "sum")
+DIRECTIVES = ("parallel", "vector", "serial", "reduce")
+FUSION = ("max", "smart", "none")
+ALGORITHMS = ("farkas", "isl", "original")
+
+
+class ConfigError(MsgxError):
+    """A scheduler configuration names an unknown objective, directive, fusion policy or field."""
+
+
+@dataclass(frozen=True)
+class Directive:
+    """`kind` for iterator `iterator` of statement `stmt` ("*" = every statement that has that iterator)."""
+
+    kind: str
+    iterator: str
+    stmt: str = "*"
+
+
+@dataclass(frozen=True)
+class Config:
+    """objectives[d] is the ordered list minimised lexicographically for schedule dimension d (the last
+    entry serves deeper dimensions); tile_sizes[k] tiles the k-th row of each permutable band (0: untiled)."""
+
+    name: str
+    algorithm: str = "farkas"
+    objectives: tuple[tuple[str, ...], ...] = (("proximity", "sum"),)
+    fusion: str = "smart"
+    tile_sizes: tuple[int, ...] = ()
+    parallel: bool = True  # OpenMP on the outermost parallel loop of each nest
+    vectorize: bool = True  # `omp simd` on innermost loops that carry no dependence
+    directives: tuple[Directive, ...] = ()
+    coef_bound: int = 4  # schedule coefficients are searched in [0, coef_bound]
+    # Pluto's bands: rows keep every dependence of their band weakly satisfied (tileable, may skew); False:
+    # rows only respect what is still unsatisfied, and permutable runs are found afterwards for tiling
+    permutable: bool = True
+    extra: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(f"config {self.name!r}: unknown algorithm {self.algorithm!r}; "
+                              f"one of {ALGORITHMS}")
+        if self.fusion not in FUSION:
+            raise ConfigError(f"config {self.name!r}: unknown fusion policy {self.fusion!r}; one of {FUSION}")
+        if not self.objectives:
+            raise ConfigError(f"config {self.name!r}: objectives must list at least one dimension")
+        for dim in self.objectives:
+            bad = [o for o in dim if o not in OBJECTIVES]
+            if bad:
+                raise ConfigError(f"config {self.name!r}: unknown objective(s) {bad}; known: {OBJECTIVES}")
+        for d in self.directives:
+            if d.kind not in DIRECTIVES:
+                raise ConfigError(f"config {self.name!r}: unknown directive {d.kind!r}; one of {DIRECTIVES}")
+        if any(int(t) < 0 for t in self.tile_sizes) or self.coef_bound < 1:
+            raise ConfigError(f"config {self.name!r}: tile sizes must be >= 0 and coef_bound >= 1")
+
+    def objectives_at(self, dim: int) -> tuple[str, ...]:
+        return self.objectives[min(dim, len(self.objectives) - 1)]
+
+    def tile_at(self, k: int) -> int:
+        return int(self.tile_sizes[min(k, len(self.tile_sizes) - 1)]) if self.tile_sizes else 0
+
+
+PRESETS: dict[str, Config] = {c.name: c for c in (
+    Config("original", algorithm="original", parallel=False, vectorize=False),
+    Config("isl", algorithm="isl"),
+    Config("feautrier", objectives=(("feautrier", "sum"),), fusion="max"),
+    Config("pluto-like", objectives=(("proximity", "sum"),), fusion="smart", tile_sizes=(32,)),
+    Config("cpu-contiguity", objectives=(("parallel", "contiguity", "proximity", "big-loops", "sum"),),
+           fusion="smart", tile_sizes=(32, 64, 256), permutable=False),
+)}
+
+
+def preset(name: str) -> Config:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown scheduler preset {name!r}; presets: {sorted(PRESETS)}") from None
+
+
+def from_dict(d: dict) -> Config:
+    """A Config from plain data: objectives as lists of lists, directives as {kind, iterator, stmt} tables."""
+    known = {f.name for f in fields(Config)}
+    bad = sorted(set(d) - known)
+    if bad:
+        raise ConfigError(f"unknown config field(s) {bad}; known: {sorted(known)}")
+    if "name" not in d:
+        raise ConfigError("a config needs a name")
+    kw = dict(d)
+    if "objectives" in kw:
+        objs = kw["objectives"]
+        kw["objectives"] = tuple((o,) if isinstance(o, str) else tuple(o) for o in objs)
+    if "tile_sizes" in kw:
+        kw["tile_sizes"] = tuple(int(t) for t in kw["tile_sizes"])
+    if "directives" in kw:
+        try:
+            kw["directives"] = tuple(Directive(**x) for x in kw["directives"])
+        except TypeError as e:
+            raise ConfigError(f"config {d['name']!r}: bad directive: {e}") from None
+    return Config(**kw)
+
+
+def load(path: str | Path) -> Config:
+    """A Config from a .json or .toml file."""
+    p = Path(path)
+    try:
+        text = p.read_bytes()
+        data = tomllib.loads(text.decode()) if p.suffix == ".toml" else json.loads(text)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read scheduler config {str(p)!r}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"scheduler config {str(p)!r} must hold a table/object")
+    return from_dict(data)
