@@ -46,3 +46,8 @@ class KernelError(MsgxError):
 
 class ContextError(MsgxError):
     """Invalid option passed to set_context or a session (mode, jit_level, flags)."""
+
+
+class GradError(MsgxError):
+    """Autograd or training API misuse: a non-scalar output without sensitivity, a weight the function does
+    not use, a traced tensor read before the graph runs."""

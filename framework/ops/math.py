@@ -46,10 +46,24 @@ def _swap_last(b, v):
     return b.op("Transpose", v, perm=list(range(r - 2)) + [r - 1, r - 2])
 
 
+def _linear_grad(b, a, c, g):
+    """x [..., K] @ W [K, N] (a linear layer): both gradients as single 2-D GEMMs over the flattened rows,
+    so dW is one BLAS call instead of a batched matmul followed by a reduction over the batch."""
+    k, m = c.type.shape
+    flat_a = b.op("Reshape", a, b.ints([-1, k]))
+    flat_g = b.op("Reshape", g, b.ints([-1, m]))
+    da = b.op("Reshape", b.op("Gemm", flat_g, c, transB=1), b.shape(a)) if b.needs(a) else None
+    dc = b.op("Gemm", flat_a, flat_g, transA=1) if b.needs(c) else None
+    return [da, dc]
+
+
 def _matmul_grad(b, n, gouts):
     """dA = g @ B^T, dB = A^T @ g, on 1-D operands promoted to 2-D, summed over broadcast batch dims."""
     a, c = n.inputs
     g, a2, c2 = gouts[0], a, c
+    if a.type.rank is not None and a.type.rank >= 3 and c.type.rank == 2 and \
+            all(isinstance(d, int) for d in c.type.shape):
+        return _linear_grad(b, a, c, g)
     if c.type.rank == 1:
         c2, g = b.op("Unsqueeze", c, b.ints([1])), b.op("Unsqueeze", g, b.ints([-1]))
     if a.type.rank == 1:
