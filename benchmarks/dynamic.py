@@ -103,7 +103,7 @@ def torch_model(torch, w: dict[str, np.ndarray]):
 
         def forward(self, ids):
             b, s = ids.shape
-            pos = torch.arange(s)
+            pos = torch.arange(s, device=ids.device)  # the GPU suite runs this module on CUDA
             x = self.p("wte")[ids] + self.p("wpe")[pos]
             mask = pos[None, :] > pos[:, None]  # key position j > query position i
             for i in range(n_layers):

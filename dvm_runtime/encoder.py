@@ -193,7 +193,11 @@ def _reshape_target(node: Node, x: _V, vals) -> tuple:
     return tuple(1 if i in axes else next(it) for i in range(n))
 
 
-def encode(body: Graph, input_shapes, input_dtypes=None, input_values=None) -> Program:
+# Targets besides the CPU: name -> (tiling(rows, cols, n_regs, reduces) -> (tr, tc), host_kernel(node))
+TARGETS: dict = {}
+
+
+def encode(body: Graph, input_shapes, input_dtypes=None, input_values=None, target: str = "cpu") -> Program:
     """Encode `body` for concrete input shapes; input_values maps input index -> array for inputs used as
     shape operands (Reshape targets). Raises UnsupportedError for bodies the ISA cannot express."""
     st = _STATIC.get(id(body))
@@ -201,7 +205,9 @@ def encode(body: Graph, input_shapes, input_dtypes=None, input_values=None) -> P
         if len(_STATIC) >= 512:
             _STATIC.clear()
         st = _STATIC[id(body)] = _static(body)
-    return _Encoder(body, st, input_shapes, input_dtypes, input_values or {}).run()
+    enc = _Encoder(body, st, input_shapes, input_dtypes, input_values or {})
+    enc.target = TARGETS[target] if target != "cpu" else None  # a KeyError names an unregistered target
+    return enc.run()
 
 
 _STATIC: dict = {}  # id(body) -> (body, users, constant values, host kernels): what no shape changes
@@ -225,6 +231,8 @@ def _static(body):
 
 
 class _Encoder:
+    target = None  # None: the CPU; else a TARGETS entry
+
     def __init__(self, body, static, shapes, dtypes, values):
         self.body, self.prog = body, Program(np.zeros(0, np.uint64))
         _, self.users, consts, self.host_cache = static
@@ -307,7 +315,12 @@ class _Encoder:
             opdef = ops.get(n.op, n.domain, n.opset, n.name)
             ctx = ops.Ctx({**opdef.attrs, **n.attrs}, len(n.outputs), n.opset, n.name)
             self.host_cache[n] = (opdef.infer, ctx, NUMPY.compile(n))
-        infer, ctx, kernel = self.host_cache[n]
+        infer, ctx, cpu_kernel = self.host_cache[n]
+        kernel = cpu_kernel
+        if self.target is not None:  # a device target runs the node its own way (e.g. cuBLAS)
+            kernel = self.host_cache.get((n, "kernel", id(self.target)))
+            if kernel is None:
+                kernel = self.host_cache[(n, "kernel", id(self.target))] = self.target[1](n)
         key = (n, tuple((x.dtype, x.shape) if x is not None else None for x in ins))
         out = self.host_cache.get(key)
         if out is None:  # output types of this host node for these input types (pure, so memoized)
@@ -316,7 +329,7 @@ class _Encoder:
             out = [(tuple(int(d) for d in t.shape), t.dtype) for t in out]
             if len(self.host_cache) > 1024:
                 self.host_cache.clear()
-                self.host_cache[n] = (infer, ctx, kernel)
+                self.host_cache[n] = (infer, ctx, cpu_kernel)
             self.host_cache[key] = out
         base = sum(h[2] for h in self.prog.host)
         self.prog.host.append((kernel, [x.src if x is not None else None for x in ins], len(out)))
@@ -602,7 +615,9 @@ class _Encoder:
         rows, cols = D[0] * D[1] * D[2], D[3]
         nregs = max(self.n_regs, 1)
         budget = max(64, ARENA_BYTES // (4 * nregs))
-        if self.reduce_axes is not None:
+        if self.target is not None:
+            tr, tc = self.target[0](rows, cols, nregs, self.reduce_axes is not None)
+        elif self.reduce_axes is not None:
             if cols > isa.MAX_TILE_ELEMS:
                 raise UnsupportedError(f"rows of {cols} elements exceed the tile limit")
             tc = max(cols, 1)

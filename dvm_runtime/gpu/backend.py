@@ -1,0 +1,253 @@
+"""GpuDvmBackend: fused clusters run by the CUDA VM on CuPy arrays that stay on the device between kernels.
+
+Bytecode comes from the same encoder with the GPU tiling (`encode(..., target="gpu")`); MatMul/Gemm (alone
+or feeding an epilogue) run through cuBLAS (cupy.matmul). Nodes the GPU does not take run on the host
+backends behind it (`HostBackend` copies device arrays down first); a shape the GPU cannot tile falls back
+to the numpy reference for that shape, with the reason in `shape_fallbacks`.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from framework.errors import ContextError
+from framework.ir import Node
+
+from .. import encoder, isa
+from ..backend import CACHE_MAX, DTYPES, _Reference, _shape_inputs, _trial
+from . import device_ops, vm as gvm
+
+# Register bytes a block aims for (4-byte elements): two blocks per SM, and up to 32 elements per thread per
+# instruction, so decoding an instruction is paid over many elements.
+TILE_BYTES = 96 * 1024
+MIN_TILE, MAX_TILE = 256, 8192
+MAX_TILE_ROWS = 1024     # each tile row also takes 24 bytes of shared memory (its d0, d1, d2)
+BLAS_OPS = frozenset({"MatMul", "Gemm"})
+
+
+def gpu_tiling(rows: int, cols: int, n_regs: int, reduces: bool) -> tuple[int, int]:
+    """(tile_rows, tile_cols) for a block: whole rows when rows are short or reduced, else column chunks."""
+    te = TILE_BYTES // (4 * n_regs)
+    te = max(MIN_TILE, min(MAX_TILE, 1 << max(te, 1).bit_length() - 1))
+    cols = max(cols, 1)
+    if reduces:
+        if cols * n_regs * 4 > 200 * 1024:
+            raise encoder.UnsupportedError(f"rows of {cols} elements x {n_regs} registers exceed shared "
+                                           "memory")
+        return max(1, min(rows, te // cols, MAX_TILE_ROWS)), cols
+    if cols >= te:
+        return 1, te
+    return max(1, min(rows, te // cols, MAX_TILE_ROWS)), cols
+
+
+def _cupy():
+    import cupy
+    return cupy
+
+
+def to_device(x):
+    """A CuPy array for a numpy array (copied up) or a CuPy array (as is); other values unchanged."""
+    cp = _cupy()
+    return cp.asarray(x) if isinstance(x, np.ndarray) else x
+
+
+def to_host(x):
+    """A numpy array for a CuPy array (copied down); anything else unchanged."""
+    return x.get() if type(x).__module__.startswith("cupy") and hasattr(x, "get") else x
+
+
+def _blas_kernel(node: Node):
+    """MatMul / Gemm on the device through cuBLAS (cupy.matmul); Gemm's alpha, beta and transposes."""
+    cp = _cupy()
+    if node.op == "MatMul":
+        return lambda a, b: [cp.matmul(to_device(a), to_device(b))]
+    from framework import ops
+    at = {**ops.get(node.op, node.domain, node.opset, node.name).attrs, **node.attrs}
+    alpha, beta = float(at.get("alpha", 1.0)), float(at.get("beta", 1.0))
+    ta, tb = int(at.get("transA", 0)), int(at.get("transB", 0))
+
+    def gemm(a, b, c=None):
+        a, b = to_device(a), to_device(b)
+        y = cp.matmul(a.T if ta else a, b.T if tb else b)
+        if alpha != 1.0:
+            y *= y.dtype.type(alpha)
+        if c is not None:
+            y += to_device(c) if beta == 1.0 else to_device(c) * y.dtype.type(beta)
+        return [y]
+    return gemm
+
+
+def _host_op_kernel(node: Node):
+    """A node of a fused body run on the device: BLAS ops by cuBLAS, others (Conv) by numpy on the host."""
+    if node.op in BLAS_OPS:
+        return _blas_kernel(node)
+    from framework.backends import NUMPY
+    cpu = NUMPY.compile(node)
+    return lambda *xs: [to_device(np.asarray(o)) for o in cpu(*[to_host(x) for x in xs])]
+
+
+encoder.TARGETS["gpu"] = (gpu_tiling, _host_op_kernel)
+
+
+_WARM: list = []
+
+
+def _warm_up(cp) -> None:
+    """Once per process: cuBLAS handles, a few small matmuls and the VM's module load, so a session's setup
+    pays for them rather than its first call."""
+    if _WARM:
+        return
+    for nd in (2, 3, 4):
+        a = cp.ones((2,) * (nd - 2) + (4, 8), cp.float32)
+        cp.matmul(a, a.swapaxes(-1, -2))
+        cp.matmul(a[..., :1, :], a.swapaxes(-1, -2))
+    code = device_ops.transpose_program((4, 8), (1, 0), np.float32, gpu_tiling)  # loads the VM's module
+    gvm.get_vm().run(code, [a.reshape(-1)[:32], cp.empty(32, cp.float32)])
+    cp.cuda.Device().synchronize()
+    _WARM.append(True)
+
+
+class GpuDvmBackend:
+    """Backend protocol: name, supports(node), compile(node, run_graph) -> kernel(*arrays) -> list."""
+
+    name = "gpu"
+
+    def __init__(self):
+        from . import why_unavailable
+        why = why_unavailable()
+        if why:
+            raise ContextError(f"device='gpu' is not available: {why}")
+        self.vm = gvm.get_vm()
+        _warm_up(_cupy())
+        self.encode_times: list[float] = []
+        self.shape_fallbacks: dict[str, str] = {}
+        self._consts: dict[int, tuple] = {}   # id(numpy constant) -> (constant, its device copy)
+        self._layout = device_ops.builders(_cupy(), self.vm, gpu_tiling)
+
+    def supports(self, node: Node) -> bool:
+        """MatMul/Gemm, and Fused nodes whose body the encoder takes for the GPU at a trial binding."""
+        if device_ops.takes(node):
+            return True
+        if node.op in BLAS_OPS and node.domain in ("", "ai.onnx"):
+            return all(v is None or getattr(v.type, "dtype", None) in (np.float32, np.float64)
+                       for v in node.inputs)
+        if node.op != "Fused" or node.domain != "msgx" or "body" not in node.attrs:
+            return False
+        body = node.attrs["body"]
+        if any(n.op not in encoder.SUPPORTED_OPS for n in body.nodes):
+            return False
+        for v in list(body.inputs) + [o for n in body.nodes for o in n.outputs]:
+            if getattr(v.type, "dtype", None) not in DTYPES or getattr(v.type, "shape", None) is None:
+                return False
+        try:
+            encoder.encode(body, *_trial(body), target="gpu")
+        except Exception:  # noqa: BLE001 - anything the encoder cannot express is declined, not fatal
+            return False
+        return True
+
+    def const(self, arr: np.ndarray):
+        """The device copy of a graph constant (uploaded once; the entry keeps the constant alive)."""
+        hit = self._consts.get(id(arr))
+        if hit is None or hit[0] is not arr:
+            if len(self._consts) >= 4096:
+                self._consts.clear()
+            hit = self._consts[id(arr)] = (arr, _cupy().asarray(arr))
+        return hit[1]
+
+    def dev(self, x):
+        """A device array for x: read-only numpy arrays (the graph's constants are) are uploaded once."""
+        if isinstance(x, np.ndarray):
+            return self.const(x) if not x.flags.writeable else _cupy().asarray(x)
+        return x
+
+    def compile(self, node: Node, run_graph=None):
+        if node.op in self._layout and device_ops.takes(node):
+            layout, dev = self._layout[node.op](node), self.dev
+            return lambda x, *rest: layout(dev(x), *rest)
+        if node.op in BLAS_OPS:
+            blas, dev = _blas_kernel(node), self.dev
+            return lambda *arrays: blas(*(dev(a) if a is not None else None for a in arrays))
+        body, times, fallbacks = node.attrs["body"], self.encode_times, self.shape_fallbacks
+        shape_in = sorted(_shape_inputs(body))
+        cache: dict = {}
+
+        def kernel(*arrays):
+            key = tuple((a.shape, a.dtype) for a in arrays)
+            if shape_in:
+                key += tuple(tuple(np.asarray(to_host(arrays[i])).reshape(-1).tolist()) for i in shape_in)
+            prog = cache.get(key)
+            if prog is None:
+                t0 = time.perf_counter()
+                try:
+                    prog = encoder.encode(body, [a.shape for a in arrays], [a.dtype for a in arrays],
+                                          {i: to_host(arrays[i]) for i in shape_in}, target="gpu")
+                    self.vm.prepare(prog.code)
+                except (encoder.UnsupportedError, gvm.GpuLimitError) as e:
+                    prog = _Reference(node, run_graph)
+                    fallbacks[node.name or "cluster"] = f"shape {key[:len(arrays)]} ran on the reference: {e}"
+                times.append(time.perf_counter() - t0)
+                if len(cache) >= CACHE_MAX:
+                    cache.pop(next(iter(cache)))
+                cache[key] = prog
+            if isinstance(prog, _Reference):
+                return prog.run([to_host(a) for a in arrays], None)
+            return self.run_program(prog, arrays)
+        kernel.cache = cache
+        return kernel
+
+    def run_program(self, prog: encoder.Program, arrays) -> list:
+        """Run an encoded program on the device: host nodes (cuBLAS), buffers bound, the VM, the outputs."""
+        cp = _cupy()
+        host_vals: list = []
+
+        def get(src):
+            if src is None:
+                return None
+            kind, ref = src
+            if kind == "in":
+                return self.dev(arrays[ref])
+            return host_vals[ref] if kind == "host" else self.const(ref)
+        for kern, refs, _ in prog.host:
+            host_vals.extend(kern(*(get(r) for r in refs)))
+        bufs = []
+        for role, src, shape, dtype in prog.slots:
+            if role == isa.Role.INPUT:
+                bufs.append(cp.ascontiguousarray(get(src), dtype=dtype).reshape(-1))
+            else:
+                bufs.append(cp.empty(math.prod(shape), dtype))
+        self.vm.run(prog.code, bufs)
+        outs = []
+        for src, shape in prog.outputs:
+            if src[0] == "slot":
+                outs.append(bufs[src[1]].reshape(shape))
+            elif src[0] == "const":
+                outs.append(cp.array(src[1]).reshape(shape))
+            else:
+                outs.append(get(src).reshape(shape))
+        return outs
+
+
+class HostBackend:
+    """Wraps a host backend in a GPU session: device arrays reaching it are copied to the host first."""
+
+    def __init__(self, inner):
+        self.inner, self.name = inner, inner.name
+
+    @property
+    def shape_fallbacks(self) -> dict:
+        return getattr(self.inner, "shape_fallbacks", {})
+
+    def supports(self, node: Node) -> bool:
+        return self.inner.supports(node)
+
+    def compile(self, node: Node, run_graph=None):
+        kernel = self.inner.compile(node, run_graph)
+        return lambda *arrays: kernel(*[to_host(a) for a in arrays])
+
+
+def gpu_backends(jit_level: str, graph_kernel_flags: str = "") -> tuple:
+    """The backends of a device='gpu' session: the GPU first, then the CPU ones behind HostBackend."""
+    from framework.backends import backends_for
+    return (GpuDvmBackend(), *(HostBackend(b) for b in backends_for(jit_level, graph_kernel_flags)))

@@ -1,0 +1,191 @@
+"""The CUDA VM's host side: build the interpreter once per process (NVRTC through CuPy, cubin kept in the
+shared DiskCache), validate each program with the CPU VM's checks, size shared memory and launch.
+
+A program is prepared once (validated, uploaded, launch geometry) and launched many times; per launch only
+the buffers are checked (count, dtype, size, contiguity), then pointers go in as kernel arguments.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+
+import numpy as np
+
+from .. import isa
+from ..pyvm import DvmError
+
+NT = 256                 # threads per block (cuda_vm.cu's NT)
+INLINE_PTRS = 16         # buffer pointers passed as kernel arguments; more go through a device table
+INS_BYTES = 64           # sizeof(Ins) in cuda_vm.cu (static_assert there)
+OPTIONS = ("-std=c++17", "--fmad=false")  # no FMA contraction: the ISA's arithmetic is op by op
+_SRCS = [os.path.join(os.path.dirname(__file__), f) for f in ("cuda_ops.cuh", "cuda_vm.cu")]
+
+
+class GpuLimitError(DvmError):
+    """A valid program that this GPU cannot run as tiled (too much shared memory); the caller falls back."""
+
+
+def kernel_source() -> str:
+    """The CUDA source: typedefs, isa.py's generated header (tables in constant memory), then the VM."""
+    head = isa.c_header().replace("#include <stdint.h>", "")
+    head = head.replace("static const ", "static __constant__ const ")  # tables the device code reads
+    # NVRTC has no <stdint.h>; the header needs only these (glibc's types too, so nvcc takes them)
+    types = "typedef unsigned char uint8_t; typedef signed char int8_t; typedef unsigned int uint32_t;\n"
+    body = []
+    for path in _SRCS:
+        with open(path, encoding="utf-8") as f:
+            body.append(f.read())
+    return types + head + "\n" + "\n".join(body)
+
+
+def _align16(x: int) -> int:
+    return (x + 15) & ~15
+
+
+def shared_bytes(n_words: int, n_instr: int, n_bufs: int, tr: int, tc: int, n_regs: int,
+                 reg_bytes: int) -> int:
+    """Dynamic shared memory of one block; the same layout as the kernel's (code, instructions, buffer
+    pointers, row indices, registers)."""
+    o_ins = _align16(n_words * 8)
+    o_idx = _align16(o_ins + n_instr * INS_BYTES + n_bufs * 8)
+    o_regs = _align16(o_idx + 3 * tr * 8)
+    return o_regs + n_regs * _align16(tr * tc * reg_bytes)
+
+
+def _validate(code: np.ndarray) -> None:
+    """The CPU VM's validation (the C one when built, else the numpy one): a DvmError when invalid."""
+    from .. import cvm, pyvm
+    if cvm.available():
+        cvm.validate(code)
+    else:
+        pyvm.validate(code)
+
+
+_WORDS = [isa.FORM_WORDS[isa.OPCODE_FORMS[isa.Opcode(op)]] if op in isa.Opcode._value2member_map_ else 1
+          for op in range(256)]
+
+
+def _uses_i64(code: np.ndarray, start: int) -> bool:
+    """Whether any instruction has I64 registers (then registers take 8 bytes per element, else 4)."""
+    w, pc, i64, cast = code[start:].tolist(), 0, int(isa.DType.I64), int(isa.Opcode.CAST)
+    while pc < len(w):
+        x = w[pc]
+        if (x >> 8) & 0xF == i64 or ((x & 0xFF) == cast and (x >> 48) & 0xFFFF == i64):
+            return True
+        pc += _WORDS[x & 0xFF]
+    return False
+
+
+class Prepared:
+    """A validated program on the device: its launch geometry and buffer table."""
+
+    __slots__ = ("code", "dev_code", "n_words", "reg_bytes", "smem", "grid", "bufs", "empty")
+
+    def __init__(self, vm: "CudaVM", code: np.ndarray):
+        import cupy
+
+        _validate(code)
+        h = {n: int(code[i]) for i, n in enumerate(isa.header_fields)}
+        nb, n_regs, tr, tc = h["n_buffers"], h["n_regs"], h["tile_rows"], h["tile_cols"]
+        self.bufs = [(isa.NUMPY_DTYPE[isa.DType(int(code[isa.CODE_START + 2 * i]) & 0xFF)],
+                      int(code[isa.CODE_START + 2 * i + 1])) for i in range(nb)]
+        rows, cols = h["d0"] * h["d1"] * h["d2"], h["d3"]
+        self.empty = rows * cols == 0
+        self.code, self.n_words = code, len(code)
+        self.reg_bytes = 8 if _uses_i64(code, isa.CODE_START + isa.BUF_WORDS * nb) else 4
+        self.smem = shared_bytes(len(code), h["n_instr"], nb, tr, tc, n_regs, self.reg_bytes)
+        if self.smem > vm.max_smem:
+            raise GpuLimitError(f"tiles of {tr}x{tc} elements with {n_regs} registers need {self.smem} bytes "
+                                f"of shared memory per block; this GPU allows {vm.max_smem}")
+        ntiles = math.ceil(rows / tr) * math.ceil(cols / tc) if not self.empty else 0
+        per_sm = max(1, min(2048 // NT, vm.smem_per_sm // (self.smem + 1024)))
+        self.grid = min(ntiles, vm.n_sm * per_sm)
+        self.dev_code = cupy.asarray(code)
+
+
+class CudaVM:
+    """The compiled interpreter on the current device; `run(code, buffers)` validates, then launches."""
+
+    def __init__(self):
+        import cupy
+
+        dev = cupy.cuda.Device()
+        attrs = dev.attributes
+        self.n_sm = attrs["MultiProcessorCount"]
+        self.max_smem = attrs["MaxSharedMemoryPerBlockOptin"]
+        self.smem_per_sm = attrs["MaxSharedMemoryPerMultiprocessor"]
+        self.arch = dev.compute_capability
+        self.compile_s, self.from_cache = 0.0, False
+        self.kernel = self._build(cupy)
+        self.max_smem -= self.kernel.shared_size_bytes  # the opt-in limit counts static shared memory too
+        self.kernel.max_dynamic_shared_size_bytes = self.max_smem
+        self._prepared: dict[int, Prepared] = {}
+        self._zero = np.uint64(0)
+
+    def _build(self, cupy):
+        import time
+
+        from framework.disk_cache import DiskCache, cache_key
+
+        src = kernel_source()
+        t0 = time.perf_counter()
+        try:  # a cubin per (source, arch, NVRTC, CuPy) in the shared cache: later processes skip NVRTC
+            from cupy.cuda import compiler
+            key = cache_key("dvm-cuda-vm", src, self.arch, OPTIONS, compiler._get_nvrtc_version(),
+                            cupy.__version__)
+            cache = DiskCache("dvm_gpu")
+            path = cache.get_path(key, ".cubin")
+            self.from_cache = path is not None
+            if path is None:
+                obj, _ = compiler.compile_using_nvrtc(src, options=OPTIONS, arch=self.arch,
+                                                      filename="cuda_vm.cu")
+                path = cache.put(key, bytes(obj), ".cubin")
+            kernel = cupy.RawModule(path=str(path)).get_function("dvm_vm")
+        except (ImportError, AttributeError, TypeError):  # a CuPy without these internals: its own cache
+            kernel = cupy.RawModule(code=src, options=OPTIONS).get_function("dvm_vm")
+        self.compile_s = time.perf_counter() - t0
+        return kernel
+
+    def prepare(self, code: np.ndarray) -> Prepared:
+        """The prepared form of `code`, validated and uploaded on first sight (cached by identity)."""
+        hit = self._prepared.get(id(code))
+        if hit is not None and hit.code is code:
+            return hit
+        if len(self._prepared) > 4096:
+            self._prepared.clear()
+        p = self._prepared[id(code)] = Prepared(self, code)
+        return p
+
+    def run(self, code: np.ndarray, buffers: list) -> None:
+        """Validate `code` (once) and the CuPy `buffers` (each launch), then run it on the current stream."""
+        import cupy
+
+        p = self.prepare(code)
+        if len(buffers) != len(p.bufs):
+            raise DvmError(f"bad DVM program: {len(buffers)} buffers given, program has {len(p.bufs)}")
+        for i, (b, (dt, n)) in enumerate(zip(buffers, p.bufs)):
+            if not isinstance(b, cupy.ndarray) or b.dtype != dt or b.size != n or not b.flags.c_contiguous:
+                raise DvmError(f"bad DVM program: buffer {i} must be a contiguous CuPy {dt} array of {n} "
+                               f"elements")
+        if p.empty or p.grid == 0:
+            return
+        ptrs = [np.uint64(b.data.ptr) for b in buffers[:INLINE_PTRS]]
+        ptrs += [self._zero] * (INLINE_PTRS - len(ptrs))
+        table = self._zero
+        if len(buffers) > INLINE_PTRS:
+            table = cupy.asarray(np.array([b.data.ptr for b in buffers[INLINE_PTRS:]], np.uint64))
+        self.kernel((p.grid,), (NT,), (p.dev_code, np.int32(p.n_words), np.int32(p.reg_bytes), table, *ptrs),
+                    shared_mem=p.smem)
+
+
+_VM: list = []
+_LOCK = threading.Lock()
+
+
+def get_vm() -> CudaVM:
+    """The process's one CudaVM (built on first use)."""
+    with _LOCK:
+        if not _VM:
+            _VM.append(CudaVM())
+        return _VM[0]

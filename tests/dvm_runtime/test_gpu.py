@@ -1,0 +1,282 @@
+"""The GPU DVM. Everywhere: the GPU tiling (legal tiles, programs the CPU VM runs identically) and the clear
+errors without a GPU. With a CUDA device and CuPy: the CUDA VM against the CPU VM on every cluster of the
+bundled models, on random graphs and on random programs, and device arrays through InferenceSession."""
+import numpy as np
+import pytest
+
+import framework
+import onnx_models
+from dvm_runtime import cvm, encoder, gpu, isa, pyvm
+from dvm_runtime.backend import DvmBackend, _trial
+from dvm_runtime.gpu import backend as gb, vm as gvm
+from framework.backends import NUMPY
+from framework.compile import run_passes
+from framework.errors import ContextError
+from framework.executor import GraphExecutor
+from framework.onnx_frontend import import_model
+
+HAS_GPU = gpu.available()
+needs_gpu = pytest.mark.skipif(not HAS_GPU, reason="no CUDA device / CuPy")
+MODELS = ("tiny_gpt", "mobilenet", "mlp")
+H100_SMEM = 227 * 1024
+
+
+def _cpu_run(code, bufs):
+    (cvm.run if cvm.available() else pyvm.run)(code, bufs)
+
+
+@pytest.mark.parametrize("reduces", [False, True])
+def test_gpu_tiling_is_legal_and_fits_shared_memory(reduces):
+    for rows in (1, 3, 64, 1000, 1 << 20):
+        for cols in (1, 5, 64, 1000, 4096, 40000):
+            for n_regs in (1, 4, 9, 30):
+                if reduces and cols * n_regs * 4 > 200 * 1024:
+                    with pytest.raises(encoder.UnsupportedError):
+                        gb.gpu_tiling(rows, cols, n_regs, reduces)
+                    continue
+                tr, tc = gb.gpu_tiling(rows, cols, n_regs, reduces)
+                assert 1 <= tc <= cols and 1 <= tr <= rows and tr * tc <= isa.MAX_TILE_ELEMS
+                assert tr == 1 or tc == cols
+                assert not reduces or tc == cols
+                assert gvm.shared_bytes(200, 40, 8, tr, tc, n_regs, 4) <= H100_SMEM
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_gpu_tiled_programs_compute_what_cpu_tiled_ones_do(model):
+    """The same cluster encoded with both tilings gives the same bytes on the CPU VM (results never depend
+    on the tiling), so only the interpreter differs between the GPU and the CPU."""
+    g = run_passes(import_model(onnx_models.build(model)), "O1")
+    rng = np.random.default_rng(0)
+    checked = 0
+    for n in (n for n in g.nodes if n.op == "Fused"):
+        body = n.attrs["body"]
+        shapes, dtypes, values = _trial(body)
+        ours = encoder.encode(body, shapes, dtypes, values, target="gpu")
+        ref = encoder.encode(body, shapes, dtypes, values)
+        assert ours.code[isa.H["n_instr"]] == ref.code[isa.H["n_instr"]]
+        if ours.host:  # cuBLAS host nodes need a GPU; their programs are checked in the GPU tests
+            continue
+        ins = [rng.standard_normal(s).astype(d) if np.dtype(d).kind == "f" else np.zeros(s, d)
+               for s, d in zip(shapes, dtypes)]
+        for i, v in values.items():
+            ins[i] = v
+        a, b = ours.run(ins, _cpu_run), ref.run(ins, _cpu_run)
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+        checked += 1
+    assert checked > 0
+
+
+def test_transpose_programs_match_numpy_on_the_cpu_vm():
+    """Transposes on the GPU are DVM programs; the CPU VM runs the very same bytes."""
+    from dvm_runtime.gpu.device_ops import transpose_program
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        rank = int(rng.integers(1, 5))
+        shape = tuple(int(d) for d in rng.integers(1, 7, rank))
+        perm = tuple(int(p) for p in rng.permutation(rank))
+        x = rng.standard_normal(shape).astype(np.float32)
+        code = transpose_program(shape, perm, x.dtype, gb.gpu_tiling)
+        out = np.empty(x.size, np.float32)
+        _cpu_run(code, [x.reshape(-1), out])
+        np.testing.assert_array_equal(out.reshape([shape[p] for p in perm]), np.transpose(x, perm))
+    assert transpose_program((2,) * 5, tuple(range(5)), np.float32, gb.gpu_tiling) is None
+
+
+def test_kernel_source_embeds_the_isa_header():
+    src = gvm.kernel_source()
+    for op in (isa.Opcode.ADD, isa.Opcode.RSUM, isa.Opcode.SELECT):
+        assert f"DVM_OP_{op.name} = {int(op)}" in src
+    assert "static __constant__ const uint8_t DVM_OPCODE_WORDS" in src and "#include" not in src
+
+
+def test_unknown_device_is_a_context_error():
+    with pytest.raises(ContextError, match="device must be one of"):
+        framework.set_context(device="tpu")
+    with pytest.raises(ContextError, match="device must be one of"):
+        framework.InferenceSession(onnx_models.build("mlp"), device="npu")
+
+
+@pytest.mark.skipif(HAS_GPU, reason="a GPU is present")
+def test_gpu_without_a_device_says_why():
+    with pytest.raises(ContextError, match="no CUDA device"):
+        framework.set_context(device="gpu")
+    with pytest.raises(ContextError, match="no CUDA device"):
+        framework.InferenceSession(onnx_models.build("mlp"), jit_level="O1", device="gpu")
+    assert framework.context.get_context("device") == "cpu"
+
+
+# ---- on the GPU ----------------------------------------------------------------------------------------
+
+def _assert_close(got, want, what):
+    got = np.asarray(gb.to_host(got))
+    assert got.shape == want.shape and got.dtype == want.dtype, what
+    if want.dtype.kind == "f":
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6, equal_nan=True, err_msg=what)
+    else:
+        np.testing.assert_array_equal(got, want, err_msg=what)
+
+
+def _feed(model, seq=7):
+    rng = np.random.default_rng(1)
+    if model == "tiny_gpt":
+        return {"ids": rng.integers(0, 256, (2, seq), dtype=np.int64)}
+    sess = framework.InferenceSession(onnx_models.build(model))
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 3 for d in inp.shape]
+    return {inp.name: rng.standard_normal(shape).astype(np.float32)}
+
+
+@needs_gpu
+@pytest.mark.parametrize("model", MODELS)
+def test_every_cluster_of_the_bundled_models_matches_the_cpu_vm(model):
+    g = run_passes(import_model(onnx_models.build(model)), "O1")
+    captured = []
+    ex = GraphExecutor(g, (DvmBackend(), NUMPY))
+    feed = _feed(model)
+    ex.run([feed[v.name] for v in g.inputs],
+           profile=lambda st, t0, t1, args, outs: captured.append((st.node, list(args), outs))
+           if st.node.op == "Fused" else None)
+    gpu_be = gb.GpuDvmBackend()
+    fused = [n for n in g.nodes if n.op == "Fused"]
+    assert len(captured) == len(fused) > 0
+    for node, args, outs in captured:
+        assert gpu_be.supports(node), node.name
+        got = gpu_be.compile(node)(*args)
+        for k, (a, b) in enumerate(zip(got, outs, strict=True)):
+            _assert_close(a, np.asarray(b), f"{model} {node.name} output {k}")
+    assert not gpu_be.shape_fallbacks
+
+
+@needs_gpu
+def test_random_graphs_match_the_cpu_vm():
+    from tests.graph_kernel.test_fusion_property import STEPS, build, feeds
+    rng = np.random.default_rng(7)
+    for case in range(60):
+        recipe = [(str(rng.choice(STEPS)), int(rng.integers(51)), int(rng.integers(51)))
+                  for _ in range(int(rng.integers(1, 11)))]
+        symbolic, outs = bool(case % 2), int(rng.integers(3))
+        g1 = run_passes(build(recipe, symbolic, outs), "O1")
+        cpu = GraphExecutor(g1, (DvmBackend(), NUMPY))
+        dev = GraphExecutor(g1, gb.gpu_backends("O1"))
+        for args in feeds(symbolic):
+            for k, (a, b) in enumerate(zip(dev.run(args), cpu.run(args), strict=True)):
+                _assert_close(a, np.asarray(b), f"recipe {recipe} output {k}")
+
+
+def _aliases(code) -> bool:
+    """Whether an instruction writes a register it reads (results unspecified by the ISA)."""
+    for ins in pyvm.validate(code)["instrs"]:
+        form = isa.OPCODE_FORMS[ins[0]]
+        n_src = {isa.Form.UNARY: 1, isa.Form.CAST: 1, isa.Form.BINARY: 2, isa.Form.BINARY_IMM: 1,
+                 isa.Form.REDUCE: 1}.get(form, 0)
+        srcs = (ins[4], ins[5], ins[6]) if form == isa.Form.SELECT else ins[4:4 + n_src]
+        if ins[3] in srcs:
+            return True
+    return False
+
+
+@needs_gpu
+@pytest.mark.parametrize("exact", [True, False])
+def test_random_programs_match_the_numpy_vm(exact):
+    """exact=True leaves out exp/log/tanh/sigmoid/pow (libm differences): then results are bit-identical."""
+    import cupy
+
+    from tests.dvm_runtime.test_fuzz import buffers_for, random_program
+    rng = np.random.default_rng(11 if exact else 12)
+    vm, ran = gvm.get_vm(), 0
+    while ran < 300:
+        code = random_program(rng, exact=exact)
+        if _aliases(code):
+            continue
+        bufs = buffers_for(code, rng)
+        ref = [b.copy() for b in bufs]
+        pyvm.run(code, ref)
+        dev = [cupy.asarray(b) for b in bufs]
+        vm.run(code, dev)
+        for k, (a, b) in enumerate(zip(dev, ref)):
+            a = a.get()
+            if exact or b.dtype.kind != "f":
+                np.testing.assert_array_equal(a, b, err_msg=f"buffer {k}")
+            else:
+                np.testing.assert_allclose(a, b, rtol=1e-3 if b.dtype == np.float16 else 2e-5, atol=1e-6,
+                                           equal_nan=True, err_msg=f"buffer {k}")
+        ran += 1
+
+
+@needs_gpu
+def test_a_register_reused_at_another_element_size_is_not_raced():
+    """Regression: cast.i64 r1 then const.bool r1 (8-byte then 4-byte elements in one register) needs a barrier
+    between the two writers; without it some booleans came back False on an H100."""
+    import cupy
+
+    O, D, R = isa.Opcode, isa.DType, isa.Role
+    n = 4096
+    code = [isa.MAGIC, isa.VERSION, 0, 5, 2, 2, 1, 2048, 1, 1, 1, n, 0, 0, 0, 0,
+            int(D.F32) | int(R.INPUT) << 8, n, int(D.BOOL) | int(R.OUTPUT) << 8, n,
+            isa.word0(O.LOAD, D.F32, 0, 0, 0), 0, isa.word0(O.CAST, D.I64, 0, 1, 0, D.F32),
+            isa.word0(O.CONST, D.BOOL, 0, 1), 1, isa.word0(O.STORE, D.BOOL, 0, 1, 1), 0, isa.word0(O.END)]
+    code[isa.H["n_words"]] = len(code)
+    code = np.array(code, np.uint64)
+    pyvm.validate(code)
+    for _ in range(20):
+        out = cupy.zeros(n, cupy.bool_)
+        gvm.get_vm().run(code, [cupy.arange(n, dtype=cupy.float32), out])
+        assert bool(out.all())
+
+
+@needs_gpu
+def test_bad_programs_are_refused_before_launch():
+    import cupy
+
+    from tests.dvm_runtime.test_fuzz import buffers_for, mutate, random_program
+    rng = np.random.default_rng(3)
+    vm, refused = gvm.get_vm(), 0
+    for _ in range(300):
+        code = mutate(random_program(rng), rng)
+        try:
+            pyvm.validate(code)
+            valid = True
+        except pyvm.DvmError:
+            valid = False
+        bufs = [cupy.asarray(b) for b in buffers_for(code, rng)]
+        if valid:
+            continue
+        with pytest.raises(pyvm.DvmError):
+            vm.run(code, bufs)
+        refused += 1
+    assert refused > 100
+    cupy.cuda.Device().synchronize()
+
+
+@needs_gpu
+def test_session_keeps_device_arrays_on_the_device():
+    import cupy
+
+    model = onnx_models.build("tiny_gpt")
+    cpu = framework.InferenceSession(model, jit_level="O1")
+    dev = framework.InferenceSession(model, jit_level="O1", device="gpu")
+    assert dev.stats["device"] == "gpu" and dev.stats["backends"].get("gpu", 0) > 0
+    feed = _feed("tiny_gpt")
+    (want,) = cpu.run(None, feed)
+    (got,) = dev.run(None, feed)
+    assert isinstance(got, np.ndarray)
+    _assert_close(got, want, "numpy feed")
+    (got,) = dev.run(None, {"ids": cupy.asarray(feed["ids"])})
+    assert isinstance(got, cupy.ndarray)
+    _assert_close(got, want, "device feed")
+    with pytest.raises(ContextError, match="graph mode only"):
+        framework.InferenceSession(model, mode="pynative", device="gpu")
+
+
+@needs_gpu
+def test_new_shapes_cost_an_encode_not_a_compile():
+    sess = framework.InferenceSession(onnx_models.build("tiny_gpt"), jit_level="O1", device="gpu")
+    vm = gvm.get_vm()
+    kernel = vm.kernel
+    be = next(b for b in sess._backends if b.name == "gpu")
+    before = len(be.encode_times)
+    for seq in (3, 9, 17):
+        sess.run(None, _feed("tiny_gpt", seq))
+    assert gvm.get_vm() is vm and vm.kernel is kernel
+    assert len(be.encode_times) > before and max(be.encode_times) < 0.5
