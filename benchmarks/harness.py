@@ -197,19 +197,25 @@ def progress(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def bar(done: int, total: int, width: int = 20) -> str:
+    """A text progress bar: `[#####---------------] 1/4`."""
+    filled = width * done // total if total else width
+    return f"[{'#' * filled}{'-' * (width - filled)}] {done}/{total}"
+
+
 def run_cases(items: list[Case | tuple[str, Callable[[], Case | dict]]], *, stream: IO[str] | None = None,
               **measure_kw) -> list[dict]:
     """Measure each Case, or build it from a (name, thunk) pair; a thunk may return a finished error row."""
     rows = []
     for i, item in enumerate(items, 1):
         label = item.name if isinstance(item, Case) else item[0]
-        progress(f"[{i}/{len(items)}] {label}")
+        progress(f"{bar(i - 1, len(items))} {label}")
         case: Case | dict = item if isinstance(item, Case) else _build(label, item[1], measure_kw)
         row = measure(case, **measure_kw) if isinstance(case, Case) else case
         del case  # let the sessions behind the runners go before the next case is built
         emit(row, stream)
         rows.append(row)
-        progress(f"[{i}/{len(items)}] {label}: " + (f"ERROR {row['error']}" if row["error"] else
+        progress(f"{bar(i, len(items))} {label}: " + (f"ERROR {row['error']}" if row["error"] else
                                                    f"ratio {_fmt_ratio(row['ratio'])}"))
     return rows
 

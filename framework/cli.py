@@ -1,11 +1,19 @@
-"""The `msgx` command: run, info, models export, bench."""
+"""The `msgx` command: run, profile, show, info, models export, bench, conformance.
+
+Exit codes: 0 success, 1 failure (internal error, or a strict benchmark with errors), 2 bad usage or bad
+input (a typed MsgxError), 130 interrupted.
+"""
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import importlib
+import os
 import statistics
 import sys
 import time
+import traceback
 
 import numpy as np
 
@@ -13,12 +21,26 @@ from .dtypes import random_tensor
 from .errors import MsgxError
 
 
+_QUIET = False  # --quiet: no notes on stderr (stdout is silenced by main)
+
+
+def _usage(message: str):
+    """Bad usage: one line on stderr, exit code 2 (as argparse does)."""
+    print(f"msgx: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _note(message: str) -> None:
+    if not _QUIET:
+        print(message, file=sys.stderr)
+
+
 def _parse_pairs(items, what):
     out = {}
     for item in items or ():
         name, sep, value = item.partition("=")
         if not sep or not name:
-            raise SystemExit(f"msgx: --{what} expects NAME=VALUE, got {item!r}")
+            _usage(f"--{what} expects NAME=VALUE, got {item!r}")
         out[name] = value
     return out
 
@@ -27,9 +49,9 @@ def _parse_shape(text: str) -> tuple[int, ...]:
     try:
         dims = tuple(int(d) for d in text.lower().split("x")) if text else ()
     except ValueError:
-        raise SystemExit(f"msgx: --shape expects dims like 1x3x224x224, got {text!r}") from None
+        _usage(f"--shape expects dims like 1x3x224x224, got {text!r}")
     if any(d < 0 for d in dims):
-        raise SystemExit(f"msgx: negative dim in --shape {text!r}")
+        _usage(f"negative dim in --shape {text!r}")
     return dims
 
 
@@ -42,15 +64,15 @@ def _random_feed(sess, inputs: dict, shapes: dict, seed: int = 0) -> dict:
             try:
                 feed[arg.name] = np.load(inputs[arg.name], allow_pickle=False)
             except (OSError, ValueError) as e:
-                raise SystemExit(f"msgx: cannot load --input {arg.name}={inputs[arg.name]}: {e}") from None
+                _usage(f"cannot load --input {arg.name}={inputs[arg.name]}: {e}")
             continue
         if arg.name in shapes:
             shape = _parse_shape(shapes[arg.name])
         else:
             symbolic = [d for d in (arg.shape or []) if not isinstance(d, int)]
             if symbolic:
-                print(f"note: input {arg.name!r} has dynamic dims {symbolic}; using 1 "
-                      f"(set them with --shape {arg.name}=...)", file=sys.stderr)
+                _note(f"note: input {arg.name!r} has dynamic dims {symbolic}; using 1 "
+                      f"(set them with --shape {arg.name}=...)")
             shape = tuple(d if isinstance(d, int) else 1 for d in (arg.shape or []))
         feed[arg.name] = random_tensor(rng, shape, _NP_OF_TYPE.get(arg.type, "float32"))
     return feed
@@ -72,29 +94,49 @@ def _summary(name: str, a) -> str:
     return head
 
 
-def cmd_run(args) -> int:
+def _flags(args) -> str:
+    """--graph-kernel-flags plus --dump-ir DIR (the pipeline's --dump_as_text mechanism)."""
+    flags = args.graph_kernel_flags or ""
+    if getattr(args, "dump_ir", None):
+        if any(c.isspace() for c in args.dump_ir):
+            _usage(f"--dump-ir {args.dump_ir!r}: the directory name may not contain spaces")
+        if args.mode == "pynative":
+            _usage("--dump-ir needs --mode graph (PyNative runs the model as imported, with no passes)")
+        flags += f" --dump_as_text={args.dump_ir}"
+    return flags.strip()
+
+
+def _session(args, profile=False):
+    """The session, a label, the feed and the compile seconds for run/profile/show."""
     import onnx_models
     from .session import InferenceSession
 
     if args.model_path and args.model:
-        raise SystemExit("msgx run: give a MODEL.onnx path or --model NAME, not both")
+        _usage(f"msgx {args.command}: give a MODEL.onnx path or --model NAME, not both")
     shapes = _parse_pairs(args.shape, "shape")
     inputs = _parse_pairs(args.input, "input")
     name = args.model or (None if args.model_path else onnx_models.DEFAULT_MODEL)
+    if args.model_path and not os.path.exists(args.model_path):
+        _usage(f"no such model file: {args.model_path}")
     t0 = time.perf_counter()
     if name:
         model = onnx_models.build(name)
         label = f"bundled model {name!r}"
     else:
         model, label = args.model_path, args.model_path
-    sess = InferenceSession(model, mode=args.mode, jit_level=args.jit_level,
-                            graph_kernel_flags=args.graph_kernel_flags)
+    sess = InferenceSession(model, mode=args.mode, jit_level=args.jit_level, graph_kernel_flags=_flags(args),
+                            profile=profile)
     compile_s = time.perf_counter() - t0
     if name and not inputs:
         dims = {k: _parse_shape(v) for k, v in shapes.items()}
         feed = onnx_models.example_inputs(name, _dims_from_shapes(sess, dims) or None)
     else:
         feed = _random_feed(sess, inputs, shapes)
+    return sess, label, feed, compile_s
+
+
+def cmd_run(args) -> int:
+    sess, label, feed, compile_s = _session(args, profile=args.profile or False)
     print(f"msgx run: {label} | mode={sess.stats['mode']} jit_level={sess.jit_level} | "
           f"{sess.stats['nodes']} kernels ({sess.stats['nodes_in_model']} nodes in the model) | "
           f"compiled in {compile_s * 1e3:.1f} ms")
@@ -110,11 +152,50 @@ def cmd_run(args) -> int:
     print(f"latency over {len(times)} run(s): median {statistics.median(times) * 1e3:.3f} ms, "
           f"min {min(times) * 1e3:.3f} ms (first run {times[0] * 1e3:.3f} ms)")
     st = sess.stats
-    fusion = st["fusion"] + (f", {st['clusters']} clusters holding {st['fused_ops']} ops" if st["clusters"] else "")
+    fusion = st["fusion"] + (f", {st['clusters']} clusters holding {st['fused_ops']} ops"
+                             if st["clusters"] else "")
     print(f"backends: {st['backends']}; fusion: {fusion}")
     if st["fallbacks"]:
         print(f"fallbacks: {len(st['fallbacks'])} fused kernel(s) ran on the numpy reference "
               f"({next(iter(st['fallbacks'].values()))})")
+    if args.profile:
+        print(f"trace written to {sess.end_profiling()} "
+              "(open it in https://ui.perfetto.dev or chrome://tracing)")
+    if args.dump_ir:
+        print(f"IR after every pass written to {args.dump_ir}/")
+    return 0
+
+
+def cmd_profile(args) -> int:
+    from . import profiler
+
+    sess, label, feed, _ = _session(args, profile=args.output or True)
+    sess.run(None, feed)  # first run: DVM encodes, caches fill; its kernels are left out of the table
+    prof = sess._profiler
+    first = len(prof._kernels)
+    for _ in range(max(args.repeat, 1)):
+        sess.run(None, feed)
+    events = prof.kernel_events(frozenset(sess.stats["fallbacks"]))[first:]
+    summary = profiler.summarize(events)
+    print(f"msgx profile: {label} | mode={sess.stats['mode']} jit_level={sess.jit_level} | "
+          f"{max(args.repeat, 1)} run(s) after a warm-up run | inputs "
+          + ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items()))
+    print(profiler.format_summary(summary, top=args.top))
+    if args.output:
+        print(f"trace written to {sess.end_profiling()}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from . import show
+
+    if not args.output.endswith((".html", ".svg")):
+        _usage(f"-o {args.output!r}: the picture is written as .html (with click-through) or .svg")
+    sess, label, feed, _ = _session(args)
+    if not args.no_run:
+        sess.run(None, feed)  # DVM kernels then hold bytecode for these shapes, shown in the HTML
+    path = show.write(sess, args.output, title=f"{label} at {sess.jit_level}")
+    print(f"wrote {path}: {sess.stats['nodes']} kernels, {sess.stats['clusters']} fused clusters")
     return 0
 
 
@@ -160,14 +241,15 @@ def cmd_models_export(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    import importlib
+def _suites() -> tuple[str, ...]:
+    from benchmarks.__main__ import SUITES
+    return tuple(SUITES) + ("report",)
 
-    try:
-        suite = importlib.import_module(f"benchmarks.{args.suite}")
-    except ModuleNotFoundError:
-        raise SystemExit(f"msgx bench: no suite {args.suite!r}") from None
-    return suite.main(args.rest)
+
+def cmd_bench(args) -> int:
+    if args.suite not in _suites():
+        _usage(f"msgx bench: no suite {args.suite!r}; choose from {', '.join(_suites())}")
+    return importlib.import_module(f"benchmarks.{args.suite}").main(args.rest)
 
 
 def cmd_conformance(args) -> int:
@@ -175,52 +257,136 @@ def cmd_conformance(args) -> int:
     return conformance.main(args.rest)
 
 
+EXAMPLES = """examples:
+  msgx run                                     run the bundled tiny_gpt (O0, graph mode)
+  msgx run model.onnx --jit-level O1 --shape ids=4x64 --profile trace.json
+  msgx profile model.onnx --jit-level O1       top kernels by time, fused vs reference share
+  msgx show --model tiny_gpt --jit-level O1 -o graph.html
+  msgx run --jit-level O1 --dump-ir ir/        printed IR after every pass (ir/00_input.txt, 01_...)
+  msgx bench report                            every benchmark suite -> BENCHMARKS.md
+exit codes: 0 ok, 1 failure, 2 bad usage or bad input, 130 interrupted"""
+
+# Packages that add subcommands: each names a module with register(subparsers) (e.g. "kernel_agent.cli").
+EXTENSIONS: tuple[str, ...] = ("kernel_agent.cli",)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("msgx")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _model_args(p, jit_default: str = "O0") -> None:
+    """The options of commands that compile and run a model."""
+    p.add_argument("model_path", nargs="?", metavar="MODEL.onnx", help="a model file (default: --model)")
+    p.add_argument("--model", help="a bundled model: tiny_gpt (the default), mobilenet, mlp")
+    p.add_argument("--mode", default="graph", choices=["graph", "pynative"])
+    p.add_argument("--jit-level", default=jit_default, choices=["O0", "O1"],
+                   help="O1 adds graph-kernel fusion")
+    p.add_argument("--graph-kernel-flags", default="",
+                   help="MindSpore-style, e.g. '--disable_expand_ops=Gelu'")
+    p.add_argument("--input", action="append", metavar="NAME=FILE.npy")
+    p.add_argument("--shape", action="append", metavar="NAME=1x3x224x224")
+    p.add_argument("--dump-ir", metavar="DIR",
+                   help="write the printed IR after every pass into DIR, numbered")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="msgx", description="MindSpore-style graph execution for ONNX models")
-    sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run a model (default: the bundled tiny_gpt) and print outputs and latency")
-    r.add_argument("model_path", nargs="?", help="MODEL.onnx")
-    r.add_argument("--model", help="a bundled model: tiny_gpt, mobilenet, mlp")
-    r.add_argument("--mode", default="graph", choices=["graph", "pynative"])
-    r.add_argument("--jit-level", default="O0", choices=["O0", "O1"])
-    r.add_argument("--graph-kernel-flags", default="")
-    r.add_argument("--input", action="append", metavar="NAME=FILE.npy")
-    r.add_argument("--shape", action="append", metavar="NAME=1x3x224x224")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="print nothing but errors")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error")
+    p = argparse.ArgumentParser(prog="msgx", description="MindSpore-style graph execution for ONNX models",
+                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                parents=[common])
+    p.add_argument("--version", action="version", version=f"msgx {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    r = sub.add_parser("run", parents=[common], help="run a model and print outputs and latency")
+    _model_args(r)
     r.add_argument("--repeat", type=int, default=10)
+    r.add_argument("--profile", metavar="TRACE.json", help="write a Chrome/Perfetto trace of the runs")
     r.set_defaults(fn=cmd_run)
-    i = sub.add_parser("info", help="print a model's inputs, outputs, opsets and op counts")
-    i.add_argument("model_path")
+    pr = sub.add_parser("profile", parents=[common], help="top kernels by time; fused vs reference share")
+    _model_args(pr)
+    pr.add_argument("--repeat", type=int, default=10, help="profiled runs after one warm-up run")
+    pr.add_argument("--top", type=int, default=15, help="kernels listed")
+    pr.add_argument("-o", "--output", metavar="TRACE.json", help="also write the trace")
+    pr.set_defaults(fn=cmd_profile)
+    sh = sub.add_parser("show", parents=[common], help="draw the graph after the pipeline (.html or .svg)")
+    _model_args(sh)
+    sh.add_argument("-o", "--output", required=True, metavar="graph.html|graph.svg")
+    sh.add_argument("--no-run", action="store_true", help="do not run the model once (DVM listings then come "
+                    "from a trial encode with symbols bound to small numbers)")
+    sh.set_defaults(fn=cmd_show)
+    i = sub.add_parser("info", parents=[common], help="print a model's inputs, outputs, opsets and op counts")
+    i.add_argument("model_path", metavar="MODEL.onnx")
     i.set_defaults(fn=cmd_info)
-    m = sub.add_parser("models", help="bundled models")
+    m = sub.add_parser("models", parents=[common], help="bundled models")
     msub = m.add_subparsers(dest="models_command", required=True)
     e = msub.add_parser("export", help="write the bundled models as .onnx files")
     e.add_argument("directory")
     e.set_defaults(fn=cmd_models_export)
-    b = sub.add_parser("bench", help="benchmark suites (ours vs peers, interleaved)")
-    b.add_argument("suite", help="models")
-    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b = sub.add_parser("bench", parents=[common], help="benchmark suites (ours vs peers, interleaved)")
+    b.add_argument("suite", help=f"one of {', '.join(_suites())} (report: all suites -> BENCHMARKS.md)")
+    b.add_argument("rest", nargs=argparse.REMAINDER, help="the suite's options (msgx bench SUITE --help)")
     b.set_defaults(fn=cmd_bench)
-    c = sub.add_parser("conformance", help="ONNX conformance cases through our API: per-case report and pass rate",
+    c = sub.add_parser("conformance",
+                       help="ONNX conformance cases through our API: per-case report and pass rate",
                        add_help=False)
     c.add_argument("rest", nargs=argparse.REMAINDER)
     c.set_defaults(fn=cmd_conformance)
+    # ---- subcommands registered by other packages (see EXTENSIONS) ----
+    for module in EXTENSIONS:
+        try:
+            importlib.import_module(module).register(sub)
+        except ModuleNotFoundError:  # the package is not installed: its commands are simply absent
+            pass
     return p
 
 
 def main(argv=None) -> int:
+    global _QUIET
     argv = sys.argv[1:] if argv is None else list(argv)
+    flags = {"quiet": False, "debug": False}
+    while argv and argv[0] in ("-q", "--quiet", "--debug"):  # global options before the command
+        flags["debug" if argv.pop(0) == "--debug" else "quiet"] = True
     if argv[:1] == ["conformance"]:  # argparse's REMAINDER would reject a leading option (--suite ...)
-        args = argparse.Namespace(fn=cmd_conformance, rest=argv[1:])
+        args = argparse.Namespace(fn=cmd_conformance, rest=argv[1:], command="conformance")
     else:
         args = build_parser().parse_args(argv)
+    quiet = flags["quiet"] or getattr(args, "quiet", False)
+    debug = flags["debug"] or getattr(args, "debug", False)
+    _QUIET = quiet
     try:
-        return args.fn(args)
-    except MsgxError as e:
-        print(f"msgx: error: {type(e).__name__}: {e}", file=sys.stderr)
+        with contextlib.ExitStack() as stack:
+            if quiet:
+                stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+            return args.fn(args)
+    except KeyboardInterrupt:
+        print("msgx: interrupted", file=sys.stderr)
+        return 130
+    except (MsgxError, ValueError, OSError) as e:  # bad input: a model, a file, a bundled model name
+        if debug:
+            traceback.print_exc()
+        kind = f"{type(e).__name__}: " if isinstance(e, MsgxError) else ""
+        print(f"msgx: error: {kind}{_one_line(e)}", file=sys.stderr)
         return 2
-    except ValueError as e:  # e.g. an unknown bundled model name
-        print(f"msgx: error: {e}", file=sys.stderr)
-        return 2
+    except Exception as e:  # noqa: BLE001 - a bug: one line unless --debug
+        if debug:
+            traceback.print_exc()
+        print(f"msgx: internal error: {type(e).__name__}: {_one_line(e)} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+    finally:
+        _QUIET = False
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 if __name__ == "__main__":

@@ -160,7 +160,7 @@ class GraphExecutor:
                 else:
                     outs = call_kernel(st.kernel, st.node, args)
                 if profile:
-                    profile(st, t0, time.perf_counter())
+                    profile(st, t0, time.perf_counter(), args, outs)
                 for s, a in zip(st.outs, outs):
                     env[s] = a
                 for s in st.free:
@@ -221,6 +221,7 @@ class PyNativeExecutor:
     def __init__(self, graph: Graph, backend=NUMPY):
         self.graph, self.backend = graph, backend
         self.cache: dict = {}
+        self.profile: Callable | None = None  # hook(node, backend, t0, t1, args, outs) while profiling
 
     def kernel_for(self, node: Node, args):
         if any(True for _ in subgraphs_of(node)):
@@ -237,13 +238,17 @@ class PyNativeExecutor:
         env: dict = dict(outer_env or {})
         env.update(self.graph.constants)
         env.update(zip(self.graph.inputs, inputs))
+        prof = self.profile
         for n in self.graph.nodes:
             args = [None if v is None else env[v] for v in n.inputs]
             kernel = self.kernel_for(n, args)
             captures = captures_of(n)
+            t0 = time.perf_counter() if prof else 0.0
             if captures:
                 outs = call_in_scope(kernel, n, args, {v: env.get(v) for v in captures})
             else:
                 outs = call_kernel(kernel, n, args)
+            if prof:
+                prof(n, self.backend.name, t0, time.perf_counter(), args, outs)
             env.update(zip(n.outputs, outs))
         return [env[v] for v in self.graph.outputs]

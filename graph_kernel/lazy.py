@@ -3,6 +3,7 @@ flushed as one msgx::Fused kernel on a host read, an unsupported or unrelated op
 change of dominant shape, or after a reduce (DESIGN.md section 2)."""
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Sequence
@@ -90,6 +91,7 @@ class LazyFusionExecutor(PyNativeExecutor):
         self.fused_backends = tuple(fused_backends) + (NUMPY,)  # the first that supports a group compiles it
         self.max_ops = max_ops
         self.fused_cache: dict = {}
+        self.group_backends: dict[Node, str] = {}  # fused group node -> the backend that compiled it
         self.flush_reasons: Counter = Counter()
         self.groups = self.fused_ops = self.single_ops = self.kernel_builds = self.kernel_hits = 0
         self.records: list[FlushRecord] = []  # flushes of the most recent run
@@ -153,7 +155,9 @@ class LazyFusionExecutor(PyNativeExecutor):
                 self._run_one(env, *action[1:])
             else:
                 _, (kernel, node), ext, outs = action
-                env.update(zip(outs, call_kernel(kernel, node, [env[v] for v in ext])))
+                args = [env[v] for v in ext]
+                env.update(zip(outs, call_kernel(kernel, node, args) if self.profile is None
+                               else self._profiled_group(kernel, node, args)))
         for r in records:
             self.flush_reasons[r.reason] += 1
             if len(r.ops) > 1:
@@ -250,11 +254,20 @@ class LazyFusionExecutor(PyNativeExecutor):
             kernel = self.kernel_for(n, args)
         if self._actions is not None:
             self._actions.append(("one", n, plan, kernel))
+        t0 = time.perf_counter() if self.profile else 0.0
         if plan.captures:
             outs = call_in_scope(kernel, n, args, {v: env.get(v) for v in plan.captures})
         else:
             outs = call_kernel(kernel, n, args)
+        if self.profile:
+            self.profile(n, self.backend.name, t0, time.perf_counter(), args, outs)
         env.update(zip(n.outputs, outs))
+
+    def _profiled_group(self, kernel, node: Node, args: list) -> list:
+        t0 = time.perf_counter()
+        outs = call_kernel(kernel, node, args)
+        self.profile(node, self.group_backends.get(node, "numpy"), t0, time.perf_counter(), args, outs)
+        return outs
 
     def _flush(self, live: "_Live", reason: str) -> None:
         """Run the live group: one op as a plain kernel, several as one cached msgx::Fused kernel."""
@@ -274,9 +287,11 @@ class LazyFusionExecutor(PyNativeExecutor):
         if not hit:
             if len(self.fused_cache) >= KERNEL_CACHE_SIZE:
                 self.fused_cache.clear()
+                self.group_backends.clear()
             node = fused_node(nodes, ext, outs, kind)
             backend = next(b for b in self.fused_backends if b.supports(node))
             entry = self.fused_cache[key] = (backend.compile(node, run_subgraph), node)
+            self.group_backends[node] = backend.name
             self.kernel_builds += 1
         else:
             self.kernel_hits += 1
@@ -285,7 +300,9 @@ class LazyFusionExecutor(PyNativeExecutor):
         live.records.append(FlushRecord(tuple(n.op for n in nodes), reason, kind, hit))
         if self._actions is not None:
             self._actions.append(("group", entry, ext, outs))
-        env.update(zip(outs, call_kernel(entry[0], entry[1], [env[v] for v in ext])))
+        args = [env[v] for v in ext]
+        env.update(zip(outs, call_kernel(entry[0], entry[1], args) if self.profile is None
+                       else self._profiled_group(entry[0], entry[1], args)))
 
     def _signature(self, nodes: list[Node], last: int, env: dict, kind: str):
         """External inputs, exported outputs and the structural cache key of a group."""
