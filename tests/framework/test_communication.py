@@ -54,3 +54,30 @@ def test_sampler_shards_each_global_batch():
         np.testing.assert_array_equal(np.concatenate([parts[0][step], parts[1][step]]), whole[step])
     with pytest.raises(CommunicationError, match="not divisible"):
         DistributedSampler(20, 7, rank=0, group_size=2)
+
+
+def _train(n: int, tmp_path, model: str, dtype: str, steps: int) -> dict:
+    out = tmp_path / f"{model}-{dtype}-{n}.npz"
+    cmd = ["mpirun", "--oversubscribe", "-n", str(n), sys.executable, "examples/train_dp.py", "--model", model,
+           "--steps", str(steps), "--global-batch", "32", "--dtype", dtype, "--save", str(out), "--quiet"]
+    environ = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+               "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    first, last = (float(w) for w in proc.stdout.split(f"ranks {n} loss ")[1].split()[:3:2])
+    assert last < first, f"training did not lower the loss: {first} -> {last}"
+    with np.load(out) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.mark.parametrize("model,dtype,rtol", [
+    ("cnn", "float64", 1e-5), ("cnn", "float32", 1e-4),
+    pytest.param("lm", "float32", 1e-4, marks=pytest.mark.slow)])
+def test_two_ranks_with_half_batches_equal_one_process(tmp_path, model, dtype, rtol):
+    """Issue #12's criterion: parameters after 50 steps, 2 ranks x B/2 vs 1 process x B."""
+    one, two = _train(1, tmp_path, model, dtype, 50), _train(2, tmp_path, model, dtype, 50)
+    assert one.keys() == two.keys() and len(one) > 3
+    for name in one:
+        assert one[name].dtype == np.dtype(dtype)
+        np.testing.assert_allclose(two[name], one[name], rtol=rtol, atol=rtol * np.abs(one[name]).max(),
+                                   err_msg=name)
