@@ -5,16 +5,30 @@ reuses the bytecode afterwards; a body the encoder cannot express is declined in
 """
 from __future__ import annotations
 
+import collections
+import os
 import time
 
 import numpy as np
 
 from framework.ir import Node
+from framework.profiler import compile_event
 
 from . import encoder, isa
 
 DTYPES = frozenset(isa.NUMPY_DTYPE.values())
 CACHE_MAX = 256  # shape signatures kept per kernel
+ENCODE_TIMES_KEPT = 4096  # the latest encode times, for stats and tests
+
+
+def vm_threads() -> int:
+    """Threads for the C VM: $MSGX_NUM_THREADS, else $OMP_NUM_THREADS, else the CPUs this process may use
+    (an MPI rank bound to one core gets one thread, not one per CPU of the machine)."""
+    for var in ("MSGX_NUM_THREADS", "OMP_NUM_THREADS"):
+        text = os.environ.get(var, "").strip()
+        if text.isdigit() and int(text) > 0:
+            return int(text)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _c_run():
@@ -32,7 +46,10 @@ def _c_run():
                 isa.word0(isa.Opcode.STORE, isa.DType.F32, 0, 1, 0), 0, isa.word0(isa.Opcode.END)]
         code[2] = len(code)
         cvm.run(np.array(code, np.uint64), [x, out])
-        return cvm.run if np.array_equal(out, x + 1) else None
+        if not np.array_equal(out, x + 1):
+            return None
+        threads = vm_threads()
+        return lambda program, buffers: cvm.run(program, buffers, threads)
     except Exception:  # noqa: BLE001 - a missing or broken extension: the numpy VM takes over
         return None
 
@@ -63,7 +80,8 @@ class DvmBackend:
             raise MsgxError("the DVM C extension (dvm_runtime.cvm) is not available")
         self.vm = "c" if crun is not None else "numpy"
         self._run = crun or pyvm.run
-        self.encode_times: list[float] = []
+        # bounded: a long-lived session re-encodes shapes evicted from the per-kernel caches, forever
+        self.encode_times: collections.deque[float] = collections.deque(maxlen=ENCODE_TIMES_KEPT)
         self.shape_fallbacks: dict[str, str] = {}  # kernels the encoder declined for one shape, with why
 
     def supports(self, node: Node) -> bool:
@@ -101,12 +119,26 @@ class DvmBackend:
                     prog = _Reference(node, run_graph)
                     fallbacks[node.name or "cluster"] = f"shape {key[:len(arrays)]} ran on the reference: {e}"
                 times.append(time.perf_counter() - t0)
+                compile_event(f"encode {node.name or 'cluster'}", "encode", times[-1], t0,
+                              input_shapes=[list(a.shape) for a in arrays], backend="dvm",
+                              reference=isinstance(prog, _Reference))
                 if len(cache) >= CACHE_MAX:
                     cache.pop(next(iter(cache)))
                 cache[key] = prog
             return prog.run(arrays, run)
         kernel.cache = cache
         return kernel
+
+    def listing(self, node: Node, kernel=None) -> dict[str, str]:
+        """Disassembly of the bytecode encoded so far for `kernel` (per shape), else of a trial encode."""
+        from .disasm import disasm
+        progs = [(k, p) for k, p in getattr(kernel, "cache", {}).items() if not isinstance(p, _Reference)]
+        if not progs:
+            shapes, dtypes, values = _trial(node.attrs["body"])
+            progs = [(tuple(zip(shapes, dtypes)), encoder.encode(node.attrs["body"], shapes, dtypes, values))]
+        n = len(node.inputs)
+        return {"DVM bytecode, inputs " + ", ".join(f"{list(s)}" for s, _ in key[:n]): disasm(prog)
+                for key, prog in progs}
 
 
 def _trial(body):

@@ -2,6 +2,12 @@
 from .context import GRAPH_MODE, PYNATIVE_MODE, get_context, set_context
 from .errors import MsgxError
 from .session import InferenceSession, NodeArg
+from .tensor import Parameter, Tensor
+from . import nn, ops
+from .api import grad, jit, value_and_grad
+from .onnx_cell import export, load_onnx
+from .custom_ops import register_custom_op
 
 __all__ = ["GRAPH_MODE", "PYNATIVE_MODE", "InferenceSession", "MsgxError", "NodeArg", "get_context",
-           "set_context"]
+           "set_context", "Tensor", "Parameter", "nn", "ops", "grad", "value_and_grad", "jit", "load_onnx",
+           "export", "register_custom_op"]

@@ -37,16 +37,33 @@ class NumpyBackend:
 NUMPY = NumpyBackend()
 
 
-def backends_for(jit_level: str, graph_kernel_flags: str = "") -> tuple:
-    """Backends in the order they are offered each node. At O1 the DVM takes the fused clusters it can
-    encode (the polyhedral backend is not built yet, so --kernel_generator=poly leaves them to the
-    reference); the numpy reference takes everything else."""
+def backends_for(jit_level: str, graph_kernel_flags: str = "", mode: str = "graph") -> tuple:
+    """Backends in the order they are offered each node. At O1 with `--kernel_generator=auto` the DVM takes
+    the clusters it can encode (no compile, any shape) and the polyhedral backend the static-shape ones the
+    DVM declines; `=poly` offers static clusters to the polyhedral backend first; `=dvm` uses the DVM only,
+    and so does PyNative (it must not run a C compiler mid-run). In graph mode the kernel agent takes custom
+    ops and clusters no generator took; the numpy reference everything else."""
     if jit_level != "O1":
         return (NUMPY,)
     from graph_kernel.flags import parse_flags  # lazy: the core does not depend on the fusion packages
 
-    if parse_flags(graph_kernel_flags).kernel_generator == "poly":
-        return (NUMPY,)
+    generator = parse_flags(graph_kernel_flags).kernel_generator
     from dvm_runtime.backend import DvmBackend
 
-    return (DvmBackend(), NUMPY)
+    if mode != "graph":  # PyNative fuses at run time: no C compiler mid-run, and groups change shape
+        return (DvmBackend(), NUMPY)
+    if generator == "dvm":
+        return (DvmBackend(), *_agent(), NUMPY)
+    from polyhedral.backend import PolyBackend
+
+    # auto puts the DVM first: on this machine the polyhedral C is slower on row-wise reductions (softmax,
+    # LayerNorm) and a first session pays seconds of scheduling and gcc (ARCHITECTURE.md, Polyhedral)
+    poly, dvm = PolyBackend(mode=generator), DvmBackend()
+    return (poly, dvm, *_agent(), NUMPY) if generator == "poly" else (dvm, poly, *_agent(), NUMPY)
+
+
+def _agent() -> tuple:
+    """The kernel agent (custom ops, clusters no other backend took), unless MSGX_AGENT=off."""
+    from kernel_agent.backend import AgentBackend, enabled  # lazy, like the other generators
+
+    return (AgentBackend(),) if enabled() else ()

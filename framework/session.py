@@ -1,6 +1,7 @@
 """InferenceSession: onnxruntime's API shape over msgx's two executors."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -9,12 +10,13 @@ import numpy as np
 
 from . import context
 from .dtypes import type_string
-from .errors import InputNameError, InputShapeError, InputTypeError, MsgxError
+from .errors import ContextError, InputNameError, InputShapeError, InputTypeError, MsgxError
 from .backends import backends_for
 from .compile import run_passes
 from .executor import GraphExecutor, PyNativeExecutor
 from .ir import Graph, SequenceType, TensorType, Value
 from .onnx_frontend import import_model
+from .profiler import Profiler, activated
 
 
 @dataclass(frozen=True)
@@ -40,13 +42,20 @@ class InferenceSession:
     """Load a model (path, bytes or onnx.ModelProto) and run it in graph or PyNative mode."""
 
     def __init__(self, model, mode: str | int | None = None, jit_level: str | None = None,
-                 graph_kernel_flags: str | None = None, check_ir: bool = False):
+                 graph_kernel_flags: str | None = None, check_ir: bool = False,
+                 profile: bool | str | os.PathLike = False, device: str | None = None):
         self.mode = context.normalize_mode(context.get_context("mode") if mode is None else mode)
+        # device="gpu": O1 clusters and matmuls on the GPU (dvm_runtime.gpu), arrays kept there between them
+        self.device = context.normalize_device(context.get_context("device") if device is None else device)
+        if self.device == "gpu" and self.mode != context.GRAPH_MODE:
+            raise ContextError("device='gpu' runs graph mode only (mode='graph')")
         self.jit_level = context.normalize_jit_level(
             context.get_context("jit_level") if jit_level is None else jit_level)
         self.graph_kernel_flags = context.get_context("graph_kernel_flags") if graph_kernel_flags is None \
             else graph_kernel_flags
         t0 = time.perf_counter()
+        # profile=True or a trace path: kernel, compile and pass events; end_profiling() writes the trace
+        self._profiler = Profiler(None if profile is True else profile) if profile else None
         self._backends: tuple = ()
         self.model_graph: Graph = import_model(model)
         self.pass_times: dict[str, float] = {}
@@ -54,15 +63,30 @@ class InferenceSession:
 
         def on_pass(name, graph, seconds):
             self.pass_times[name] = self.pass_times.get(name, 0.0) + seconds
+            if self._profiler is not None:
+                end = time.perf_counter()
+                self._profiler.add(name, "pass", end - seconds, end, nodes=len(graph.nodes))
 
         def on_compile(node, backend, seconds):
             compile_times[backend] = compile_times.get(backend, 0.0) + seconds
+            if self._profiler is not None:
+                end = time.perf_counter()
+                self._profiler.add(f"compile {node.name or node.op}", "compile", end - seconds, end,
+                                   op=node.op, backend=backend)
 
         if self.mode == context.GRAPH_MODE:
-            self.graph = run_passes(self.model_graph, self.jit_level, check=check_ir, on_pass=on_pass,
-                                    graph_kernel_flags=self.graph_kernel_flags)
-            self._backends = backends_for(self.jit_level, self.graph_kernel_flags)
-            self._executor = GraphExecutor(self.graph, self._backends, on_compile=on_compile)
+            with activated(self._profiler):  # backends report compile work (encode, C compile) to it
+                self.graph = run_passes(self.model_graph, self.jit_level, check=check_ir, on_pass=on_pass,
+                                        graph_kernel_flags=self.graph_kernel_flags)
+                flags = self.graph_kernel_flags
+                self._backends = backends_for(self.jit_level, flags) if self.device == "cpu" \
+                    else _gpu_backends(self.jit_level, flags)
+                self._executor = GraphExecutor(self.graph, self._backends, on_compile=on_compile)
+                for b in self._backends:  # generators that build all kernels at once (one C file per graph)
+                    if hasattr(b, "finish"):
+                        t1 = time.perf_counter()
+                        b.finish()
+                        compile_times[b.name] = compile_times.get(b.name, 0.0) + time.perf_counter() - t1
             backends: dict[str, int] = {}
             for st in self._executor.steps:
                 backends[st.backend] = backends.get(st.backend, 0) + 1
@@ -70,11 +94,13 @@ class InferenceSession:
             self.graph = self.model_graph
             if self.jit_level == "O1":  # runtime (lazy) fusion, as DVM does in PyNative
                 from graph_kernel.lazy import LazyFusionExecutor  # lazy: the core does not need graph_kernel
-                self._backends = backends_for(self.jit_level, self.graph_kernel_flags)
+                self._backends = backends_for(self.jit_level, self.graph_kernel_flags, mode="pynative")
                 self._executor = LazyFusionExecutor(self.graph, fused_backends=self._backends)
             else:
                 self._executor = PyNativeExecutor(self.graph)
             backends = {"numpy": len(self.graph.nodes)}
+            if self._profiler is not None:
+                self._executor.profile = self._profiler.kernel
         self._inputs = {v.name: v for v in self.graph.inputs}
         self._constant_ids = frozenset(id(a) for a in self.graph.constants.values())
         self._outputs = [v.name for v in self.graph.outputs]
@@ -82,6 +108,7 @@ class InferenceSession:
         self.stats: dict[str, Any] = {
             "mode": "graph" if self.mode == context.GRAPH_MODE else "pynative",
             "jit_level": self.jit_level,
+            "device": self.device,
             "nodes": len(self.graph.nodes),
             "nodes_in_model": len(self.model_graph.nodes),
             "backends": backends,
@@ -98,9 +125,12 @@ class InferenceSession:
 
     def _fallbacks(self) -> dict[str, str]:
         steps = getattr(self._executor, "steps", ())
-        return {st.node.name or f"cluster{i}": "interpreted by the numpy reference: the DVM encoder declined "
-                "it (or --kernel_generator=poly, whose backend is not built yet)" for i, st in enumerate(steps)
-                if st.node.op == "Fused" and st.node.domain == "msgx" and st.backend == "numpy"}
+        out = {st.node.name or f"cluster{i}": "interpreted by the numpy reference: neither the polyhedral "
+               "backend nor the DVM encoder took it" for i, st in enumerate(steps)
+               if st.node.op == "Fused" and st.node.domain == "msgx" and st.backend == "numpy"}
+        for b in self._backends:  # clusters a generator handed on (no C compiler...), with why
+            out.update(getattr(b, "shape_fallbacks", {}))
+        return out
 
     def get_inputs(self) -> list[NodeArg]:
         return [_node_arg(v) for v in self.graph.inputs]
@@ -120,14 +150,41 @@ class InferenceSession:
             if unknown:
                 raise InputNameError(f"unknown output name(s) {unknown}; the model's outputs are {self._outputs}")
             wanted = [self._outputs.index(n) for n in output_names]
-        results = self._executor.run(arrays)
+        results = self._executor.run(arrays) if self._profiler is None else self._run_profiled(arrays)
         if hasattr(self._executor, "records"):  # lazy fusion groups are known only at run time
             lazy = self._executor.stats
             self.stats.update(clusters=lazy["groups"], fused_ops=lazy["fused_ops"], lazy_fusion=lazy)
         for b in self._backends:  # a backend may hand one shape of a kernel back to the reference
             self.stats["fallbacks"].update(getattr(b, "shape_fallbacks", {}))
         owned = self._constant_ids | {id(a) for a in arrays}
+        if self.device == "gpu":  # device arrays stay on the device only for callers that fed device arrays
+            from dvm_runtime.gpu.backend import to_host
+            if not any(_on_device(a) for a in arrays):
+                results = [to_host(r) for r in results]
         return [_detach(results[i], owned) for i in wanted]
+
+    def _run_profiled(self, arrays: list) -> list:
+        prof = self._profiler
+        with activated(prof):
+            t0 = time.perf_counter()
+            if isinstance(self._executor, GraphExecutor):
+                results = self._executor.run(arrays, profile=prof.step)
+            else:
+                results = self._executor.run(arrays)
+            prof.add("run", "session", t0, time.perf_counter(), run=prof.runs,
+                     input_shapes=[list(getattr(a, "shape", ())) for a in arrays])
+        prof.runs += 1
+        return results
+
+    def end_profiling(self) -> str | None:
+        """Write the trace (Chrome trace-event JSON) and stop profiling; returns its path (None if off)."""
+        prof, self._profiler = self._profiler, None
+        if prof is None:
+            return None
+        if hasattr(self._executor, "profile"):
+            self._executor.profile = None
+        meta = {"mode": self.stats["mode"], "jit_level": self.jit_level, "runs": prof.runs}
+        return prof.write(fallbacks=frozenset(self.stats["fallbacks"]), meta=meta)
 
     def _check_feed(self, feed: Mapping[str, Any]) -> list:
         if not isinstance(feed, Mapping):
@@ -141,7 +198,11 @@ class InferenceSession:
         bound: dict = {}
         arrays = []
         for name, v in self._inputs.items():
-            arrays.append(_check_value(name, v.type, feed[name], bound))
+            value = feed[name]
+            if _on_device(value) and self.device != "gpu":
+                raise InputTypeError(f"input {name!r}: a device array was given to a session on the CPU "
+                                     "(create it with device='gpu', or pass a numpy array)")
+            arrays.append(_check_value(name, v.type, value, bound))
         return arrays
 
 
@@ -158,7 +219,7 @@ def _detach(result, owned: set[int]):
 def _check_value(name: str, t, value, bound: dict):
     if not isinstance(t, TensorType):
         return value  # sequences and optionals are passed through as given
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray) or _on_device(value):
         arr = value
     else:
         try:
@@ -183,6 +244,16 @@ def _check_value(name: str, t, value, bound: dict):
                 raise InputShapeError(f"input {name!r}: dim {axis} ({want}) is {got}, but another input "
                                       f"bound {want} to {bound[want]}")
     return arr
+
+
+def _on_device(value) -> bool:
+    """A CuPy (or other CUDA array interface) array, which a device='gpu' session takes as it is."""
+    return hasattr(value, "__cuda_array_interface__") and hasattr(value, "dtype")
+
+
+def _gpu_backends(jit_level: str, flags: str) -> tuple:
+    from dvm_runtime.gpu.backend import gpu_backends  # lazy: only GPU sessions import CuPy
+    return gpu_backends(jit_level, flags)
 
 
 def _shape_text(shape) -> str:
