@@ -51,8 +51,8 @@ class DiskCache:
         """The entry's verified file, or None (a miss; a corrupt entry is deleted and counted)."""
         data, sidecar = self._paths(key, suffix)
         try:
-            expected = sidecar.read_text().strip()
-            actual = hashlib.sha256(data.read_bytes()).hexdigest()
+            expected = sidecar.read_bytes().strip()  # bytes: a garbage sidecar is corruption, not an error
+            actual = hashlib.sha256(data.read_bytes()).hexdigest().encode()
         except OSError:
             self._count("misses")
             return None

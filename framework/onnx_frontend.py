@@ -11,7 +11,7 @@ from google.protobuf.message import DecodeError
 from onnx import helper, numpy_helper
 
 from . import ops
-from .dtypes import np_dtype
+from .dtypes import np_dtype, type_string
 from .errors import ModelError, MsgxError, UnsupportedOpError
 from .ir import UNKNOWN, Graph, Node, OptionalType, SequenceType, TensorType, Value, symbol, verify
 
@@ -86,6 +86,8 @@ def _load_external_data(proto: onnx.ModelProto, base_dir: Path | None) -> None:
 
 
 def to_array(t: onnx.TensorProto) -> np.ndarray:
+    if any(d < 0 for d in t.dims):  # numpy's reshape would read any negative dim as -1 and accept it
+        raise ModelError(f"tensor {t.name!r} has a negative dimension: {list(t.dims)}")
     try:
         arr = numpy_helper.to_array(t)
     except Exception as e:  # onnx raises several types on malformed tensors
@@ -160,6 +162,7 @@ class _Importer:
                 constants[v] = arr
                 continue
             ins = tuple(scope[name] if name else None for name in n.input)
+            _check_schema_types(n, ins, self.opsets.get("" if n.domain == "ai.onnx" else n.domain, 1))
             attrs = {a.name: self.attr(a, scope, hints, n) for a in n.attribute}
             outs = tuple(Value(self.type_of(hints[o]) if o in hints else UNKNOWN, o) for o in n.output)
             for name, v in zip(n.output, outs):
@@ -213,6 +216,40 @@ class _Importer:
         if isinstance(value, list):
             return tuple(v.decode(errors="replace") if isinstance(v, bytes) else v for v in value)
         return value
+
+
+_CHECKED_TYPES = {f"tensor({t})" for t in ("float", "double", "float16", "bfloat16", "bool", "string", "int8",
+                                             "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                                             "uint64")}
+
+
+def _check_schema_types(n: onnx.NodeProto, ins, opset: int) -> None:
+    """Attribute types and known input dtypes against the ONNX schema: a string where an int belongs is a
+    malformed model, not something for numpy to coerce."""
+    try:
+        schema = onnx.defs.get_schema(n.op_type, opset, n.domain)
+    except onnx.defs.SchemaError:
+        return  # msgx and custom ops: their kernels check
+    who = f"node {n.name or n.op_type!r} ({n.op_type})"
+    if not schema.min_input <= len(n.input) <= schema.max_input:
+        raise ModelError(f"{who}: {len(n.input)} inputs, the op takes {schema.min_input} to {schema.max_input}")
+    for a in n.attribute:
+        spec = schema.attributes.get(a.name)
+        if spec is not None and a.type and spec.type != onnx.AttributeProto.UNDEFINED and a.type != spec.type:
+            raise ModelError(f"{who}: attribute {a.name!r} must be {spec.type.name}, "
+                             f"got {onnx.AttributeProto.AttributeType.Name(a.type)}")
+    allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+    formals = list(schema.inputs)
+    for i, v in enumerate(ins):
+        if v is None or not formals or not isinstance(v.type, TensorType) or v.type.dtype is None:
+            continue
+        f = formals[min(i, len(formals) - 1)]
+        if i >= len(formals) and f.option != onnx.defs.OpSchema.FormalParameterOption.Variadic:
+            continue
+        got = type_string(v.type.dtype)
+        ok = allowed.get(f.type_str, {f.type_str})
+        if got in _CHECKED_TYPES and got not in ok and any(t.startswith("tensor(") for t in ok):
+            raise ModelError(f"{who}: input {i} ({f.name}) is {got}; the op takes {', '.join(sorted(ok))}")
 
 
 def _topological(g: onnx.GraphProto, scope: dict) -> list[onnx.NodeProto]:

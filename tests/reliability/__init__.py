@@ -1,0 +1,1 @@
+"""Reliability: differential fuzzing against onnxruntime, hostile models, soak, concurrency, numerics."""
