@@ -85,20 +85,7 @@ class DvmBackend:
         self.shape_fallbacks: dict[str, str] = {}  # kernels the encoder declined for one shape, with why
 
     def supports(self, node: Node) -> bool:
-        """Fused nodes whose ops and dtypes the DVM has and whose body encodes at a trial binding of dims."""
-        if node.op != "Fused" or node.domain != "msgx" or "body" not in node.attrs:
-            return False
-        body = node.attrs["body"]
-        if any(n.op not in encoder.SUPPORTED_OPS for n in body.nodes):
-            return False
-        for v in list(body.inputs) + [o for n in body.nodes for o in n.outputs]:
-            if getattr(v.type, "dtype", None) not in DTYPES or getattr(v.type, "shape", None) is None:
-                return False
-        try:
-            encoder.encode(body, *_trial(body))
-        except Exception:  # noqa: BLE001 - anything the encoder cannot express is declined, not fatal
-            return False
-        return True
+        return encodable(node)
 
     def compile(self, node: Node, run_graph=None):
         body, run, times, fallbacks = node.attrs["body"], self._run, self.encode_times, self.shape_fallbacks
@@ -139,6 +126,24 @@ class DvmBackend:
         n = len(node.inputs)
         return {"DVM bytecode, inputs " + ", ".join(f"{list(s)}" for s, _ in key[:n]): disasm(prog)
                 for key, prog in progs}
+
+
+def encodable(node: Node, target: str = "cpu") -> bool:
+    """Fused nodes whose ops and dtypes the DVM has and whose body encodes (for `target`) at a trial binding
+    of its dims."""
+    if node.op != "Fused" or node.domain != "msgx" or "body" not in node.attrs:
+        return False
+    body = node.attrs["body"]
+    if any(n.op not in encoder.SUPPORTED_OPS for n in body.nodes):
+        return False
+    for v in list(body.inputs) + [o for n in body.nodes for o in n.outputs]:
+        if getattr(v.type, "dtype", None) not in DTYPES or getattr(v.type, "shape", None) is None:
+            return False
+    try:
+        encoder.encode(body, *_trial(body), target=target)
+    except Exception:  # noqa: BLE001 - anything the encoder cannot express is declined, not fatal
+        return False
+    return True
 
 
 def _trial(body):

@@ -16,7 +16,7 @@ from framework.errors import ContextError
 from framework.ir import Node
 
 from .. import encoder, isa
-from ..backend import CACHE_MAX, DTYPES, _Reference, _shape_inputs, _trial
+from ..backend import CACHE_MAX, _Reference, _shape_inputs, encodable
 from . import device_ops, vm as gvm
 
 # Register bytes a block aims for (4-byte elements): two blocks per SM, and up to 32 elements per thread per
@@ -133,19 +133,7 @@ class GpuDvmBackend:
         if node.op in BLAS_OPS and node.domain in ("", "ai.onnx"):
             return all(v is None or getattr(v.type, "dtype", None) in (np.float32, np.float64)
                        for v in node.inputs)
-        if node.op != "Fused" or node.domain != "msgx" or "body" not in node.attrs:
-            return False
-        body = node.attrs["body"]
-        if any(n.op not in encoder.SUPPORTED_OPS for n in body.nodes):
-            return False
-        for v in list(body.inputs) + [o for n in body.nodes for o in n.outputs]:
-            if getattr(v.type, "dtype", None) not in DTYPES or getattr(v.type, "shape", None) is None:
-                return False
-        try:
-            encoder.encode(body, *_trial(body), target="gpu")
-        except Exception:  # noqa: BLE001 - anything the encoder cannot express is declined, not fatal
-            return False
-        return True
+        return encodable(node, target="gpu")
 
     def const(self, arr: np.ndarray):
         """The device copy of a graph constant (uploaded once; the entry keeps the constant alive)."""
