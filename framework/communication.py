@@ -77,7 +77,7 @@ def _wait(request, what: str) -> None:
                 f"{what} timed out after {_state['timeout']:g} s on rank {comm.Get_rank()} of "
                 f"{comm.Get_size()}: another rank died or stopped responding")
         time.sleep(pause)
-        pause = min(0.01, pause * 2 or 1e-5)  # spin briefly, then back off to spare the CPU
+        pause = min(2e-4, pause * 2 or 1e-5)  # spin briefly, then short naps: a long one would add latency
 
 
 def _mpi_op(op: str):
