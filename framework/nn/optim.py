@@ -169,11 +169,16 @@ class Adam(Optimizer):
         self._scale = ops.sqrt(1.0 - b2p) / (1.0 - b1p)
         return super().construct(grads)
 
-    def update(self, i, p, g, lr):
+    def _moments(self, i, g):
+        """Update and return the first and second moment estimates of parameter i."""
         m = self.moment1[i] * self.beta1 + g * (1.0 - self.beta1)
         v = self.moment2[i] * self.beta2 + g * g * (1.0 - self.beta2)
         ops.assign(self.moment1[i], m)
         ops.assign(self.moment2[i], v)
+        return m, v
+
+    def update(self, i, p, g, lr):
+        m, v = self._moments(i, g)
         ops.assign(p, p - m / (ops.sqrt(v) + self.eps) * (lr * self._scale))
 
 
@@ -192,10 +197,7 @@ class AdamWeightDecay(Adam):
         super().__init__(params, learning_rate, beta1, beta2, eps, weight_decay)
 
     def update(self, i, p, g, lr):
-        m = self.moment1[i] * self.beta1 + g * (1.0 - self.beta1)
-        v = self.moment2[i] * self.beta2 + g * g * (1.0 - self.beta2)
-        ops.assign(self.moment1[i], m)
-        ops.assign(self.moment2[i], v)
+        m, v = self._moments(i, g)
         step = m / (ops.sqrt(v) + self.eps)
         if self.weight_decay:
             step = step + p * self.weight_decay
