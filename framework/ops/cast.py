@@ -115,8 +115,12 @@ def cast_array(x: np.ndarray, to: np.dtype, saturate: bool = True, round_mode: s
                 f = np.clip(f, -big, big)  # clip keeps NaN; infinities saturate too
             return f.astype(to)
         if to in _SUBBYTE_INT:
-            src = _float_to_int(x, np.dtype(np.int64)) if x.dtype.kind == "f" else x.astype(np.int64)
-            return _wrap_subbyte(src, to)
+            if x.dtype.kind != "f":
+                return _wrap_subbyte(x.astype(np.int64), to)  # fixed -> fixed: keep the low bits (spec)
+            # float -> fixed out of range is undefined by ONNX; like its reference (ml_dtypes), give 0.
+            v = _float_to_int(x, np.dtype(np.int64))
+            info = ml_dtypes.iinfo(to)
+            return np.where((v < info.min) | (v > info.max), 0, v).astype(to)
         if to.kind in "iu" and x.dtype.kind == "f":
             return _float_to_int(x, to)
         return x.astype(to)
