@@ -171,11 +171,9 @@ def cmd_profile(args) -> int:
 
     sess, label, feed, _ = _session(args, profile=args.output or True)
     sess.run(None, feed)  # first run: DVM encodes, caches fill; its kernels are left out of the table
-    prof = sess._profiler
-    first = len(prof._kernels)
     for _ in range(max(args.repeat, 1)):
         sess.run(None, feed)
-    events = prof.kernel_events(frozenset(sess.stats["fallbacks"]))[first:]
+    events = sess._profiler.kernel_events(frozenset(sess.stats["fallbacks"]), first_run=1)
     summary = profiler.summarize(events)
     print(f"msgx profile: {label} | mode={sess.stats['mode']} jit_level={sess.jit_level} | "
           f"{max(args.repeat, 1)} run(s) after a warm-up run | inputs "

@@ -13,6 +13,7 @@ from .backends import NUMPY
 from .errors import KernelError, MsgxError
 from .ir import Graph, Node, TensorType, Value
 from .passes import attr_key, captured_values, subgraphs_of
+from .profiler import shape_dtype
 
 
 def _typed(node: Node, e: Exception) -> MsgxError:
@@ -120,25 +121,37 @@ class GraphExecutor:
                 shape_steps.add(i)
         needed = {s for i, st in enumerate(self.steps) if i not in shape_steps for s in st.ins
                   if s in known and s not in const_slots}
+        self.shape_steps = shape_steps
+        self._flat_fast = [f for i, f in enumerate(self._flat) if i not in shape_steps] if shape_steps else None
         self._shape_needed = needed
-        self._fast = [f for i, f in enumerate(self._flat) if i not in shape_steps] if shape_steps else None
         self._shape_cache: dict = {}
+        self._lines: dict = {}
 
-    def _run_shape_cached(self, env: list, inputs: Sequence) -> None:
+    def _line(self, fast: bool, timed: bool) -> Callable:
+        """The straight-line function over all steps or (fast) over those the shape cache does not skip,
+        with or without per-kernel timing; generated on first use."""
+        fn = self._lines.get((fast, timed))
+        if fn is None:
+            flat, keep = (self._flat_fast, ()) if fast else (self._flat, self._shape_needed)
+            fn = self._lines[(fast, timed)] = straight_line(flat, self.output_slots, keep, timed)
+        return fn
+
+    def _run_shape_cached(self, env: list, inputs: Sequence, profile: Callable | None) -> list:
+        timed = profile is not None
         if not all(isinstance(a, np.ndarray) for a in inputs):
-            return self._run_plain(env, self._flat)
+            return self._line(False, timed)(env, {}, profile)
         key = tuple(a.shape for a in inputs)
         cached = self._shape_cache.get(key)
         if cached is not None:
             for s, a in cached.items():
                 env[s] = a
-            self._run_plain(env, self._fast)
-            return
+            return self._line(True, timed)(env, None, profile)
         record: dict = {}
-        self._run_plain(env, self._flat, self._shape_needed, record)
+        outs = self._line(False, timed)(env, record, profile)
         if len(self._shape_cache) >= SHAPE_CACHE_SIZE:  # bounded: long-lived sessions see many shapes
             self._shape_cache.pop(next(iter(self._shape_cache)))
         self._shape_cache[key] = record
+        return outs
 
     def run(self, inputs: Sequence, outer_env: dict | None = None, profile: Callable | None = None) -> list:
         env = list(self.template)
@@ -147,44 +160,84 @@ class GraphExecutor:
         if outer_env:
             for v, s in self.outer_slots:
                 env[s] = outer_env.get(v)
-        if profile is None and self._plain and self._fast is not None and not outer_env:
-            self._run_shape_cached(env, inputs)
-        elif profile is None and self._plain:
-            self._run_plain(env, self._flat)
-        else:
-            for st in self.steps:
-                args = [env[i] for i in st.ins]
-                t0 = time.perf_counter()
-                if st.captures:
-                    outs = call_in_scope(st.kernel, st.node, args, {v: env[s] for v, s in st.captures})
-                else:
-                    outs = call_kernel(st.kernel, st.node, args)
-                if profile:
-                    profile(st, t0, time.perf_counter(), args, outs)
-                for s, a in zip(st.outs, outs):
-                    env[s] = a
-                for s in st.free:
-                    env[s] = None
+        if self._plain:  # profile: the hook gets each kernel's times; the steps run are the same
+            if self._flat_fast is not None and not outer_env:
+                return self._run_shape_cached(env, inputs, profile)
+            return self._line(False, profile is not None)(env, {}, profile)
+        for st in self.steps:
+            args = [env[i] for i in st.ins]
+            t0 = time.perf_counter()
+            if st.captures:
+                outs = call_in_scope(st.kernel, st.node, args, {v: env[s] for v, s in st.captures})
+            else:
+                outs = call_kernel(st.kernel, st.node, args)
+            if profile:
+                t1 = time.perf_counter()
+                profile((st, t0, t1, [shape_dtype(a) for a in args], [shape_dtype(o) for o in outs]))
+            for s, a in zip(st.outs, outs):
+                env[s] = a
+            for s in st.free:
+                env[s] = None
         return [env[s] for s in self.output_slots]
 
-    @staticmethod
-    def _run_plain(env: list, steps, keep: set = frozenset(), record: dict | None = None) -> None:
-        """The hot loop for graphs without control flow: one try around all steps, no per-step call.
-        Values of slots in `keep` are copied into `record` as they are produced."""
-        step = None
-        try:
-            for step, kernel, ins, outs, free in steps:
-                results = kernel(*[env[i] for i in ins])
-                for s, a in zip(outs, results):
-                    env[s] = a
-                    if s in keep:
-                        record[s] = a
-                for s in free:
-                    env[s] = None
-        except Exception as e:
-            if step is None or isinstance(e, MsgxError):
-                raise
-            raise _typed(step.node, e) from e
+
+def straight_line(flat: list, output_slots: list, keep: set = frozenset(), timed: bool = False) -> Callable:
+    """The hot loop for graphs without control flow, generated as straight-line Python: slots become local
+    variables, each step one call, each buffer dropped after its last use, one try around everything. (A
+    loop over the steps spends more time indexing and unpacking than small kernels take to run.) The
+    function run(env, record, hook=None) takes the slot list (constants and inputs filled in) and a dict
+    that receives the values of the slots in `keep` as they are produced; it returns the output values.
+    timed: each call is bracketed by clock reads and reported as hook((step, t0, t1, ins, outs)), ins and
+    outs being (shape, dtype) per value: attribute reads only, so little time passes between kernels and
+    the profile's kernel times cover the run."""
+    written: set = set()
+    body: list[str] = []
+
+    def ref(s: int) -> str:
+        if s < 0:
+            return "None"  # an omitted optional input
+        if s not in written:  # a constant, an input or a cached shape value: read from the slot list once
+            body.append(f"v{s} = env[{s}]")
+            written.add(s)
+        return f"v{s}"
+
+    def info(s: int, v) -> str:  # (shape, dtype) of slot s: direct for tensors, checked for anything else
+        if s < 0:
+            return "None"
+        return f"(v{s}.shape, v{s}.dtype)" if isinstance(getattr(v, "type", None), TensorType) else f"sd(v{s})"
+
+    for i, (st, _, ins, outs, free) in enumerate(flat):
+        args = ", ".join(ref(s) for s in ins)
+        call = f"r = k{i}({args})"
+        body.append(f"i = {i}; t0 = clock(); {call}; t1 = clock()" if timed else f"i = {i}; {call}")
+        for j, s in enumerate(outs):
+            body.append(f"v{s} = r[{j}]")
+            written.add(s)
+            if s in keep:
+                body.append(f"record[{s}] = v{s}")
+        if timed:
+            ins_info = [info(s, v) for s, v in zip(ins, st.node.inputs)]
+            outs_info = [info(s, v) for s, v in zip(outs, st.node.outputs)]
+            body.append(f"hook((steps[{i}], t0, t1, [{', '.join(ins_info)}], [{', '.join(outs_info)}]))")
+        if free:
+            body.append(", ".join(f"v{s}" for s in free) + " = " + ", ".join("None" for _ in free))
+    result = "[" + ", ".join(ref(s) for s in output_slots) + "]"
+    kernels = ", ".join(f"k{i}" for i in range(len(flat)))
+    src = ["def make(steps, kernels, typed, MsgxError, clock, sd):",
+           f"    {kernels}{',' if len(flat) == 1 else ''} = kernels" if flat else "    pass",
+           "    def run(env, record, hook=None):",
+           "        i = -1",
+           "        try:"]
+    src += [f"            {line}" for line in body] + [f"            return {result}",
+            "        except Exception as e:",
+            "            if i < 0 or isinstance(e, MsgxError):",
+            "                raise",
+            "            raise typed(steps[i].node, e) from e",
+            "    return run"]
+    namespace: dict = {}
+    exec(compile("\n".join(src), "<msgx straight-line executor>", "exec"), namespace)
+    return namespace["make"]([f[0] for f in flat], [f[1] for f in flat], _typed, MsgxError, time.perf_counter,
+                              shape_dtype)
 
 
 _SCOPES = threading.local()  # per thread: stack of {Value: array} visible to running subgraphs

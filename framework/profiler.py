@@ -6,14 +6,12 @@ lookup when no profiler is active.
 """
 from __future__ import annotations
 
-import contextlib
 import json
+import math
 import os
 import threading
 import time
 from collections import defaultdict
-
-import numpy as np
 
 from .errors import MsgxError
 
@@ -31,18 +29,22 @@ def active() -> "Profiler | None":
     return stack[-1] if stack else None
 
 
-@contextlib.contextmanager
-def activated(prof: "Profiler | None"):
-    """Make `prof` the target of compile_event on this thread while inside (None: nothing changes)."""
-    if prof is None:
-        yield
-        return
-    stack = _LOCAL.__dict__.setdefault("stack", [])
-    stack.append(prof)
-    try:
-        yield
-    finally:
-        stack.remove(prof)
+class activated:
+    """Make `prof` the target of compile_event on this thread while inside (None: nothing changes). A class,
+    not a generator context manager: it brackets every profiled run, so it stays cheap."""
+
+    __slots__ = ("prof",)
+
+    def __init__(self, prof: "Profiler | None"):
+        self.prof = prof
+
+    def __enter__(self):
+        if self.prof is not None:
+            _LOCAL.__dict__.setdefault("stack", []).append(self.prof)
+
+    def __exit__(self, *exc):
+        if self.prof is not None:
+            _LOCAL.stack.remove(self.prof)
 
 
 def compile_event(name: str, cat: str, seconds: float, start: float | None = None, **args) -> None:
@@ -53,19 +55,24 @@ def compile_event(name: str, cat: str, seconds: float, start: float | None = Non
         prof.add(name, cat, end - seconds if start is None else start, end, **args)
 
 
-def _info(arrays) -> list:
-    """(shape, itemsize) per array, cheaply (this runs between kernels); None for non-arrays."""
-    try:
-        return [(x.shape, x.itemsize) for x in arrays]
-    except AttributeError:  # an omitted input (None) or a sequence value
-        return [(x.shape, x.itemsize) if hasattr(x, "itemsize") and hasattr(x, "shape") else None
-                for x in arrays]
+def shape_dtype(x):
+    """(shape, dtype) of an array value, None for anything else (an omitted input, a sequence)."""
+    return (x.shape, x.dtype) if hasattr(x, "shape") and hasattr(x, "dtype") else None
 
 
-def _unpack(info: list) -> tuple[list, int]:
-    """Shapes as lists and the byte count of _info's records."""
+def _unpack(info) -> tuple[list, int]:
+    """Shapes as lists and the byte count of (shape, dtype) records."""
     shapes = [list(i[0]) if i is not None else None for i in info]
-    return shapes, sum(int(np.prod(i[0], dtype=np.int64)) * i[1] for i in info if i is not None)
+    return shapes, sum(math.prod(i[0]) * i[1].itemsize for i in info if i is not None)
+
+
+class Site:
+    """Where a kernel ran, for executors without steps (PyNative): the node and its backend's name."""
+
+    __slots__ = ("node", "backend")
+
+    def __init__(self, node, backend: str):
+        self.node, self.backend = node, backend
 
 
 def kernel_class(op: str, backend: str, fallbacks=frozenset(), name: str = "") -> str:
@@ -84,7 +91,12 @@ class Profiler:
         self.origin = time.perf_counter()
         self.pid = os.getpid()
         self.events: list[dict] = []
+        # per run: (records, thread ident, run number); a record is (site, t0, t1, ins, outs) with site.node,
+        # site.backend and (shape, dtype) per input/output: the executors append it right after the kernel
+        # returns, cheaply, and events are built on write
         self._kernels: list[tuple] = []
+        self._current = threading.local()  # per thread: the records list of the run in progress
+        self._runs: list[tuple] = []  # (t0, t1, run, input shapes, thread): session runs, as events on write
         self._tids: dict[int, int] = {}
         self.runs = 0
 
@@ -104,36 +116,58 @@ class Profiler:
                             "dur": round(max(t1 - t0, 0.0) * 1e6, 3), "pid": self.pid, "tid": self._tid(),
                             "args": args})
 
+    def run_span(self, t0: float, t1: float, input_shapes: list) -> None:
+        """One session run (kept raw: this sits between the last kernel and run()'s return)."""
+        self._runs.append((t0, t1, self.runs, input_shapes, threading.get_ident()))
+
+    def new_run(self) -> list:
+        """The list that receives the kernel records of the run about to start."""
+        records: list = []
+        self._kernels.append((records, threading.get_ident(), self.runs))
+        self._current.records = records
+        return records
+
     def kernel(self, node, backend: str, t0: float, t1: float, args, outs) -> None:
-        """The executors' per-kernel hook: shapes and bytes are taken now, the event is built on write."""
-        self._kernels.append((node, backend, t0, t1, _info(args), _info(outs), threading.get_ident(),
-                              self.runs))
+        """PyNative's per-kernel hook: one record into the current run."""
+        records = getattr(self._current, "records", None)
+        if records is None:
+            records = self.new_run()
+        records.append((Site(node, backend), t0, t1, [shape_dtype(a) for a in args],
+                        [shape_dtype(o) for o in outs]))
 
-    def step(self, st, t0: float, t1: float, args, outs) -> None:
-        """GraphExecutor's profile hook (a step carries its node and backend)."""
-        self._kernels.append((st.node, st.backend, t0, t1, _info(args), _info(outs), threading.get_ident(),
-                              self.runs))
+    def kernel_spans(self, first_run: int = 0) -> list[list[tuple[float, float]]]:
+        """(t0, t1) of every kernel, per run, from run `first_run` on."""
+        return [[(r[1], r[2]) for r in records] for records, _, run in self._kernels if run >= first_run]
 
-    def kernel_events(self, fallbacks=frozenset()) -> list[dict]:
+    def kernel_events(self, fallbacks=frozenset(), first_run: int = 0) -> list[dict]:
         out = []
-        for node, backend, t0, t1, ins, outs, ident, run in self._kernels:
-            (ins, in_bytes), (outs, out_bytes) = _unpack(ins), _unpack(outs)
-            nbytes = in_bytes + out_bytes
-            op = f"{node.domain}::{node.op}" if node.domain else node.op
-            args = {"op": op, "backend": backend, "input_shapes": ins, "output_shapes": outs, "bytes": nbytes,
-                    "run": run, "class": kernel_class(op, backend, fallbacks, node.name)}
-            body = node.attrs.get("body") if op == "msgx::Fused" else None
-            if body is not None:
-                args.update(kind=node.attrs.get("kind"), fused_ops=len(body.nodes),
-                            ops=[n.op for n in body.nodes])
-            out.append({"name": node.name or op, "cat": KERNEL, "ph": "X", "ts": self._us(t0),
-                        "dur": round(max(t1 - t0, 0.0) * 1e6, 3), "pid": self.pid, "tid": self._tid(ident),
-                        "args": args})
+        for records, ident, run in self._kernels:
+            if run < first_run:
+                continue
+            tid = self._tid(ident)
+            for site, t0, t1, ins, outs in records:
+                (ins, in_bytes), (outs, out_bytes) = _unpack(ins), _unpack(outs)
+                node, backend = site.node, site.backend
+                op = f"{node.domain}::{node.op}" if node.domain else node.op
+                args = {"op": op, "backend": backend, "input_shapes": ins, "output_shapes": outs,
+                        "bytes": in_bytes + out_bytes, "run": run,
+                        "class": kernel_class(op, backend, fallbacks, node.name)}
+                body = node.attrs.get("body") if op == "msgx::Fused" else None
+                if body is not None:
+                    args.update(kind=node.attrs.get("kind"), fused_ops=len(body.nodes),
+                                ops=[n.op for n in body.nodes])
+                out.append({"name": node.name or op, "cat": KERNEL, "ph": "X", "ts": self._us(t0),
+                            "dur": round(max(t1 - t0, 0.0) * 1e6, 3), "pid": self.pid, "tid": tid,
+                            "args": args})
         return out
 
     def trace(self, fallbacks=frozenset(), meta: dict | None = None) -> dict:
         """The whole trace as a trace-event JSON object (events sorted by start time)."""
-        events = sorted(self.events + self.kernel_events(fallbacks), key=lambda e: (e["ts"], -e["dur"]))
+        runs = [{"name": "run", "cat": SESSION, "ph": "X", "ts": self._us(t0),
+                 "dur": round(max(t1 - t0, 0.0) * 1e6, 3), "pid": self.pid, "tid": self._tid(ident),
+                 "args": {"run": run, "input_shapes": [list(s) for s in shapes]}}
+                for t0, t1, run, shapes, ident in self._runs]
+        events = sorted(self.events + runs + self.kernel_events(fallbacks), key=lambda e: (e["ts"], -e["dur"]))
         names = [{"name": "process_name", "ph": "M", "pid": self.pid, "tid": 0, "args": {"name": "msgx"}}]
         names += [{"name": "thread_name", "ph": "M", "pid": self.pid, "tid": tid,
                    "args": {"name": "main" if tid == 1 else f"thread {tid}"}} for tid in self._tids.values()]

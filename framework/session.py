@@ -103,6 +103,8 @@ class InferenceSession:
                 self._executor.profile = self._profiler.kernel
         self._inputs = {v.name: v for v in self.graph.inputs}
         self._constant_ids = frozenset(id(a) for a in self.graph.constants.values())
+        self._lazy_fusion = hasattr(self._executor, "records")
+        self._shape_fallback_backends = [b for b in self._backends if hasattr(b, "shape_fallbacks")]
         self._outputs = [v.name for v in self.graph.outputs]
         fused = [n for n in self.graph.nodes if n.op == "Fused" and n.domain == "msgx"]
         self.stats: dict[str, Any] = {
@@ -151,28 +153,27 @@ class InferenceSession:
                 raise InputNameError(f"unknown output name(s) {unknown}; the model's outputs are {self._outputs}")
             wanted = [self._outputs.index(n) for n in output_names]
         results = self._executor.run(arrays) if self._profiler is None else self._run_profiled(arrays)
-        if hasattr(self._executor, "records"):  # lazy fusion groups are known only at run time
+        if self._lazy_fusion:  # lazy fusion groups are known only at run time
             lazy = self._executor.stats
             self.stats.update(clusters=lazy["groups"], fused_ops=lazy["fused_ops"], lazy_fusion=lazy)
-        for b in self._backends:  # a backend may hand one shape of a kernel back to the reference
-            self.stats["fallbacks"].update(getattr(b, "shape_fallbacks", {}))
-        owned = self._constant_ids | {id(a) for a in arrays}
+        for b in self._shape_fallback_backends:  # a backend may hand one shape of a kernel to the reference
+            self.stats["fallbacks"].update(b.shape_fallbacks)
         if self.device == "gpu":  # device arrays stay on the device only for callers that fed device arrays
             from dvm_runtime.gpu.backend import to_host
             if not any(_on_device(a) for a in arrays):
                 results = [to_host(r) for r in results]
-        return [_detach(results[i], owned) for i in wanted]
+        return [_detach(results[i], self._constant_ids, arrays) for i in wanted]
 
     def _run_profiled(self, arrays: list) -> list:
         prof = self._profiler
         with activated(prof):
+            records = prof.new_run()
             t0 = time.perf_counter()
             if isinstance(self._executor, GraphExecutor):
-                results = self._executor.run(arrays, profile=prof.step)
-            else:
+                results = self._executor.run(arrays, profile=records.append)
+            else:  # PyNative reports each kernel through prof.kernel
                 results = self._executor.run(arrays)
-            prof.add("run", "session", t0, time.perf_counter(), run=prof.runs,
-                     input_shapes=[list(getattr(a, "shape", ())) for a in arrays])
+            prof.run_span(t0, time.perf_counter(), [getattr(a, "shape", ()) for a in arrays])
         prof.runs += 1
         return results
 
@@ -206,11 +207,11 @@ class InferenceSession:
         return arrays
 
 
-def _detach(result, owned: set[int]):
+def _detach(result, constant_ids: frozenset, feeds: list):
     """Copy an output that is (a view of) a constant or a feed, so callers never alias our tables or theirs."""
     base = result
     while isinstance(base, np.ndarray):
-        if id(base) in owned:
+        if id(base) in constant_ids or any(base is a for a in feeds):
             return result.copy()
         base = base.base
     return result
@@ -248,7 +249,7 @@ def _check_value(name: str, t, value, bound: dict):
 
 def _on_device(value) -> bool:
     """A CuPy (or other CUDA array interface) array, which a device='gpu' session takes as it is."""
-    return hasattr(value, "__cuda_array_interface__") and hasattr(value, "dtype")
+    return type(value) is not np.ndarray and hasattr(value, "__cuda_array_interface__") and hasattr(value, "dtype")
 
 
 def _gpu_backends(jit_level: str, flags: str) -> tuple:

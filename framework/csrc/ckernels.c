@@ -1,28 +1,19 @@
-/* framework._ckernels: float32 NCHW kernels for depthwise conv, im2col and pooling, where numpy's per-call
- * overhead dominates. The caller (framework/ops/nn_ckernels.py) resolves geometry and allocates outputs;
- * here every buffer is checked against the sizes its dims imply, then the loops run with the GIL released. */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+/* framework._ckernels: float32 NCHW kernels for depthwise conv, im2col and pooling (here) and row kernels
+ * (rowops.c), where numpy's per-call overhead dominates. The callers (framework/ops/nn_ckernels.py,
+ * row_ckernels.py) resolve geometry and allocate outputs; here every buffer is checked against the sizes its dims imply, then the loops run with the GIL released. */
+#include "ckernels.h"
+
 #include <math.h>
 #include <string.h>
-
-typedef Py_ssize_t idx;
 
 /* Window geometry of one 2-D conv or pool (sizes in elements; pads may be negative: a crop). */
 typedef struct {
     idx n, c, h, w, m, cg, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow;
 } geo_t;
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define CLONES
-#endif
-
 enum { ACT_NONE = 0, ACT_RELU = 1, ACT_CLIP = 2 };
 
-/* Borrow obj's buffer as float32, C-contiguous, holding at least `need` elements. */
-static int get_f32(PyObject *obj, Py_buffer *v, idx need, int writable, const char *what) {
+int get_f32(PyObject *obj, Py_buffer *v, idx need, int writable, const char *what) {
     if (PyObject_GetBuffer(obj, v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
         return -1;
     if (v->itemsize != 4 || !v->format || strcmp(v->format, "f") != 0 || v->len < need * 4) {
@@ -370,10 +361,14 @@ static PyMethodDef METHODS[] = {
     {"im2col", py_im2col, METH_VARARGS, "im2col(x, cols, geo): columns [N, C*KH*KW, OH*OW]"},
     {"bias_act", py_bias_act, METH_VARARGS, "bias_act(y, b|None, n, m, plane, act, lo, hi), in place"},
     {"pool", py_pool, METH_VARARGS, "pool(x, y, geo, avg, (lo_h, hi_h, lo_w, hi_w)): 2-D max/avg pool"},
+    {"layer_norm", py_layer_norm, METH_VARARGS,
+     "layer_norm(x, scale, bias|None, y, mean|None, inv_std|None, rows, cols, eps): rows of x normalized"},
+    {"softmax", py_softmax, METH_VARARGS, "softmax(x, y, rows, cols, log): softmax or log-softmax of rows"},
+    {"erf", py_erf, METH_VARARGS, "erf(x, y, n): the ISA's float32 erf, elementwise"},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_ckernels", "float32 conv/pool kernels", -1,
+static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_ckernels", "float32 conv/pool/row kernels", -1,
                                     METHODS};
 
 PyMODINIT_FUNC PyInit__ckernels(void) { return PyModule_Create(&MODULE); }

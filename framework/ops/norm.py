@@ -8,6 +8,7 @@ from ..dtypes import np_dtype
 from ..errors import ShapeError
 from ..ir import TensorType
 from .infer import norm_axis, same
+from . import row_ckernels
 from .nn import acc_dtype
 from .registry import Fusion, op
 
@@ -85,6 +86,9 @@ def _ln_infer(ctx, x, *rest):
 def _layernorm(ctx, x, scale, bias=None):
     st = _stash(ctx, x.dtype)
     axis = norm_axis(ctx["axis"], x.ndim)
+    if st == np.float32 and (c := row_ckernels.layer_norm(x, scale, bias, axis, ctx["epsilon"],
+                                                           ctx.num_outputs)) is not None:
+        return c[0] if ctx.num_outputs == 1 else c[:ctx.num_outputs]
     axes = tuple(range(axis, x.ndim))
     xf = x.astype(np.promote_types(st, x.dtype) if x.dtype == np.float64 else st, copy=False)
     mean = xf.mean(axis=axes, keepdims=True)

@@ -113,6 +113,13 @@ def _reshape_v1(ctx, x):
 @op("Reshape", since=5, fusion=INJ, attrs={"allowzero": 0}, shape_op=True, grad=_reshape_grad,
     infer=lambda ctx, x, s: _infer_reshape_from(ctx, x, ctx.const(1)))
 def _reshape(ctx, x, shape):
+    if type(shape) is np.ndarray and shape.dtype.kind == "i":  # the run-time case: skip the per-dim Python
+        t = shape.tolist()
+        if 0 not in t:  # without 0 entries ONNX's target means what numpy's does (-1 inferred)
+            try:
+                return x.reshape(t)
+            except ValueError:
+                pass  # the general path below raises the typed error
     return x.reshape(reshape_target(x.shape, vals(shape), bool(ctx["allowzero"])))
 
 
@@ -250,6 +257,11 @@ def _infer_unsqueeze13(ctx, x, axes):
 
 @op("Unsqueeze", since=13, fusion=INJ, shape_op=True, infer=_infer_unsqueeze13)
 def _unsqueeze(ctx, x, axes):
+    if type(axes) is np.ndarray and axes.dtype.kind == "i":
+        try:
+            return np.expand_dims(x, tuple(axes.reshape(-1).tolist()))
+        except ValueError:  # a repeated or out-of-range axis: the general path raises the typed error
+            pass
     return x.reshape(_unsqueeze_shape(x.shape, vals(axes)))
 
 
@@ -381,11 +393,11 @@ def _gather_grad(b, n, g):
 @op("Gather", fusion=INJ, attrs={"axis": 0}, shape_op=True, infer=_infer_gather, grad=_gather_grad)
 def _gather(ctx, data, indices):
     axis = norm_axis(ctx["axis"], data.ndim)
-    n = data.shape[axis]
-    idx = np.asarray(indices).astype(np.int64)
-    if idx.size and (idx.min() < -n or idx.max() >= n):
-        raise KernelError(f"Gather index out of range [{-n}, {n - 1}] on axis {axis}")
-    return np.take(data, np.where(idx < 0, idx + n, idx), axis=axis)
+    try:  # numpy's take accepts [-n, n) as ONNX does and checks the range itself
+        return np.take(data, np.asarray(indices, dtype=np.int64), axis=axis)
+    except IndexError:
+        n = data.shape[axis]
+        raise KernelError(f"Gather index out of range [{-n}, {n - 1}] on axis {axis}") from None
 
 
 # ---------------------------------------------------------------- ConstantOfShape, Range
