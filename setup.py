@@ -103,11 +103,12 @@ CKERNELS = "framework._ckernels"
 
 def ckernels_extension() -> Extension:
     """framework._ckernels: float32 depthwise conv / im2col / pooling loops (framework/ops/nn_ckernels.py) and
-    row kernels (LayerNorm, softmax, erf: framework/ops/row_ckernels.py), which share the DVM's vm_math.h."""
+    row kernels (LayerNorm, softmax, erf: framework/ops/row_ckernels.py), which share the DVM's vm_math.h, and
+    the conv / max-pool backward (framework/ops/nn_ckernels.py)."""
     flags = [] if sysconfig.get_platform().startswith("win") else \
         ["-O3", "-std=gnu11", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-Wall"]
     src = os.path.join("framework", "csrc")
-    return Extension(CKERNELS, sources=[os.path.join(src, "ckernels.c"), os.path.join(src, "rowops.c")],
+    return Extension(CKERNELS, sources=[os.path.join(src, f) for f in ("ckernels.c", "rowops.c", "gradops.c")],
                      include_dirs=[src, CSRC], extra_compile_args=flags,
                      depends=[os.path.join(src, "ckernels.h"), os.path.join(CSRC, "vm_math.h")])
 

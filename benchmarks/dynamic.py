@@ -370,7 +370,7 @@ def _run(args, lengths, order, static_order, kw, stack: contextlib.ExitStack) ->
     meta["serve_phase_s"] = time.perf_counter() - t_start
     rows = []
     stream = stack.enter_context(open(args.out, "w")) if args.out else sys.stdout
-    stack.enter_context(harness.blas_limits(args.threads))
+    stack.enter_context(harness.thread_limits(args.threads))
     if OURS in runs:
         for n in lengths:
             present = [s for s in runs if n in served[s]["first_call_s"]]

@@ -230,17 +230,30 @@ def _build(label: str, thunk: Callable[[], Case | dict], measure_kw: dict) -> Ca
 
 
 @contextlib.contextmanager
-def blas_limits(threads: int | None):
-    """Limit numpy's BLAS pools to `threads` while inside, when threadpoolctl is importable."""
-    try:
-        import threadpoolctl
-    except ImportError:
-        threadpoolctl = None
-    if threadpoolctl is None or not threads:
+def thread_limits(threads: int | None):
+    """Give every compute pool of ours `threads` threads while inside, as the peers get: numpy's BLAS (via
+    threadpoolctl when importable), and through the environment the DVM C VM (MSGX_NUM_THREADS, read when
+    a session is built) and OpenMP kernels (OMP_NUM_THREADS, read when the OpenMP runtime starts)."""
+    if not threads:
         yield
         return
-    with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):
-        yield
+    names = ("MSGX_NUM_THREADS", "OMP_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update({k: str(threads) for k in names})
+    try:
+        try:
+            import threadpoolctl
+        except ImportError:
+            yield
+            return
+        with threadpoolctl.threadpool_limits(limits=threads, user_api="blas"):
+            yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _fmt_ms(runner: dict | None) -> str:

@@ -196,7 +196,7 @@ def main(argv=None) -> int:
     items = [(s.name, lambda s=s: build_case(s, args.threads, args.mode, args.jit_level)) for s in chosen]
     with contextlib.ExitStack() as stack:
         stream = stack.enter_context(open(args.out, "w")) if args.out else sys.stdout
-        stack.enter_context(harness.blas_limits(args.threads))
+        stack.enter_context(harness.thread_limits(args.threads))
         rows = harness.run_cases(items, stream=stream, threads=args.threads, suite=SUITE,
                                  baseline="onnxruntime", **kw)
     table = harness.markdown_table(rows, MD_EXTRA)

@@ -448,7 +448,7 @@ def main(argv=None) -> int:
     rows = []
     with contextlib.ExitStack() as stack:
         stream = stack.enter_context(open(args.out, "w")) if args.out else sys.stdout
-        stack.enter_context(harness.blas_limits(args.threads))
+        stack.enter_context(harness.thread_limits(args.threads))
         stack.enter_context(peers.torch_inductor_cache(args.torch_cache))
         for i, (label, thunk) in enumerate(items, 1):
             harness.progress(f"[{i}/{len(items)}] {label}")

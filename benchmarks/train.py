@@ -267,7 +267,7 @@ def main(argv=None) -> int:
     ]
     with contextlib.ExitStack() as stack:
         stream = stack.enter_context(open(args.out, "w")) if args.out else sys.stdout
-        stack.enter_context(harness.blas_limits(args.threads))
+        stack.enter_context(harness.thread_limits(args.threads))
         rows = []
         for name, thunk in items:
             peer = plan[name][2]

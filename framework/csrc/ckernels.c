@@ -6,11 +6,6 @@
 #include <math.h>
 #include <string.h>
 
-/* Window geometry of one 2-D conv or pool (sizes in elements; pads may be negative: a crop). */
-typedef struct {
-    idx n, c, h, w, m, cg, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow;
-} geo_t;
-
 enum { ACT_NONE = 0, ACT_RELU = 1, ACT_CLIP = 2 };
 
 int get_f32(PyObject *obj, Py_buffer *v, idx need, int writable, const char *what) {
@@ -25,7 +20,7 @@ int get_f32(PyObject *obj, Py_buffer *v, idx need, int writable, const char *wha
     return 0;
 }
 
-static int check_geo(const geo_t *g) {
+int check_geo(const geo_t *g) {
     if (g->n < 1 || g->c < 1 || g->h < 1 || g->w < 1 || g->m < 1 || g->cg < 1 || g->kh < 1 || g->kw < 1 ||
         g->sh < 1 || g->sw < 1 || g->dh < 1 || g->dw < 1 || g->oh < 1 || g->ow < 1 || g->c % g->cg ||
         g->m % (g->c / g->cg)) {
@@ -218,9 +213,6 @@ CLONES static void pool2d(const geo_t *g, const float *x, float *y, int avg, con
     }
 }
 
-#define GEO_FMT "nnnnnnnnnnnnnnnn"
-#define GEO_ARGS(g) &g.n, &g.c, &g.h, &g.w, &g.m, &g.cg, &g.kh, &g.kw, &g.sh, &g.sw, &g.dh, &g.dw, &g.ph, \
-                    &g.pw, &g.oh, &g.ow
 
 static PyObject *py_conv(PyObject *self, PyObject *args) {
     PyObject *xo, *wo, *bo, *yo;
@@ -365,6 +357,10 @@ static PyMethodDef METHODS[] = {
      "layer_norm(x, scale, bias|None, y, mean|None, inv_std|None, rows, cols, eps): rows of x normalized"},
     {"softmax", py_softmax, METH_VARARGS, "softmax(x, y, rows, cols, log): softmax or log-softmax of rows"},
     {"erf", py_erf, METH_VARARGS, "erf(x, y, n): the ISA's float32 erf, elementwise"},
+    {"im2col_ck", py_im2col_ck, METH_VARARGS, "im2col_ck(x, cols, geo): columns [C*KH*KW, N, OH*OW]"},
+    {"col2im_ck", py_col2im_ck, METH_VARARGS, "col2im_ck(cols, dx, geo): dx = sum of columns, the inverse"},
+    {"maxpool_grad", py_maxpool_grad, METH_VARARGS,
+     "maxpool_grad(x, y, gy, dx, geo): gy to the first maximum of each window"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -12,6 +12,18 @@ typedef Py_ssize_t idx;
 #define CLONES
 #endif
 
+/* Window geometry of one 2-D conv or pool (sizes in elements; pads may be negative: a crop). */
+typedef struct {
+    idx n, c, h, w, m, cg, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow;
+} geo_t;
+
+#define GEO_FMT "nnnnnnnnnnnnnnnn"
+#define GEO_ARGS(g) &g.n, &g.c, &g.h, &g.w, &g.m, &g.cg, &g.kh, &g.kw, &g.sh, &g.sw, &g.dh, &g.dw, &g.ph, \
+                    &g.pw, &g.oh, &g.ow
+
+/* 0, or -1 with a ValueError set, for a geometry whose sizes do not fit together */
+int check_geo(const geo_t *g);
+
 /* Borrow obj's buffer as float32, C-contiguous, holding at least `need` elements. */
 int get_f32(PyObject *obj, Py_buffer *v, idx need, int writable, const char *what);
 
@@ -19,4 +31,9 @@ int get_f32(PyObject *obj, Py_buffer *v, idx need, int writable, const char *wha
 PyObject *py_layer_norm(PyObject *self, PyObject *args);
 PyObject *py_softmax(PyObject *self, PyObject *args);
 PyObject *py_erf(PyObject *self, PyObject *args);
+
+/* gradops.c: the backward of 2-D conv (im2col / col2im in [C*KH*KW, N, OH*OW] layout) and max pooling */
+PyObject *py_im2col_ck(PyObject *self, PyObject *args);
+PyObject *py_col2im_ck(PyObject *self, PyObject *args);
+PyObject *py_maxpool_grad(PyObject *self, PyObject *args);
 #endif

@@ -14,7 +14,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..errors import ShapeError, UnsupportedOpError
 from ..ir import TensorType
-from . import registry
+from . import nn_ckernels, registry
 from .conv import CONV_ATTRS
 from .nn_pool import POOL_ATTRS
 from .nn_window import window
@@ -203,6 +203,10 @@ def _conv_grad_w(ctx, x, gy, w):
     """dW = dy^T @ im2col(x): one copy of the windows (channels innermost) and one GEMM per group."""
     kernel = list(w.shape[2:])
     strides, dil, pb, out = _geometry(ctx, x.shape, kernel)
+    plan = nn_ckernels.conv2d_grad_plan(x.shape, w.shape, (x.dtype, gy.dtype, w.dtype), int(ctx["group"]),
+                                        strides, dil, pb, out)
+    if plan is not None:
+        return plan[1](x, gy)
     xp = _padded_zeros(x.shape, kernel, dil, strides, pb, out, x.dtype)
     xl = np.moveaxis(xp, 1, -1)  # channels last: each window row is a contiguous run of channels
     xl[(slice(None),) + tuple(slice(p, p + i) for p, i in zip(pb, x.shape[2:]))] = np.moveaxis(x, 1, -1)
@@ -222,6 +226,10 @@ def _conv_grad_x(ctx, gy, w, x):
     """Window gradients dy @ W (one GEMM per group), added back window offset by window offset (col2im)."""
     kernel = list(w.shape[2:])
     strides, dil, pb, out = _geometry(ctx, x.shape, kernel)
+    plan = nn_ckernels.conv2d_grad_plan(x.shape, w.shape, (x.dtype, gy.dtype, w.dtype), int(ctx["group"]),
+                                        strides, dil, pb, out)
+    if plan is not None:
+        return plan[0](gy, w)
     xl = np.moveaxis(_padded_zeros(x.shape, kernel, dil, strides, pb, out, gy.dtype), 1, -1)
     grp, (m, cg) = int(ctx["group"]), w.shape[:2]
     mg, rows = m // grp, gy.shape[0] * int(np.prod(out))
@@ -261,6 +269,8 @@ def _maxpool_grad(ctx, x, y, gy):
     """The gradient goes to the first maximum of each window (the element MaxPool's indices name): window
     offsets in row-major order each take the positions equal to the max that no earlier offset took."""
     kernel, strides, dil, pb, out = _pool_geometry(ctx, x)
+    if len(kernel) == 2 and (dx := nn_ckernels.maxpool2d_grad(x, y, gy, kernel, strides, dil, pb, out)) is not None:
+        return dx
     xp = _padded_zeros(x.shape, kernel, dil, strides, pb, out, x.dtype)
     if any(pb) or xp.shape != x.shape:
         xp[...] = -np.inf

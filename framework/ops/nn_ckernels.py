@@ -64,6 +64,18 @@ def conv2d_plan(x_shape, w_shape, dtypes, group, strides, dil, pb, out, act=None
     direct = kh == kw == 1 and list(strides) == [1, 1] and not any(pb) and (oh, ow) == (h, wd)
     if not direct and n * c * kh * kw * plane * 4 > COLS_MAX:
         return None
+    if group == 1 and n > 1 and not direct:
+        # a batch as one GEMM over columns [K, N*OH*OW], then [M, N, P] -> [N, M, P]: one BLAS call instead
+        # of one per image, which matters for the small images of a training batch
+        def batched(x, w, b):
+            cols = scratch("ccols_ck", (k, n * plane), F32)
+            _C.im2col_ck(np.ascontiguousarray(x), cols, geo)
+            y = np.empty(shape, F32)
+            y.reshape(n, m, plane).transpose(1, 0, 2)[...] = (w.reshape(m, k) @ cols).reshape(m, n, plane)
+            if b is not None or code:
+                _C.bias_act(y, b if b is None else np.ascontiguousarray(b), n, m, plane, code, lo, hi)
+            return y
+        return batched
     cols_shape = (n, c * kh * kw, plane)
     w_shape2, cols2, y2 = ((m, k), (k, plane), (m, plane)) if group == 1 and n == 1 else \
         ((group, mg, k), (n, group, k, plane), (n, group, mg, plane))
@@ -120,3 +132,47 @@ def pool2d_plan(x_shape, dtype, kernel, strides, dil, pb, pe, out, avg=False, in
             _C.pool(np.ascontiguousarray(x), y, geo, mode, bounds)
         return y
     return pool
+
+
+def conv2d_grad_plan(x_shape, w_shape, dtypes, group, strides, dil, pb, out):
+    """(grad_x(gy, w), grad_w(x, gy)) of a float32 2-D conv without groups, or None where C does not apply.
+    Both are one GEMM over dy as [M, N*OH*OW] plus a C gather (im2col) or scatter-add (col2im) of columns
+    laid out [C*KH*KW, N*OH*OW]."""
+    if not _f32(*dtypes) or len(x_shape) != 4 or group != 1:
+        return None
+    n, c, h, wd = x_shape
+    m, _, kh, kw = w_shape
+    oh, ow = out
+    k, cols_n = c * kh * kw, n * oh * ow
+    if not (n and c and m and oh > 0 and ow > 0) or k * cols_n * 4 > COLS_MAX:
+        return None
+    geo = (n, c, h, wd, m, c, kh, kw, strides[0], strides[1], dil[0], dil[1], pb[0], pb[1], oh, ow)
+
+    def dy_rows(gy):  # [N, M, OH, OW] -> [M, N*OH*OW]
+        return np.ascontiguousarray(gy.reshape(n, m, oh * ow).transpose(1, 0, 2)).reshape(m, cols_n)
+
+    def grad_x(gy, w):
+        cols = w.reshape(m, k).T @ dy_rows(gy)
+        dx = np.empty(x_shape, F32)
+        _C.col2im_ck(cols, dx, geo)
+        return dx
+
+    def grad_w(x, gy):
+        cols = scratch("ccols_ck", (k, cols_n), F32)
+        _C.im2col_ck(np.ascontiguousarray(x), cols, geo)
+        return (dy_rows(gy) @ cols.T).reshape(w_shape)
+    return grad_x, grad_w
+
+
+def maxpool2d_grad(x, y, gy, kernel, strides, dil, pb, out):
+    """dx of float32 2-D max pooling (gy to each window's first maximum), or None where C does not apply."""
+    if not _f32(x.dtype, y.dtype, gy.dtype) or x.ndim != 4 or 0 in x.shape or y.shape != gy.shape:
+        return None
+    n, c, h, wd = x.shape
+    if y.shape != (n, c, *out):
+        return None
+    geo = (n, c, h, wd, c, 1, kernel[0], kernel[1], strides[0], strides[1], dil[0], dil[1], pb[0], pb[1],
+           out[0], out[1])
+    dx = np.empty(x.shape, F32)
+    _C.maxpool_grad(*_contiguous(x, y, gy), dx, geo)
+    return dx

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from framework.ops import nn_ckernels
+from framework.ops.registry import Ctx, get
 from tests.framework.test_ops_nn import naive_conv, naive_pool
 
 pytestmark = pytest.mark.skipif(not nn_ckernels.available(), reason="framework._ckernels is not built")
@@ -168,3 +169,52 @@ def test_buffer_checks_reject_short_or_wrong_buffers():
         c.conv(x, w, None, np.zeros(32, np.float32), geo[:5] + (3,) + geo[6:], 0, 0.0, 0.0)
     with pytest.raises(ValueError, match="pool x"):
         c.pool(np.zeros(3, np.float32), np.zeros(32, np.float32), geo, 0, (0, 4, 0, 4))
+
+
+def _grad_kernel(op, **attrs):
+    opdef = get(op, "msgx", 1, op)
+    ctx = Ctx({**opdef.attrs, **attrs}, 1, 1, op)
+    return lambda *xs: opdef.ref(ctx, *xs)
+
+
+@pytest.mark.parametrize("op", ["ConvGradX", "ConvGradW"])
+def test_conv_backward_c_path_matches_the_float64_numpy_path(op):
+    """float32 runs the C columns + one GEMM; float64 runs the numpy window loops: the two must agree."""
+    checked = 0
+    wide = [((2, 3, 5, 40), (4, 3, 3, 3), 1, [1, 1], [1, 1], [1, 1, 1, 1]),  # rows of >= 16 outputs: row loops
+            ((1, 2, 6, 45), (3, 2, 2, 5), 1, [2, 2], [1, 2], [0, 3, 1, 2])]
+    for xs, ws, _, strides, dil, pads in wide + [_geometry(RNG, depthwise=False) for _ in range(40)]:
+        ws = (ws[0], xs[1]) + ws[2:]  # group 1: the C path
+        out = _out(xs, ws, strides, dil, pads)
+        if min(out) <= 0:
+            continue
+        x, w = RNG.standard_normal(xs).astype(np.float32), RNG.standard_normal(ws).astype(np.float32)
+        gy = RNG.standard_normal((xs[0], ws[0], *out)).astype(np.float32)
+        k = _grad_kernel(op, kernel_shape=ws[2:], strides=strides, dilations=dil, pads=pads)
+        args = (gy, w, x) if op == "ConvGradX" else (x, gy, w)
+        got, want = k(*args), k(*(a.astype(np.float64) for a in args))
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * (1 + np.abs(want).max()))
+        checked += 1
+    assert checked > 10
+
+
+def test_maxpool_backward_c_path_matches_the_numpy_path():
+    checked = 0
+    for _ in range(40):
+        n, c = int(RNG.integers(1, 3)), int(RNG.integers(1, 4))
+        k = [int(RNG.integers(1, 4)), int(RNG.integers(1, 4))]
+        strides, pads = [int(RNG.integers(1, 3)) for _ in k], [int(RNG.integers(0, kk)) for kk in k + k]
+        ceil = int(RNG.integers(0, 2))
+        x = RNG.integers(-3, 3, (n, c, int(RNG.integers(k[0], 9)), int(RNG.integers(k[1], 9)))).astype(np.float32)
+        x[RNG.random(x.shape) < 0.05] = -np.inf  # ties and -inf windows: the first maximum must win
+        attrs = dict(kernel_shape=k, strides=strides, pads=pads, ceil_mode=ceil)
+        mp = get("MaxPool", "", 12, "MaxPool")
+        y = mp.ref(Ctx({**mp.attrs, **attrs}, 1, 12, "MaxPool"), x)
+        gy = RNG.standard_normal(y.shape).astype(np.float32)
+        kern = _grad_kernel("MaxPoolGrad", **attrs)
+        got = kern(x, y, gy)
+        want = kern(x.astype(np.float64), y.astype(np.float64), gy.astype(np.float64))
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        checked += 1
+    assert checked == 40
