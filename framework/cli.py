@@ -173,12 +173,17 @@ def cmd_profile(args) -> int:
     sess.run(None, feed)  # first run: DVM encodes, caches fill; its kernels are left out of the table
     for _ in range(max(args.repeat, 1)):
         sess.run(None, feed)
-    events = sess._profiler.kernel_events(frozenset(sess.stats["fallbacks"]), first_run=1)
+    prof = sess._profiler
+    events = prof.kernel_events(frozenset(sess.stats["fallbacks"]), first_run=1)
     summary = profiler.summarize(events)
+    covered = sorted(prof.coverage(first_run=1))
     print(f"msgx profile: {label} | mode={sess.stats['mode']} jit_level={sess.jit_level} | "
           f"{max(args.repeat, 1)} run(s) after a warm-up run | inputs "
           + ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items()))
     print(profiler.format_summary(summary, top=args.top))
+    if covered:
+        print(f"kernels cover {covered[len(covered) // 2]:.1%} of the run time (median of {len(covered)} runs; "
+              "the rest is the executor between kernels)")
     if args.output:
         print(f"trace written to {sess.end_profiling()}")
     return 0

@@ -139,6 +139,16 @@ class Profiler:
         """(t0, t1) of every kernel, per run, from run `first_run` on."""
         return [[(r[1], r[2]) for r in records] for records, _, run in self._kernels if run >= first_run]
 
+    def coverage(self, first_run: int = 0) -> list[float]:
+        """Per session run from `first_run` on: the share of its time (the "run" event) that its kernels
+        cover. What is left is the executor's own work between kernels."""
+        spans = {run: (t0, t1) for t0, t1, run, _, _ in self._runs}
+        out = []
+        for records, _, run in self._kernels:
+            if run >= first_run and run in spans and spans[run][1] > spans[run][0]:
+                out.append(sum(r[2] - r[1] for r in records) / (spans[run][1] - spans[run][0]))
+        return out
+
     def kernel_events(self, fallbacks=frozenset(), first_run: int = 0) -> list[dict]:
         out = []
         for records, ident, run in self._kernels:

@@ -200,3 +200,14 @@ def test_shapes_and_bytes_with_omitted_inputs():
     import numpy as np
     info = [profiler.shape_dtype(v) for v in (None, np.zeros((2, 3), np.float32), [np.zeros(1)])]
     assert profiler._unpack(info) == ([None, [2, 3], None], 24)
+
+
+def test_coverage_is_kernel_time_over_each_run_span():
+    prof = profiler.Profiler()
+    for run, (t0, t1, kernels) in enumerate([(0.0, 1.0, [(0.1, 0.5), (0.5, 0.9)]), (2.0, 4.0, [(2.0, 3.0)])]):
+        prof.runs = run
+        records = prof.new_run()
+        records.extend((None, a, b, [], []) for a, b in kernels)
+        prof.run_span(t0, t1, [])
+    assert [round(c, 6) for c in prof.coverage()] == [0.8, 0.5]
+    assert [round(c, 6) for c in prof.coverage(first_run=1)] == [0.5]
