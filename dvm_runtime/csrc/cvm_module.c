@@ -97,8 +97,10 @@ static PyObject *py_run(PyObject *self, PyObject *args, PyObject *kw) {
     PyObject *prog_obj, *bufs_obj, *nt_obj = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O:run", kwlist, &prog_obj, &bufs_obj, &nt_obj))
         return NULL;
-    int nthreads = vm_cpu_count();
-    if (nt_obj != Py_None) {
+    int nthreads;
+    if (nt_obj == Py_None) {
+        nthreads = vm_cpu_count();
+    } else {
         long v = PyLong_AsLong(nt_obj);
         if (v == -1 && PyErr_Occurred()) return NULL;
         if (v < 1) return PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got %ld", v);

@@ -133,7 +133,15 @@ out:
     return rc;
 }
 
+/* Read once: glibc's sysconf(_SC_NPROCESSORS_ONLN) opens and parses /sys/devices/system/cpu/online, which
+ * took longer (~8 us) than running a small program. */
 int vm_cpu_count(void) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
+    static _Atomic int cached;
+    int n = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (n == 0) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        n = c > 0 ? (int)c : 1;
+        atomic_store_explicit(&cached, n, memory_order_relaxed);
+    }
+    return n;
 }
