@@ -3,7 +3,9 @@
 Steps: concrete shapes; host nodes (MatMul/Gemm/Conv of an epilogue) and shape-only reshapes of buffers; one
 iteration space P (the widest elementwise shape, reduced axes moved last and adjacent dims merged); then one
 pass emitting loads (broadcast folded into view strides), ops (scalars as immediates), stores, registers
-allocated by liveness. Layout in isa.py's docstring.
+allocated by liveness. Layout in isa.py's docstring. The shapes step always runs; the rest runs once per
+signature (dtypes, and which dims of each value are 0, 1 or more) and is kept as a template.Template whose
+size-dependent words later shapes refill.
 """
 from __future__ import annotations
 
@@ -15,13 +17,17 @@ import numpy as np
 from framework import ops
 from framework.errors import MsgxError
 from framework.ir import Graph, Node, TensorType
+from framework.ops.math import matmul_shape
 
 from . import isa
 from .isa import DType, Opcode as O
+from .template import Template
 
 ARENA_BYTES = 256 * 1024  # per-thread register arena, about one L2
+TEMPLATES_KEPT = 64  # per body: signatures (dtypes, which dims are 0 or 1) whose bytecode layout is cached
 HOST_OPS = frozenset({"MatMul", "Gemm", "Conv", "FusedConv"})
 RESHAPES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+SHAPE_OPERAND_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze"})  # input 1 gives the output shape
 UNARY = {"Exp": O.EXP, "Log": O.LOG, "Sqrt": O.SQRT, "Tanh": O.TANH, "Erf": O.ERF, "Sigmoid": O.SIGMOID,
          "Abs": O.ABS, "Neg": O.NEG, "Reciprocal": O.RECIP, "Floor": O.FLOOR, "Ceil": O.CEIL,
          "Round": O.ROUND,
@@ -74,6 +80,9 @@ class Program:
         return outs
 
 
+_NO_CODE = np.zeros(0, np.uint64)  # a Program's code until it is encoded
+
+
 class _V:
     """Encoder-side state of one body value."""
 
@@ -95,6 +104,19 @@ def _dt(np_dtype) -> DType:
 
 
 _DTYPE_OF = isa.DTYPE_OF
+
+
+def _pattern(shape) -> tuple:
+    """A shape's rank and which dims are 0, 1 or more (2)."""
+    hit = _PATTERN.get(shape)
+    if hit is None:
+        if len(_PATTERN) > 4096:
+            _PATTERN.clear()
+        hit = _PATTERN[shape] = tuple(d if d < 2 else 2 for d in shape)
+    return hit
+
+
+_PATTERN: dict = {}
 
 
 def _bcast(a, b):
@@ -127,6 +149,19 @@ def _bcast1(a, b):
             raise UnsupportedError(f"shapes {a} and {b} do not broadcast")
         out.append(y if x == 1 else x)
     return tuple(out)
+
+
+def _matmul_shape(a, b):
+    key = (a, b)
+    hit = _MATMUL.get(key)
+    if hit is None:
+        if len(_MATMUL) > 4096:
+            _MATMUL.clear()
+        hit = _MATMUL[key] = matmul_shape(a, b)
+    return hit
+
+
+_MATMUL: dict = {}
 
 
 def _contig(shape):
@@ -166,6 +201,14 @@ def _aligned1(shape, P):
     return out
 
 
+def _mean_scale(shape, cdt) -> int:
+    """The immediate word of 1/count for GlobalAveragePool of an input of `shape`."""
+    count = math.prod(shape[2:])
+    if count == 0:  # the mean of nothing is NaN; the reference computes it
+        raise UnsupportedError(f"GlobalAveragePool over an empty extent {shape}")
+    return isa.imm_bits(1.0 / count, cdt)
+
+
 def _reshape_target(node: Node, x: _V, vals) -> tuple:
     s, op = x.shape, node.op
     if op == "Identity":
@@ -176,7 +219,7 @@ def _reshape_target(node: Node, x: _V, vals) -> tuple:
     arg = vals[node.inputs[1]] if len(node.inputs) > 1 and node.inputs[1] is not None else None
     if arg is not None and arg.kind not in ("const", "imm"):
         raise UnsupportedError(f"{op} with a computed shape operand")
-    arg = None if arg is None else [int(v) for v in np.asarray(arg.src[1]).reshape(-1)]
+    arg = None if arg is None else list(map(int, np.asarray(arg.src[1]).reshape(-1).tolist()))
     if op == "Reshape":
         tgt = [s[i] if d == 0 and not node.attrs.get("allowzero", 0) else d for i, d in enumerate(arg)]
         if -1 in tgt:
@@ -201,97 +244,175 @@ def encode(body: Graph, input_shapes, input_dtypes=None, input_values=None, targ
     """Encode `body` for concrete input shapes; input_values maps input index -> array for inputs used as
     shape operands (Reshape targets). Raises UnsupportedError for bodies the ISA cannot express."""
     st = _STATIC.get(id(body))
-    if st is None or st[0] is not body:
+    if st is None or st.body is not body:
         if len(_STATIC) >= 512:
             _STATIC.clear()
-        st = _STATIC[id(body)] = _static(body)
+        st = _STATIC[id(body)] = _Static(body)
     enc = _Encoder(body, st, input_shapes, input_dtypes, input_values or {})
     enc.target = TARGETS[target] if target != "cpu" else None  # a KeyError names an unregistered target
     return enc.run()
 
 
-_STATIC: dict = {}  # id(body) -> (body, users, constant values, host kernels): what no shape changes
+_STATIC: dict = {}  # id(body) -> _Static
 
 
-def _static(body):
-    users: dict = {}
-    for n in body.nodes:
-        if n.op not in SUPPORTED_OPS or n.domain not in ("", "ai.onnx"):
-            raise UnsupportedError(f"op {n.op} is not in the DVM op set")
-        for v in n.inputs:
-            users.setdefault(v, []).append(n)
-    consts = {}
-    for v, arr in body.constants.items():
-        arr = np.asarray(arr)
-        if arr.size == 1 and arr.dtype != object:
-            consts[v] = _V("imm", arr.shape, arr.dtype, ("const", arr), imm=arr.reshape(-1)[0].item())
-        else:
-            consts[v] = _V("const", arr.shape, arr.dtype, ("const", arr))
-    return body, users, consts, {}
+class _Static:
+    """What no shape changes: users of each value, constants, per-node facts (memo: host kernels and output
+    types, reduce axes), result dtypes, templates by signature, and the inputs whose values key a template."""
+
+    __slots__ = ("body", "users", "consts", "memo", "templates", "data_inputs", "result_dtype")
+
+    def __init__(self, body):
+        self.body, self.users = body, {}
+        for n in body.nodes:
+            if n.op not in SUPPORTED_OPS or n.domain not in ("", "ai.onnx"):
+                raise UnsupportedError(f"op {n.op} is not in the DVM op set")
+            for v in n.inputs:
+                self.users.setdefault(v, []).append(n)
+        self.consts = consts = {}
+        for v, arr in body.constants.items():
+            arr = np.asarray(arr)
+            if arr.size == 1 and arr.dtype != object:
+                consts[v] = _V("imm", arr.shape, arr.dtype, ("const", arr), imm=arr.reshape(-1)[0].item())
+            else:
+                consts[v] = _V("const", arr.shape, arr.dtype, ("const", arr))
+        self.memo, self.templates = {}, {}
+        # inputs whose values (when given) matter beyond the shapes they set (reduce axes, data): a template
+        # is keyed by their values; a Reshape target only sets shapes, which the signature holds
+        self.data_inputs = [k for k, v in enumerate(body.inputs) if any(v is o for o in body.outputs) or
+                            any(_data_use(v, n) for n in self.users.get(v, ()))]
+        # compute node -> its result dtype, or the index of the input whose dtype it has
+        self.result_dtype = {n: _result_dtype(n) for n in body.nodes}
+
+
+def _data_use(v, n) -> bool:
+    return n.op not in SHAPE_OPERAND_OPS or any(x is v for i, x in enumerate(n.inputs) if i != 1)
+
+
+def _result_dtype(n):
+    if n.op == "Cast":
+        from framework.ops.cast import _target
+        return np.dtype(_target(ops.Ctx(n.attrs)))
+    if n.op in ("Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "IsNaN", "IsInf"):
+        return np.dtype(bool)
+    return 1 if n.op == "Where" else 0
 
 
 class _Encoder:
     target = None  # None: the CPU; else a TARGETS entry
+    mean_scale = staticmethod(_mean_scale)
 
     def __init__(self, body, static, shapes, dtypes, values):
-        self.body, self.prog = body, Program(np.zeros(0, np.uint64))
-        _, self.users, consts, self.host_cache = static
-        self.vals: dict = dict(consts)
+        self.body, self.prog = body, Program(_NO_CODE)
+        self.users, self.memo, self.templates = static.users, static.memo, static.templates
+        self.result_dtype, self.consts, self.vals = static.result_dtype, static.consts, dict(static.consts)
         for k, v in enumerate(body.inputs):
             dt = np.dtype(dtypes[k]) if dtypes is not None else v.type.dtype
             src = ("const", np.asarray(values[k])) if k in values else ("in", k)
             self.vals[v] = _V("const" if k in values else "buf", tuple(map(int, shapes[k])), dt, src)
+        self.key_values = tuple(tuple(np.asarray(values[k]).reshape(-1).tolist()) for k in static.data_inputs
+                                if k in values) if values else ()
         self.slot_of: dict = {}
         self.words: list[int] = []
         self.n_instr = 0
+        # where the bytecode depends on sizes, for the template: the value each slot takes its shape from,
+        # the stride words of view instructions and GlobalAveragePool's 1/count immediates
+        self.slot_owners: list = []
+        self.stride_sites: list = []
+        self.mean_sites: list = []
+
+    def run(self) -> Program:
+        """Shapes of every value (always); then the bytecode from the template of this signature if one is
+        cached, else a full encode that caches one."""
+        compute = self._shapes()
+        key = self._signature()
+        template = self.templates.get(key)
+        if template is not None:
+            return template.fill(self)
+        prog = self._encode(compute)
+        if len(self.templates) >= TEMPLATES_KEPT:
+            self.templates.clear()
+        self.templates[key] = Template(self)
+        return prog
+
+    def _signature(self) -> tuple:
+        """What every decision but sizes depends on: the target, the input dtypes (the others follow),
+        data-input values and, per value, its rank and which dims are 0, 1 or more (broadcasting, P, merged
+        axes, row classes and contiguous views follow from these)."""
+        vals = self.vals
+        return (self.target, self.key_values, *[vals[v].dtype for v in self.body.inputs],
+                *[_pattern(x.shape) for x in vals.values()])
 
     # ---- analysis ----
-    def run(self) -> Program:
-        out_set = {v for v in self.body.outputs}
-        compute, self.reduce_axes, P, users = [], None, (), self.users
-        vals = self.vals
+    def _shapes(self) -> list:
+        """Walk the body: shapes, dtypes and kinds of every value, host nodes, P and the reduced axes (with
+        every check that depends on exact sizes); the compute nodes, as (node, inputs, value)."""
+        compute, red, P, users, vals = [], None, (), self.users, self.vals
         for n in self.body.nodes:
-            ins = [vals.get(v) if v is not None else None for v in n.inputs]
-            if not ins or ins[0] is None:
-                raise UnsupportedError(f"{n.op} reads a value the body does not define")
-            if n.op in HOST_OPS:
+            ins = [vals.get(v) for v in n.inputs]  # None for an omitted optional input
+            x, op = ins[0] if ins else None, n.op
+            if x is None:
+                raise UnsupportedError(f"{op} reads a value the body does not define")
+            if op in HOST_OPS:
                 self._host(n, ins)
-            elif n.op in RESHAPES:
-                x = ins[0]
-                shape = _reshape_target(n, x, self.vals)
+            elif op in RESHAPES:
+                shape = _reshape_target(n, x, vals)
                 if math.prod(shape) != math.prod(x.shape):
-                    raise UnsupportedError(f"{n.op} changes the element count {x.shape} -> {shape}")
+                    raise UnsupportedError(f"{op} changes the element count {x.shape} -> {shape}")
                 if x.kind in ("buf", "const", "imm"):
                     nv = _V(x.kind, shape, x.dtype, x.src, x.imm)
                 else:  # a computed value: only outputs may see the new shape (same flat layout)
                     if any(u.op not in RESHAPES for u in users.get(n.outputs[0], ())):
-                        raise UnsupportedError(f"{n.op} of a computed value feeding further compute")
+                        raise UnsupportedError(f"{op} of a computed value feeding further compute")
                     nv = _V("alias", shape, x.dtype, base=x.base or x)
-                self.vals[n.outputs[0]] = nv
+                vals[n.outputs[0]] = nv
             else:
-                kinds = {x.kind for x in ins if x is not None}
-                if "alias" in kinds:
-                    raise UnsupportedError(f"{n.op} reads a reshaped computed value")
-                if kinds == {"imm"}:
+                scalars_only = True
+                for y in ins:
+                    if y is not None and y.kind != "imm":
+                        scalars_only = False
+                        if y.kind == "alias":
+                            raise UnsupportedError(f"{op} reads a reshaped computed value")
+                if scalars_only:
                     self._fold(n, ins)
                     continue
-                shape, dt = self._infer(n, ins)
-                nv = _V("reg", shape, dt)
-                self.vals[n.outputs[0]] = nv
-                compute.append((n, ins, nv))
-                if n.op in REDUCE:
+                if op in REDUCE:
+                    if x.kind not in ("reg", "buf", "const"):
+                        raise UnsupportedError(f"{op} of a scalar")
                     axes = self._axes(n, ins)
-                    if self.reduce_axes is not None and (axes != self.reduce_axes or ins[0].shape != P):
+                    if red is not None and (axes != red or x.shape != P):
                         raise UnsupportedError("reductions over different axes or shapes in one kernel")
-                    self.reduce_axes, P = axes, ins[0].shape
-                    nv.pshape = tuple(1 if i in axes else d for i, d in enumerate(P))
-                    if not n.attrs.get("keepdims", 1) and n.op not in ("GlobalAveragePool", "GlobalMaxPool"):
+                    red, P = axes, x.shape
+                    kept = tuple(1 if i in axes else d for i, d in enumerate(P))
+                    if n.attrs.get("keepdims", 1) or op in ("GlobalAveragePool", "GlobalMaxPool"):
+                        nv = _V("reg", kept, x.dtype)
+                    else:
                         if any(u.op not in RESHAPES for u in users.get(n.outputs[0], ())):
                             raise UnsupportedError("keepdims=0 reduction feeding further compute")
-        if self.reduce_axes is None:
+                        nv = _V("reg", tuple(d for i, d in enumerate(P) if i not in axes), x.dtype)
+                    nv.pshape = kept
+                else:
+                    shape = ()
+                    for y in ins:
+                        if y is not None:
+                            shape = _bcast(shape, y.pshape)
+                    dt = self.result_dtype[n]
+                    nv = _V("reg", shape, ins[dt].dtype if type(dt) is int else dt)
+                vals[n.outputs[0]] = nv
+                compute.append((n, ins, nv))
+        if red is None:  # P is the broadcast of every result, so holds them all
             for _, _, nv in compute:
                 P = _bcast(P, nv.shape)
-        self.P = P
+        else:
+            for n, _, nv in compute:
+                if len(nv.pshape) > len(P) or _bcast(nv.pshape, P) != P:
+                    raise UnsupportedError(f"{n.op} result {nv.pshape} outside the kernel space {P}")
+        self.P, self.reduce_axes = P, red
+        return compute
+
+    # ---- full encode (a template fills in sizes for later shapes of the same signature) ----
+    def _encode(self, compute) -> Program:
+        out_set = {v for v in self.body.outputs}
         self._classify(compute, out_set)
         self.stores = {}
         for o in self.body.outputs:
@@ -299,7 +420,7 @@ class _Encoder:
             base = v.base if v.kind == "alias" else v
             if base.kind == "reg":
                 if base not in self.stores:
-                    self.stores[base] = self._slot(None, isa.Role.OUTPUT, base.shape, base.dtype)
+                    self.stores[base] = self._slot(None, isa.Role.OUTPUT, base.shape, base.dtype, base)
                 self.prog.outputs.append((("slot", self.stores[base]), v.shape))
             else:
                 self.prog.outputs.append((v.src, v.shape))
@@ -310,27 +431,30 @@ class _Encoder:
     def _host(self, n, ins):
         if any(x is not None and x.kind not in ("buf", "const", "imm") for x in ins) or None in ins[:2]:
             raise UnsupportedError(f"{n.op} inside the kernel reads a computed value")
-        if n not in self.host_cache:
+        if n not in self.memo:
             from framework.backends import NUMPY
             opdef = ops.get(n.op, n.domain, n.opset, n.name)
             ctx = ops.Ctx({**opdef.attrs, **n.attrs}, len(n.outputs), n.opset, n.name)
-            self.host_cache[n] = (opdef.infer, ctx, NUMPY.compile(n))
-        infer, ctx, cpu_kernel = self.host_cache[n]
+            self.memo[n] = (opdef.infer, ctx, NUMPY.compile(n))
+        infer, ctx, cpu_kernel = self.memo[n]
         kernel = cpu_kernel
         if self.target is not None:  # a device target runs the node its own way (e.g. cuBLAS)
-            kernel = self.host_cache.get((n, "kernel", id(self.target)))
+            kernel = self.memo.get((n, "kernel", id(self.target)))
             if kernel is None:
-                kernel = self.host_cache[(n, "kernel", id(self.target))] = self.target[1](n)
-        key = (n, tuple((x.dtype, x.shape) if x is not None else None for x in ins))
-        out = self.host_cache.get(key)
-        if out is None:  # output types of this host node for these input types (pure, so memoized)
-            out = infer(ctx, *(TensorType(x.dtype, x.shape) if x is not None else None for x in ins))
-            out = list(out) if isinstance(out, (tuple, list)) else [out]
-            out = [(tuple(int(d) for d in t.shape), t.dtype) for t in out]
-            if len(self.host_cache) > 1024:
-                self.host_cache.clear()
-                self.host_cache[n] = (infer, ctx, cpu_kernel)
-            self.host_cache[key] = out
+                kernel = self.memo[(n, "kernel", id(self.target))] = self.target[1](n)
+        if n.op == "MatMul":  # its infer's shape rule without building TensorTypes (a new shape each time)
+            out = [(_matmul_shape(ins[0].shape, ins[1].shape), ins[0].dtype)]
+        else:  # output types of this host node for these input types (pure, so memoized)
+            key = (n, tuple((x.dtype, x.shape) if x is not None else None for x in ins))
+            out = self.memo.get(key)
+            if out is None:
+                out = infer(ctx, *(TensorType(x.dtype, x.shape) if x is not None else None for x in ins))
+                out = list(out) if isinstance(out, (tuple, list)) else [out]
+                out = [(tuple(int(d) for d in t.shape), t.dtype) for t in out]
+                if len(self.memo) > 1024:
+                    self.memo.clear()
+                    self.memo[n] = (infer, ctx, cpu_kernel)
+                self.memo[key] = out
         base = sum(h[2] for h in self.prog.host)
         self.prog.host.append((kernel, [x.src if x is not None else None for x in ins], len(out)))
         for i, (v, (shape, dtype)) in enumerate(zip(n.outputs, out)):
@@ -347,38 +471,25 @@ class _Encoder:
         x = ins[0]
         if n.op.startswith("Global"):
             return frozenset(range(2, len(x.shape)))
-        if len(ins) > 1 and ins[1] is not None:
-            if ins[1].kind not in ("imm", "const"):
+        operand = ins[1] if len(ins) > 1 else None
+        key = (n, "axes", len(x.shape))
+        fixed = operand is None or operand is self.consts.get(n.inputs[1])  # not a per-call input value
+        if fixed and key in self.memo:
+            return self.memo[key]
+        if operand is not None:
+            if operand.kind not in ("imm", "const"):
                 raise UnsupportedError(f"{n.op} with computed axes")
-            axes = [int(a) for a in np.asarray(ins[1].src[1]).reshape(-1)]
+            axes = [int(a) for a in np.asarray(operand.src[1]).reshape(-1)]
         else:
             axes = list(n.attrs.get("axes", ()) or ())
         if not axes:
             if n.attrs.get("noop_with_empty_axes", 0):
                 raise UnsupportedError(f"{n.op} with noop_with_empty_axes")
             axes = range(len(x.shape))
-        return frozenset(a % len(x.shape) for a in axes)
-
-    def _infer(self, n, ins):
-        if n.op in REDUCE:
-            x = ins[0]
-            if x.kind not in ("reg", "buf", "const"):
-                raise UnsupportedError(f"{n.op} of a scalar")
-            axes = self._axes(n, ins)
-            keep = n.attrs.get("keepdims", 1) or n.op.startswith("Global")
-            shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape)) if keep else \
-                tuple(d for i, d in enumerate(x.shape) if i not in axes)
-            return shape, x.dtype
-        shape = ()
-        for x in ins:
-            if x is not None:
-                shape = _bcast(shape, x.pshape if x.kind == "reg" else x.shape)
-        if n.op == "Cast":
-            from framework.ops.cast import _target
-            return shape, np.dtype(_target(ops.Ctx(n.attrs)))
-        if n.op in ("Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "IsNaN", "IsInf"):
-            return shape, np.dtype(bool)
-        return shape, (ins[1] if n.op == "Where" else ins[0]).dtype
+        axes = frozenset(a % len(x.shape) for a in axes)
+        if fixed:
+            self.memo[key] = axes
+        return axes
 
     def _rowlike(self, x) -> bool:
         """Whether x is constant along the reduced axes (so it can live in a ROW register)."""
@@ -394,8 +505,6 @@ class _Encoder:
         self.row_one = red is not None and math.prod(P[a] for a in red) == 1
         outs = {id(v.base or v) for v in (self.vals[o] for o in out_set)}
         for n, ins, nv in compute:
-            if len(nv.pshape) > len(P) or _bcast(nv.pshape, P) != P:
-                raise UnsupportedError(f"{n.op} result {nv.pshape} outside the kernel space {P}")
             if red is None:
                 nv.cls = "F"
             elif n.op in REDUCE:
@@ -412,7 +521,7 @@ class _Encoder:
 
     def _space(self, compute):
         """Choose the 4-D space: kept axes first, reduced axes last, adjacent dims merged where every view
-        agrees; self.map turns strides over P into the 4 space strides."""
+        agrees; self.strides gives a shape's strides over it."""
         P, red = self.P, self.reduce_axes or frozenset()
         views = []
         for n, ins, nv in compute:
@@ -438,14 +547,22 @@ class _Encoder:
             raise UnsupportedError(f"space {P} needs more than 4 dims after merging")
         else:
             kg, rg = kg[:-1], kg[-1:] or [[]]
-        gl = [[]] * (3 - len(kg)) + kg + rg
-        self.D = D = [math.prod(P[a] for a in g) for g in gl]
-        self.inner = [g[-1] if g else None for g in gl]
-        self.contig = tuple(zip([D[1] * D[2] * D[3], D[2] * D[3], D[3], 1], D))
+        self.groups = [[]] * (3 - len(kg)) + kg + rg
+        self.size_space(self.groups)
         self.views = {}
 
-    def map(self, strides):
-        return [strides[a] if a is not None else 0 for a in self.inner]
+    def size_space(self, groups) -> list[int]:
+        """The 4 space dims D for merged axis groups of P, and each group's inner axis (whose stride a view
+        has along that dim)."""
+        P = self.P
+        self.D = D = [math.prod(map(P.__getitem__, g)) for g in groups]
+        self.inner = [g[-1] if g else None for g in groups]
+        return D
+
+    def strides(self, shape) -> list[int]:
+        """Strides over the 4-D space of a contiguous tensor of `shape` broadcast to P."""
+        al = _aligned(shape, self.P)
+        return [al[a] if a is not None else 0 for a in self.inner]
 
     # ---- emission ----
     def _ins(self, *words):
@@ -458,32 +575,39 @@ class _Encoder:
         self.n_regs += 1
         return self.n_regs - 1
 
-    def _slot(self, src, role, shape, dtype):
+    def _slot(self, src, role, shape, dtype, owner):
+        """The slot of a buffer; owner is the value whose shape the slot has (None: a constant's own)."""
         key = (src[0], id(src[1])) if src is not None and src[0] == "const" else src
         if role == isa.Role.INPUT and key in self.slot_of:
             return self.slot_of[key]
         _dt(dtype)
         self.prog.slots.append((role, src if role == isa.Role.INPUT else None, shape, np.dtype(dtype)))
+        self.slot_owners.append(owner)
         if role == isa.Role.INPUT:
             self.slot_of[key] = len(self.prog.slots) - 1
         return len(self.prog.slots) - 1
 
-    def _view(self, shape, P):
+    def _view(self, shape):
+        """(strides, whether they are the contiguous ones) of a shape broadcast to P."""
         hit = self.views.get(shape)
         if hit is None:
-            al = _aligned(shape, P)
-            st = [al[a] if a is not None else 0 for a in self.inner]
-            hit = self.views[shape] = (st, all(s == c or d == 1 for s, (c, d) in zip(st, self.contig)))
+            st, D = self.strides(shape), self.D
+            contig = (D[1] * D[2] * D[3], D[2] * D[3], D[3], 1)
+            hit = self.views[shape] = (st, all(s == c or d == 1 for s, c, d in zip(st, contig, D)))
         return hit
 
     def _load(self, x, cls):
         key = (id(x), cls)
         if key in self.loaded:
             return self.loaded[key]
-        slot = self._slot(x.src, isa.Role.INPUT, x.src[1].shape if x.src[0] == "const" else x.shape, x.dtype)
+        const = x.src[0] == "const"
+        slot = self._slot(x.src, isa.Role.INPUT, x.src[1].shape if const else x.shape, x.dtype,
+                          None if const else x)
         # a const's slot holds its own array; a reshaped view of it has the same flat layout
         r, dt = self._reg(), _dt(x.dtype)
-        st, contig = self._view(x.shape, self.P)
+        st, contig = self._view(x.shape)
+        if cls == "R" or not contig:
+            self.stride_sites.append((len(self.words), x, "shape", 3 if cls == "R" else 4))
         if cls == "R":
             self._ins(isa.word0(O.LOAD_ROW, dt, 0, r, slot), 0, st[0], st[1], st[2], 0)
         elif contig:
@@ -524,7 +648,9 @@ class _Encoder:
 
     def _store(self, nv, slot):
         dt = _dt(nv.dtype)
-        st, contig = self._view(nv.pshape, self.P)
+        st, contig = self._view(nv.pshape)
+        if nv.cls == "R" or not contig:
+            self.stride_sites.append((len(self.words), nv, "pshape", 3 if nv.cls == "R" else 4))
         if nv.cls == "R":
             self._ins(isa.word0(O.STORE_ROW, dt, 0, slot, nv.reg), 0, st[0], st[1], st[2], 0)
         elif contig:
@@ -585,11 +711,11 @@ class _Encoder:
             d = self._reg()
             self._ins(isa.word0(REDUCE[op], cdt, isa.F_ROW, d, r))
             if op == "GlobalAveragePool":
-                cnt = math.prod(ins[0].shape[2:])
                 self.tmp.append(d)
                 d2 = self._reg()
+                self.mean_sites.append((len(self.words), ins[0], cdt))
                 self._ins(isa.word0(O.MUL_IMM, cdt, isa.F_ROW | isa.F_A_ROW, d2, d),
-                          isa.imm_bits(1.0 / cnt, cdt))
+                          self.mean_scale(ins[0].shape, cdt))
                 d = d2
         else:
             r, is_row = self._operand(ins[0], cls)
@@ -610,22 +736,28 @@ class _Encoder:
         self.free.extend(self.tmp)
         return d
 
-    def _finish(self) -> Program:
+    def tiles(self, nregs) -> tuple[int, int]:
+        """(tile rows, tile cols) for the space self.D and nregs registers."""
         D = self.D
         rows, cols = D[0] * D[1] * D[2], D[3]
-        nregs = max(self.n_regs, 1)
         budget = max(64, ARENA_BYTES // (4 * nregs))
+        if self.reduce_axes is not None and cols == 0:  # reductions need tile_cols == COLS, and tiles >= 1
+            raise UnsupportedError("a reduction over an empty axis")
         if self.target is not None:
-            tr, tc = self.target[0](rows, cols, nregs, self.reduce_axes is not None)
-        elif self.reduce_axes is not None:
+            return self.target[0](rows, cols, nregs, self.reduce_axes is not None)
+        if self.reduce_axes is not None:
             if cols > isa.MAX_TILE_ELEMS:
                 raise UnsupportedError(f"rows of {cols} elements exceed the tile limit")
             tc = max(cols, 1)
-            tr = max(1, min(rows, budget // tc, isa.MAX_TILE_ELEMS // tc))
-        elif cols >= budget:
-            tr, tc = 1, budget - budget % 64
-        else:
-            tc, tr = max(cols, 1), max(1, min(rows, budget // max(cols, 1)))
+            return max(1, min(rows, budget // tc, isa.MAX_TILE_ELEMS // tc)), tc
+        if cols >= budget:
+            return 1, budget - budget % 64
+        return max(1, min(rows, budget // max(cols, 1))), max(cols, 1)
+
+    def _finish(self) -> Program:
+        D = self.D
+        nregs = max(self.n_regs, 1)
+        tr, tc = self.tiles(nregs)
         nb = len(self.prog.slots)
         head = [isa.MAGIC, isa.VERSION, 0, self.n_instr, nb, nregs, tr, tc, *D, 0, 0, 0, 0]
         table = []
