@@ -58,26 +58,50 @@ class Program:
 
     def run(self, arrays, vm_run) -> list:
         """Run host nodes, bind buffers, call vm_run(code, buffers), return the body's outputs."""
-        host_vals: list = []
+        bound = self.__dict__.get("_bound")
+        if bound is None:  # a program is final once encoded: bind on its first run
+            bound = self.__dict__["_bound"] = _bind(self)
+        return bound(arrays, vm_run)
 
-        def get(src):
-            if src is None:
-                return None
-            return arrays[src[1]] if src[0] == "in" else host_vals[src[1]] if src[0] == "host" else src[1]
-        for kernel, refs, _ in self.host:
-            host_vals.extend(kernel(*(get(r) for r in refs)))
-        bufs = []
-        for role, src, shape, dtype in self.slots:
-            if role == isa.Role.INPUT:
-                bufs.append(np.ascontiguousarray(get(src), dtype).reshape(-1))
-            else:
-                bufs.append(np.empty(math.prod(shape), dtype))
-        vm_run(self.code, bufs)
-        outs = []
-        for src, shape in self.outputs:
-            a = bufs[src[1]] if src[0] == "slot" else get(src)
-            outs.append(np.array(a).reshape(shape) if src[0] == "const" else np.asarray(a).reshape(shape))
-        return outs
+
+def _bind(prog: Program):
+    """prog.run as straight-line code for this program's sources, slots and outputs: each kernel call runs
+    many times, and resolving sources generically cost more than a small program takes to execute."""
+    env = {"np": np, "asc": np.ascontiguousarray, "empty": np.empty, "CODE": prog.code}
+    lines, host = [], []  # host: expression of each host output, in order
+
+    def ref(src) -> str:
+        if src is None:
+            return "None"
+        kind, v = src
+        if kind == "in":
+            return f"arrays[{v}]"
+        if kind == "host":
+            return host[v]
+        if kind == "slot":
+            return f"b{v}"
+        name = f"K{len(env)}"  # a constant
+        env[name] = v
+        return name
+
+    for j, (kernel, refs, n_out) in enumerate(prog.host):
+        env[f"H{j}"] = kernel
+        lines.append(f"h{j} = H{j}({', '.join(ref(r) for r in refs)})")
+        host += [f"h{j}[{m}]" for m in range(n_out)]
+    for i, (role, src, shape, dtype) in enumerate(prog.slots):
+        env[f"D{i}"] = dtype
+        lines.append(f"b{i} = asc({ref(src)}, D{i}).reshape(-1)" if role == isa.Role.INPUT
+                     else f"b{i} = empty({math.prod(shape)}, D{i})")
+    lines.append(f"vm_run(CODE, [{', '.join(f'b{i}' for i in range(len(prog.slots)))}])")
+    outs = []
+    for k, (src, shape) in enumerate(prog.outputs):
+        env[f"S{k}"] = tuple(shape)
+        wrap = "np.array" if src[0] == "const" else "" if src[0] == "slot" else "np.asarray"
+        outs.append(f"{wrap}({ref(src)}).reshape(S{k})")
+    lines.append(f"return [{', '.join(outs)}]")
+    exec(compile("def run(arrays, vm_run):\n" + "\n".join("    " + line for line in lines),
+                 "<dvm program binding>", "exec"), env)
+    return env["run"]
 
 
 _NO_CODE = np.zeros(0, np.uint64)  # a Program's code until it is encoded
