@@ -275,6 +275,7 @@ class PyNativeExecutor:
         self.graph, self.backend = graph, backend
         self.cache: dict = {}
         self.profile: Callable | None = None  # hook(node, backend, t0, t1, args, outs) while profiling
+        self.free_after = values_to_free(graph, [list(n.inputs) + list(captures_of(n)) for n in graph.nodes])
 
     def kernel_for(self, node: Node, args):
         if any(True for _ in subgraphs_of(node)):
@@ -291,8 +292,8 @@ class PyNativeExecutor:
         env: dict = dict(outer_env or {})
         env.update(self.graph.constants)
         env.update(zip(self.graph.inputs, inputs))
-        prof = self.profile
-        for n in self.graph.nodes:
+        prof, free = self.profile, self.free_after
+        for i, n in enumerate(self.graph.nodes):
             args = [None if v is None else env[v] for v in n.inputs]
             kernel = self.kernel_for(n, args)
             captures = captures_of(n)
@@ -304,4 +305,22 @@ class PyNativeExecutor:
             if prof:
                 prof(n, self.backend.name, t0, time.perf_counter(), args, outs)
             env.update(zip(n.outputs, outs))
+            for v in free[i]:
+                env.pop(v, None)
         return [env[v] for v in self.graph.outputs]
+
+
+def values_to_free(graph: Graph, reads: list) -> list[list[Value]]:
+    """For steps that read `reads[i]` in order: the values to drop after each step, at their last read.
+    Graph outputs, inputs and constants are kept. (Values dropped early let the allocator reuse warm memory
+    instead of mapping fresh pages for every large result.)"""
+    keep = set(graph.outputs) | set(graph.inputs) | set(graph.constants)
+    last: dict = {}
+    for i, vs in enumerate(reads):
+        for v in vs:
+            if v is not None and v not in keep:
+                last[v] = i
+    free: list[list[Value]] = [[] for _ in reads]
+    for v, i in last.items():
+        free[i].append(v)
+    return free

@@ -12,7 +12,8 @@ import numpy as np
 
 from framework import ops
 from framework.backends import NUMPY
-from framework.executor import PyNativeExecutor, call_kernel, call_in_scope, captures_of, run_subgraph
+from framework.executor import (PyNativeExecutor, call_in_scope, call_kernel, captures_of, run_subgraph,
+                                values_to_free)
 from framework.ir import Graph, Node, TensorType, Value, substitute
 from framework.ops import Fusion
 from framework.passes import attr_key, subgraphs_of
@@ -141,16 +142,17 @@ class LazyFusionExecutor(PyNativeExecutor):
         if key is not None:
             if len(self._replays) >= REPLAY_CACHE_SIZE:
                 self._replays.pop(next(iter(self._replays)))
-            self._replays[key] = (self._actions, live.records)
+            reads = [list(a[1].inputs) + list(a[2].captures) if a[0] == "one" else a[2] for a in self._actions]
+            self._replays[key] = (self._actions, live.records, values_to_free(self.graph, reads))
             self._actions = None
         return [env[v] for v in self.graph.outputs]
 
-    def _replay(self, env: dict, actions: list, records: list) -> list:
+    def _replay(self, env: dict, actions: list, records: list, free: list) -> list:
         """Run the kernels a previous run with the same input signature chose, without re-deciding.
 
         Always correct: a fused body is the same ops in order, and kernels handle any shape they get;
         the grouping decisions only affect speed."""
-        for action in actions:
+        for action, dead in zip(actions, free):
             if action[0] == "one":
                 self._run_one(env, *action[1:])
             else:
@@ -158,6 +160,8 @@ class LazyFusionExecutor(PyNativeExecutor):
                 args = [env[v] for v in ext]
                 env.update(zip(outs, call_kernel(kernel, node, args) if self.profile is None
                                else self._profiled_group(kernel, node, args)))
+            for v in dead:
+                env.pop(v, None)
         for r in records:
             self.flush_reasons[r.reason] += 1
             if len(r.ops) > 1:
