@@ -66,13 +66,15 @@ def _role(n: Node, opdef) -> str:
 
 class _Live:
     """One run's state: the environment, the live group (node indices), its values' concrete types, its
-    pattern kind and dominant shape, and the flushes so far. Per run, so runs may overlap across threads."""
+    pattern kind and dominant shape, the flushes so far and the kernels chosen (actions, kept for replay when
+    not None). Per run, so runs may overlap across threads."""
 
-    __slots__ = ("env", "pending", "types", "kind", "dominant", "records")
+    __slots__ = ("env", "pending", "types", "kind", "dominant", "records", "actions")
 
-    def __init__(self, env: dict):
+    def __init__(self, env: dict, actions: list | None):
         self.env, self.pending, self.types, self.kind, self.dominant = env, [], {}, "", ()
         self.records: list[FlushRecord] = []
+        self.actions = actions
 
     def shape_of(self, v: Value) -> tuple:
         t = self.types.get(v)
@@ -98,7 +100,6 @@ class LazyFusionExecutor(PyNativeExecutor):
         self.records: list[FlushRecord] = []  # flushes of the most recent run
         # input signature -> the kernels a run chose (replayed: deciding again per op costs more than the ops)
         self._replays: dict = {}
-        self._actions: list | None = None
         # a group exports exactly the values read after it (by later nodes, subgraphs or the host)
         self._last_read: dict[Value, int] = {}
         self._plans: list[_Plan] = []
@@ -133,8 +134,7 @@ class LazyFusionExecutor(PyNativeExecutor):
             replay = self._replays.get(key)
             if replay is not None:
                 return self._replay(env, *replay)
-        self._actions = [] if key is not None else None
-        live = _Live(env)
+        live = _Live(env, [] if key is not None else None)
         for i, n in enumerate(self.graph.nodes):
             self._step(live, i, n)
         self._flush(live, "host_read")  # the host reads the graph outputs
@@ -142,9 +142,8 @@ class LazyFusionExecutor(PyNativeExecutor):
         if key is not None:
             if len(self._replays) >= REPLAY_CACHE_SIZE:
                 self._replays.pop(next(iter(self._replays)))
-            reads = [list(a[1].inputs) + list(a[2].captures) if a[0] == "one" else a[2] for a in self._actions]
-            self._replays[key] = (self._actions, live.records, values_to_free(self.graph, reads))
-            self._actions = None
+            reads = [list(a[1].inputs) + list(a[2].captures) if a[0] == "one" else a[2] for a in live.actions]
+            self._replays[key] = (live.actions, live.records, values_to_free(self.graph, reads))
         return [env[v] for v in self.graph.outputs]
 
     def _replay(self, env: dict, actions: list, records: list, free: list) -> list:
@@ -180,20 +179,20 @@ class LazyFusionExecutor(PyNativeExecutor):
         host_reason = "host_read" if reads_pending else "unsupported"
         if plan.role == "unsupported":
             self._flush(live, host_reason)
-            return self._run_one(live.env, n, plan)
+            return self._run_one(live.env, n, plan, actions=live.actions)
         types = self._infer(live, n, plan)
         if types is None and live.pending:  # e.g. a Reshape target still pending: materialise, retry
             self._flush(live, host_reason)
             types = self._infer(live, n, plan)
         if types is None:
-            return self._run_one(live.env, n, plan)
+            return self._run_one(live.env, n, plan, actions=live.actions)
         if live.pending:
             reason = self._refuse(live, n, plan.role, types, reads_pending)
             if reason:
                 self._flush(live, reason)
         if not live.pending:
             if plan.role == "reshape":  # nothing to absorb it into: a view, run now
-                return self._run_one(live.env, n, plan)
+                return self._run_one(live.env, n, plan, actions=live.actions)
             live.kind = "matmul_epilogue" if plan.role == "matmul" else "elemwise"
             live.dominant = live.shape_of(n.inputs[0]) if plan.role == "reduce" else types[0].shape
         live.pending.append(i)
@@ -252,12 +251,12 @@ class LazyFusionExecutor(PyNativeExecutor):
 
     # ------------------------------------------------------------ kernels
 
-    def _run_one(self, env: dict, n: Node, plan: _Plan, kernel=None) -> None:
+    def _run_one(self, env: dict, n: Node, plan: _Plan, kernel=None, actions: list | None = None) -> None:
         args = [None if v is None else env[v] for v in n.inputs]
         if kernel is None:
             kernel = self.kernel_for(n, args)
-        if self._actions is not None:
-            self._actions.append(("one", n, plan, kernel))
+        if actions is not None:
+            actions.append(("one", n, plan, kernel))
         t0 = time.perf_counter() if self.profile else 0.0
         if plan.captures:
             outs = call_in_scope(kernel, n, args, {v: env.get(v) for v in plan.captures})
@@ -284,7 +283,7 @@ class LazyFusionExecutor(PyNativeExecutor):
         if len(nodes) == 1:
             self.single_ops += 1
             live.records.append(FlushRecord((nodes[0].op,), reason, kind, False))
-            return self._run_one(env, nodes[0], self._plans[idx[0]])
+            return self._run_one(env, nodes[0], self._plans[idx[0]], actions=live.actions)
         ext, outs, key = self._signature(nodes, idx[-1], env, kind)
         entry = self.fused_cache.get(key)
         hit = entry is not None
@@ -302,8 +301,8 @@ class LazyFusionExecutor(PyNativeExecutor):
         self.groups += 1
         self.fused_ops += len(nodes)
         live.records.append(FlushRecord(tuple(n.op for n in nodes), reason, kind, hit))
-        if self._actions is not None:
-            self._actions.append(("group", entry, ext, outs))
+        if live.actions is not None:
+            live.actions.append(("group", entry, ext, outs))
         args = [env[v] for v in ext]
         env.update(zip(outs, call_kernel(entry[0], entry[1], args) if self.profile is None
                        else self._profiled_group(entry[0], entry[1], args)))
