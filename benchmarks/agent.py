@@ -1,7 +1,10 @@
 """The kernel-agent suite: every task in kernel_agent/tasks through the offline generator, then the accepted
 kernel against the task's numpy reference in interleaved rounds (harness.measure). Reports fast_0 (share of
 tasks with a verified kernel), fast_1 (verified and faster than the reference), the geomean speedup and the
-generation time per task. BLAS is limited to the same thread count for both sides (MatMul host steps).
+generation time per task. --threads limits BLAS for both sides (MatMul host steps) and the thread counts
+the tuner tries for the kernel (OMP_NUM_THREADS); numpy's elementwise ufuncs and reductions run on one
+thread whatever it is. The table's "threads" column is the accepted variant's (1 unless more measured
+faster; MSGX_AGENT_THREADS overrides the candidates).
 
 Generation runs against a fresh registry (a temporary MSGX_CACHE_DIR) unless --use-registry."""
 from __future__ import annotations
@@ -31,6 +34,7 @@ def task_files(names=None) -> list[Path]:
 
 def _case(path: Path, budget: int, stats: dict):
     import kernel_agent
+    from kernel_agent.designer import Variant
     from kernel_agent.task import load_task
     from kernel_agent.verifier import compare
 
@@ -48,7 +52,8 @@ def _case(path: Path, budget: int, stats: dict):
         ref64 = task.run_reference([a.astype(np.float64) if a.dtype.kind == "f" else a for a in inputs])
         ref = task.run_reference(inputs)
         why = [w for w in (compare(g, a, b, inputs) for g, a, b in zip(k.fn(*inputs), ref64, ref)) if w]
-        stats[task.name] = {"ok": not why, "gen_s": gen_s, "variant": k.variant}
+        stats[task.name] = {"ok": not why, "gen_s": gen_s, "variant": k.variant,
+                            "threads": Variant.from_label(k.variant).threads}
         if why:
             raise AssertionError(f"kernel disagrees with the reference on seed 0: {why[0]}")
         runners = {"agent": lambda: k.fn(*inputs), "numpy": lambda: task.reference(*inputs)}
@@ -70,7 +75,8 @@ def add_args(p) -> None:
     """The suite's options (shared by `msgx bench agent` and `msgx agent bench`)."""
     p.add_argument("--tasks", nargs="*", help="task names (default: all)")
     p.add_argument("--budget", type=int, default=3, help="sandbox runs per task (verification + tuning)")
-    p.add_argument("--threads", type=int, default=1, help="BLAS threads for both sides")
+    p.add_argument("--threads", type=int, default=1,
+                   help="BLAS threads for both sides; the most OpenMP threads the tuner tries for the kernel")
     p.add_argument("--use-registry", action="store_true",
                    help="reuse the user's registry (no fresh generation)")
     harness.add_output_args(p)
@@ -93,17 +99,21 @@ def run(args) -> int:
     stats: dict = {}
     items = [(f.stem, _case(f, args.budget, stats)) for f in task_files(args.tasks)]
     out = open(args.out, "w") if args.out else sys.stdout
-    with harness.blas_limits(args.threads):
+    with harness.thread_limits(args.threads):
         rows = harness.run_cases(items, stream=out, suite=SUITE, threads=args.threads, **timing)
     s = summary(rows, stats)
     extra = {"speedup": lambda r: "-" if not r.get("ratio") else f"{1 / r['ratio']:.2f}x",
              "gen s": lambda r: f"{stats.get(r['case'], {}).get('gen_s', float('nan')):.1f}",
-             "variant": lambda r: str(stats.get(r["case"], {}).get("variant", "-"))}
+             "variant": lambda r: str(stats.get(r["case"], {}).get("variant", "-")),
+             "threads": lambda r: str(stats.get(r["case"], {}).get("threads", "-"))}
     table = harness.markdown_table(rows, extra)
+    from kernel_agent.coder import PARALLEL_MIN_ELEMENTS
     gm = s["geomean_speedup"]
     gm = "-" if gm is None else f"{gm:.2f}x"
     table += (f"\n{s['tasks']} tasks: fast_0 {s['fast_0']:.0%}, fast_1 {s['fast_1']:.0%}, geomean speedup "
-              f"{gm} vs the numpy reference; generation {s['gen_s_total']:.0f} s in all\n")
+              f"{gm} vs the numpy reference; generation {s['gen_s_total']:.0f} s in all\nthreads: the "
+              f"kernel's OpenMP threads (stages under {PARALLEL_MIN_ELEMENTS} elements run on one); the "
+              f"reference runs on one (BLAS on {args.threads})\n")
     harness.progress("summary " + harness.emit({"suite": SUITE, **s}))
     if args.out:
         out.close()

@@ -13,7 +13,10 @@ from .designer import ALIAS, ROW_REDUCE, Stage, Variant, _aux_inputs
 CTYPE = {"float32": "float", "float64": "double", "int64": "int64_t", "int32": "int32_t",
          "bool": "unsigned char"}
 
-PRELUDE = (Path(__file__).parent / "c" / "prelude.h").read_text()  # vectorisable exp/log/tanh, argmax
+# below this many elements per stage a parallel region costs more than it saves: one thread
+PARALLEL_MIN_ELEMENTS = 16384
+PRELUDE = (Path(__file__).parent / "c" / "prelude.h").read_text()  # vectorisable exp/log/tanh, softplus
+ARGMAX = (Path(__file__).parent / "c" / "argmax.h").read_text()  # msgx_argmax_f32, only where called
 
 
 def lit(x, dtype) -> str:
@@ -146,13 +149,16 @@ class StageCoder:
         self.bufname = {}
         for i, v in enumerate(self.buffers):
             self.bufname.setdefault(self.a(v), []).append(f"b{i}")
+        thr = self.var.threads
+        big = self.rows * self.N >= PARALLEL_MIN_ELEMENTS and thr > 1
+        # one row (a flat elementwise chain, say): threads split each pass's loop, reductions by their clauses
+        self.split_row = big and self.rows == 1
+        par = int(big and self.rows > 1)
         body = self.schedule()
         L = [f"int {self.name}(void **b) {{", "    int err = 0;"]
         for i, v in enumerate(self.buffers):
             T = CTYPE[v.type.dtype.name]
             L.append(f"    {'const ' if i < len(self.buf_in) else ''}{T} *restrict b{i} = b[{i}];")
-        thr = self.var.threads
-        par = int(self.rows * self.N >= 16384 and self.rows > 1 and thr > 1)
         if par:
             L += [f"    #pragma omp parallel num_threads({thr}) reduction(|:err)", "    {"]
         else:  # one thread: no OpenMP runtime call at all
@@ -194,11 +200,13 @@ class StageCoder:
                 p = need
                 ready[o] = p
             pass_of[n], defp[o] = p, p
-        self.pass_of = pass_of
+        self.pass_of, self.prod = pass_of, prod
         outs = {self.a(o) for o in st.outputs}
+        self.rewrites = {n: r for n in nodes if (r := self.rewrite(n)) is not None}
+        nodes = self.live(nodes, outs)
         self.scratch = []
         for n in nodes:
-            for v in n.inputs:
+            for v in self.reads(n):
                 v = self.a(v) if v is not None else None
                 if v is None or v in inputs or v in outs or v not in prod or not self.full(v) \
                         or v in self.scratch:
@@ -274,7 +282,11 @@ class StageCoder:
                 post.extend(self.store(o, False))
             else:
                 const_args = [None if v is None else self.g.constants.get(v) for v in n.inputs]
-                e = expr(n.op, [self.ref(v) for v in ins], o.type.dtype, n.attrs, const_args, self.var)
+                if n in self.rewrites:
+                    reads, printer = self.rewrites[n]
+                    e = printer(*[self.ref(v) for v in reads])
+                else:
+                    e = expr(n.op, [self.ref(v) for v in ins], o.type.dtype, n.attrs, const_args, self.var)
                 if n.op == "Div" and self.full(o) and not self.full(ins[1]) and o.type.dtype.kind == "f":
                     # a row divided by a per-row scalar: one division per row (within 1.5 ulp of x / s)
                     r = f"r{self.k(o)}"
@@ -289,12 +301,88 @@ class StageCoder:
                     pre.extend(self.store(o, False))
         out = pre + decl
         if loop or acc:
-            if self.var.simd:
+            if self.split_row:
+                out.append(" ".join([f"#pragma omp parallel for simd num_threads({self.var.threads})",
+                                     "schedule(simd:static)"] + clauses))
+            elif self.var.simd:
                 out.append(" ".join(["#pragma omp simd"] + clauses))
             out.append(f"for (long j = 0; j < {self.N}L; j++) {{")
             out.extend("    " + s for s in loop + acc)
             out.append("}")
         return out + post
+
+    def producer(self, v, op: str, n):
+        """The node of type `op` that computes `v` in the same pass as `n` (so its operands are readable
+        where `n` is computed), else None."""
+        p = self.prod.get(self.a(v)) if v is not None else None
+        return p if p is not None and p.op == op and self.pass_of[p] == self.pass_of[n] else None
+
+    def rewrite(self, n):
+        """A cheaper exact form of the chain ending at `n` (fast variants only): (the values it reads, a
+        printer of its C expression from their references), or None. Nodes only the chain read are dropped.
+        tanh(log(u)) = (u^2 - 1) / (u^2 + 1): no log, no tanh (mish); 1 for u > 2^(m/2 + 2) (m: stored
+        mantissa bits), where the true value rounds to 1, so u^2 cannot overflow; NaN for u < 0 as log's.
+        log(1 + exp(x)) (softplus, float32): msgx_softplusf.
+        min(max(x, lo), hi) with constants lo <= hi (a clip): the min compares x, not max's result, so the
+        two selects are independent (gcc otherwise merges them into 4 compares and a mask operation)."""
+        o = n.outputs[0]
+        if not self.var.fast_exp or o.type.dtype.kind != "f":
+            return None
+        T = CTYPE[o.type.dtype.name]
+        if n.op in ("Min", "Max") and (clip := self._clip(n)) is not None:
+            return clip
+        if n.op == "Tanh" and (lg := self.producer(n.inputs[0], "Log", n)) is not None:
+            one, big = f"({T})1", lit(2.0 ** (np.finfo(o.type.dtype).nmant // 2 + 2), o.type.dtype)
+            return [lg.inputs[0]], lambda u: (f"({u} < ({T})0 ? ({T})NAN : ({u} > {big} ? {one} : "
+                                              f"({u} - {one}) * ({u} + {one}) / ({u} * {u} + {one})))")
+        if n.op == "Log" and o.type.dtype == np.float32 and (add := self.producer(n.inputs[0], "Add", n)):
+            ex = [self.producer(v, "Exp", n) for v in add.inputs]
+            for k in (0, 1):
+                if ex[k] is not None and self._is_one(add.inputs[1 - k]):
+                    return [ex[k].inputs[0]], lambda x: f"msgx_softplusf({x})"
+        return None
+
+    def reads(self, n) -> list:
+        """The values node `n`'s code reads (a rewritten chain's inputs instead of its own)."""
+        return self.rewrites[n][0] if n in self.rewrites else [v for v in n.inputs if v is not None]
+
+    def live(self, nodes, outs) -> list:
+        """`nodes` without those whose results nothing reads: the inner nodes of rewritten chains."""
+        needed, keep = set(outs), []
+        for n in reversed(nodes):
+            if any(self.a(o) in needed for o in n.outputs):
+                keep.append(n)
+                needed.update(self.a(v) for v in self.reads(n))
+        return keep[::-1]
+
+    def _clip(self, n):
+        """The rewrite of Min(Max(x, lo), hi) or Max(Min(x, hi), lo), lo <= hi finite scalar constants: reads
+        (x, the inner result), printed as a select on x (NaN in x gives the inner result, x itself)."""
+        other = "Max" if n.op == "Min" else "Min"
+        for k in (0, 1):
+            inner, c = self.producer(n.inputs[k], other, n), self._scalar(n.inputs[1 - k])
+            if inner is None or c is None:
+                continue
+            for i in (0, 1):
+                c_in = self._scalar(inner.inputs[1 - i])
+                if c_in is None or inner.inputs[i] in self.scalar_consts:
+                    continue
+                lo, hi = (c_in, c) if n.op == "Min" else (c, c_in)
+                if lo <= hi:
+                    cmp, bound = (">", c) if n.op == "Min" else ("<", c)
+                    lit_c = lit(bound, n.outputs[0].type.dtype)
+                    return [inner.inputs[i], n.inputs[k]], \
+                        lambda x, v: f"({x} {cmp} {lit_c} ? {lit_c} : {v})"
+        return None
+
+    def _scalar(self, v) -> float | None:
+        """The value of a finite scalar constant operand, else None."""
+        c = self.scalar_consts.get(v) if v is not None else None
+        return float(c.reshape(-1)[0]) if c is not None and np.isfinite(c).all() else None
+
+    def _is_one(self, v) -> bool:
+        c = self.scalar_consts.get(v)
+        return c is not None and float(c.reshape(-1)[0]) == 1.0
 
     def special(self, n) -> list[str]:
         o = n.outputs[0]
@@ -338,19 +426,27 @@ SPECIALS = {"CumSum", "ArgMax", "GatherElements"}
 
 
 def column_code(st: Stage, name: str, var: Variant) -> str:
-    """out[a, b] = R_k x[a, k, b], with the k loop outside a vectorised b loop (x read contiguously)."""
+    """out[a, b] = R_k x[a, k, b], with the k loop outside a vectorised b loop (x read contiguously); four
+    rows of x are combined (pairwise) per update of the output row, which quarters its loads and stores."""
     n = st.nodes[0]
     A, K, B = st.S
     T = CTYPE[n.inputs[0].type.dtype.name]
     if n.op in ("ReduceSum", "ReduceMean"):
-        init, step = "0", "yr[j] = yr[j] + xr[j];"
-    else:  # NaN-sticky max/min, as numpy
+        init = "0"
+
+        def comb(a, b):
+            return f"({a} + {b})"
+    else:  # NaN-sticky max/min in either operand, as numpy
         init = f"{'-' if n.op == 'ReduceMax' else ''}({T})INFINITY"
         cmp = ">" if n.op == "ReduceMax" else "<"
-        step = f"yr[j] = (yr[j] != yr[j] || yr[j] {cmp} xr[j]) ? yr[j] : xr[j];"
+
+        def comb(a, b):
+            return f"(({a} != {a} || {a} {cmp} {b}) ? {a} : {b})"
+    rows = [f"xr[{k * B}L + j]" if k else "xr[j]" for k in range(4)]
+    four = comb("yr[j]", comb(comb(rows[0], rows[1]), comb(rows[2], rows[3])))
     simd = "#pragma omp simd" if var.simd else ""
     fin = f"for (long j = 0; j < {B}L; j++) yr[j] = yr[j] / ({T}){K};" if n.op == "ReduceMean" else ""
-    par = int(A > 1 and var.threads > 1 and A * K * B >= 16384)
+    par = int(A > 1 and var.threads > 1 and A * K * B >= PARALLEL_MIN_ELEMENTS)
     return f"""int {name}(void **b) {{
     const {T} *restrict x = b[0];
     {T} *restrict y = b[1];
@@ -358,10 +454,16 @@ def column_code(st: Stage, name: str, var: Variant) -> str:
     for (long a = 0; a < {A}L; a++) {{
         {T} *restrict yr = y + a * {B}L;
         for (long j = 0; j < {B}L; j++) yr[j] = {init};
-        for (long k = 0; k < {K}L; k++) {{
+        long k = 0;
+        for (; k + 4 <= {K}L; k += 4) {{
             const {T} *restrict xr = x + (a * {K}L + k) * {B}L;
             {simd}
-            for (long j = 0; j < {B}L; j++) {step}
+            for (long j = 0; j < {B}L; j++) yr[j] = {four};
+        }}
+        for (; k < {K}L; k++) {{
+            const {T} *restrict xr = x + (a * {K}L + k) * {B}L;
+            {simd}
+            for (long j = 0; j < {B}L; j++) yr[j] = {comb("yr[j]", "xr[j]")};
         }}
         {fin}
     }}
@@ -385,4 +487,6 @@ def c_source(plan, var: Variant) -> tuple[str, list[str]]:
             parts.append(coder.emit())
             st.buffers = coder.buffers
             names.append(name)
+    if any("msgx_argmax_f32(" in part for part in parts[1:]):
+        parts.insert(1, ARGMAX)
     return "\n\n".join(parts) + "\n", names

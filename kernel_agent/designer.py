@@ -5,6 +5,7 @@ scalars."""
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,6 +36,14 @@ class Variant:
 
     def label(self) -> str:
         return f"t{self.threads}{'-simd' if self.simd else ''}{'-pexp' if self.fast_exp else '-libm'}"
+
+    @classmethod
+    def from_label(cls, label: str) -> "Variant":
+        """The variant that `label()` printed (registry entries and generated kernels keep only the label)."""
+        m = re.fullmatch(r"t(\d+)(-simd)?-(pexp|libm)", label)
+        if m is None:
+            raise ValueError(f"not an offline variant label: {label!r}")
+        return cls(int(m[1]), bool(m[2]), m[3] == "pexp")
 
 
 @dataclass

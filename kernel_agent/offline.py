@@ -14,8 +14,26 @@ from .designer import Variant
 from .kernel import KernelSpec
 
 NAME = "offline"
-# thread counts searched; one by default: on a small shared machine extra OpenMP threads mostly spin
-THREADS = tuple(int(t) for t in os.environ.get("MSGX_AGENT_THREADS", "1").split(","))
+
+
+def thread_counts() -> tuple[int, ...]:
+    """OpenMP thread counts the tuner measures: MSGX_AGENT_THREADS (e.g. "1,2"), else 1 and every CPU this
+    process may run on, at most OMP_NUM_THREADS where that is set (the benchmark sets it to its --threads,
+    as it limits BLAS); the tuner keeps a multi-threaded variant only where it measured faster."""
+    env = os.environ.get("MSGX_AGENT_THREADS")
+    if not env:
+        cpus = len(os.sched_getaffinity(0))
+        omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+        if omp.isdigit() and int(omp) > 0:
+            cpus = min(cpus, int(omp))
+        return tuple(dict.fromkeys((1, cpus)))
+    try:
+        counts = tuple(dict.fromkeys(int(t) for t in env.split(",")))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise ValueError(f"MSGX_AGENT_THREADS={env!r}: expected positive thread counts such as 1,2")
+    return counts
 
 
 def variants(plan) -> list[Variant]:
@@ -24,7 +42,7 @@ def variants(plan) -> list[Variant]:
         return [Variant()]
     ops = {n.op for _, st in plan.steps if _ == "c" for n in st.nodes}
     exps = (True, False) if ops & {"Exp", "Tanh", "Sigmoid"} else (True,)
-    return [Variant(t, True, e) for e in exps for t in THREADS]
+    return [Variant(t, True, e) for e in exps for t in thread_counts()]
 
 
 def spec_from_plan(plan, var: Variant) -> KernelSpec:

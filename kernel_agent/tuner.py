@@ -3,6 +3,7 @@ sandbox (every timing run is followed by a re-verification there) and keeps the 
 budget counted in sandbox runs."""
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 
 from .verifier import Verdict, verify
@@ -21,8 +22,10 @@ class Trial:
 
     @property
     def time(self) -> float:
-        """The fastest timed call: interference from other processes only ever adds time."""
-        return min(self.times) if self.times else float("inf")
+        """The median timed call. Not the fastest: a multi-threaded variant waits for its slowest thread, so
+        on a machine whose other cores are busy it is fast only when it happens to find them idle, and its
+        best call says little about what a caller gets."""
+        return statistics.median(self.times) if self.times else float("inf")
 
 
 def successive_halving(task, candidates: list[tuple[str, dict]], budget: int, reps=(5, 15),
