@@ -138,6 +138,42 @@ static inline float max2(float a, float b) { return a > b ? a : b; }
 
 /* Max or average pooling of n*c planes, each copied into a padded buffer `pad` (-inf or 0 fill). Averages
  * sum in double (row buffer `acc`) and divide by the taps inside [clo, chi) per axis (`rows`, `cols`). */
+/* Windows that tile the plane exactly (kernel == stride, no dilation, padding or overhang: 2x2/2 pooling):
+ * every window is inside, so no padded copy, and the rows of all planes form one sequence of window rows.
+ * Max propagates NaN as numpy's does; averages sum in double, tap by tap in the order pool2d uses. */
+CLONES static void pool_exact(const geo_t *g, const float *x, float *y, int avg) {
+    idx rows = g->n * g->c * g->oh, ow = g->ow, w = g->w, kh = g->kh, kw = g->kw;
+    double cnt = (double)(kh * kw);
+    for (idx r = 0; r < rows; r++) {
+        const float *xr = x + r * kh * w;
+        float *restrict yr = y + r * ow;
+        for (idx ox = 0; ox < ow; ox++) {
+            const float *xw = xr + ox * kw;
+            if (avg) {
+                double acc = 0.0;
+                for (idx ky = 0; ky < kh; ky++)
+                    for (idx kx = 0; kx < kw; kx++) acc += xw[ky * w + kx];
+                yr[ox] = (float)(acc / cnt);
+            } else {   /* branch-free: which tap is largest is data, and mispredicted branches dominated */
+                float m = -INFINITY;
+                int nan = 0;
+                for (idx ky = 0; ky < kh; ky++)
+                    for (idx kx = 0; kx < kw; kx++) {
+                        float v = xw[ky * w + kx];
+                        m = max2(m, v);
+                        nan |= v != v;
+                    }
+                yr[ox] = nan ? NAN : m;
+            }
+        }
+    }
+}
+
+int pool_tiles_exactly(const geo_t *g) {
+    return g->ph == 0 && g->pw == 0 && g->kh == g->sh && g->kw == g->sw && g->dh == 1 && g->dw == 1 &&
+           g->oh * g->sh == g->h && g->ow * g->sw == g->w;
+}
+
 CLONES static void pool2d(const geo_t *g, const float *x, float *y, int avg, const idx *clo, const idx *chi,
                           float *pad, double *acc, idx *rows, idx *cols) {
     idx planes = g->n * g->c, hp, wp;
@@ -340,7 +376,10 @@ static PyObject *py_pool(PyObject *self, PyObject *args) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    pool2d(&g, xv.buf, yv.buf, avg, clo, chi, pad, acc, rows, cols);
+    if (pool_tiles_exactly(&g))
+        pool_exact(&g, xv.buf, yv.buf, avg);
+    else
+        pool2d(&g, xv.buf, yv.buf, avg, clo, chi, pad, acc, rows, cols);
     Py_END_ALLOW_THREADS
     PyMem_RawFree(mem);
     PyBuffer_Release(&yv);

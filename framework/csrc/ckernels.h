@@ -24,6 +24,9 @@ typedef struct {
 /* 0, or -1 with a ValueError set, for a geometry whose sizes do not fit together */
 int check_geo(const geo_t *g);
 
+/* 1 when a pool's windows tile the input exactly (kernel == stride, no dilation, padding or overhang) */
+int pool_tiles_exactly(const geo_t *g);
+
 /* Borrow obj's buffer as float32, C-contiguous, holding at least `need` elements. */
 int get_f32(PyObject *obj, Py_buffer *v, idx need, int writable, const char *what);
 

@@ -94,6 +94,22 @@ static void columns(const geo_t *g, float *x, float *cols, int scatter, idx *at)
 CLONES static void maxpool_grad(const geo_t *g, const float *x, const float *y, const float *gy, float *dx) {
     idx planes = g->n * g->c, hw = g->h * g->w, ohw = g->oh * g->ow;
     memset(dx, 0, (size_t)(planes * hw) * sizeof(float));
+    if (pool_tiles_exactly(g)) {   /* disjoint windows, all inside: one sequence of window rows */
+        idx rows = planes * g->oh, kh = g->kh, kw = g->kw, w = g->w;
+        for (idx r = 0; r < rows; r++)
+            for (idx ox = 0; ox < g->ow; ox++) {
+                idx base = r * kh * w + ox * kw;
+                float target = y[r * g->ow + ox];
+                idx hit = -1;   /* the first tap equal to the max, found without data-dependent branches */
+                for (idx ky = kh - 1; ky >= 0; ky--)
+                    for (idx kx = kw - 1; kx >= 0; kx--) {
+                        idx at = base + ky * w + kx;
+                        hit = x[at] == target ? at : hit;
+                    }
+                if (hit >= 0) dx[hit] = gy[r * g->ow + ox];
+            }
+        return;
+    }
     for (idx p = 0; p < planes; p++) {
         const float *xp = x + p * hw, *yp = y + p * ohw, *gp = gy + p * ohw;
         float *dp = dx + p * hw;

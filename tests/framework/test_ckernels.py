@@ -110,11 +110,13 @@ def test_non_contiguous_input():
 
 @pytest.mark.parametrize("avg, include_pad", [(False, False), (True, False), (True, True)])
 def test_pools_match_naive_loops(avg, include_pad):
+    exact = [([2, 2], [2, 2], [0] * 4, (8, 6)), ([3, 2], [3, 2], [0] * 4, (9, 4))]  # windows tile the input
     for _ in range(30):
         k = [int(RNG.integers(1, 5)), int(RNG.integers(1, 5))]
         strides = [int(RNG.integers(1, 4)) for _ in k]
         pads = [int(RNG.integers(0, kk)) for kk in k] * 2
-        size = (int(RNG.integers(k[0], 12)), int(RNG.integers(k[1], 12)))
+        exact.append((k, strides, pads, (int(RNG.integers(k[0], 12)), int(RNG.integers(k[1], 12)))))
+    for k, strides, pads, size in exact:
         x = RNG.standard_normal((2, 3) + size).astype(np.float32)
         out = _out(x.shape, (1, 1, *k), strides, [1, 1], pads)
         plan = nn_ckernels.pool2d_plan(x.shape, x.dtype, k, strides, [1, 1], pads[:2], pads[2:], out, avg,
@@ -201,12 +203,14 @@ def test_conv_backward_c_path_matches_the_float64_numpy_path(op):
 
 def test_maxpool_backward_c_path_matches_the_numpy_path():
     checked = 0
+    cases = [([2, 2], [2, 2], [0] * 4, 0, (8, 6)), ([3, 2], [3, 2], [0] * 4, 0, (6, 4))]  # windows tile the input
     for _ in range(40):
-        n, c = int(RNG.integers(1, 3)), int(RNG.integers(1, 4))
         k = [int(RNG.integers(1, 4)), int(RNG.integers(1, 4))]
-        strides, pads = [int(RNG.integers(1, 3)) for _ in k], [int(RNG.integers(0, kk)) for kk in k + k]
-        ceil = int(RNG.integers(0, 2))
-        x = RNG.integers(-3, 3, (n, c, int(RNG.integers(k[0], 9)), int(RNG.integers(k[1], 9)))).astype(np.float32)
+        cases.append((k, [int(RNG.integers(1, 3)) for _ in k], [int(RNG.integers(0, kk)) for kk in k + k],
+                      int(RNG.integers(0, 2)), (int(RNG.integers(k[0], 9)), int(RNG.integers(k[1], 9)))))
+    for k, strides, pads, ceil, size in cases:
+        n, c = int(RNG.integers(1, 3)), int(RNG.integers(1, 4))
+        x = RNG.integers(-3, 3, (n, c, *size)).astype(np.float32)
         x[RNG.random(x.shape) < 0.05] = -np.inf  # ties and -inf windows: the first maximum must win
         attrs = dict(kernel_shape=k, strides=strides, pads=pads, ceil_mode=ceil)
         mp = get("MaxPool", "", 12, "MaxPool")
@@ -217,4 +221,4 @@ def test_maxpool_backward_c_path_matches_the_numpy_path():
         want = kern(x.astype(np.float64), y.astype(np.float64), gy.astype(np.float64))
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
         checked += 1
-    assert checked == 40
+    assert checked == len(cases)
