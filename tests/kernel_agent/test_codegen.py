@@ -2,8 +2,9 @@
 column reductions) and its thread variants (thread counts, the tuner's choice, OpenMP's wait policy), checked
 against numpy on inputs chosen for their edges: exact where the arithmetic is the same, within a few float32
 ulps of float64 (or of numpy's own float32 error) where it is rewritten."""
-import ctypes
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -174,13 +175,24 @@ def test_tuner_compares_typical_calls_not_the_luckiest():
     assert lucky.time == 6.8e-3
 
 
-def test_kernels_load_with_a_passive_openmp_wait_policy(capfd, monkeypatch, tmp_path):
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    task = Task("col_sum", lambda x: x.sum(axis=1), lambda s: [np.ones((4, 8, 32), np.float32)])
-    k = kernel_agent.generate(task, budget=1, registry=registry.Registry(tmp_path / "reg"))
-    assert "omp parallel" in k.source and "OMP_WAIT_POLICY" not in os.environ  # the loader restored it
-    ctypes.CDLL("libgomp.so.1").omp_display_env(0)
-    assert "OMP_WAIT_POLICY = 'PASSIVE'" in capfd.readouterr().err
+def test_kernels_load_with_a_passive_openmp_wait_policy(tmp_path):
+    """In a fresh process: libgomp reads the policy once, so an earlier OpenMP user in this one (torch, in the
+    same test worker) would decide it."""
+    code = f"""
+import ctypes, os
+import numpy as np
+import kernel_agent
+from kernel_agent import registry
+from kernel_agent.task import Task
+task = Task("col_sum", lambda x: x.sum(axis=1), lambda s: [np.ones((4, 8, 32), np.float32)])
+k = kernel_agent.generate(task, budget=1, registry=registry.Registry({str(tmp_path / "reg")!r}))
+assert "omp parallel" in k.source and "OMP_WAIT_POLICY" not in os.environ  # the loader restored it
+ctypes.CDLL("libgomp.so.1").omp_display_env(0)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "OMP_WAIT_POLICY = 'PASSIVE'" in proc.stderr
 
 
 @pytest.mark.parametrize("fn,rewritten", [
