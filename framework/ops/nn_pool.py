@@ -207,7 +207,8 @@ def _global(fn, c_mode=None):
     def kernel(ctx, x):
         if c_mode is not None and x.ndim == 4:
             h, w = x.shape[2:]
-            plan = _plan(ctx, x, ([h, w], [1, 1], [1, 1], [0, 0], [0, 0], [1, 1]), c_mode == "avg")
+            # one window covering the plane, stepping by its size: the C pool's exact-tiling path
+            plan = _plan(ctx, x, ([h, w], [h, w], [1, 1], [0, 0], [0, 0], [1, 1]), c_mode == "avg")
             if plan is not None:
                 return plan(x)
         axes = tuple(range(2, x.ndim))
