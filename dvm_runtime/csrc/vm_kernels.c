@@ -12,8 +12,12 @@
  * 16+ elements; reproduced standalone). The bit-exact tests against the numpy VM would catch a regression. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define VM_CLONES __attribute__((target_clones("avx2", "default")))
+/* float32 transcendental kernels only (no integer code): 16 lanes halve their time where AVX-512 exists;
+ * IEEE float ops without contraction give the same bits at any width (the bit-exact tests check it). */
+#define VM_CLONES_WIDE __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define VM_CLONES
+#define VM_CLONES_WIDE
 #endif
 
 typedef float f32;
@@ -104,9 +108,14 @@ vm_bin_set_t vm_binary[DVM_N_OPCODES][VM_NDT] = {
         for (int64_t i = 0; i < n; i++) { T x = a[i]; d[i] = (expr); }                          \
     }
 UN(mov_f32, f32, f32, x) UN(mov_i32, i32, i32, x) UN(mov_i64, i64, i64, x) UN(mov_b8, b8, b8, x)
-UN(exp_f32, f32, f32, vm_expf(x)) UN(log_f32, f32, f32, vm_logf(x)) UN(sqrt_f32, f32, f32, sqrtf(x))
-UN(rsqrt_f32, f32, f32, 1.0f / sqrtf(x)) UN(tanh_f32, f32, f32, vm_tanhf(x)) UN(erf_f32, f32, f32, vm_erff(x))
-UN(sigmoid_f32, f32, f32, vm_sigmoidf(x)) UN(abs_f32, f32, f32, fabsf(x)) UN(neg_f32, f32, f32, -x)
+#define UNW(name, expr)                                                                         \
+    static VM_CLONES_WIDE void name(void *dv, const void *av, int64_t n) {                      \
+        f32 *d = dv; const f32 *a = av;                                                         \
+        for (int64_t i = 0; i < n; i++) { f32 x = a[i]; d[i] = (expr); }                        \
+    }
+UNW(exp_f32, vm_expf(x)) UNW(log_f32, vm_logf(x)) UN(sqrt_f32, f32, f32, sqrtf(x))
+UN(rsqrt_f32, f32, f32, 1.0f / sqrtf(x)) UNW(tanh_f32, vm_tanhf(x)) UNW(erf_f32, vm_erff(x))
+UNW(sigmoid_f32, vm_sigmoidf(x)) UN(abs_f32, f32, f32, fabsf(x)) UN(neg_f32, f32, f32, -x)
 UN(recip_f32, f32, f32, 1.0f / x) UN(floor_f32, f32, f32, floorf(x)) UN(ceil_f32, f32, f32, ceilf(x))
 UN(round_f32, f32, f32, rintf(x)) UN(isnan_f32, b8, f32, x != x) UN(isinf_f32, b8, f32, fabsf(x) == INFINITY)
 UN(abs_i32, i32, i32, x < 0 ? (i32)(0u - (uint32_t)x) : x) UN(neg_i32, i32, i32, (i32)(0u - (uint32_t)x))

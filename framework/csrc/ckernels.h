@@ -7,7 +7,7 @@
 typedef Py_ssize_t idx;
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define CLONES __attribute__((target_clones("avx2", "default")))
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))  /* float code only */
 #else
 #define CLONES
 #endif
