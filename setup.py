@@ -87,8 +87,8 @@ def cvm_extension() -> Extension:
     flags, libs = [], []
     if not sysconfig.get_platform().startswith("win"):
         # No -ffast-math (NaN/Inf must stay IEEE) and no -march=native (the wheel may run elsewhere);
-        # AVX2 code paths come from target_clones in the sources; no FMA contraction, so every machine (and
-        # the numpy VM) computes the same float32 roundings.
+        # AVX2 (and, for float32 math, AVX-512) code paths come from target_clones in the sources; no FMA
+        # contraction, so every machine (and the numpy VM) computes the same float32 roundings.
         flags = ["-O3", "-std=gnu11", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
                  "-fopenmp-simd", "-pthread", "-Wall", "-Wno-unknown-pragmas"]
         libs = ["m"]
