@@ -13,7 +13,7 @@ from .backends import NUMPY
 from .errors import KernelError, MsgxError
 from .ir import Graph, Node, TensorType, Value
 from .passes import attr_key, captured_values, subgraphs_of
-from .profiler import shape_dtype
+from .profiler import StepTimes, shape_dtype
 
 
 def _typed(node: Node, e: Exception) -> MsgxError:
@@ -125,31 +125,49 @@ class GraphExecutor:
         self._flat_fast = [f for i, f in enumerate(self._flat) if i not in shape_steps] if shape_steps else None
         self._shape_needed = needed
         self._shape_cache: dict = {}
+        self._step_info: dict = {}  # shape key -> (step, ins, outs) of the fast steps, from a profiled run
         self._lines: dict = {}
 
-    def _line(self, fast: bool, timed: bool) -> Callable:
-        """The straight-line function over all steps or (fast) over those the shape cache does not skip,
-        with or without per-kernel timing; generated on first use."""
-        fn = self._lines.get((fast, timed))
+    def _line(self, fast: bool, timing: str) -> Callable:
+        """The straight-line function over all steps or (fast) over those the shape cache does not skip, with
+        the per-kernel timing `timing` ("", "records" or "times", see straight_line); generated on first use."""
+        fn = self._lines.get((fast, timing))
         if fn is None:
             flat, keep = (self._flat_fast, ()) if fast else (self._flat, self._shape_needed)
-            fn = self._lines[(fast, timed)] = straight_line(flat, self.output_slots, keep, timed)
+            fn = self._lines[(fast, timing)] = straight_line(flat, self.output_slots, keep, timing)
         return fn
 
     def _run_shape_cached(self, env: list, inputs: Sequence, profile: Callable | None) -> list:
-        timed = profile is not None
+        timing = "records" if profile is not None else ""
         if not all(isinstance(a, np.ndarray) for a in inputs):
-            return self._line(False, timed)(env, {}, profile)
+            return self._line(False, timing)(env, {}, profile)
         key = tuple(a.shape for a in inputs)
         cached = self._shape_cache.get(key)
         if cached is not None:
             for s, a in cached.items():
                 env[s] = a
-            return self._line(True, timed)(env, None, profile)
+            info = self._step_info.get(key) if profile is not None else None
+            if info is None:
+                return self._line(True, timing)(env, None, profile)
+            # the shapes of a cache hit are those of the run that filled the cache: only times are taken
+            times: list = []
+            outs = self._line(True, "times")(env, None, times.append)
+            profile(StepTimes(info, times))
+            return outs
         record: dict = {}
-        outs = self._line(False, timed)(env, record, profile)
+        if profile is None:
+            outs = self._line(False, "")(env, record, None)
+        else:
+            mine: list = []
+            outs = self._line(False, "records")(env, record, mine.append)
+            for r in mine:
+                profile(r)
+            fast = {id(f[0]) for f in self._flat_fast}
+            self._step_info[key] = [(r[0], r[3], r[4]) for r in mine if id(r[0]) in fast]
         if len(self._shape_cache) >= SHAPE_CACHE_SIZE:  # bounded: long-lived sessions see many shapes
-            self._shape_cache.pop(next(iter(self._shape_cache)))
+            old = next(iter(self._shape_cache))
+            self._shape_cache.pop(old)
+            self._step_info.pop(old, None)
         self._shape_cache[key] = record
         return outs
 
@@ -163,7 +181,7 @@ class GraphExecutor:
         if self._plain:  # profile: the hook gets each kernel's times; the steps run are the same
             if self._flat_fast is not None and not outer_env:
                 return self._run_shape_cached(env, inputs, profile)
-            return self._line(False, profile is not None)(env, {}, profile)
+            return self._line(False, "records" if profile is not None else "")(env, {}, profile)
         for st in self.steps:
             args = [env[i] for i in st.ins]
             t0 = time.perf_counter()
@@ -181,15 +199,16 @@ class GraphExecutor:
         return [env[s] for s in self.output_slots]
 
 
-def straight_line(flat: list, output_slots: list, keep: set = frozenset(), timed: bool = False) -> Callable:
+def straight_line(flat: list, output_slots: list, keep: set = frozenset(), timing: str = "") -> Callable:
     """The hot loop for graphs without control flow, generated as straight-line Python: slots become local
     variables, each step one call, each buffer dropped after its last use, one try around everything. (A
     loop over the steps spends more time indexing and unpacking than small kernels take to run.) The
     function run(env, record, hook=None) takes the slot list (constants and inputs filled in) and a dict
     that receives the values of the slots in `keep` as they are produced; it returns the output values.
-    timed: each call is bracketed by clock reads and reported as hook((step, t0, t1, ins, outs)), ins and
-    outs being (shape, dtype) per value: attribute reads only, so little time passes between kernels and
-    the profile's kernel times cover the run."""
+    timing "records": each call is bracketed by clock reads and reported as hook((step, t0, t1, ins, outs)),
+    ins and outs being (shape, dtype) per value (attribute reads only); "times": only hook(t0) and hook(t1),
+    for runs whose shapes are known. Little time passes between kernels, so the profile's kernel times cover
+    the run."""
     written: set = set()
     body: list[str] = []
 
@@ -209,13 +228,15 @@ def straight_line(flat: list, output_slots: list, keep: set = frozenset(), timed
     for i, (st, _, ins, outs, free) in enumerate(flat):
         args = ", ".join(ref(s) for s in ins)
         call = f"r = k{i}({args})"
-        body.append(f"i = {i}; t0 = clock(); {call}; t1 = clock()" if timed else f"i = {i}; {call}")
+        body.append(f"i = {i}; t0 = clock(); {call}; t1 = clock()" if timing else f"i = {i}; {call}")
         for j, s in enumerate(outs):
             body.append(f"v{s} = r[{j}]")
             written.add(s)
             if s in keep:
                 body.append(f"record[{s}] = v{s}")
-        if timed:
+        if timing == "times":
+            body.append("hook(t0); hook(t1)")
+        elif timing:
             ins_info = [info(s, v) for s, v in zip(ins, st.node.inputs)]
             outs_info = [info(s, v) for s, v in zip(outs, st.node.outputs)]
             body.append(f"hook((steps[{i}], t0, t1, [{', '.join(ins_info)}], [{', '.join(outs_info)}]))")

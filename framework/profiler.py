@@ -66,6 +66,29 @@ def _unpack(info) -> tuple[list, int]:
     return shapes, sum(math.prod(i[0]) * i[1].itemsize for i in info if i is not None)
 
 
+class StepTimes:
+    """One run's kernel records in compact form, for a run whose shapes repeat an earlier one (a shape-cache
+    hit): the steps with their (shape, dtype) records, and the start and end time of each, flat."""
+
+    __slots__ = ("info", "times")
+
+    def __init__(self, info: list, times: list):
+        self.info, self.times = info, times
+
+    def records(self) -> list:
+        t = self.times
+        return [(st, t[2 * k], t[2 * k + 1], ins, outs) for k, (st, ins, outs) in enumerate(self.info)]
+
+
+def _expand(records: list):
+    """The (site, t0, t1, ins, outs) records of a run, StepTimes entries unpacked."""
+    for r in records:
+        if type(r) is StepTimes:
+            yield from r.records()
+        else:
+            yield r
+
+
 class Site:
     """Where a kernel ran, for executors without steps (PyNative): the node and its backend's name."""
 
@@ -137,7 +160,7 @@ class Profiler:
 
     def kernel_spans(self, first_run: int = 0) -> list[list[tuple[float, float]]]:
         """(t0, t1) of every kernel, per run, from run `first_run` on."""
-        return [[(r[1], r[2]) for r in records] for records, _, run in self._kernels if run >= first_run]
+        return [[(r[1], r[2]) for r in _expand(records)] for records, _, run in self._kernels if run >= first_run]
 
     def coverage(self, first_run: int = 0) -> list[float]:
         """Per session run from `first_run` on: the share of its time (the "run" event) that its kernels
@@ -146,7 +169,7 @@ class Profiler:
         out = []
         for records, _, run in self._kernels:
             if run >= first_run and run in spans and spans[run][1] > spans[run][0]:
-                out.append(sum(r[2] - r[1] for r in records) / (spans[run][1] - spans[run][0]))
+                out.append(sum(r[2] - r[1] for r in _expand(records)) / (spans[run][1] - spans[run][0]))
         return out
 
     def kernel_events(self, fallbacks=frozenset(), first_run: int = 0) -> list[dict]:
@@ -155,7 +178,7 @@ class Profiler:
             if run < first_run:
                 continue
             tid = self._tid(ident)
-            for site, t0, t1, ins, outs in records:
+            for site, t0, t1, ins, outs in _expand(records):
                 (ins, in_bytes), (outs, out_bytes) = _unpack(ins), _unpack(outs)
                 node, backend = site.node, site.backend
                 op = f"{node.domain}::{node.op}" if node.domain else node.op

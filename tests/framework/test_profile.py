@@ -211,3 +211,22 @@ def test_coverage_is_kernel_time_over_each_run_span():
         prof.run_span(t0, t1, [])
     assert [round(c, 6) for c in prof.coverage()] == [0.8, 0.5]
     assert [round(c, 6) for c in prof.coverage(first_run=1)] == [0.5]
+
+
+def test_cache_hit_runs_record_the_shapes_of_the_run_that_filled_the_cache(gpt, tmp_path):
+    """Runs of a shape seen before take only times; their events still carry every kernel's shapes."""
+    sess = InferenceSession(gpt, jit_level="O1", profile=str(tmp_path / "t.json"))
+    small, big = (onnx_models.example_inputs("tiny_gpt", {"batch": b, "seq": s}) for b, s in ((1, 4), (2, 8)))
+    for feed in (small, big, small, big):
+        sess.run(None, feed)
+    kernels = [e for e in check_trace_event_format(_strict_load(sess.end_profiling())) if e.get("cat") == "kernel"]
+    by_run = {r: [e for e in kernels if e["args"]["run"] == r] for r in range(4)}
+    for first, again in ((0, 2), (1, 3)):  # a cache hit runs the steps that do not compute from shapes alone
+        hit = {e["name"]: e["args"] for e in by_run[again]}
+        assert hit and len(by_run[again]) < len(by_run[first])
+        for e in by_run[first]:
+            if e["name"] in hit:
+                assert hit[e["name"]]["input_shapes"] == e["args"]["input_shapes"]
+                assert hit[e["name"]]["output_shapes"] == e["args"]["output_shapes"]
+    logits = [e for e in by_run[3] if e["name"] == "logits"][0]
+    assert logits["args"]["output_shapes"] == [[2, 8, 256]] and logits["dur"] > 0
