@@ -130,14 +130,24 @@ def _dt(np_dtype) -> DType:
 _DTYPE_OF = isa.DTYPE_OF
 
 
+def _memo(cache: dict, fn, *key):
+    """fn(*key) through `cache`: shapes repeat across encodes; cleared past 4096 entries (long-lived
+    processes)."""
+    hit = cache.get(key)
+    if hit is None:
+        if len(cache) > 4096:
+            cache.clear()
+        hit = cache[key] = fn(*key)
+    return hit
+
+
 def _pattern(shape) -> tuple:
     """A shape's rank and which dims are 0, 1 or more (2)."""
-    hit = _PATTERN.get(shape)
-    if hit is None:
-        if len(_PATTERN) > 4096:
-            _PATTERN.clear()
-        hit = _PATTERN[shape] = tuple(d if d < 2 else 2 for d in shape)
-    return hit
+    return _memo(_PATTERN, _pattern1, shape)
+
+
+def _pattern1(shape) -> tuple:
+    return tuple(d if d < 2 else 2 for d in shape)
 
 
 _PATTERN: dict = {}
@@ -148,13 +158,7 @@ def _bcast(a, b):
         return a
     if not a:
         return b
-    key = (a, b)
-    hit = _BCAST.get(key)
-    if hit is None:
-        if len(_BCAST) > 4096:
-            _BCAST.clear()
-        hit = _BCAST[key] = _bcast1(a, b)
-    return hit
+    return _memo(_BCAST, _bcast1, a, b)
 
 
 _BCAST: dict = {}
@@ -176,13 +180,7 @@ def _bcast1(a, b):
 
 
 def _matmul_shape(a, b):
-    key = (a, b)
-    hit = _MATMUL.get(key)
-    if hit is None:
-        if len(_MATMUL) > 4096:
-            _MATMUL.clear()
-        hit = _MATMUL[key] = matmul_shape(a, b)
-    return hit
+    return _memo(_MATMUL, matmul_shape, a, b)
 
 
 _MATMUL: dict = {}
@@ -198,14 +196,7 @@ def _contig(shape):
 
 def _aligned(shape, P):
     """Strides (elements) of a contiguous tensor of `shape` broadcast (right-aligned) to P."""
-    key = (shape, P)
-    hit = _ALIGNED.get(key)
-    if hit is not None:
-        return hit
-    if len(_ALIGNED) > 4096:
-        _ALIGNED.clear()
-    _ALIGNED[key] = out = _aligned1(shape, P)
-    return out
+    return _memo(_ALIGNED, _aligned1, shape, P)
 
 
 _ALIGNED: dict = {}
