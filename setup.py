@@ -108,7 +108,7 @@ def ckernels_extension() -> Extension:
     flags = [] if sysconfig.get_platform().startswith("win") else \
         ["-O3", "-std=gnu11", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-Wall"]
     src = os.path.join("framework", "csrc")
-    return Extension(CKERNELS, sources=[os.path.join(src, f) for f in ("ckernels.c", "rowops.c", "gradops.c")],
+    return Extension(CKERNELS, sources=[os.path.join(src, f) for f in ("ckernels.c", "convdirect.c", "rowops.c", "gradops.c")],
                      include_dirs=[src, CSRC], extra_compile_args=flags,
                      depends=[os.path.join(src, "ckernels.h"), os.path.join(CSRC, "vm_math.h")])
 

@@ -63,10 +63,13 @@ static void pad_plane(const geo_t *g, const float *xp, float *dst, idx hp, idx w
 /* Depthwise conv (one input channel per group, m/c outputs each): every input plane is copied once into a
  * zero-padded buffer `pad`, so each output row is a branch-free sum of taps (3x3 unrolled). */
 CLONES static void conv_depthwise(const geo_t *g, const float *x, const float *wt, const float *b, float *y,
-                                  int act, float lo, float hi, float *pad) {
+                                  int act, float lo, float hi, float *pad, float *wide) {
     idx mult = g->m / g->c, plane = g->oh * g->ow, hp, wp;
     padded_dims(g, &hp, &wp);
     idx s = g->sw, d = g->dw, rd = g->dh * wp;
+    /* narrow planes, stride 1: one loop over the outputs on the padded grid (wide rows, cropped after),
+     * since rows shorter than a vector would run scalar */
+    int flat = g->kh == 3 && g->kw == 3 && g->sh == 1 && s == 1 && g->ow < 16;
     for (idx ni = 0; ni < g->n; ni++)
         for (idx ic = 0; ic < g->c; ic++) {
             pad_plane(g, x + (ni * g->c + ic) * g->h * g->w, pad, hp, wp, 0.f);
@@ -74,6 +77,20 @@ CLONES static void conv_depthwise(const geo_t *g, const float *x, const float *w
                 float *yp = y + (ni * g->m + oc) * plane;
                 const float *wk = wt + oc * g->kh * g->kw;
                 float bias = b ? b[oc] : 0.f;
+                if (flat) {
+                    const float *r0 = pad, *r1 = r0 + rd, *r2 = r1 + rd;
+                    float w0 = wk[0], w1 = wk[1], w2 = wk[2], w3 = wk[3], w4 = wk[4], w5 = wk[5];
+                    float w6 = wk[6], w7 = wk[7], w8 = wk[8];
+                    idx n = (g->oh - 1) * wp + g->ow;   /* the last read is the padded plane's last element */
+                    for (idx q = 0; q < n; q++)
+                        wide[q] = bias + w0 * r0[q] + w1 * r0[q + d] + w2 * r0[q + 2 * d] + w3 * r1[q] +
+                                  w4 * r1[q + d] + w5 * r1[q + 2 * d] + w6 * r2[q] + w7 * r2[q + d] +
+                                  w8 * r2[q + 2 * d];
+                    for (idx oy = 0; oy < g->oh; oy++)
+                        for (idx ox = 0; ox < g->ow; ox++) yp[oy * g->ow + ox] = wide[oy * wp + ox];
+                    activate(yp, plane, act, lo, hi);
+                    continue;
+                }
                 for (idx oy = 0; oy < g->oh; oy++) {
                     float *restrict yr = yp + oy * g->ow;
                     const float *r0 = pad + oy * g->sh * wp;
@@ -264,7 +281,7 @@ static PyObject *py_conv(PyObject *self, PyObject *args) {
     }
     idx hp, wp;
     padded_dims(&g, &hp, &wp);
-    float *pad = PyMem_RawMalloc((size_t)(hp * wp) * sizeof(float));
+    float *pad = PyMem_RawMalloc((size_t)(2 * hp * wp) * sizeof(float));   /* padded plane, wide outputs */
     if (!pad) return PyErr_NoMemory();
     Py_buffer xv, wv, bv, yv;
     if (get_f32(xo, &xv, g.n * g.c * g.h * g.w, 0, "conv x") < 0) goto fail;
@@ -272,7 +289,7 @@ static PyObject *py_conv(PyObject *self, PyObject *args) {
     if (bo != Py_None && get_f32(bo, &bv, g.m, 0, "conv b") < 0) goto fail_w;
     if (get_f32(yo, &yv, g.n * g.m * g.oh * g.ow, 1, "conv y") < 0) goto fail_b;
     Py_BEGIN_ALLOW_THREADS
-    conv_depthwise(&g, xv.buf, wv.buf, bo != Py_None ? bv.buf : NULL, yv.buf, act, lo, hi, pad);
+    conv_depthwise(&g, xv.buf, wv.buf, bo != Py_None ? bv.buf : NULL, yv.buf, act, lo, hi, pad, pad + hp * wp);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&yv);
     if (bo != Py_None) PyBuffer_Release(&bv);
@@ -387,8 +404,43 @@ static PyObject *py_pool(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* conv_direct(x, w, b|None, y, geo, act, lo, hi): grouped conv computed directly (convdirect.c) */
+static PyObject *py_conv_direct(PyObject *self, PyObject *args) {
+    PyObject *xo, *wo, *bo, *yo;
+    geo_t g;
+    int act, rc;
+    float lo, hi;
+    if (!PyArg_ParseTuple(args, "OOOO(" GEO_FMT ")iff", &xo, &wo, &bo, &yo, GEO_ARGS(g), &act, &lo, &hi))
+        return NULL;
+    if (check_geo(&g) < 0) return NULL;
+    Py_buffer xv, wv, bv, yv;
+    int have_b = bo != Py_None;
+    if (get_f32(xo, &xv, g.n * g.c * g.h * g.w, 0, "conv_direct x") < 0) return NULL;
+    if (get_f32(wo, &wv, g.m * g.cg * g.kh * g.kw, 0, "conv_direct w") < 0) goto fail_x;
+    if (have_b && get_f32(bo, &bv, g.m, 0, "conv_direct b") < 0) goto fail_w;
+    if (get_f32(yo, &yv, g.n * g.m * g.oh * g.ow, 1, "conv_direct y") < 0) goto fail_b;
+    Py_BEGIN_ALLOW_THREADS
+    rc = conv_direct(&g, xv.buf, wv.buf, have_b ? bv.buf : NULL, yv.buf, act, lo, hi);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&yv);
+    if (have_b) PyBuffer_Release(&bv);
+    PyBuffer_Release(&wv);
+    PyBuffer_Release(&xv);
+    if (rc < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+fail_b:
+    if (have_b) PyBuffer_Release(&bv);
+fail_w:
+    PyBuffer_Release(&wv);
+fail_x:
+    PyBuffer_Release(&xv);
+    return NULL;
+}
+
 static PyMethodDef METHODS[] = {
     {"conv", py_conv, METH_VARARGS, "conv(x, w, b|None, y, geo, act, lo, hi): depthwise 2-D conv"},
+    {"conv_direct", py_conv_direct, METH_VARARGS,
+     "conv_direct(x, w, b|None, y, geo, act, lo, hi): grouped 2-D conv computed directly (small convs)"},
     {"im2col", py_im2col, METH_VARARGS, "im2col(x, cols, geo): columns [N, C*KH*KW, OH*OW]"},
     {"bias_act", py_bias_act, METH_VARARGS, "bias_act(y, b|None, n, m, plane, act, lo, hi), in place"},
     {"pool", py_pool, METH_VARARGS, "pool(x, y, geo, avg, (lo_h, hi_h, lo_w, hi_w)): 2-D max/avg pool"},

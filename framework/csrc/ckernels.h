@@ -30,6 +30,10 @@ int pool_tiles_exactly(const geo_t *g);
 /* Borrow obj's buffer as float32, C-contiguous, holding at least `need` elements. */
 int get_f32(PyObject *obj, Py_buffer *v, idx need, int writable, const char *what);
 
+/* convdirect.c: group-1 conv computed directly in register blocks; -1 when out of memory */
+int conv_direct(const geo_t *g, const float *x, const float *w, const float *b, float *y, int act, float lo,
+                float hi);
+
 /* rowops.c: LayerNorm / softmax rows and erf */
 PyObject *py_layer_norm(PyObject *self, PyObject *args);
 PyObject *py_softmax(PyObject *self, PyObject *args);

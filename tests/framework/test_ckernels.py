@@ -54,7 +54,9 @@ def test_conv_plans_match_naive_loops(depthwise, act):
                                    err_msg=str((xs, ws, group, strides, dil, pads)))
 
 
-def test_gemm_path_batched_grouped_padded():
+def test_gemm_path_batched_grouped_padded(monkeypatch):
+    monkeypatch.setattr(nn_ckernels, "DIRECT_MACS", 0)  # these small convs would otherwise run direct
+    monkeypatch.setattr(nn_ckernels, "DIRECT_K", 0)
     for group, k, stride in itertools.product([1, 2], [1, 3], [1, 2]):
         x = RNG.standard_normal((3, 4 * group, 9, 7)).astype(np.float32)
         w = RNG.standard_normal((6 * group, 4, k, k)).astype(np.float32)
@@ -70,6 +72,8 @@ def test_gemm_path_batched_grouped_padded():
 def test_serial_row_blocks_match_naive_loops(monkeypatch):
     """A mid-size GEMM split into row blocks (each under the BLAS threading threshold) gives the same conv."""
     monkeypatch.setattr(nn_ckernels, "BLAS_THREAD_MNK", 27 * 64 * 3)  # blocks of 3 of the 16 output rows
+    monkeypatch.setattr(nn_ckernels, "DIRECT_MACS", 0)
+    monkeypatch.setattr(nn_ckernels, "DIRECT_K", 0)
     x = RNG.standard_normal((1, 3, 16, 16)).astype(np.float32)
     w, b = RNG.standard_normal((16, 3, 3, 3)).astype(np.float32), RNG.standard_normal(16).astype(np.float32)
     plan = nn_ckernels.conv2d_plan(x.shape, w.shape, (x.dtype,) * 3, 1, [2, 2], [1, 1], [1, 1], [8, 8],
@@ -89,6 +93,28 @@ def test_serial_row_blocks_match_naive_loops(monkeypatch):
     got = plan(x, w, None)
     assert calls == [(3, 3), (1, 3)] * 2
     np.testing.assert_allclose(got, naive_conv(x, w, None, [1, 1], [0] * 4, [1, 1], 2), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("act", [None, "Relu", "Clip"])
+def test_direct_conv_matches_naive_loops(act):
+    """The register-blocked direct path: a stride-2 stem over a wide image (many blocks per row, a partial
+    last one), dilation, groups, channel counts that are not multiples of the 8-channel block, batches, and
+    1x1 convs read in place (64 pixels per plane) or copied (25)."""
+    cases = [((1, 3, 37, 45), (16, 3, 3, 3), 1, [2, 2], [1, 1], [1, 1, 1, 1]),
+             ((2, 5, 19, 23), (13, 5, 3, 2), 1, [1, 2], [2, 1], [2, 0, 1, 1]),
+             ((2, 6, 11, 12), (10, 3, 3, 3), 2, [1, 1], [1, 1], [1, 1, 1, 1]),
+             ((3, 16, 8, 8), (24, 16, 1, 1), 1, [1, 1], [1, 1], [0, 0, 0, 0]),
+             ((1, 7, 5, 5), (9, 7, 1, 1), 1, [1, 1], [1, 1], [0, 0, 0, 0])]
+    for xs, ws, group, strides, dil, pads in cases:
+        out = _out(xs, ws, strides, dil, pads)
+        x, w = RNG.standard_normal(xs).astype(np.float32), RNG.standard_normal(ws).astype(np.float32)
+        b = RNG.standard_normal(ws[0]).astype(np.float32)
+        plan = nn_ckernels.conv2d_plan(xs, ws, (x.dtype,) * 3, group, strides, dil, pads[:2], out, act, -0.5,
+                                       0.5)
+        assert plan.__name__ == "direct_conv"
+        want = naive_conv(x, w, b, strides, pads, dil, group)
+        want = np.maximum(want, 0) if act == "Relu" else np.clip(want, -0.5, 0.5) if act == "Clip" else want
+        np.testing.assert_allclose(plan(x, w, b), want, rtol=1e-4, atol=1e-4, err_msg=str((xs, ws)))
 
 
 def test_conv_plan_declines_other_dtypes_and_ranks():
@@ -169,6 +195,9 @@ def test_buffer_checks_reject_short_or_wrong_buffers():
         c.conv(x.astype(np.float64), w, None, np.zeros(32, np.float32), geo, 0, 0.0, 0.0)
     with pytest.raises(ValueError, match="geometry"):
         c.conv(x, w, None, np.zeros(32, np.float32), geo[:5] + (3,) + geo[6:], 0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="conv_direct w"):
+        c.conv_direct(x, np.zeros(5, np.float32), None, np.zeros(32, np.float32), geo[:5] + (2,) + geo[6:], 0,
+                      0.0, 0.0)
     with pytest.raises(ValueError, match="pool x"):
         c.pool(np.zeros(3, np.float32), np.zeros(32, np.float32), geo, 0, (0, 4, 0, 4))
 
