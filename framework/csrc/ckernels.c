@@ -60,6 +60,44 @@ static void pad_plane(const geo_t *g, const float *xp, float *dst, idx hp, idx w
     }
 }
 
+typedef float v16f __attribute__((vector_size(64)));
+typedef int v16i __attribute__((vector_size(64)));
+#define EVEN16 ((v16i){0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30})
+
+CLONES void phase_planes(const geo_t *g, idx hq, idx wq, const float *xp, float *dst, float fill) {
+    for (idx py = 0; py < g->sh; py++)
+        for (idx px = 0; px < g->sw; px++) {
+            float *pl = dst + (py * g->sw + px) * hq * wq;
+            /* columns qx whose input column ix = qx*sw + px - pw lies in [0, w): [a, e) */
+            idx off = px - g->pw, s = g->sw;
+            idx a = off < 0 ? (-off + s - 1) / s : 0, e = g->w - off <= 0 ? 0 : (g->w - off + s - 1) / s;
+            a = a < wq ? a : wq;
+            e = e < wq ? e : wq;
+            e = e < a ? a : e;
+            for (idx qy = 0; qy < hq; qy++) {
+                float *restrict row = pl + qy * wq;
+                idx iy = qy * g->sh + py - g->ph;
+                if (iy < 0 || iy >= g->h) {
+                    for (idx qx = 0; qx < wq; qx++) row[qx] = fill;
+                    continue;
+                }
+                const float *restrict xr = xp + iy * g->w + off;
+                for (idx qx = 0; qx < a; qx++) row[qx] = fill;
+                idx qx = a;
+                if (s == 2)   /* every other column: 16 at a time from two loads, while both lie in the row */
+                    for (; 2 * (qx + 16) + off <= g->w; qx += 16) {
+                        v16f lo, hi;
+                        memcpy(&lo, xr + 2 * qx, sizeof lo);
+                        memcpy(&hi, xr + 2 * qx + 16, sizeof hi);
+                        v16f even = __builtin_shuffle(lo, hi, EVEN16);
+                        memcpy(row + qx, &even, sizeof even);
+                    }
+                for (; qx < e; qx++) row[qx] = xr[qx * s];
+                for (idx qx = e; qx < wq; qx++) row[qx] = fill;
+            }
+        }
+}
+
 /* Depthwise conv (one input channel per group, m/c outputs each): every input plane is copied once into a
  * zero-padded buffer `pad`, so each output row is a branch-free sum of taps (3x3 unrolled). */
 CLONES static void conv_depthwise(const geo_t *g, const float *x, const float *wt, const float *b, float *y,

@@ -30,6 +30,11 @@ int pool_tiles_exactly(const geo_t *g);
 /* Borrow obj's buffer as float32, C-contiguous, holding at least `need` elements. */
 int get_f32(PyObject *obj, Py_buffer *v, idx need, int writable, const char *what);
 
+/* The s_h * s_w stride phases of channel plane xp, zero-padded by the geometry's pads with `fill`, each
+ * [hq][wq]: phase (py, px)[qy][qx] = padded x[qy*sh + py][qx*sw + px]. Tap (ky, kx) of output (oy, ox) is
+ * then phase (ky*dh % sh, kx*dw % sw) at [oy + ky*dh / sh][ox + kx*dw / sw]: contiguous along ox. */
+void phase_planes(const geo_t *g, idx hq, idx wq, const float *xp, float *dst, float fill);
+
 /* convdirect.c: group-1 conv computed directly in register blocks; -1 when out of memory */
 int conv_direct(const geo_t *g, const float *x, const float *w, const float *b, float *y, int act, float lo,
                 float hi);

@@ -90,32 +90,6 @@ CLONES static void clip_rows(float *restrict y, idx n, float lo, float hi) {
     }
 }
 
-/* Phase plane (py, px) of channel plane xp ([hq][wq] each): [qy][qx] = padded x[qy*sh + py][qx*sw + px]. */
-CLONES static void split_phases(const geo_t *g, idx hq, idx wq, const float *xp, float *dst) {
-    for (idx py = 0; py < g->sh; py++)
-        for (idx px = 0; px < g->sw; px++) {
-            float *pl = dst + (py * g->sw + px) * hq * wq;
-            /* columns qx whose input column ix = qx*sw + px - pw lies in [0, w): [a, e) */
-            idx off = px - g->pw, s = g->sw;
-            idx a = off < 0 ? (-off + s - 1) / s : 0, e = g->w - off <= 0 ? 0 : (g->w - off + s - 1) / s;
-            a = a < wq ? a : wq;
-            e = e < wq ? e : wq;
-            e = e < a ? a : e;
-            for (idx qy = 0; qy < hq; qy++) {
-                float *restrict row = pl + qy * wq;
-                idx iy = qy * g->sh + py - g->ph;
-                if (iy < 0 || iy >= g->h) {
-                    for (idx qx = 0; qx < wq; qx++) row[qx] = 0.f;
-                    continue;
-                }
-                const float *restrict xr = xp + iy * g->w + off;
-                for (idx qx = 0; qx < a; qx++) row[qx] = 0.f;
-                for (idx qx = a; qx < e; qx++) row[qx] = xr[qx * s];
-                for (idx qx = e; qx < wq; qx++) row[qx] = 0.f;
-            }
-        }
-}
-
 /* A per-thread scratch buffer that only grows: repeated calls allocate (and page-fault) nothing. */
 static void *thread_scratch(size_t bytes) {
     static __thread void *buf;
@@ -163,7 +137,7 @@ int conv_direct(const geo_t *g, const float *x, const float *w, const float *b, 
                        crop ? wbuf : yg, crop ? wide : plane_out, lo, hi};
             if (!pointwise)
                 for (idx c = 0; c < g->cg; c++)
-                    split_phases(g, hq, wq, xg + c * plane_in, xs + c * phases * pplane);
+                    phase_planes(g, hq, wq, xg + c * plane_in, xs + c * phases * pplane, 0.f);
             run_group(&j, act == 1);
             if (crop)
                 for (idx i = 0; i < mg; i++)
