@@ -20,6 +20,16 @@ int get_f32(PyObject *obj, Py_buffer *v, idx need, int writable, const char *wha
     return 0;
 }
 
+int geo_from_bytes(geo_t *g, const char *bytes, Py_ssize_t len) {
+    if (len != (Py_ssize_t)sizeof(geo_t)) {
+        PyErr_Format(PyExc_ValueError, "a window geometry is %zd bytes (16 int64), got %zd",
+                     (Py_ssize_t)sizeof(geo_t), len);
+        return -1;
+    }
+    memcpy(g, bytes, sizeof(geo_t));
+    return check_geo(g);
+}
+
 int check_geo(const geo_t *g) {
     if (g->n < 1 || g->c < 1 || g->h < 1 || g->w < 1 || g->m < 1 || g->cg < 1 || g->kh < 1 || g->kw < 1 ||
         g->sh < 1 || g->sw < 1 || g->dh < 1 || g->dw < 1 || g->oh < 1 || g->ow < 1 || g->c % g->cg ||
@@ -307,12 +317,12 @@ CLONES static void pool2d(const geo_t *g, const float *x, float *y, int avg, con
 
 static PyObject *py_conv(PyObject *self, PyObject *args) {
     PyObject *xo, *wo, *bo, *yo;
-    geo_t g;
+    GEO_DECL(g);
     int act;
     float lo, hi;
-    if (!PyArg_ParseTuple(args, "OOOO(" GEO_FMT ")iff", &xo, &wo, &bo, &yo, GEO_ARGS(g), &act, &lo, &hi))
+    if (!PyArg_ParseTuple(args, "OOOO" GEO_FMT "iff", &xo, &wo, &bo, &yo, GEO_ARGS(g), &act, &lo, &hi))
         return NULL;
-    if (check_geo(&g) < 0) return NULL;
+    if (GEO_LOAD(g) < 0) return NULL;
     if (g.cg != 1) {
         PyErr_SetString(PyExc_ValueError, "conv: only depthwise geometries (one input channel per group)");
         return NULL;
@@ -348,9 +358,9 @@ fail:
 
 static PyObject *py_im2col(PyObject *self, PyObject *args) {
     PyObject *xo, *co;
-    geo_t g;
-    if (!PyArg_ParseTuple(args, "OO(" GEO_FMT ")", &xo, &co, GEO_ARGS(g))) return NULL;
-    if (check_geo(&g) < 0) return NULL;
+    GEO_DECL(g);
+    if (!PyArg_ParseTuple(args, "OO" GEO_FMT, &xo, &co, GEO_ARGS(g))) return NULL;
+    if (GEO_LOAD(g) < 0) return NULL;
     Py_buffer xv, cv;
     if (get_f32(xo, &xv, g.n * g.c * g.h * g.w, 0, "im2col x") < 0) return NULL;
     if (get_f32(co, &cv, g.n * g.c * g.kh * g.kw * g.oh * g.ow, 1, "im2col cols") < 0) {
@@ -407,13 +417,13 @@ static PyObject *py_bias_act(PyObject *self, PyObject *args) {
 
 static PyObject *py_pool(PyObject *self, PyObject *args) {
     PyObject *xo, *yo;
-    geo_t g;
+    GEO_DECL(g);
     int avg;
     idx clo[2], chi[2];
-    if (!PyArg_ParseTuple(args, "OO(" GEO_FMT ")i(nnnn)", &xo, &yo, GEO_ARGS(g), &avg, &clo[0], &chi[0],
+    if (!PyArg_ParseTuple(args, "OO" GEO_FMT "i(nnnn)", &xo, &yo, GEO_ARGS(g), &avg, &clo[0], &chi[0],
                           &clo[1], &chi[1]))
         return NULL;
-    if (check_geo(&g) < 0) return NULL;
+    if (GEO_LOAD(g) < 0) return NULL;
     idx hp, wp;
     padded_dims(&g, &hp, &wp);
     /* one block: padded plane, double row accumulator, per-row and per-column tap counts */
@@ -445,12 +455,12 @@ static PyObject *py_pool(PyObject *self, PyObject *args) {
 /* conv_direct(x, w, b|None, y, geo, act, lo, hi): grouped conv computed directly (convdirect.c) */
 static PyObject *py_conv_direct(PyObject *self, PyObject *args) {
     PyObject *xo, *wo, *bo, *yo;
-    geo_t g;
+    GEO_DECL(g);
     int act, rc;
     float lo, hi;
-    if (!PyArg_ParseTuple(args, "OOOO(" GEO_FMT ")iff", &xo, &wo, &bo, &yo, GEO_ARGS(g), &act, &lo, &hi))
+    if (!PyArg_ParseTuple(args, "OOOO" GEO_FMT "iff", &xo, &wo, &bo, &yo, GEO_ARGS(g), &act, &lo, &hi))
         return NULL;
-    if (check_geo(&g) < 0) return NULL;
+    if (GEO_LOAD(g) < 0) return NULL;
     Py_buffer xv, wv, bv, yv;
     int have_b = bo != Py_None;
     if (get_f32(xo, &xv, g.n * g.c * g.h * g.w, 0, "conv_direct x") < 0) return NULL;

@@ -134,9 +134,9 @@ CLONES static void maxpool_grad(const geo_t *g, const float *x, const float *y, 
 
 static PyObject *run_columns(PyObject *args, int scatter) {
     PyObject *ao, *bo;
-    geo_t g;
-    if (!PyArg_ParseTuple(args, "OO(" GEO_FMT ")", &ao, &bo, GEO_ARGS(g))) return NULL;
-    if (check_geo(&g) < 0) return NULL;
+    GEO_DECL(g);
+    if (!PyArg_ParseTuple(args, "OO" GEO_FMT, &ao, &bo, GEO_ARGS(g))) return NULL;
+    if (GEO_LOAD(g) < 0) return NULL;
     idx nx = g.n * g.c * g.h * g.w, ncols = g.c * g.kh * g.kw * g.n * g.oh * g.ow;
     Py_buffer av, bv;   /* im2col: (x, cols); col2im: (cols, dx), dx written */
     if (get_f32(ao, &av, scatter ? ncols : nx, 0, scatter ? "col2im cols" : "im2col x") < 0) return NULL;
@@ -170,9 +170,9 @@ PyObject *py_col2im_ck(PyObject *self, PyObject *args) { return run_columns(args
 
 PyObject *py_maxpool_grad(PyObject *self, PyObject *args) {
     PyObject *o[4];
-    geo_t g;
-    if (!PyArg_ParseTuple(args, "OOOO(" GEO_FMT ")", &o[0], &o[1], &o[2], &o[3], GEO_ARGS(g))) return NULL;
-    if (check_geo(&g) < 0) return NULL;
+    GEO_DECL(g);
+    if (!PyArg_ParseTuple(args, "OOOO" GEO_FMT, &o[0], &o[1], &o[2], &o[3], GEO_ARGS(g))) return NULL;
+    if (GEO_LOAD(g) < 0) return NULL;
     idx nx = g.n * g.c * g.h * g.w, ny = g.n * g.c * g.oh * g.ow;
     const idx need[4] = {nx, ny, ny, nx};
     const char *what[4] = {"maxpool_grad x", "maxpool_grad y", "maxpool_grad gy", "maxpool_grad dx"};

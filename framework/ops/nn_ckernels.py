@@ -35,6 +35,12 @@ ACT = {None: 0, "Relu": 1, "Clip": 2}
 F32 = np.dtype(np.float32)
 
 
+def geometry(*sizes) -> bytes:
+    """A window geometry for the C kernels: n, c, h, w, m, cg, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow as the
+    bytes of 16 int64 (parsed in C much faster than a tuple)."""
+    return np.array(sizes, np.int64).tobytes()
+
+
 def available() -> bool:
     return _C is not None
 
@@ -53,7 +59,7 @@ def conv2d_plan(x_shape, w_shape, dtypes, group, strides, dil, pb, out, act=None
     oh, ow = out
     if not (n and c and m and oh > 0 and ow > 0):
         return None
-    geo = (n, c, h, wd, m, cg, kh, kw, strides[0], strides[1], dil[0], dil[1], pb[0], pb[1], oh, ow)
+    geo = geometry(n, c, h, wd, m, cg, kh, kw, strides[0], strides[1], dil[0], dil[1], pb[0], pb[1], oh, ow)
     code = ACT[act]
     lo = -np.inf if lo is None else float(lo)
     hi = np.inf if hi is None else float(hi)
@@ -136,8 +142,8 @@ def pool2d_plan(x_shape, dtype, kernel, strides, dil, pb, pe, out, avg=False, in
     if oh <= 0 or ow <= 0:
         return None
     shape = (n, c, oh, ow)
-    geo = (n, c, h, wd, c, 1, kernel[0], kernel[1], strides[0], strides[1], dil[0], dil[1], pb[0], pb[1],
-           oh, ow)
+    geo = geometry(n, c, h, wd, c, 1, kernel[0], kernel[1], strides[0], strides[1], dil[0], dil[1], pb[0], pb[1],
+                   oh, ow)
     bounds = (-pb[0], h + pe[0], -pb[1], wd + pe[1]) if include_pad else (0, h, 0, wd)
     mode = int(avg)
 
@@ -163,7 +169,7 @@ def conv2d_grad_plan(x_shape, w_shape, dtypes, group, strides, dil, pb, out):
     k, cols_n = c * kh * kw, n * oh * ow
     if not (n and c and m and oh > 0 and ow > 0) or k * cols_n * 4 > COLS_MAX:
         return None
-    geo = (n, c, h, wd, m, c, kh, kw, strides[0], strides[1], dil[0], dil[1], pb[0], pb[1], oh, ow)
+    geo = geometry(n, c, h, wd, m, c, kh, kw, strides[0], strides[1], dil[0], dil[1], pb[0], pb[1], oh, ow)
 
     def dy_rows(gy):  # [N, M, OH, OW] -> [M, N*OH*OW]
         return np.ascontiguousarray(gy.reshape(n, m, oh * ow).transpose(1, 0, 2)).reshape(m, cols_n)
@@ -188,8 +194,8 @@ def maxpool2d_grad(x, y, gy, kernel, strides, dil, pb, out):
     n, c, h, wd = x.shape
     if y.shape != (n, c, *out):
         return None
-    geo = (n, c, h, wd, c, 1, kernel[0], kernel[1], strides[0], strides[1], dil[0], dil[1], pb[0], pb[1],
-           out[0], out[1])
+    geo = geometry(n, c, h, wd, c, 1, kernel[0], kernel[1], strides[0], strides[1], dil[0], dil[1], pb[0], pb[1],
+                   out[0], out[1])
     dx = np.empty(x.shape, F32)
     _C.maxpool_grad(*_contiguous(x, y, gy), dx, geo)
     return dx

@@ -188,16 +188,19 @@ def test_global_pools_and_dilated_pool_through_the_ops():
 def test_buffer_checks_reject_short_or_wrong_buffers():
     c = nn_ckernels._C
     x, w = np.zeros((1, 2, 4, 4), np.float32), np.zeros((2, 1, 3, 3), np.float32)
-    geo = (1, 2, 4, 4, 2, 1, 3, 3, 1, 1, 1, 1, 1, 1, 4, 4)
+    sizes = (1, 2, 4, 4, 2, 1, 3, 3, 1, 1, 1, 1, 1, 1, 4, 4)
+    geo = nn_ckernels.geometry(*sizes)
     with pytest.raises(ValueError, match="conv y"):
         c.conv(x, w, None, np.zeros(31, np.float32), geo, 0, 0.0, 0.0)
     with pytest.raises(ValueError, match="conv x"):
         c.conv(x.astype(np.float64), w, None, np.zeros(32, np.float32), geo, 0, 0.0, 0.0)
     with pytest.raises(ValueError, match="geometry"):
-        c.conv(x, w, None, np.zeros(32, np.float32), geo[:5] + (3,) + geo[6:], 0, 0.0, 0.0)
+        c.conv(x, w, None, np.zeros(32, np.float32), nn_ckernels.geometry(*sizes[:5], 3, *sizes[6:]), 0, 0.0, 0.0)
     with pytest.raises(ValueError, match="conv_direct w"):
-        c.conv_direct(x, np.zeros(5, np.float32), None, np.zeros(32, np.float32), geo[:5] + (2,) + geo[6:], 0,
+        c.conv_direct(x, np.zeros(5, np.float32), None, np.zeros(32, np.float32), nn_ckernels.geometry(*sizes[:5], 2, *sizes[6:]), 0,
                       0.0, 0.0)
+    with pytest.raises(ValueError, match="16 int64"):
+        c.conv(x, w, None, np.zeros(32, np.float32), geo[:-8], 0, 0.0, 0.0)
     with pytest.raises(ValueError, match="pool x"):
         c.pool(np.zeros(3, np.float32), np.zeros(32, np.float32), geo, 0, (0, 4, 0, 4))
 
