@@ -90,21 +90,51 @@ def _conv_infer(ctx, x, w, b=None):
 _PLANS: dict = {}  # (ctx, shapes, dtypes) -> run(x, w, b): a node's attributes never change after compile
 
 
-@op("Conv", since=1, attrs=CONV_ATTRS, fusion=Fusion.OUT_FUSABLE, infer=_conv_infer)
-def _conv(ctx, x, w, b=None):
-    return _run(ctx, x, w, b, None, None, None)
+def _activation(ctx):
+    """(act, lo, hi) of a Conv (none) or FusedConv node (its Relu or Clip)."""
+    attrs = ctx.attrs
+    if "activation" not in attrs:
+        return None, None, None
+    if attrs["activation"] == "Relu":
+        return "Relu", None, None
+    return "Clip", attrs["activation_min"], attrs["activation_max"]
 
 
-def _run(ctx, x, w, b, act, lo, hi):
+def _bind(ctx):
+    """One node's kernel: its plans per input shapes and dtypes in a dict of its own, so a call is a lookup
+    and the plan (convs run once per node per run; the generic wrapper and key cost as much as small convs)."""
+    act, lo, hi = _activation(ctx)
+    plans: dict = {}
+
+    def kernel(x, w, b=None):
+        key = (x.shape, w.shape, x.dtype, w.dtype, b if b is None else b.dtype)
+        plan = plans.get(key)
+        if plan is None:
+            if len(plans) >= 64:  # bounded: a long-lived session may see many shapes
+                plans.clear()
+            plan = plans[key] = _plan(ctx, x, w, b, act, lo, hi)
+        return [plan(x, w, b)]
+    return kernel
+
+
+_PLANS: dict = {}  # (ctx, shapes, dtypes) -> run(x, w, b), for callers of ref (folding, autodiff, eager ops)
+
+
+def _run(ctx, x, w, b):
     """Conv (+ activation) through the plan cached for this node, input shapes and dtypes."""
-    key = (ctx, x.shape, w.shape, x.dtype, w.dtype, None if b is None else b.dtype)
+    key = (ctx, x.shape, w.shape, x.dtype, w.dtype, b if b is None else b.dtype)
     plan = _PLANS.get(key)
     if plan is None:
-        plan = _plan(ctx, x, w, b, act, lo, hi)
+        plan = _plan(ctx, x, w, b, *_activation(ctx))
         if len(_PLANS) > 4096:  # bounded for long-lived processes
             _PLANS.clear()
         _PLANS[key] = plan
     return plan(x, w, b)
+
+
+@op("Conv", since=1, attrs=CONV_ATTRS, fusion=Fusion.OUT_FUSABLE, infer=_conv_infer, bind=_bind)
+def _conv(ctx, x, w, b=None):
+    return _run(ctx, x, w, b)
 
 
 def _plan(ctx, x, w, b, act, lo, hi):
@@ -119,13 +149,12 @@ def _plan(ctx, x, w, b, act, lo, hi):
 
 
 @op("FusedConv", domain="msgx", attrs={**CONV_ATTRS, "activation": "Relu", "activation_min": None,
-                                       "activation_max": None}, fusion=Fusion.OUT_FUSABLE, infer=_conv_infer)
+                                       "activation_max": None}, fusion=Fusion.OUT_FUSABLE, infer=_conv_infer,
+    bind=_bind)
 def _fused_conv(ctx, x, w, b=None):
     """Conv followed by Relu or Clip (the O0 pass fuse_conv_activation forms it, as onnxruntime does): the
     activation runs in place on the conv's fresh output, saving a pass over memory and a dispatch."""
-    if ctx["activation"] == "Relu":
-        return _run(ctx, x, w, b, "Relu", None, None)
-    return _run(ctx, x, w, b, "Clip", ctx["activation_min"], ctx["activation_max"])
+    return _run(ctx, x, w, b)
 
 
 # ---------------------------------------------------------------- ConvTranspose

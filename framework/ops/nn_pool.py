@@ -50,6 +50,26 @@ def _plan(ctx, x, geo, avg, include_pad=False):
     return plan
 
 
+def _bind_planned(make_plan, single_output_only=False):
+    """A `bind` for pools: each node keeps make_plan(ctx, x) -> fn(x) -> array per input shape and dtype in
+    a dict of its own (a pool runs once per node per run: its lookups cost as much as a small pool)."""
+    def bind(ctx):
+        if single_output_only and ctx.num_outputs > 1:
+            return None
+        plans: dict = {}
+
+        def kernel(x):
+            key = (x.shape, x.dtype)
+            plan = plans.get(key)
+            if plan is None:
+                if len(plans) >= 64:  # bounded: a long-lived session may see many shapes
+                    plans.clear()
+                plan = plans[key] = make_plan(ctx, x)
+            return [plan(x)]
+        return kernel
+    return bind
+
+
 def _resolve(ctx, x_shape, name):
     kernel = ctx["kernel_shape"]
     if not kernel:
@@ -93,7 +113,18 @@ def _separable(x, ufunc, fill, geo):
     return x
 
 
-@op("MaxPool", since=1, attrs={**POOL_ATTRS, "storage_order": 0}, fusion=Fusion.OPAQUE, infer=_pool_infer)
+def _maxpool_plan(ctx, x):
+    if x.ndim == 4:
+        geo = _geometry(ctx, x.shape, "MaxPool")
+        check_out(geo[-1], "MaxPool")
+        plan = _plan(ctx, x, geo, avg=False)
+        if plan is not None:
+            return plan
+    return lambda x: _maxpool(ctx, x)
+
+
+@op("MaxPool", since=1, attrs={**POOL_ATTRS, "storage_order": 0}, fusion=Fusion.OPAQUE, infer=_pool_infer,
+    bind=_bind_planned(_maxpool_plan, single_output_only=True))
 def _maxpool(ctx, x):
     geo = _geometry(ctx, x.shape, "MaxPool")
     kernel, strides, dil, pb, _, out = geo
@@ -168,7 +199,18 @@ def _sum_pool(ctx, x, name, transform=None):
     return _separable(work, np.add, 0, geo), geo
 
 
-@op("AveragePool", since=1, attrs={**POOL_ATTRS, "count_include_pad": 0}, infer=_pool_infer)
+def _avgpool_plan(ctx, x):
+    if x.ndim == 4:
+        geo = _geometry(ctx, x.shape, "AveragePool")
+        check_out(geo[-1], "AveragePool")
+        plan = _plan(ctx, x, geo, avg=True, include_pad=bool(ctx["count_include_pad"]))
+        if plan is not None:
+            return plan
+    return lambda x: _avgpool(ctx, x)
+
+
+@op("AveragePool", since=1, attrs={**POOL_ATTRS, "count_include_pad": 0}, infer=_pool_infer,
+    bind=_bind_planned(_avgpool_plan))
 def _avgpool(ctx, x):
     if x.ndim == 4:
         geo = _geometry(ctx, x.shape, "AveragePool")
@@ -202,27 +244,33 @@ def _global_infer(ctx, x):
 
 
 def _global(fn, c_mode=None):
-    """A global pool kernel: numpy `fn`, or for float32 NCHW the C pool over the whole plane when c_mode is
-    "max" or "avg"."""
-    def kernel(ctx, x):
+    """(kernel, plan maker) of a global pool: numpy `fn`, or for float32 NCHW the C pool over the whole plane
+    when c_mode is "max" or "avg"."""
+    def numpy_kernel(ctx, x):
+        axes = tuple(range(2, x.ndim))
+        return np.asarray(fn(ctx, x.astype(acc_dtype(x.dtype), copy=False), axes)).astype(x.dtype, copy=False)
+
+    def make_plan(ctx, x):
         if c_mode is not None and x.ndim == 4:
             h, w = x.shape[2:]
             # one window covering the plane, stepping by its size: the C pool's exact-tiling path
             plan = _plan(ctx, x, ([h, w], [h, w], [1, 1], [0, 0], [0, 0], [1, 1]), c_mode == "avg")
             if plan is not None:
-                return plan(x)
-        axes = tuple(range(2, x.ndim))
-        return np.asarray(fn(ctx, x.astype(acc_dtype(x.dtype), copy=False), axes)).astype(x.dtype, copy=False)
-    return kernel
+                return plan
+        return lambda x: numpy_kernel(ctx, x)
+
+    def kernel(ctx, x):
+        return make_plan(ctx, x)(x)
+    return kernel, make_plan
 
 
-op("GlobalAveragePool", fusion=Fusion.REDUCE, infer=_global_infer)(
-    _global(lambda c, x, ax: x.mean(axis=ax, keepdims=True), "avg"))
-op("GlobalMaxPool", fusion=Fusion.REDUCE, infer=_global_infer)(
-    _global(lambda c, x, ax: x.max(axis=ax, keepdims=True), "max"))
+for _name, _fn, _mode in (("GlobalAveragePool", lambda c, x, ax: x.mean(axis=ax, keepdims=True), "avg"),
+                          ("GlobalMaxPool", lambda c, x, ax: x.max(axis=ax, keepdims=True), "max")):
+    _kernel, _make = _global(_fn, _mode)
+    op(_name, fusion=Fusion.REDUCE, infer=_global_infer, bind=_bind_planned(_make))(_kernel)
 op("GlobalLpPool", attrs={"p": 2}, fusion=Fusion.REDUCE, infer=_global_infer)(
     _global(lambda c, x, ax: (np.abs(x) ** float(c["p"])).sum(axis=ax, keepdims=True)
-            ** (1.0 / float(c["p"]))))
+            ** (1.0 / float(c["p"])))[0])
 
 
 def _unpool_shape(ctx, x_shape):

@@ -26,6 +26,9 @@ class OpDef:
     """Everything msgx knows about one op version.
 
     ref(ctx, *inputs) -> array | tuple of arrays: our numpy kernel with exact ONNX dtype semantics.
+    bind(ctx) -> kernel(*inputs) -> list of arrays, or None: optional, the same computation as one node's
+    kernel with its own per-shape plan cache and no per-call wrapping (the reference backend uses it where
+    it returns a kernel).
     infer(ctx, *input_types) -> type | tuple of types: symbolic-aware shape/dtype inference.
     grad, decompose: optional, used by autograd and the graph-kernel expander.
     """
@@ -41,6 +44,7 @@ class OpDef:
     decompose: Callable | None = None
     deterministic: bool = True  # random ops are never constant-folded or CSE'd
     shape_op: bool = False  # cheap enough to evaluate on symbolic dims during inference
+    bind: Callable | None = None
 
 
 class Ctx:
@@ -79,11 +83,11 @@ def register(opdef: OpDef) -> OpDef:
 
 
 def op(name: str, *, since: int = 1, domain: str = "", fusion: Fusion = Fusion.OPAQUE, attrs=None,
-       infer=None, grad=None, decompose=None, deterministic=True, shape_op=False):
+       infer=None, grad=None, decompose=None, deterministic=True, shape_op=False, bind=None):
     """Decorator form of register(): the decorated function is the reference kernel."""
     def wrap(fn):
         register(OpDef(name, fn, infer, fusion, dict(attrs or {}), since, domain, grad, decompose,
-                       deterministic, shape_op))
+                       deterministic, shape_op, bind))
         return fn
     return wrap
 
