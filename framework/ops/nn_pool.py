@@ -206,18 +206,16 @@ def _avgpool_plan(ctx, x):
         plan = _plan(ctx, x, geo, avg=True, include_pad=bool(ctx["count_include_pad"]))
         if plan is not None:
             return plan
-    return lambda x: _avgpool(ctx, x)
+    return lambda x: _avgpool_numpy(ctx, x)
 
 
 @op("AveragePool", since=1, attrs={**POOL_ATTRS, "count_include_pad": 0}, infer=_pool_infer,
     bind=_bind_planned(_avgpool_plan))
 def _avgpool(ctx, x):
-    if x.ndim == 4:
-        geo = _geometry(ctx, x.shape, "AveragePool")
-        check_out(geo[-1], "AveragePool")
-        plan = _plan(ctx, x, geo, avg=True, include_pad=bool(ctx["count_include_pad"]))
-        if plan is not None:
-            return plan(x)
+    return _avgpool_plan(ctx, x)(x)
+
+
+def _avgpool_numpy(ctx, x):
     acc, (kernel, strides, dil, pb, pe, out) = _sum_pool(ctx, x, "AveragePool")
     include = bool(ctx["count_include_pad"])
     counts = None
