@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import ops
-from .backends import NUMPY
+from .backends import NUMPY, as_outputs
 from .errors import KernelError, MsgxError
 from .ir import Graph, Node, TensorType, Value
 from .passes import attr_key, captured_values, subgraphs_of
@@ -225,12 +225,18 @@ def straight_line(flat: list, output_slots: list, keep: set = frozenset(), timin
             return "None"
         return f"(v{s}.shape, v{s}.dtype)" if isinstance(getattr(v, "type", None), TensorType) else f"sd(v{s})"
 
-    for i, (st, _, ins, outs, free) in enumerate(flat):
+    callables = []
+    for i, (st, kernel, ins, outs, free) in enumerate(flat):
         args = ", ".join(ref(s) for s in ins)
-        call = f"r = k{i}({args})"
+        direct = getattr(kernel, "direct", None) if len(outs) == 1 else None
+        callables.append(direct or kernel)
+        call = f"v{outs[0]} = k{i}({args})" if direct else f"r = k{i}({args})"
         body.append(f"i = {i}; t0 = clock(); {call}; t1 = clock()" if timing else f"i = {i}; {call}")
+        if direct:  # a reference kernel's bare result: only non-arrays need converting
+            body.append(f"if type(v{outs[0]}) is not ndarray: v{outs[0]} = first(v{outs[0]})")
         for j, s in enumerate(outs):
-            body.append(f"v{s} = r[{j}]")
+            if not direct:
+                body.append(f"v{s} = r[{j}]")
             written.add(s)
             if s in keep:
                 body.append(f"record[{s}] = v{s}")
@@ -244,7 +250,7 @@ def straight_line(flat: list, output_slots: list, keep: set = frozenset(), timin
             body.append(", ".join(f"v{s}" for s in free) + " = " + ", ".join("None" for _ in free))
     result = "[" + ", ".join(ref(s) for s in output_slots) + "]"
     kernels = ", ".join(f"k{i}" for i in range(len(flat)))
-    src = ["def make(steps, kernels, typed, MsgxError, clock, sd):",
+    src = ["def make(steps, kernels, typed, MsgxError, clock, sd, ndarray, first):",
            f"    {kernels}{',' if len(flat) == 1 else ''} = kernels" if flat else "    pass",
            "    def run(env, record, hook=None):",
            "        i = -1",
@@ -257,8 +263,8 @@ def straight_line(flat: list, output_slots: list, keep: set = frozenset(), timin
             "    return run"]
     namespace: dict = {}
     exec(compile("\n".join(src), "<msgx straight-line executor>", "exec"), namespace)
-    return namespace["make"]([f[0] for f in flat], [f[1] for f in flat], _typed, MsgxError, time.perf_counter,
-                              shape_dtype)
+    return namespace["make"]([f[0] for f in flat], callables, _typed, MsgxError, time.perf_counter, shape_dtype,
+                              np.ndarray, lambda out: as_outputs(out)[0])
 
 
 _SCOPES = threading.local()  # per thread: stack of {Value: array} visible to running subgraphs

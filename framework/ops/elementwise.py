@@ -191,9 +191,22 @@ BINARY = {
     "And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor,
     "BitwiseAnd": np.bitwise_and, "BitwiseOr": np.bitwise_or, "BitwiseXor": np.bitwise_xor,
 }
+def _bind_binary(fn):
+    """bind for a binary op: the graph kernel calls fn directly when the result is already an array of the
+    first input's dtype (the common case; a binary op runs once per node per run, often on small arrays)."""
+    def bind(ctx):
+        def kernel(a, b):
+            r = fn(a, b)
+            if type(r) is np.ndarray and r.dtype == a.dtype:
+                return [r]
+            return [np.asarray(r).astype(a.dtype, copy=False) if a.dtype != object else np.asarray(r)]
+        return kernel
+    return bind
+
+
 for _name, _fn in BINARY.items():
     op(_name, fusion=B, infer=broadcast, shape_op=_name in ("Add", "Sub", "Mul", "Div"),
-       grad=BINARY_GRADS.get(_name))(
+       grad=BINARY_GRADS.get(_name), bind=_bind_binary(_fn))(
         lambda ctx, a, b, _fn=_fn: np.asarray(_fn(a, b)).astype(a.dtype, copy=False)
         if a.dtype != object else _fn(a, b))
 
