@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -226,6 +227,10 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # Polly's parallel loops run on libgomp, whose workers spin for milliseconds by default: on a shared
+    # 2-vCPU machine that made its 2-thread runs 10-200x slower than 1 thread. Idle workers sleep instead
+    # (set before the first kernel library loads libgomp; a user's setting wins). Ours use their own pool.
+    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     from polyhedral import polybench
 
     kw = {**(QUICK if args.quick else DEFAULTS)}

@@ -18,7 +18,7 @@ from .config import Config
 from .lower import lower
 from .stmt import ScopError
 
-VERSION = 5  # bump when lowering, scheduling or code generation changes the C they produce
+VERSION = 6  # bump when lowering, scheduling or code generation changes the C they produce
 FN = "msgx_poly_fn"
 # row-wise clusters gain nothing from tiling (each row is touched once or twice, in cache)
 CLUSTER_CONFIG = Config("cluster", objectives=(("contiguity", "proximity", "big-loops", "sum"),),
@@ -54,8 +54,8 @@ class PolyBackend:
         return True
 
     def compile(self, node: Node, run_graph=None):
-        lowered = self._lowered.pop(id(node), None)
-        scop, n_in, consts = lowered or lower(node.attrs["body"], node.name or "cluster")
+        lowered = self._lowered.pop(id(node), None) or lower(node.attrs["body"], node.name or "cluster")
+        scop = lowered.scop
         # the scheduled C function is cached too, so a warm session neither schedules nor compiles
         cache = self.cache or DiskCache("poly")
         key = cache_key("poly-function", VERSION, repr(scop), repr(self.config))
@@ -65,7 +65,7 @@ class PolyBackend:
             text = codegen.function(scop, {}, res, FN).encode()
             cache.put(key, text, ".c")
         slot: dict = {"run": None}
-        self._pending.append((node, scop, text.decode(), n_in, consts, slot, run_graph))
+        self._pending.append((node, scop, text.decode(), lowered.feeds, slot, run_graph))
 
         def kernel(*arrays):
             if slot["run"] is None:
@@ -80,11 +80,12 @@ class PolyBackend:
             return
         t0 = time.perf_counter()
         names = [f"msgx_poly_{k}" for k in range(len(items))]
-        src = codegen.translation_unit([text.replace(f"void {FN}(", f"void {fn}(", 1)
-                                        for fn, (_, _, text, *_r) in zip(names, items)])
+        # FN also prefixes the function's parallel-loop helpers: renaming every occurrence keeps them apart
+        src = codegen.translation_unit([text.replace(FN, fn) for fn, (_, _, text, *_r) in zip(names, items)])
         try:
             lib = build.load(build.shared_library(src, cache=self.cache))
             kernels = [build.Kernel(lib, fn, scop, {}) for fn, (_, scop, *_r) in zip(names, items)]
+            kernels[0].set_threads(_threads())
         except build.CompilerError as e:
             for node, *_x, slot, run_graph in items:
                 fb = _fallback_backend(node)
@@ -93,8 +94,14 @@ class PolyBackend:
             return
         finally:
             self.build_seconds += time.perf_counter() - t0
-        for (node, scop, _res, n_in, consts, slot, _rg), k in zip(items, kernels):
-            slot["run"] = _runner(k, scop, n_in, consts, [o.type.shape for o in node.attrs["body"].outputs])
+        for (node, scop, _text, feeds, slot, _rg), k in zip(items, kernels):
+            slot["run"] = _runner(k, scop, feeds, [o.type.shape for o in node.attrs["body"].outputs])
+
+
+def _threads() -> int:
+    """The DVM's thread count (MSGX_NUM_THREADS, OMP_NUM_THREADS, else the CPUs this process may use)."""
+    from dvm_runtime.backend import vm_threads  # lazy: the poly backend needs nothing else of the DVM
+    return vm_threads()
 
 
 def _fallback_backend(node):
@@ -104,24 +111,30 @@ def _fallback_backend(node):
     return dvm if dvm.supports(node) else NUMPY
 
 
-def _runner(k: build.Kernel, scop, n_in: int, consts: list, out_shapes: list):
-    arrays = scop.arrays
-    shapes = [k.shapes[a.name] for a in arrays]
-    roles = [a.role for a in arrays]
-    names = [a.name for a in arrays]
+def _matmul(a: np.ndarray, b: np.ndarray, shape) -> np.ndarray:
+    """ONNX MatMul on BLAS; a batch of rows against one matrix is a single sgemm (np.matmul would loop)."""
+    if b.ndim == 2 and a.ndim > 2:
+        return (a.reshape(-1, a.shape[-1]) @ b).reshape(shape)
+    return np.matmul(a, b).reshape(shape)
+
+
+def _runner(k: build.Kernel, scop, feeds: list, out_shapes: list):
+    plan = [(a.name, k.shapes[a.name], a.role, f) for a, f in zip(scop.arrays, feeds)]
 
     def run(*inputs):
-        feed, outs, ci = {}, [], 0
-        for j, (name, shape, role) in enumerate(zip(names, shapes, roles)):
-            if j < n_in:
-                feed[name] = np.ascontiguousarray(inputs[j], np.float32).reshape(shape)
-            elif role == "in":
-                feed[name] = consts[ci].reshape(shape)
-                ci += 1
+        arrays, outs = [], []
+        for name, shape, role, f in plan:
+            if isinstance(f, int):
+                x = np.ascontiguousarray(inputs[f], np.float32).reshape(shape)
+            elif isinstance(f, np.ndarray):
+                x = f.reshape(shape)
+            elif f is not None:  # ("matmul", a, b): operands are earlier arrays
+                x = _matmul(arrays[f[1]], arrays[f[2]], shape)
             else:
-                feed[name] = np.empty(shape, np.float32)
+                x = np.empty(shape, np.float32)
                 if role == "out":
-                    outs.append(feed[name])
-        k(feed)
+                    outs.append(x)
+            arrays.append(x)
+        k.call(arrays)
         return [o.reshape(s) for o, s in zip(outs, out_shapes)]
     return run

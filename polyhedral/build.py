@@ -13,9 +13,10 @@ from pathlib import Path
 from framework.disk_cache import DiskCache, cache_key
 from framework.errors import MsgxError
 
-# reassociation lets reductions vectorise (sum order is unspecified in ONNX; numpy sums pairwise too)
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math",
-         "-fno-signed-zeros", "-fassociative-math")
+# reassociation lets reductions vectorise (sum order is unspecified in ONNX; numpy sums pairwise too);
+# -fopenmp for `omp simd` (threads come from the generated code's own pool, see codegen.PRELUDE)
+FLAGS = ("-O3", "-march=native", "-fopenmp", "-pthread", "-fPIC", "-shared", "-fno-math-errno",
+         "-fno-trapping-math", "-fno-signed-zeros", "-fassociative-math")
 COMPILES = {"count": 0}  # compiler invocations in this process (tests check that a warm cache makes none)
 _LOCK = threading.Lock()
 _VERSIONS: dict[str, str] = {}
@@ -74,8 +75,6 @@ def shared_library(source: str, flags: tuple[str, ...] = FLAGS, cache: DiskCache
 
 
 def load(path: Path) -> ctypes.CDLL:
-    # idle OpenMP workers sleep instead of spinning: they share the cores with the DVM pool and BLAS
-    os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     try:
         return ctypes.CDLL(str(path))
     except OSError as e:
@@ -97,9 +96,12 @@ class Kernel:
         self.fn.restype = None
 
     def __call__(self, arrays: dict, scalars: dict | None = None) -> None:
+        self.call([arrays[a.name] for a in self.scop.arrays], scalars)
+
+    def call(self, arrays: list, scalars: dict | None = None) -> None:
+        """The kernel on arrays in the scop's array order."""
         args = []
-        for a in self.scop.arrays:
-            x = arrays[a.name]
+        for a, x in zip(self.scop.arrays, arrays):
             if x.dtype != self.dtype or x.shape != self.shapes[a.name] or not x.flags.c_contiguous \
                     or (a.role != "in" and not x.flags.writeable):
                 raise CompilerError(f"kernel {self.fn_name}: array {a.name} must be a writable C-contiguous "

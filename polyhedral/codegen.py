@@ -1,5 +1,6 @@
-"""isl AST -> C: statements become macros over their iterators, loops come from the schedule; OpenMP on the
-outermost loop that carries no dependence and `omp simd` on innermost dependence-free loops."""
+"""isl AST -> C: statements become macros over their iterators, loops come from the schedule; the outermost
+loop that carries no dependence runs its iterations on a thread pool, and `omp simd` marks innermost
+dependence-free loops."""
 from __future__ import annotations
 
 import re
@@ -10,6 +11,8 @@ from .scheduler import Result
 from .stmt import _ASSIGN, Scop, ScopError
 
 PRELUDE = """#include <math.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stddef.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -54,16 +57,115 @@ static inline __attribute__((always_inline)) float msgx_tanhf(float x) {
   float y = a < 0.0004f ? a : 1.0f - 2.0f / (msgx_expf(2.0f * a) + 1.0f);
   return x < 0.0f ? -y : y;
 }
+/* The thread pool of this library's parallel loops. The caller claims chunks too and waits only for
+   workers that joined the job: a worker that is slow to wake (its core is busy with BLAS, the DVM pool or
+   another process) costs nothing, where an OpenMP region's join barrier waits for every thread (on a shared
+   2-core VM that made 2 threads up to 30x slower than 1). Workers spin briefly after a job, so the next
+   job of a time loop finds them awake, then sleep on a condition variable. */
+typedef void (*msgx_chunk_fn)(void *ctx, long lo, long hi);
+/* Chunks left are [front, back) packed in `left`; the caller takes them from the front and workers from the
+   back, so each thread gets the same part of the data at every step of a time loop (it stays in its core's
+   cache) unless another is late. */
+typedef struct { msgx_chunk_fn fn; void *ctx; long n, chunks; unsigned long long left; } msgx_job;
+static pthread_mutex_t msgx_mu = PTHREAD_MUTEX_INITIALIZER, msgx_busy = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t msgx_wake = PTHREAD_COND_INITIALIZER;
+static msgx_job *msgx_cur;      /* the job workers may join, NULL between jobs (under msgx_mu) */
+static unsigned long msgx_gen;  /* bumped for every job */
+static int msgx_started, msgx_inside, msgx_threads = 1;  /* msgx_inside: workers running the job */
+#define MSGX_SPIN 2000          /* pause instructions a worker spins through before it sleeps */
+
+static void msgx_run_chunks(msgx_job *j, int from_back) {
+  unsigned long long s = __atomic_load_n(&j->left, __ATOMIC_RELAXED), t;
+  for (;;) {
+    long front = (long)(s >> 32), back = (long)(s & 0xffffffffu), c = from_back ? back - 1 : front;
+    if (front >= back) return;
+    t = from_back ? s - 1 : s + (1ull << 32);
+    if (__atomic_compare_exchange_n(&j->left, &s, t, 1, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+      j->fn(j->ctx, c * j->n / j->chunks, (c + 1) * j->n / j->chunks);
+      s = __atomic_load_n(&j->left, __ATOMIC_RELAXED);
+    }
+  }
+}
+static void *msgx_worker(void *arg) {
+  unsigned long seen = 0;
+  (void)arg;
+  pthread_mutex_lock(&msgx_mu);
+  for (;;) {
+    if (msgx_gen == seen) {
+      pthread_mutex_unlock(&msgx_mu);
+      for (int s = 0; s < MSGX_SPIN && __atomic_load_n(&msgx_gen, __ATOMIC_ACQUIRE) == seen; s++) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+      }
+      pthread_mutex_lock(&msgx_mu);
+    }
+    while (msgx_gen == seen) pthread_cond_wait(&msgx_wake, &msgx_mu);
+    seen = msgx_gen;
+    msgx_job *j = msgx_cur;
+    if (j == NULL) continue;
+    __atomic_add_fetch(&msgx_inside, 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&msgx_mu);
+    msgx_run_chunks(j, 1);
+    __atomic_sub_fetch(&msgx_inside, 1, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&msgx_mu);
+  }
+  return NULL;
+}
+/* A forked child has none of the workers and may have copied a held lock: it starts over. */
+static void msgx_after_fork(void) {
+  pthread_mutex_init(&msgx_mu, NULL);
+  pthread_mutex_init(&msgx_busy, NULL);
+  pthread_cond_init(&msgx_wake, NULL);
+  msgx_cur = NULL;
+  msgx_started = msgx_inside = 0;
+}
+static pthread_once_t msgx_once = PTHREAD_ONCE_INIT;
+static void msgx_init(void) { pthread_atfork(NULL, NULL, msgx_after_fork); }
+/* fn(ctx, lo, hi) over [0, n) in chunks (a few per thread, handed out dynamically) */
+static void msgx_parallel(msgx_chunk_fn fn, void *ctx, long n) {
+  long chunks = n < 8L * msgx_threads ? n : 8L * msgx_threads;
+  msgx_job job = {fn, ctx, n, chunks, (unsigned long long)chunks};
+  pthread_once(&msgx_once, msgx_init);
+  if (msgx_threads < 2 || n < 2 || pthread_mutex_trylock(&msgx_busy) != 0) {  /* busy: another caller */
+    if (n > 0) fn(ctx, 0, n);
+    return;
+  }
+  pthread_mutex_lock(&msgx_mu);
+  while (msgx_started < msgx_threads - 1) {
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int err = pthread_create(&t, &attr, msgx_worker, NULL);
+    pthread_attr_destroy(&attr);
+    if (err) break;
+    msgx_started++;
+  }
+  msgx_cur = &job;
+  __atomic_add_fetch(&msgx_gen, 1, __ATOMIC_RELEASE);
+  pthread_cond_broadcast(&msgx_wake);
+  pthread_mutex_unlock(&msgx_mu);
+  msgx_run_chunks(&job, 0);
+  pthread_mutex_lock(&msgx_mu);
+  msgx_cur = NULL;  /* late workers no longer join; wait (spinning: a sleep costs a wake-up) for those in */
+  pthread_mutex_unlock(&msgx_mu);
+  for (long s = 0; __atomic_load_n(&msgx_inside, __ATOMIC_ACQUIRE) > 0; s++) {
+    if (s > MSGX_SPIN) sched_yield();
+#if defined(__x86_64__) || defined(__i386__)
+    else __builtin_ia32_pause();
+#endif
+  }
+  pthread_mutex_unlock(&msgx_busy);
+}
 void msgx_poly_threads(int n) {
+  msgx_threads = n < 1 ? 1 : n;
 #ifdef _OPENMP
-  omp_set_num_threads(n);
-#else
-  (void)n;
+  omp_set_num_threads(n);  /* for code that uses OpenMP itself (Polly's) */
 #endif
 }
 """
 _NAME = re.compile(r"^[A-Za-z_]\w*$")
-MIN_PARALLEL_WORK = 32768  # statement instances per parallel region: below it, waking threads costs more
 
 
 def _ast(scop: Scop, binding: dict, res: Result) -> isl.AstNode:
@@ -133,10 +235,18 @@ def _calls(node: isl.AstNode) -> set[str]:
 
 
 class _Printer:
-    def __init__(self, res: Result, scop: Scop | None = None):
-        self.res, self.lines, self.loops = res, [], 0
-        self.stmts = {st.name: st for st in scop.statements} if scop else {}
-        self.dtype = scop.dtype if scop else "double"
+    """Emits the AST as C lines. A loop that runs on threads becomes a helper of its own, called by the pool
+    with a range of its iterations; the helper takes the arrays as restrict parameters (each thread works
+    on disjoint iterations), so its loops vectorise as the kernel function's do."""
+
+    def __init__(self, res: Result, scop: Scop, binding: dict, fn: str):
+        self.res, self.scop, self.binding, self.fn = res, scop, binding, fn
+        self.lines: list[str] = []
+        self.helpers: list[str] = []  # C text of the parallel loops' helpers, emitted before `fn`
+        self.loops = 0  # enclosing non-degenerate loops
+        self.bound: list[str] = []  # iterators bound by enclosing loops (passed to a helper)
+        self.stmts = {st.name: st for st in scop.statements}
+        self.dtype = scop.dtype
 
     def _scalar_reduction(self, node, it, init, pad) -> bool:
         """An innermost loop whose one statement accumulates into an element it does not index: emit it
@@ -183,6 +293,57 @@ class _Printer:
         else:
             raise ScopError(f"unexpected isl AST node {t}")
 
+    def _wants_threads(self, node, in_par: bool) -> bool:
+        """threads only on loops at most one sequential loop deep (a time loop) that hold a loop nest or are
+        outermost, with enough statement instances per entry (a job costs a few microseconds) and a bound
+        of the form `it <= e` or `it < e`, which the helper narrows to its range"""
+        it = node.for_get_iterator().get_id().get_name()
+        body = node.for_get_body()
+        dim = int(it[1:]) if it[1:].isdigit() else -1
+        nested = self.loops > 1 or (not _has_loop(body) and self.loops > 0)
+        if in_par or nested or not self.res.config.parallel or _upper_bound(node) is None:
+            return False
+        calls = frozenset(_calls(body))
+        return dim >= 0 and self.res.loop_parallel(dim, calls) and \
+            self.res.work_per_entry(dim, calls) >= self.res.config.min_parallel_work
+
+    def _parallel(self, node, depth: int, simd: bool) -> None:
+        """The loop as helper `fn_par<k>(arrays..., outer iterators..., lo, hi)` over its iterations
+        [lo, hi), and here a `msgx_parallel` call over all of them."""
+        name = f"{self.fn}_par{len(self.helpers)}"
+        it = node.for_get_iterator().get_id().get_name()
+        init, inc = node.for_get_init().to_C_str(), node.for_get_inc().to_C_str()
+        op, bound = _upper_bound(node)
+        last = f"({bound}) - 1" if op == "<" else f"({bound})"
+        outer, saved = self.bound[:], self.lines
+        self.lines = [f"  for (long {it} = ({init}) + msgx_lo * ({inc}); "
+                      f"{it} <= min({last}, ({init}) + (msgx_hi - 1) * ({inc})); {it} += {inc}) {{"]
+        if simd:
+            self.lines.insert(0, "  #pragma omp simd")
+        self.bound.append(it)
+        loops, self.loops = self.loops, self.loops + 1
+        self.emit(node.for_get_body(), 2, True)
+        self.loops = loops
+        self.bound.pop()
+        body, self.lines = self.lines + ["  }"], saved
+        ptrs = [f"{self.dtype} *{a.name}_" for a in self.scop.arrays]
+        fields = ptrs + [f"{self.dtype} {x}" for x in self.scop.scalars] + [f"long {b}" for b in outer]
+        names = [f"{a.name}_" for a in self.scop.arrays] + list(self.scop.scalars) + outer
+        params = [f"{self.dtype} *restrict {a.name}_" for a in self.scop.arrays]
+        params += [f"{self.dtype} {x}" for x in self.scop.scalars] + [f"long {b}" for b in outer]
+        self.helpers.append("\n".join(
+            [f"typedef struct {{ {' '.join(f + ';' for f in fields)} }} {name}_args;",
+             f"static void {name}_range({', '.join(params + ['long msgx_lo', 'long msgx_hi'])}) {{"]
+            + _prologue(self.scop, self.binding) + body + ["}",
+             f"static void {name}(void *msgx_p, long msgx_lo, long msgx_hi) {{",
+             f"  {name}_args *msgx_a = msgx_p;",
+             f"  {name}_range({', '.join([f'msgx_a->{x}' for x in names] + ['msgx_lo', 'msgx_hi'])});", "}"])
+            + "\n")
+        pad = "  " * depth
+        self.lines.append(f"{pad}{{ {name}_args msgx_a = {{{', '.join(names)}}};")
+        trips = f"{last} >= ({init}) ? ({last} - ({init})) / ({inc}) + 1 : 0"
+        self.lines.append(f"{pad}  msgx_parallel({name}, &msgx_a, {trips}); }}")
+
     def _for(self, node, depth, in_par):
         pad = "  " * depth
         it = node.for_get_iterator().get_id().get_name()
@@ -190,32 +351,43 @@ class _Printer:
         body = node.for_get_body()
         if node.for_is_degenerate():
             self.lines.append(f"{pad}{{ const long {it} = {init};")
+            self.bound.append(it)
             self.emit(body, depth + 1, in_par)
+            self.bound.pop()
             self.lines.append(f"{pad}}}")
             return
-        if not _has_loop(body) and self._scalar_reduction(node, it, init, pad):
+        threads = self._wants_threads(node, in_par)
+        if not threads and not _has_loop(body) and self._scalar_reduction(node, it, init, pad):
             return
         dim = int(it[1:]) if it[1:].isdigit() else -1
-        free = dim >= 0 and self.res.loop_parallel(dim, frozenset(_calls(body)))
-        inner = not _has_loop(body)
-        cfg = self.res.config
-        # threads only on loops at most one sequential loop deep (a time loop) that hold a loop nest or are
-        # outermost: a parallel region per innermost loop costs more than it brings
-        par = free and cfg.parallel and not in_par and self.loops <= 1 and (not inner or self.loops == 0) \
-            and self.res.work_per_entry(dim, frozenset(_calls(body))) >= MIN_PARALLEL_WORK
-        simd = free and cfg.vectorize and inner
-        if par and simd:
-            self.lines.append(f"{pad}#pragma omp parallel for simd")
-        elif par:
-            self.lines.append(f"{pad}#pragma omp parallel for")
-        elif simd:
+        simd = self.res.config.vectorize and not _has_loop(body) and dim >= 0 and \
+            self.res.loop_parallel(dim, frozenset(_calls(body)))
+        if threads:
+            self._parallel(node, depth, simd)
+            return
+        if simd:
             self.lines.append(f"{pad}#pragma omp simd")
         cond, inc = node.for_get_cond().to_C_str(), node.for_get_inc().to_C_str()
         self.lines.append(f"{pad}for (long {it} = {init}; {cond}; {it} += {inc}) {{")
         self.loops += 1
-        self.emit(body, depth + 1, in_par or par)
+        self.bound.append(it)
+        self.emit(body, depth + 1, in_par)
+        self.bound.pop()
         self.loops -= 1
         self.lines.append(f"{pad}}}")
+
+
+def _upper_bound(node) -> tuple[str, str] | None:
+    """("<=" or "<", bound) when a for node's condition is `iterator <= bound` or `iterator < bound`."""
+    cond = node.for_get_cond()
+    it = node.for_get_iterator().get_id().get_name()
+    if cond.get_type() != isl.ast_expr_type.op or cond.get_op_n_arg() != 2:
+        return None
+    op = {isl.ast_expr_op_type.le: "<=", isl.ast_expr_op_type.lt: "<"}.get(cond.get_op_type())
+    lhs = cond.get_op_arg(0)
+    if op is None or lhs.get_type() != isl.ast_expr_type.id or lhs.get_id().get_name() != it:
+        return None
+    return op, cond.get_op_arg(1).to_C_str()
 
 
 def _decl(scop: Scop, binding: dict, arr) -> str:
@@ -226,27 +398,35 @@ def _decl(scop: Scop, binding: dict, arr) -> str:
     return f"  {t} (*restrict {arr.name}){tail} = ({t} (*){tail}){arr.name}_;"
 
 
+def _prologue(scop: Scop, binding: dict) -> list[str]:
+    """Array views and size constants at the top of a kernel function or region helper."""
+    out = [_decl(scop, binding, a) for a in scop.arrays]
+    out += [f"  const long {p} = {int(binding[p])};" for p in scop.params]
+    return out + [f"  (void){p};" for p in scop.params]
+
+
 def function(scop: Scop, binding: dict, res: Result, fn: str) -> str:
-    """C text of one kernel function `void fn(T *A_, ..., T alpha...)` (arrays, then scalars)."""
+    """C text of one kernel function `void fn(T *A_, ..., T alpha...)` (arrays, then scalars), preceded by
+    the static helpers of its parallel regions (named `fn_region<k>`)."""
     for name in [fn, *(a.name for a in scop.arrays), *scop.scalars, *scop.params]:
         if not _NAME.match(name):
             raise ScopError(f"scop {scop.name!r}: {name!r} is not a C identifier")
     args = [f"{scop.dtype} *restrict {a.name}_" for a in scop.arrays]
     args += [f"{scop.dtype} {s}" for s in scop.scalars]
-    out = [f"void {fn}({', '.join(args) or 'void'}) {{"]
-    out += [_decl(scop, binding, a) for a in scop.arrays]
-    out += [f"  const long {p} = {int(binding[p])};" for p in scop.params]
-    out += [f"  (void){p};" for p in scop.params]
+    out = []
     for st in scop.statements:
         body = st.body.rstrip().rstrip(";")
         for it in st.iters:
             body = re.sub(rf"\b{re.escape(it)}\b", f"({it})", body)
         out.append(f"#define {st.name}({', '.join(st.iters)}) {body}")
-    pr = _Printer(res, scop)
+    pr = _Printer(res, scop, binding, fn)
     pr.emit(_ast(scop, binding, res), 1, False)
+    out += pr.helpers
+    out.append(f"void {fn}({', '.join(args) or 'void'}) {{")
+    out += _prologue(scop, binding)
     out += pr.lines
-    out += [f"#undef {st.name}" for st in scop.statements]
     out.append("}")
+    out += [f"#undef {st.name}" for st in scop.statements]
     return "\n".join(out) + "\n"
 
 

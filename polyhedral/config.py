@@ -37,7 +37,11 @@ class Config:
     objectives: tuple[tuple[str, ...], ...] = (("proximity", "sum"),)
     fusion: str = "smart"
     tile_sizes: tuple[int, ...] = ()
-    parallel: bool = True  # OpenMP on the outermost parallel loop of each nest
+    parallel: bool = True  # threads on the outermost parallel loop of each nest
+    # Statement instances per entry of a parallel loop below which it stays serial. On the shared 2-vCPU
+    # machine two threads ran at ~1.1x one and a job waited 5-20 us for a slow worker's chunk: loops under
+    # ~0.3 ms (the time steps of stencils, atax/bicg/mvt) ran up to 2x slower on 2 threads than on 1.
+    min_parallel_work: int = 1 << 19
     vectorize: bool = True  # `omp simd` on innermost loops that carry no dependence
     directives: tuple[Directive, ...] = ()
     coef_bound: int = 4  # schedule coefficients are searched in [0, coef_bound]
@@ -61,8 +65,9 @@ class Config:
         for d in self.directives:
             if d.kind not in DIRECTIVES:
                 raise ConfigError(f"config {self.name!r}: unknown directive {d.kind!r}; one of {DIRECTIVES}")
-        if any(int(t) < 0 for t in self.tile_sizes) or self.coef_bound < 1:
-            raise ConfigError(f"config {self.name!r}: tile sizes must be >= 0 and coef_bound >= 1")
+        if any(int(t) < 0 for t in self.tile_sizes) or self.coef_bound < 1 or self.min_parallel_work < 0:
+            raise ConfigError(f"config {self.name!r}: tile sizes and min_parallel_work must be >= 0 and "
+                              "coef_bound >= 1")
 
     def objectives_at(self, dim: int) -> tuple[str, ...]:
         return self.objectives[min(dim, len(self.objectives) - 1)]

@@ -1,6 +1,9 @@
 """A fused cluster's body (static shapes, float32) -> a Scop. Elementwise, broadcast and transposes are
-inlined into the expression of the statement that consumes them; reductions and matmuls are materialised
-(an init statement and an update statement over the full iteration space)."""
+inlined into the expression of the statement that consumes them; reductions are materialised (an init
+statement and an update statement over the full iteration space). A MatMul of two whole arrays (inputs,
+constants or earlier products) runs on BLAS before the C function, which reads the product as an input: the
+DVM does the same, and a BLAS sgemm is 2-3x faster than the loop nest we generate for it. A MatMul of
+computed values is an init and an update statement like a reduction."""
 from __future__ import annotations
 
 import math
@@ -25,12 +28,26 @@ REDUCE = {"ReduceSum": ("0.0f", "{acc} + {x}"), "ReduceMax": ("-INFINITY", "msgx
           "ReduceMin": ("INFINITY", "msgx_min({acc}, {x})"), "ReduceMean": ("0.0f", "{acc} + {x}")}
 RESHAPES = ("Reshape", "Squeeze", "Unsqueeze", "Flatten")
 MAX_EXPR = 1500  # characters; a longer inlined expression is materialised into a temporary
+# calls worth computing once: a value with one of them and several consumers (softmax's exp, read by the
+# sum and by the division) is materialised instead of inlined into each consumer
+EXPENSIVE = ("msgx_expf(", "msgx_erff(", "msgx_tanhf(", "logf(", "powf(", "sqrtf(")
 
 
 @dataclass
 class _Val:
     shape: tuple[int, ...]
     read: Callable[[list[str]], str]  # C expression at an index (one C index expression per dim)
+    array: int | None = None  # index of the input array that holds exactly this value, if any
+
+
+@dataclass
+class Lowered:
+    """A scop and, per scop array, where the caller gets it: a body input's position (int), a constant
+    (ndarray), ("matmul", a, b) for the BLAS product of two earlier arrays (indices), or None (the C code
+    writes it: outputs and scratch)."""
+
+    scop: Scop
+    feeds: list
 
 
 def _ref(name: str, shape) -> Callable[[list[str]], str]:
@@ -57,14 +74,15 @@ class _Lower:
         self.vals: dict = {}
         self.arrays: list[Array] = []
         self.stmts: list[Statement] = []
-        self.const_inputs: list[np.ndarray] = []
+        self.feeds: list = []  # aligned with self.arrays (see Lowered)
 
     def fail(self, why: str):
         raise ScopError(f"cluster {self.name!r}: {why}")
 
-    def array(self, prefix: str, shape, role: str) -> str:
+    def array(self, prefix: str, shape, role: str, feed=None) -> str:
         name = f"{prefix}{len(self.arrays)}"
         self.arrays.append(Array(name, tuple(shape) if shape else (1,), role))
+        self.feeds.append(feed)
         return name
 
     def stmt(self, shape, body_fn: Callable[[list[str]], str], extra: tuple = ()) -> None:
@@ -94,33 +112,37 @@ class _Lower:
                 lit = _literal(float(arr.reshape(-1)[0]))
                 v = _Val(tuple(arr.shape), lambda idx, lit=lit: lit)
             elif arr.dtype == np.float32:
-                name = self.array("w", arr.shape, "in")  # not c<k>: isl names loop iterators so
-                self.const_inputs.append(np.ascontiguousarray(arr))
-                v = _Val(tuple(arr.shape), _ref(name, arr.shape))
+                # not c<k>: isl names loop iterators so
+                name = self.array("w", arr.shape, "in", np.ascontiguousarray(arr))
+                v = _Val(tuple(arr.shape), _ref(name, arr.shape), len(self.arrays) - 1)
             else:
                 self.fail(f"constant of dtype {arr.dtype} used as data")
             self.vals[x] = v
             return v
         self.fail(f"value {x.name!r} has no definition")
 
-    def run(self) -> tuple[Scop, int]:
-        for v in self.body.inputs:
+    def run(self) -> Scop:
+        for j, v in enumerate(self.body.inputs):
             self._check(v)
-            self.vals[v] = _Val(tuple(v.type.shape), _ref(self.array("in", v.type.shape, "in"), v.type.shape))
-        n_in = len(self.arrays)
+            name = self.array("in", v.type.shape, "in", j)
+            self.vals[v] = _Val(tuple(v.type.shape), _ref(name, v.type.shape), len(self.arrays) - 1)
+        uses: dict = {}
+        for x in [i for n in self.body.nodes for i in n.inputs] + list(self.body.outputs):
+            uses[x] = uses.get(x, 0) + 1
         for n in self.body.nodes:
             for o in n.outputs:
                 self._check(o)
-            self.vals[n.outputs[0]] = self.node(n)
-            if len(self.vals[n.outputs[0]].read(["0"] * len(n.outputs[0].type.shape))) > MAX_EXPR:
-                self.vals[n.outputs[0]] = self.materialise(self.vals[n.outputs[0]])
+            v = self.vals[n.outputs[0]] = self.node(n)
+            text = v.read(["0"] * len(n.outputs[0].type.shape))
+            if len(text) > MAX_EXPR or (uses.get(n.outputs[0], 0) > 1 and any(f in text for f in EXPENSIVE)):
+                self.vals[n.outputs[0]] = self.materialise(v)
         for o in self.body.outputs:
             self._check(o)
             v = self.value(o)
             self.materialise(v, "out", self.array("out", o.type.shape, "out"))
         if not self.stmts:
             self.fail("nothing to compute")
-        return Scop(self.name, (), tuple(self.arrays), tuple(self.stmts), (), "float"), n_in
+        return Scop(self.name, (), tuple(self.arrays), tuple(self.stmts), (), "float")
 
     def _check(self, v):
         t = v.type
@@ -200,6 +222,9 @@ class _Lower:
         a, b = self.value(n.inputs[0]), self.value(n.inputs[1])
         if len(a.shape) < 2 or len(b.shape) < 2:
             self.fail("MatMul with a 1-D operand is not lowered")
+        if a.array is not None and b.array is not None:
+            name = self.array("mm", out, "in", ("matmul", a.array, b.array))
+            return _Val(out, _ref(name, out), len(self.arrays) - 1)
         k_ext = a.shape[-1]
         name = self.array("t", out, "temp")
         acc = _ref(name, out)
@@ -221,8 +246,8 @@ class _Lower:
         return v.read(lead + last2)
 
 
-def lower(body: Graph, name: str = "cluster") -> tuple[Scop, int, list[np.ndarray]]:
-    """(scop, number of body inputs, constant arrays passed after them); ScopError when not expressible."""
+def lower(body: Graph, name: str = "cluster") -> Lowered:
+    """The scop of a cluster body and where each of its arrays comes from; ScopError when not expressible."""
     lw = _Lower(body, name)
-    scop, n_in = lw.run()
-    return scop, n_in, lw.const_inputs
+    scop = lw.run()
+    return Lowered(scop, lw.feeds)

@@ -7,29 +7,44 @@ from polyhedral import build, config, polybench, scheduler
 FAST = ("gemm", "atax", "covariance", "jacobi-2d", "seidel-2d", "fdtd-2d")
 
 
-def _check(names, preset, tmp_path, monkeypatch):
+def _check(names, preset, tmp_path, monkeypatch, threads=1):
     monkeypatch.setenv("MSGX_CACHE_DIR", str(tmp_path))
+    cfg = preset if isinstance(preset, config.Config) else config.preset(preset)
     items = []
     for n in names:
         scop = polybench.SCOPS[n]
         b = scop.sizes["mini"]
-        res = scheduler.schedule(scop, b, config.preset(preset))
+        res = scheduler.schedule(scop, b, cfg)
         items.append((scop, b, res, "k_" + n.replace("-", "_")))
     kernels = build.compile_scops(items)
     for (scop, b, res, _), k in zip(items, kernels):
         x = polybench.inputs(scop, b, seed=3)
         ref = polybench.reference(scop.name, x, b)
         arrays = {a.name: x[a.name].copy() for a in scop.arrays}
+        k.set_threads(threads)
         k(arrays, x)
         for name, want in ref.items():
             np.testing.assert_allclose(arrays[name], want, rtol=1e-9, atol=1e-12,
-                                       err_msg=f"{scop.name} / {preset}: array {name}")
+                                       err_msg=f"{scop.name} / {cfg.name}: array {name}")
         assert not np.array_equal(arrays[next(iter(ref))], x[next(iter(ref))]) or scop.name == "covariance"
+    return items
 
 
 @pytest.mark.parametrize("preset", sorted(config.PRESETS))
 def test_generated_kernels_match_numpy(preset, tmp_path, monkeypatch):
     _check(FAST, preset, tmp_path, monkeypatch)
+
+
+def test_kernels_on_the_thread_pool_match_numpy(tmp_path, monkeypatch):
+    """Every parallel loop on the pool (no work threshold), 2 and 3 threads: the same results as numpy."""
+    from dataclasses import replace
+
+    from polyhedral import codegen
+    cfg = replace(config.preset("cpu-contiguity"), name="all-threads", min_parallel_work=0)
+    for threads in (2, 3):
+        items = _check(polybench.KERNELS, cfg, tmp_path, monkeypatch, threads)
+    pooled = [s.name for s, b, r, fn in items if "msgx_parallel(" in codegen.function(s, b, r, fn)]
+    assert len(pooled) >= 12, pooled
 
 
 @pytest.mark.slow
@@ -77,4 +92,4 @@ def test_serial_directive_keeps_threads_off_a_loop():
     serial = replace(free, name="serial", directives=(config.Directive("serial", "i"),))
     with_threads = codegen.function(scop, b, scheduler.schedule(scop, b, free), "k")
     without = codegen.function(scop, b, scheduler.schedule(scop, b, serial), "k")
-    assert "omp parallel for" in with_threads and "omp parallel for" not in without
+    assert "msgx_parallel(" in with_threads and "msgx_parallel(" not in without
