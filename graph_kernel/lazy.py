@@ -13,7 +13,7 @@ import numpy as np
 from framework import ops
 from framework.backends import NUMPY
 from framework.executor import (PyNativeExecutor, call_in_scope, call_kernel, captures_of, run_subgraph,
-                                values_to_free)
+                                straight_line, values_to_free)
 from framework.ir import Graph, Node, TensorType, Value, substitute
 from framework.ops import Fusion
 from framework.passes import attr_key, subgraphs_of
@@ -81,6 +81,15 @@ class _Live:
         return t.shape if t is not None else np.shape(self.env[v])
 
 
+class _Site:
+    """What straight_line needs of a step: its node (named in errors)."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: Node):
+        self.node = node
+
+
 def _numel(shape) -> int:
     return int(np.prod(shape, dtype=np.int64))
 
@@ -133,7 +142,9 @@ class LazyFusionExecutor(PyNativeExecutor):
             key = tuple((a.shape, a.dtype) for a in inputs)
             replay = self._replays.get(key)
             if replay is not None:
-                return self._replay(env, *replay)
+                if replay[3] is not None and self.profile is None:
+                    return self._run_line(replay, inputs)
+                return self._replay(env, *replay[:3])
         live = _Live(env, [] if key is not None else None)
         for i, n in enumerate(self.graph.nodes):
             self._step(live, i, n)
@@ -143,8 +154,45 @@ class LazyFusionExecutor(PyNativeExecutor):
             if len(self._replays) >= REPLAY_CACHE_SIZE:
                 self._replays.pop(next(iter(self._replays)))
             reads = [list(a[1].inputs) + list(a[2].captures) if a[0] == "one" else a[2] for a in live.actions]
-            self._replays[key] = (live.actions, live.records, values_to_free(self.graph, reads))
+            free = values_to_free(self.graph, reads)
+            self._replays[key] = (live.actions, live.records, free, self._line(live.actions, free))
         return [env[v] for v in self.graph.outputs]
+
+    def _line(self, actions: list, free: list):
+        """The chosen kernels as generated straight-line code over slots, as the graph executor runs them
+        (replaying through the value dict costs as much as the small kernels themselves): (run, slot list
+        template, input slots, output slots), or None where an action needs a capture scope."""
+        if any(a[0] == "one" and a[2].captures for a in actions):
+            return None
+        slot: dict[Value, int] = {}
+
+        def index(v):
+            return -1 if v is None else slot.setdefault(v, len(slot))
+        ins = [index(v) for v in self.graph.inputs]
+        flat = []
+        for action, dead in zip(actions, free):
+            if action[0] == "one":
+                _, n, _, kernel = action
+                node, args, outs = n, n.inputs, n.outputs
+            else:
+                _, (kernel, node), args, outs = action
+            flat.append((_Site(node), kernel, [index(v) for v in args], [index(v) for v in outs],
+                         [index(v) for v in dead]))
+        out_slots = [index(v) for v in self.graph.outputs]
+        template: list = [None] * (len(slot) + 1)
+        for v, a in self.graph.constants.items():
+            if v in slot:
+                template[slot[v]] = a
+        return straight_line(flat, out_slots), template, ins, out_slots
+
+    def _run_line(self, replay, inputs: Sequence) -> list:
+        actions, records, _, (run, template, ins, _) = replay
+        env = list(template)
+        for s, a in zip(ins, inputs):
+            env[s] = a
+        outs = run(env, None)
+        self._count(records)
+        return outs
 
     def _replay(self, env: dict, actions: list, records: list, free: list) -> list:
         """Run the kernels a previous run with the same input signature chose, without re-deciding.
@@ -161,6 +209,11 @@ class LazyFusionExecutor(PyNativeExecutor):
                                else self._profiled_group(kernel, node, args)))
             for v in dead:
                 env.pop(v, None)
+        self._count(records)
+        return [env[v] for v in self.graph.outputs]
+
+    def _count(self, records: list) -> None:
+        """Stats of a replayed run: its groups hit the kernel cache."""
         for r in records:
             self.flush_reasons[r.reason] += 1
             if len(r.ops) > 1:
@@ -170,7 +223,6 @@ class LazyFusionExecutor(PyNativeExecutor):
             else:
                 self.single_ops += 1
         self.records = [FlushRecord(r.ops, r.reason, r.kind, len(r.ops) > 1) for r in records]
-        return [env[v] for v in self.graph.outputs]
 
     def _step(self, live: "_Live", i: int, n: Node) -> None:
         plan = self._plans[i]
