@@ -35,7 +35,7 @@ def call_kernel(kernel, node: Node, args):
 SHAPE_CACHE_SIZE = 16  # distinct input-shape signatures whose shape computations are remembered
 
 
-def _shape_follows_inputs(v: Value, input_symbols: set) -> bool:
+def shape_follows_inputs(v: Value, input_symbols: set) -> bool:
     """True when v's shape is known as a function of the graph inputs' dims alone (not of their data)."""
     t = v.type
     if not isinstance(t, TensorType) or t.shape is None:
@@ -113,7 +113,7 @@ class GraphExecutor:
         for i, st in enumerate(self.steps):
             n = st.node
             opdef = ops.lookup(n.op, n.domain, n.opset)
-            by_shape = n.op in ("Shape", "Size") and not n.domain and _shape_follows_inputs(n.inputs[0], input_symbols)
+            by_shape = n.op in ("Shape", "Size") and not n.domain and shape_follows_inputs(n.inputs[0], input_symbols)
             derived = bool(st.ins) and all(s in known for s in st.ins if s >= 0)
             if (by_shape or derived) and not st.captures and opdef is not None and opdef.deterministic \
                     and not output_slots.intersection(st.outs):

@@ -13,7 +13,7 @@ import numpy as np
 from framework import ops
 from framework.backends import NUMPY
 from framework.executor import (PyNativeExecutor, call_in_scope, call_kernel, captures_of, run_subgraph,
-                                straight_line, values_to_free)
+                                shape_follows_inputs, straight_line, values_to_free)
 from framework.ir import Graph, Node, TensorType, Value, substitute
 from framework.ops import Fusion
 from framework.passes import attr_key, subgraphs_of
@@ -155,34 +155,53 @@ class LazyFusionExecutor(PyNativeExecutor):
                 self._replays.pop(next(iter(self._replays)))
             reads = [list(a[1].inputs) + list(a[2].captures) if a[0] == "one" else a[2] for a in live.actions]
             free = values_to_free(self.graph, reads)
-            self._replays[key] = (live.actions, live.records, free, self._line(live.actions, free))
+            self._replays[key] = (live.actions, live.records, free, self._line(live.actions, free, env))
         return [env[v] for v in self.graph.outputs]
 
-    def _line(self, actions: list, free: list):
+    def _line(self, actions: list, free: list, env: dict):
         """The chosen kernels as generated straight-line code over slots, as the graph executor runs them
         (replaying through the value dict costs as much as the small kernels themselves): (run, slot list
-        template, input slots, output slots), or None where an action needs a capture scope."""
+        template, input slots, output slots), or None where an action needs a capture scope. Single ops
+        whose results follow from the input shapes alone (Shape and what is computed from it and constants:
+        reshape targets, positions, masks) are not replayed: their values from this run, `env`, are the same
+        for every run of the signature and go into the template."""
         if any(a[0] == "one" and a[2].captures for a in actions):
             return None
+        known = set(self.graph.constants)
+        skip = set()
+        symbols = {d for v in self.graph.inputs if isinstance(v.type, TensorType) and v.type.shape is not None
+                   for d in v.type.shape if not isinstance(d, int)}
+        outputs = set(self.graph.outputs)
+        for k, action in enumerate(actions):
+            if action[0] != "one":
+                continue
+            n, plan = action[1], action[2]
+            by_shape = n.op in ("Shape", "Size") and not n.domain and shape_follows_inputs(n.inputs[0], symbols)
+            derived = any(v is not None for v in n.inputs) and all(v is None or v in known for v in n.inputs)
+            if (by_shape or derived) and plan.opdef.deterministic and not outputs.intersection(n.outputs):
+                known.update(n.outputs)
+                skip.add(k)
         slot: dict[Value, int] = {}
 
         def index(v):
             return -1 if v is None else slot.setdefault(v, len(slot))
         ins = [index(v) for v in self.graph.inputs]
         flat = []
-        for action, dead in zip(actions, free):
+        for k, (action, dead) in enumerate(zip(actions, free)):
+            if k in skip:
+                continue
             if action[0] == "one":
                 _, n, _, kernel = action
                 node, args, outs = n, n.inputs, n.outputs
             else:
                 _, (kernel, node), args, outs = action
             flat.append((_Site(node), kernel, [index(v) for v in args], [index(v) for v in outs],
-                         [index(v) for v in dead]))
+                         [index(v) for v in dead if v not in known]))
         out_slots = [index(v) for v in self.graph.outputs]
         template: list = [None] * (len(slot) + 1)
-        for v, a in self.graph.constants.items():
-            if v in slot:
-                template[slot[v]] = a
+        for v, s in slot.items():
+            if v in known:
+                template[s] = self.graph.constants[v] if v in self.graph.constants else env[v]
         return straight_line(flat, out_slots), template, ins, out_slots
 
     def _run_line(self, replay, inputs: Sequence) -> list:
