@@ -19,11 +19,17 @@ from framework.errors import MsgxError
 from framework.ir import Graph, Node, TensorType
 from framework.ops.math import matmul_shape
 
-from . import isa
+from . import isa, recycle
 from .isa import DType, Opcode as O
 from .template import Template
 
-ARENA_BYTES = 256 * 1024  # per-thread register arena, about one L2
+ARENA_BYTES = 256 * 1024  # per-thread register arena of a reduction's tiles, about one L2
+# An elementwise tile's registers and the pieces of the buffers it streams through fit L1 together (each
+# instruction is a pass over the tile; measured on the 6-op chain: 1x512 tiles took 2/3 the time of 1x1024),
+# unless that leaves fewer than L1_MIN_PER_INSTR elements per instruction: then dispatch costs more than
+# L1 saves (a 30-instruction Adam step ran 25% slower on 256-element tiles) and the arena budget applies
+L1_TILE_BYTES = 16 * 1024
+L1_MIN_PER_INSTR = 32
 TEMPLATES_KEPT = 64  # per body: signatures (dtypes, which dims are 0 or 1) whose bytecode layout is cached
 HOST_OPS = frozenset({"MatMul", "Gemm", "Conv", "FusedConv"})
 RESHAPES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
@@ -67,8 +73,9 @@ class Program:
 def _bind(prog: Program):
     """prog.run as straight-line code for this program's sources, slots and outputs: each kernel call runs
     many times, and resolving sources generically cost more than a small program takes to execute."""
-    env = {"np": np, "asc": np.ascontiguousarray, "empty": np.empty, "CODE": prog.code}
-    lines, host = [], []  # host: expression of each host output, in order
+    env = {"np": np, "asc": np.ascontiguousarray, "empty": np.empty, "take": recycle.take,
+           "give": recycle.give, "CODE": prog.code}
+    lines, host, recycled = [], [], []  # host: expression of each host output, in order
 
     def ref(src) -> str:
         if src is None:
@@ -90,9 +97,16 @@ def _bind(prog: Program):
         host += [f"h{j}[{m}]" for m in range(n_out)]
     for i, (role, src, shape, dtype) in enumerate(prog.slots):
         env[f"D{i}"] = dtype
-        lines.append(f"b{i} = asc({ref(src)}, D{i}).reshape(-1)" if role == isa.Role.INPUT
-                     else f"b{i} = empty({math.prod(shape)}, D{i})")
+        n = math.prod(shape)
+        if role == isa.Role.INPUT:
+            lines.append(f"b{i} = asc({ref(src)}, D{i}).reshape(-1)")
+        elif n * dtype.itemsize >= recycle.MIN_BYTES:
+            lines.append(f"b{i} = take({n}, D{i})")
+            recycled.append(i)
+        else:
+            lines.append(f"b{i} = empty({n}, D{i})")
     lines.append(f"vm_run(CODE, [{', '.join(f'b{i}' for i in range(len(prog.slots)))}])")
+    lines += [f"give(b{i})" for i in recycled]
     outs = []
     for k, (src, shape) in enumerate(prog.outputs):
         env[f"S{k}"] = tuple(shape)
@@ -751,11 +765,15 @@ class _Encoder:
         self.free.extend(self.tmp)
         return d
 
-    def tiles(self, nregs) -> tuple[int, int]:
-        """(tile rows, tile cols) for the space self.D and nregs registers."""
+    def tiles(self, nregs, nstreams, ninstr) -> tuple[int, int]:
+        """(tile rows, tile cols) for the space self.D, nregs registers, nstreams buffers of the space's
+        size (read or written once per tile) and ninstr instructions."""
         D = self.D
         rows, cols = D[0] * D[1] * D[2], D[3]
         budget = max(64, ARENA_BYTES // (4 * nregs))
+        in_l1 = L1_TILE_BYTES // (4 * (nregs + nstreams))
+        if self.reduce_axes is None and in_l1 >= L1_MIN_PER_INSTR * ninstr:
+            budget = max(64, in_l1)
         if self.reduce_axes is not None and cols == 0:  # reductions need tile_cols == COLS, and tiles >= 1
             raise UnsupportedError("a reduction over an empty axis")
         if self.target is not None:
@@ -765,14 +783,20 @@ class _Encoder:
                 raise UnsupportedError(f"rows of {cols} elements exceed the tile limit")
             tc = max(cols, 1)
             return max(1, min(rows, budget // tc, isa.MAX_TILE_ELEMS // tc)), tc
-        if cols >= budget:
-            return 1, budget - budget % 64
+        if cols >= budget:   # row pieces: equal ones (a multiple of 64), not full ones and a short rest
+            piece = -(-cols // -(-cols // budget))
+            return 1, min(cols, (piece + 63) // 64 * 64)
         return max(1, min(rows, budget // max(cols, 1))), max(cols, 1)
+
+    def streamed(self, slots) -> int:
+        """How many of the slots are as big as the space (the others are broadcast along it)."""
+        size = math.prod(self.D)
+        return sum(math.prod(shape) == size for _, _, shape, _ in slots)
 
     def _finish(self) -> Program:
         D = self.D
         nregs = max(self.n_regs, 1)
-        tr, tc = self.tiles(nregs)
+        tr, tc = self.tiles(nregs, self.streamed(self.prog.slots), self.n_instr)
         nb = len(self.prog.slots)
         head = [isa.MAGIC, isa.VERSION, 0, self.n_instr, nb, nregs, tr, tc, *D, 0, 0, 0, 0]
         table = []

@@ -35,6 +35,7 @@ class Template:
         self.words = tuple(prog.code.tolist())  # a tuple: the GC stops tracking it
         self.groups = enc.groups
         self.n_regs = int(prog.code[isa.H["n_regs"]])
+        self.n_instr = int(prog.code[isa.H["n_instr"]])
         views = {}  # (body value, "shape" or "pshape") -> index in self.views
         self.stride_sites = [(code_start + pos + 2, views.setdefault((name[id(x)], attr), len(views)), n)
                              for pos, x, attr, n in enc.stride_sites]
@@ -54,13 +55,14 @@ class Template:
             words[pos:pos + n] = [s & _WORD_MASK for s in strides[k][:n]]
         for pos, v, cdt in self.mean_sites:
             words[pos] = enc.mean_scale(vals[v].shape, cdt)
-        words[isa.H["tile_rows"]:isa.H["d3"] + 1] = [*enc.tiles(self.n_regs), *D]
         slots = []
         for k, (role, src, owner, shape, dtype) in enumerate(self.slots):
             if owner is not None:
                 shape = vals[owner].shape
             slots.append((role, src, shape, dtype))
             words[isa.CODE_START + isa.BUF_WORDS * k + 1] = math.prod(shape)
+        tiles = enc.tiles(self.n_regs, enc.streamed(slots), self.n_instr)
+        words[isa.H["tile_rows"]:isa.H["d3"] + 1] = [*tiles, *D]
         prog = enc.prog
         prog.code, prog.slots = np.array(words, np.uint64), slots
         for o, slot in zip(enc.body.outputs, self.outputs):

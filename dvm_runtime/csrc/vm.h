@@ -9,6 +9,18 @@
 typedef struct {
     uint8_t op, dt, flags, form;
     uint8_t via_tmp;       /* D aliases a source of another element size: compute into scratch, then copy */
+    uint8_t alias;         /* LOAD of a dtype whose register layout is the buffer's: the register points
+                            into the buffer instead of holding a copy */
+    uint8_t stream;        /* STORE to a buffer too big to stay cached: non-temporal stores */
+    uint8_t direct;        /* the result goes straight to the next instruction's STORE destination */
+    uint8_t skip;          /* a STORE whose value the previous instruction wrote in place */
+    uint8_t row_view;      /* LOAD_VIEW reading the same contiguous row for every tile row: the register
+                            points at that one row (a "repeated row") instead of nr copies */
+    uint8_t rep_a, rep_b;  /* BINARY sources that are repeated rows (read row by row) */
+    uint8_t expand;        /* bits 0-2: sources A, B, C to copy out to nr rows first (repeated rows
+                            read by an instruction that takes only packed registers), of expand_size bytes
+                            per element */
+    uint8_t expand_size;
     uint16_t d, a, b, c;   /* D/A/B fields; c = SELECT's third register */
     int64_t off;           /* memory forms: view offset */
     int64_t s[4];          /* memory forms: strides s0..s3 in elements */
@@ -25,11 +37,19 @@ typedef struct {
     size_t reg_stride;     /* bytes per register, a multiple of 64 */
     size_t idx_offset;     /* arena layout per thread: registers actually used, */
     size_t tmp_offset;     /* then d0/d1/d2 of each tile row, then 3 rows of broadcast scratch, */
-    size_t out_offset;     /* then one scratch register for via_tmp instructions */
+    size_t out_offset;     /* then one scratch register for via_tmp instructions, */
+    size_t ptr_offset;     /* then where each register's elements are (its arena slot or an aliased buffer) */
     size_t arena_bytes;
+    int n_named;           /* registers the program names: 0 .. n_named - 1 */
+    int streams;           /* some STORE is non-temporal: fence after each tile */
 } vm_prog_t;
 
 enum { VM_OK = 0, VM_INVALID = -1, VM_NOMEM = -2 };
+
+/* A contiguous STORE into a buffer at least this big bypasses the caches (non-temporal stores): writing
+ * it through them would read every line first and evict the program's own inputs and registers. Smaller
+ * outputs stay cached for the kernel that reads them next. */
+#define VM_STREAM_BYTES ((int64_t)16 << 20)
 
 /* Validates the whole program and fills *p; on VM_INVALID, err holds the reason. */
 int vm_decode(const uint64_t *w, int64_t nw, vm_prog_t *p, char *err, size_t errlen);

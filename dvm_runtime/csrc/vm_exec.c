@@ -1,6 +1,9 @@
 /* The dispatch loop: runs a decoded, validated program once per tile (isa.py's execution model). Nothing
  * here checks bounds again: vm_decode proved every index, class and address in range. */
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "vm.h"
 #include "vm_kernels.h"
@@ -37,20 +40,56 @@ static inline int64_t row_base(const vm_ins_t *in, const tile_t *t, int64_t i) {
     return in->off + t->d0[i] * in->s[0] + t->d1[i] * in->s[1] + t->d2[i] * in->s[2] + t->c0 * in->s[3];
 }
 
-static void memory(const vm_prog_t *p, const vm_ins_t *in, char *const *bufs, char *regs, const tile_t *t) {
+/* Copies n bytes with non-temporal stores where 16-byte aligned (no read of the destination lines, no
+ * eviction of cached data); vm_execute's callers see the data after the fence at the end of each tile. */
+static void stream_copy(char *dst, const char *src, size_t n) {
+#if defined(__SSE2__)
+    size_t head = (16 - ((uintptr_t)dst & 15)) & 15;
+    if (head > n) head = n;
+    memcpy(dst, src, head);
+    size_t i = head;
+    for (; i + 16 <= n; i += 16)
+        _mm_stream_si128((__m128i *)(dst + i), _mm_loadu_si128((const __m128i *)(src + i)));
+    memcpy(dst + i, src + i, n - i);
+#else
+    memcpy(dst, src, n);
+#endif
+}
+
+/* rp[r]: where register r's elements are this tile (its arena slot, or the input buffer a LOAD aliased). */
+static void memory(const vm_prog_t *p, const vm_ins_t *in, char *const *bufs, char *regs, char **rp,
+                   const tile_t *t) {
     int load = in->op == DVM_OP_LOAD || in->op == DVM_OP_LOAD_VIEW || in->op == DVM_OP_LOAD_ROW;
     char *buf = bufs[load ? in->a : in->d];
-    char *reg = regs + (size_t)(load ? in->d : in->a) * p->reg_stride;
+    char *reg = load ? regs + (size_t)in->d * p->reg_stride : rp[in->a];
     vm_mem_fn fn = load ? vm_load[in->dt] : vm_store[in->dt];
     int bsz = DVM_DTYPE_SIZE[in->dt], rsz = REG_SIZE[DVM_DTYPE_COMPUTE[in->dt]];
+    if (load) rp[in->d] = reg;
     if (in->op == DVM_OP_LOAD || in->op == DVM_OP_STORE) {
         /* whole rows or one row piece: the tile is one contiguous run of the buffer */
-        fn(reg, buf + (in->off + t->r0 * p->cols + t->c0) * bsz, 1, t->nr * t->nc);
+        char *run = buf + (in->off + t->r0 * p->cols + t->c0) * bsz;
+        if (in->alias) rp[in->d] = run;
+        else if (in->stream) stream_copy(run, reg, (size_t)(t->nr * t->nc) * bsz);
+        else fn(reg, run, 1, t->nr * t->nc);
     } else if (in->op == DVM_OP_LOAD_ROW || in->op == DVM_OP_STORE_ROW) {
         for (int64_t i = 0; i < t->nr; i++) fn(reg + i * rsz, buf + row_base(in, t, i) * bsz, 1, 1);
+    } else if (in->row_view) {
+        rp[in->d] = buf + (in->off + t->c0) * bsz;   /* the one row every tile row reads */
     } else {
         for (int64_t i = 0; i < t->nr; i++)
             fn(reg + i * t->nc * rsz, buf + row_base(in, t, i) * bsz, in->s[3], t->nc);
+    }
+}
+
+/* Copies repeated-row sources out to nr packed rows in their arena slots (vm_decode chose which). */
+static void expand_rows(const vm_prog_t *p, const vm_ins_t *in, char *regs, char **rp, const tile_t *t) {
+    unsigned src[3] = {in->a, in->b, in->c};
+    size_t row = (size_t)t->nc * in->expand_size;
+    for (int j = 0; j < 3; j++) {
+        if (!(in->expand >> j & 1)) continue;
+        char *slot = regs + (size_t)src[j] * p->reg_stride;
+        for (int64_t i = 0; i < t->nr; i++) memcpy(slot + i * row, rp[src[j]], row);
+        rp[src[j]] = slot;
     }
 }
 
@@ -70,6 +109,11 @@ static void binary(const vm_ins_t *in, char *d, const char *a, const char *b, co
         else k->vs(d, a, b, nr);
         return;
     }
+    if (in->rep_a || in->rep_b) {   /* a repeated row: the same nc elements for every row */
+        for (int64_t i = 0; i < nr; i++)
+            k->vv(d + i * nc * dsz, in->rep_a ? a : a + i * nc * sz, in->rep_b ? b : b + i * nc * sz, nc);
+        return;
+    }
     if (!arow && !brow) { k->vv(d, a, b, nr * nc); return; }
     /* A ROW source broadcasts along FULL rows; going from the last row up keeps D == source safe. */
     for (int64_t i = nr - 1; i >= 0; i--) {
@@ -86,11 +130,9 @@ static void binary(const vm_ins_t *in, char *d, const char *a, const char *b, co
     }
 }
 
-static void select_op(const vm_prog_t *p, const vm_ins_t *in, char *d, char *regs, char *tmp,
-                      const tile_t *t) {
+static void select_op(const vm_ins_t *in, char *d, char *const *rp, char *tmp, const tile_t *t) {
     int sz = REG_SIZE[in->dt];
-    const char *c = regs + (size_t)in->a * p->reg_stride, *a = regs + (size_t)in->b * p->reg_stride;
-    const char *b = regs + (size_t)in->c * p->reg_stride;
+    const char *c = rp[in->a], *a = rp[in->b], *b = rp[in->c];
     int f = in->flags, any_row = f & (DVM_F_A_ROW | DVM_F_B_ROW | DVM_F_C_ROW);
     if (f & DVM_F_ROW) { vm_select[sz](d, c, a, b, t->nr); return; }
     if (!any_row) { vm_select[sz](d, c, a, b, t->nr * t->nc); return; }
@@ -112,6 +154,7 @@ static void run_tile(void *ctx, int tid, void *arena, int64_t tile) {
     char *regs = arena;
     int64_t *idx = (int64_t *)((char *)arena + p->idx_offset);
     char *tmp = (char *)arena + p->tmp_offset;
+    char **rp = (char **)((char *)arena + p->ptr_offset);   /* every source is written earlier this tile */
     tile_t t;
     int64_t rb = tile / p->cb, cb = tile % p->cb;
     t.r0 = rb * p->tr;
@@ -124,12 +167,21 @@ static void run_tile(void *ctx, int tid, void *arena, int64_t tile) {
     int have_idx = 0;
     for (int k = 0; k < p->n_ins; k++) {
         const vm_ins_t *in = &p->ins[k];
+        if (in->skip) continue;
+        if (in->expand) expand_rows(p, in, regs, rp, &t);
         int64_t n = (in->flags & DVM_F_ROW) ? t.nr : t.nr * t.nc;
-        char *d = regs + (size_t)in->d * p->reg_stride, *a = regs + (size_t)in->a * p->reg_stride;
+        char *d = regs + (size_t)in->d * p->reg_stride, *a = rp[in->a];
+        if (in->direct) {   /* the next instruction's STORE destination, as memory() computes it */
+            const vm_ins_t *st = in + 1;
+            d = ex->bufs[st->d] + (st->off + t.r0 * p->cols + t.c0) * DVM_DTYPE_SIZE[st->dt];
+        }
         char *dreal = d;
         if (in->via_tmp) d = (char *)arena + p->out_offset;
         switch (in->form) {
         case DVM_FORM_END:
+#if defined(__SSE2__)
+            if (p->streams) _mm_sfence();   /* order the non-temporal stores before the job ends */
+#endif
             return;
         case DVM_FORM_VIEW:
             if (!have_idx) {   /* decompose each tile row r into (d0, d1, d2) once per tile */
@@ -144,8 +196,8 @@ static void run_tile(void *ctx, int tid, void *arena, int64_t tile) {
             /* fall through */
         case DVM_FORM_LOAD:
         case DVM_FORM_STORE:
-            memory(p, in, ex->bufs, regs, &t);
-            break;
+            memory(p, in, ex->bufs, regs, rp, &t);
+            continue;   /* memory() set rp for a load; a store writes no register */
         case DVM_FORM_CONST: {
             uint64_t v;
             imm_scalar(in->imm, in->dt, &v);
@@ -164,7 +216,7 @@ static void run_tile(void *ctx, int tid, void *arena, int64_t tile) {
             vm_cast[in->dt][in->b](d, a, n);
             break;
         case DVM_FORM_BINARY:
-            binary(in, d, a, regs + (size_t)in->b * p->reg_stride, &t, 0);
+            binary(in, d, a, rp[in->b], &t, 0);
             break;
         case DVM_FORM_BINARY_IMM: {
             uint64_t v;
@@ -173,13 +225,14 @@ static void run_tile(void *ctx, int tid, void *arena, int64_t tile) {
             break;
         }
         case DVM_FORM_SELECT:
-            select_op(p, in, d, regs, tmp, &t);
+            select_op(in, d, rp, tmp, &t);
             break;
         case DVM_FORM_REDUCE:
             vm_reduce[in->op][in->dt](d, a, t.nr, t.nc);
             break;
         }
         if (in->via_tmp) memcpy(dreal, d, (size_t)n * 8);   /* n elements of at most 8 bytes */
+        rp[in->d] = dreal;
     }
 }
 

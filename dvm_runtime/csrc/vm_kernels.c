@@ -15,9 +15,13 @@
 /* float32 transcendental kernels only (no integer code): 16 lanes halve their time where AVX-512 exists;
  * IEEE float ops without contraction give the same bits at any width (the bit-exact tests check it). */
 #define VM_CLONES_WIDE __attribute__((target_clones("avx512f", "avx2", "default")))
+/* kernels calling fmaf: the "avx2" clone has no FMA instruction (it would call libm per element); the
+ * x86-64-v3 level (AVX2 + FMA) and v4 (AVX-512) have it */
+#define VM_CLONES_FMA __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define VM_CLONES
 #define VM_CLONES_WIDE
+#define VM_CLONES_FMA
 #endif
 
 typedef float f32;
@@ -108,14 +112,69 @@ vm_bin_set_t vm_binary[DVM_N_OPCODES][VM_NDT] = {
         for (int64_t i = 0; i < n; i++) { T x = a[i]; d[i] = (expr); }                          \
     }
 UN(mov_f32, f32, f32, x) UN(mov_i32, i32, i32, x) UN(mov_i64, i64, i64, x) UN(mov_b8, b8, b8, x)
-#define UNW(name, expr)                                                                         \
-    static VM_CLONES_WIDE void name(void *dv, const void *av, int64_t n) {                      \
+#define UNW(name, clones, expr)                                                                 \
+    static clones void name(void *dv, const void *av, int64_t n) {                              \
         f32 *d = dv; const f32 *a = av;                                                         \
         for (int64_t i = 0; i < n; i++) { f32 x = a[i]; d[i] = (expr); }                        \
     }
-UNW(exp_f32, vm_expf(x)) UNW(log_f32, vm_logf(x)) UN(sqrt_f32, f32, f32, sqrtf(x))
-UN(rsqrt_f32, f32, f32, 1.0f / sqrtf(x)) UNW(tanh_f32, vm_tanhf(x)) UNW(erf_f32, vm_erff(x))
-UNW(sigmoid_f32, vm_sigmoidf(x)) UN(abs_f32, f32, f32, fabsf(x)) UN(neg_f32, f32, f32, -x)
+UNW(exp_f32_any, VM_CLONES_FMA, vm_exp_fma(x)) UNW(log_f32, VM_CLONES_WIDE, vm_logf(x))
+UN(sqrt_f32, f32, f32, sqrtf(x)) UN(rsqrt_f32, f32, f32, 1.0f / sqrtf(x))
+UNW(tanh_f32, VM_CLONES_FMA, vm_tanh_fma(x)) UNW(erf_f32, VM_CLONES_WIDE, vm_erff(x))
+UNW(sigmoid_f32_any, VM_CLONES_FMA, vm_sigmoid_fma(x)) UN(abs_f32, f32, f32, fabsf(x))
+UN(neg_f32, f32, f32, -x)
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* exp and sigmoid with AVX-512 intrinsics: vm_exp_fma's steps, with scalef for p * 2^n (one instruction,
+ * correctly rounded like vm_exp_fma's integer path, inf on overflow), so every path gives the same bits
+ * (NaN payloads aside); compilers do not emit scalef from C. */
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f")))
+static inline AVX512 __m512 exp16(__m512 x) {
+    /* min/max return their second operand when one is NaN: a NaN x stays NaN through the clamps */
+    __m512 xc = _mm512_max_ps(_mm512_set1_ps(VM_EXP_LO), _mm512_min_ps(_mm512_set1_ps(VM_EXP_HI), x));
+    __m512 n = _mm512_sub_ps(_mm512_fmadd_ps(xc, _mm512_set1_ps(1.44269504088896341f),
+                                             _mm512_set1_ps(VM_EXP_SHIFTER)), _mm512_set1_ps(VM_EXP_SHIFTER));
+    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), xc);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    static const float c[] = {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f,
+                              5.0000001201e-1f, 1.0f, 1.0f};
+    for (int k = 0; k < 7; k++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c[k]));
+    return _mm512_scalef_ps(p, n);
+}
+static AVX512 void exp_f32_avx512(void *dv, const void *av, int64_t n) {
+    f32 *d = dv; const f32 *a = av;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(d + i, exp16(_mm512_loadu_ps(a + i)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(d + i, m, exp16(_mm512_maskz_loadu_ps(m, a + i)));
+    }
+}
+static AVX512 void sigmoid_f32_avx512(void *dv, const void *av, int64_t n) {
+    f32 *d = dv; const f32 *a = av;
+    const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 e = exp16(_mm512_sub_ps(zero, _mm512_loadu_ps(a + i)));
+        _mm512_storeu_ps(d + i, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+    }
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m512 e = exp16(_mm512_sub_ps(zero, _mm512_maskz_loadu_ps(m, a + i)));
+        _mm512_mask_storeu_ps(d + i, m, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+    }
+}
+static void exp_f32(void *d, const void *a, int64_t n) {
+    (__builtin_cpu_supports("avx512f") ? exp_f32_avx512 : exp_f32_any)(d, a, n);
+}
+static void sigmoid_f32(void *d, const void *a, int64_t n) {
+    (__builtin_cpu_supports("avx512f") ? sigmoid_f32_avx512 : sigmoid_f32_any)(d, a, n);
+}
+#else
+#define exp_f32 exp_f32_any
+#define sigmoid_f32 sigmoid_f32_any
+#endif
 UN(recip_f32, f32, f32, 1.0f / x) UN(floor_f32, f32, f32, floorf(x)) UN(ceil_f32, f32, f32, ceilf(x))
 UN(round_f32, f32, f32, rintf(x)) UN(isnan_f32, b8, f32, x != x) UN(isinf_f32, b8, f32, fabsf(x) == INFINITY)
 UN(abs_i32, i32, i32, x < 0 ? (i32)(0u - (uint32_t)x) : x) UN(neg_i32, i32, i32, (i32)(0u - (uint32_t)x))
@@ -170,17 +229,20 @@ vm_un_fn vm_cast[VM_NDT][VM_NDT] = {
 
 /* ---- reductions: 8 lanes, element j into lane j % 8, then a fixed pairwise tree (isa.py) ---- */
 #define RED(name, T, ID, OP)                                                                    \
+    static inline T name##_tree(const T *l) {                                                   \
+        return OP(OP(OP(l[0], l[4]), OP(l[2], l[6])), OP(OP(l[1], l[5]), OP(l[3], l[7])));      \
+    }                                                                                           \
+    static inline void name##_row(T *d, const T *x, int64_t nc) {                               \
+        T l[8] = {ID, ID, ID, ID, ID, ID, ID, ID};                                              \
+        int64_t j = 0;                                                                          \
+        for (; j + 8 <= nc; j += 8)                                                             \
+            for (int k = 0; k < 8; k++) l[k] = OP(l[k], x[j + k]);                              \
+        for (int k = 0; j + k < nc; k++) l[k] = OP(l[k], x[j + k]);                             \
+        *d = name##_tree(l);                                                                    \
+    }
+#define RED_ROWS(name, T)                                                                       \
     static VM_CLONES void name(void *dv, const void *av, int64_t nr, int64_t nc) {             \
-        T *d = dv; const T *a = av;                                                             \
-        for (int64_t i = 0; i < nr; i++) {                                                      \
-            const T *x = a + i * nc;                                                            \
-            T l[8] = {ID, ID, ID, ID, ID, ID, ID, ID};                                          \
-            int64_t j = 0;                                                                      \
-            for (; j + 8 <= nc; j += 8)                                                         \
-                for (int k = 0; k < 8; k++) l[k] = OP(l[k], x[j + k]);                          \
-            for (int k = 0; j + k < nc; k++) l[k] = OP(l[k], x[j + k]);                         \
-            d[i] = OP(OP(OP(l[0], l[4]), OP(l[2], l[6])), OP(OP(l[1], l[5]), OP(l[3], l[7])));  \
-        }                                                                                       \
+        for (int64_t i = 0; i < nr; i++) name##_row((T *)dv + i, (const T *)av + i * nc, nc);   \
     }
 #define F_ADD(x, y) ((x) + (y))
 #define F_MUL(x, y) ((x) * (y))
@@ -194,6 +256,47 @@ RED(rsum_i32, i32, 0, ADD32) RED(rprod_i32, i32, 1, MUL32) RED(rmax_i32, i32, IN
 RED(rmin_i32, i32, INT32_MAX, I_MIN)
 RED(rsum_i64, i64, 0, ADD64) RED(rprod_i64, i64, 1, MUL64) RED(rmax_i64, i64, INT64_MIN, I_MAX)
 RED(rmin_i64, i64, INT64_MAX, I_MIN)
+RED_ROWS(rsum_i32, i32) RED_ROWS(rprod_i32, i32) RED_ROWS(rmax_i32, i32) RED_ROWS(rmin_i32, i32)
+RED_ROWS(rsum_i64, i64) RED_ROWS(rprod_i64, i64) RED_ROWS(rmax_i64, i64) RED_ROWS(rmin_i64, i64)
+
+/* float32 rows (softmax, LayerNorm) four at a time with GCC vector types: the 8 lanes of each row are one
+ * vector, so the four rows are four independent dependency chains where one row's chain would wait on the
+ * latency of OP; each row keeps its own lanes and order (the same bits as the row-at-a-time loop). */
+typedef f32 vf8 __attribute__((vector_size(32)));
+typedef i32 vi8 __attribute__((vector_size(32)));
+/* macros, not functions: a function passing 32-byte vectors would draw GCC's -Wpsabi note in SSE builds */
+#define vf8_load(p) ({ vf8 v_; memcpy(&v_, (p), sizeof v_); v_; })
+#define VF8_PICK(m, x, y) ((vf8)(((m) & (vi8)(x)) | (~(m) & (vi8)(y))))
+#define V_ADD(x, y) ((x) + (y))
+#define V_MUL(x, y) ((x) * (y))
+#define V_MAX(x, y) VF8_PICK(((x) >= (y)) | ((x) != (x)), x, y)
+#define V_MIN(x, y) VF8_PICK(((x) <= (y)) | ((x) != (x)), x, y)
+#define RED_F32(name, ID, OP, VOP)                                                              \
+    static VM_CLONES void name(void *dv, const void *av, int64_t nr, int64_t nc) {             \
+        f32 *d = dv; const f32 *a = av;                                                         \
+        const vf8 id = {ID, ID, ID, ID, ID, ID, ID, ID};                                        \
+        int64_t i = 0;                                                                          \
+        for (; i + 4 <= nr; i += 4) {                                                           \
+            const f32 *x = a + i * nc;                                                          \
+            vf8 v[4] = {id, id, id, id};                                                        \
+            int64_t j = 0;                                                                      \
+            for (; j + 8 <= nc; j += 8) {                                                       \
+                v[0] = VOP(v[0], vf8_load(x + j));                                              \
+                v[1] = VOP(v[1], vf8_load(x + nc + j));                                         \
+                v[2] = VOP(v[2], vf8_load(x + 2 * nc + j));                                     \
+                v[3] = VOP(v[3], vf8_load(x + 3 * nc + j));                                     \
+            }                                                                                   \
+            for (int r = 0; r < 4; r++) {                                                       \
+                f32 l[8];                                                                       \
+                memcpy(l, &v[r], sizeof l);                                                     \
+                for (int k = 0; j + k < nc; k++) l[k] = OP(l[k], x[r * nc + j + k]);            \
+                d[i + r] = name##_tree(l);                                                      \
+            }                                                                                   \
+        }                                                                                       \
+        for (; i < nr; i++) name##_row(d + i, a + i * nc, nc);                                  \
+    }
+RED_F32(rsum_f32, -0.0f, F_ADD, V_ADD) RED_F32(rprod_f32, 1.0f, F_MUL, V_MUL)
+RED_F32(rmax_f32, -INFINITY, F_MAX, V_MAX) RED_F32(rmin_f32, INFINITY, F_MIN, V_MIN)
 #define REDROW(OP, n) [DVM_OP_##OP][F] = n##_f32, [DVM_OP_##OP][I4] = n##_i32, [DVM_OP_##OP][I8] = n##_i64
 vm_red_fn vm_reduce[DVM_N_OPCODES][VM_NDT] = {
     REDROW(RSUM, rsum), REDROW(RPROD, rprod), REDROW(RMAX, rmax), REDROW(RMIN, rmin),

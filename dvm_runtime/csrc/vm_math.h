@@ -70,22 +70,6 @@ static inline float vm_logf(float x) {
     return x != x ? x : y;
 }
 
-static inline float vm_tanhf(float x) {
-    float ax = x < 0.0f ? -x : x;
-    float z = x * x;
-    float p = -5.70498872745e-3f;
-    p = p * z + 2.06390887954e-2f;
-    p = p * z - 5.37397155531e-2f;
-    p = p * z + 1.33314422036e-1f;
-    p = p * z - 3.33332819422e-1f;
-    float small = x + x * z * p;
-    float axc = ax > 10.0f ? 10.0f : ax;
-    float big = 1.0f - 2.0f / (vm_expf(axc + axc) + 1.0f);
-    big = x < 0.0f ? -big : big;
-    float y = ax < 0.625f ? small : big;
-    return x != x ? x : y;
-}
-
 /* erf exactly as the ISA defines it (isa.py ERF_P/ERF_Q): x clipped to [-4, 4], Horner in float32, then
  * x*P/Q. Bit-exact with the numpy VM because the build disables FMA contraction. */
 static inline float vm_erff(float x) {
@@ -98,8 +82,66 @@ static inline float vm_erff(float x) {
     return xc * p / q;
 }
 
+/* FMA versions of exp, tanh and sigmoid for the DVM's float32 kernels (about half the operations of the
+ * forms above). fmaf is correctly rounded, so every machine gets the same bits: the kernels' x86-64-v3/v4
+ * clones use the FMA instruction, other machines libm's fmaf (slower, same results). Measured over every
+ * float in [-110, 95]: at most 8e-8 relative error (exp), 1.8e-7 (tanh), 1.5e-7 (sigmoid). */
+#define VM_EXP_HI 88.8f           /* clamps: exp overflows above 88.7228, is 0 below -103.972 */
+#define VM_EXP_LO -104.0f
+#define VM_EXP_SHIFTER 12582912.0f  /* 1.5 * 2^23: fma(x, 1/ln2, it) holds rint(x / ln2) in its low bits */
+
+/* e^x = 2^n e^r with n = rint(x / ln2), r = x - n ln2 (two-part ln2), e^r a degree-7 polynomial; the
+ * result is p * 2^n correctly rounded (exact unless subnormal, inf past 88.7228). The kernels' AVX-512
+ * version (vm_kernels.c) computes the same steps with scalef, so both give the same bits. */
+static inline float vm_exp_fma(float x) {
+    float xc = VM_EXP_HI < x ? VM_EXP_HI : x;   /* comparisons with NaN are false: NaN stays */
+    xc = VM_EXP_LO > xc ? VM_EXP_LO : xc;
+    float t = __builtin_fmaf(xc, 1.44269504088896341f, VM_EXP_SHIFTER);
+    float n = t - VM_EXP_SHIFTER;
+    float r = __builtin_fmaf(n, -0.693359375f, xc);
+    r = __builtin_fmaf(n, 2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = __builtin_fmaf(p, r, 1.3981999507e-3f);
+    p = __builtin_fmaf(p, r, 8.3334519073e-3f);
+    p = __builtin_fmaf(p, r, 4.1665795894e-2f);
+    p = __builtin_fmaf(p, r, 1.6666665459e-1f);
+    p = __builtin_fmaf(p, r, 5.0000001201e-1f);
+    p = __builtin_fmaf(p, r, 1.0f);
+    p = __builtin_fmaf(p, r, 1.0f);
+    /* p in [0.70, 1.42]: adding n to its exponent is exact while the result is normal (n >= -125); below,
+     * add n + 64 and scale by 2^-64 (one rounding, as scalef) */
+    uint32_t ni = vm_f2u(t) - vm_f2u(VM_EXP_SHIFTER);
+    int tiny = n < -125.0f;
+    float y = vm_u2f(vm_f2u(p) + ((ni + (tiny ? 64u : 0u)) << 23));
+    y = tiny ? y * 5.42101086e-20f : y;
+    y = xc >= 88.7228394f ? __builtin_inff() : y;   /* the first float whose exp overflows */
+    return xc != xc ? xc : y;   /* a NaN's payload bits would have shifted into the exponent above */
+}
+
+/* tanh(x) = m / (m + 2) with m = expm1(2|x|), sign restored; expm1 = 2^n (e^r - 1) + (2^n - 1) keeps small
+ * arguments accurate, and |x| >= 9.1 rounds to 1 anyway. */
+static inline float vm_tanh_fma(float x) {
+    float ax = __builtin_fabsf(x);
+    ax = ax > 9.1f ? 9.1f : ax;
+    float z = ax + ax;   /* a NaN stays NaN through the arithmetic */
+    float t = __builtin_fmaf(z, 1.44269504088896341f, VM_EXP_SHIFTER);
+    float n = t - VM_EXP_SHIFTER;
+    float r = __builtin_fmaf(n, -0.693359375f, z);
+    r = __builtin_fmaf(n, 2.12194440e-4f, r);
+    float p = 1.9875691500e-4f;
+    p = __builtin_fmaf(p, r, 1.3981999507e-3f);
+    p = __builtin_fmaf(p, r, 8.3334519073e-3f);
+    p = __builtin_fmaf(p, r, 4.1665795894e-2f);
+    p = __builtin_fmaf(p, r, 1.6666665459e-1f);
+    p = __builtin_fmaf(p, r, 5.0000001201e-1f);
+    float q = __builtin_fmaf(p, r * r, r);   /* e^r - 1 */
+    float s = vm_u2f((vm_f2u(t) - vm_f2u(VM_EXP_SHIFTER) + 127u) << 23);
+    float m = __builtin_fmaf(s, q, s - 1.0f);
+    return __builtin_copysignf(m / (m + 2.0f), x);
+}
+
 /* The ISA defines sigmoid as 1/(1+exp(-x)); -x large gives exp = inf and the result 0, as in numpy. */
-static inline float vm_sigmoidf(float x) { return 1.0f / (1.0f + vm_expf(-x)); }
+static inline float vm_sigmoid_fma(float x) { return 1.0f / (1.0f + vm_exp_fma(-x)); }
 
 /* float16 <-> float32 by bit manipulation with selects (vectorizable, exact, round to nearest even,
  * overflow to inf, NaN stays NaN); _Float16 would call libgcc per element on older x86. */

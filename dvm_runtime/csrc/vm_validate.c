@@ -154,12 +154,21 @@ static int memory_ins(vm_prog_t *p, reg_state_t *rs, int idx, vm_ins_t *in, cons
             return fail(err, en, "instruction %d: view reaches [%lld, %lld] outside buffer %u of %lld "
                         "elements", idx, (long long)lo, (long long)hi, buf, (long long)p->buf_n[buf]);
     }
+    /* buffer and register elements are alike (no conversion) for these dtypes */
+    int same_layout = in->dt == DVM_DT_F32 || in->dt == DVM_DT_I32 || in->dt == DVM_DT_I64;
     if (load) {
         if (reg >= (unsigned)p->n_regs)
             return fail(err, en, "instruction %d: register %u >= n_regs %d", idx, reg, p->n_regs);
         rs[reg] = (reg_state_t){1, (uint8_t)cdt, (uint8_t)row};
+        /* only INPUT buffers: nothing stores to them while the program runs */
+        in->alias = in->op == DVM_OP_LOAD && same_layout && p->buf_role[buf] == DVM_ROLE_INPUT;
+        in->row_view = in->op == DVM_OP_LOAD_VIEW && same_layout && p->buf_role[buf] == DVM_ROLE_INPUT &&
+                       in->s[0] == 0 && in->s[1] == 0 && in->s[2] == 0 && in->s[3] == 1;
         return VM_OK;
     }
+    in->stream = in->op == DVM_OP_STORE && same_layout &&
+                 p->buf_n[buf] >= VM_STREAM_BYTES / DVM_DTYPE_SIZE[in->dt];
+    p->streams |= in->stream;
     return need_reg(p, rs, idx, reg, cdt, row, err, en);
 }
 
@@ -233,6 +242,79 @@ static int compute_ins(vm_prog_t *p, reg_state_t *rs, int idx, vm_ins_t *in, con
         return write_reg(p, rs, idx, in->d, dt, 1, err, en);
     }
     return fail(err, en, "instruction %d: unknown form", idx);
+}
+
+static int reads_reg(const vm_ins_t *in, unsigned r) {
+    switch (in->form) {
+    case DVM_FORM_STORE: case DVM_FORM_UNARY: case DVM_FORM_CAST: case DVM_FORM_BINARY_IMM:
+    case DVM_FORM_REDUCE:
+        return in->a == r;
+    case DVM_FORM_VIEW:   /* a store's register source; a load's A is a buffer */
+        return (in->op == DVM_OP_STORE_VIEW || in->op == DVM_OP_STORE_ROW) && in->a == r;
+    case DVM_FORM_BINARY:
+        return in->a == r || in->b == r;
+    case DVM_FORM_SELECT:
+        return in->a == r || in->b == r || in->c == r;
+    default:
+        return 0;
+    }
+}
+
+static int writes_reg(const vm_ins_t *in, unsigned r) {
+    int store = in->op == DVM_OP_STORE || in->op == DVM_OP_STORE_VIEW || in->op == DVM_OP_STORE_ROW;
+    return in->op != DVM_OP_END && !store && in->d == r;
+}
+
+/* A FULL compute result that only the next instruction, a cached contiguous STORE of a same-layout
+ * dtype, reads (nothing after it reads the register before writing it again) is computed straight into
+ * the store's destination: one pass over the tile fewer. */
+static void direct_stores(vm_prog_t *p) {
+    for (int k = 1; k < p->n_ins; k++) {
+        vm_ins_t *st = &p->ins[k], *pr = &p->ins[k - 1];
+        int same_layout = st->dt == DVM_DT_F32 || st->dt == DVM_DT_I32 || st->dt == DVM_DT_I64;
+        int compute = pr->form == DVM_FORM_CONST || pr->form == DVM_FORM_UNARY || pr->form == DVM_FORM_CAST ||
+                      pr->form == DVM_FORM_BINARY || pr->form == DVM_FORM_BINARY_IMM ||
+                      pr->form == DVM_FORM_SELECT;
+        if (st->op != DVM_OP_STORE || st->stream || !same_layout || !compute || pr->d != st->a ||
+            pr->via_tmp || (pr->flags & DVM_F_ROW))
+            continue;
+        int read_later = 0;
+        for (int m = k + 1; m < p->n_ins && !read_later; m++) {
+            read_later = reads_reg(&p->ins[m], st->a);
+            if (writes_reg(&p->ins[m], st->a)) break;
+        }
+        if (!read_later) pr->direct = st->skip = 1;
+    }
+}
+
+/* Which registers hold a repeated row (rep[r]: its element size) at each instruction is known statically
+ * (straight-line code): a
+ * LOAD_VIEW whose rows all read the same contiguous input row makes one; plain BINARY instructions read it
+ * row by row; any other reader first expands it to nr packed rows (after which it is an ordinary
+ * register). */
+static int repeated_rows(vm_prog_t *p) {
+    uint8_t *rep = calloc((size_t)p->n_regs, 1);
+    if (!rep) return VM_NOMEM;
+    for (int k = 0; k < p->n_ins; k++) {
+        vm_ins_t *in = &p->ins[k];
+        int plain_binary = in->form == DVM_FORM_BINARY &&
+                           !(in->flags & (DVM_F_ROW | DVM_F_A_ROW | DVM_F_B_ROW));
+        if (plain_binary) {
+            in->rep_a = rep[in->a];
+            in->rep_b = rep[in->b];
+        } else {
+            unsigned src[3] = {in->a, in->b, in->c};
+            for (int j = 0; j < 3; j++)
+                if (src[j] < (unsigned)p->n_regs && reads_reg(in, src[j]) && rep[src[j]]) {
+                    in->expand |= (uint8_t)(1 << j);
+                    in->expand_size = rep[src[j]];   /* one dtype: a CAST has one source, SELECT's agree */
+                    rep[src[j]] = 0;
+                }
+        }
+        if (writes_reg(in, in->d)) rep[in->d] = in->row_view ? DVM_DTYPE_SIZE[in->dt] : 0;
+    }
+    free(rep);
+    return VM_OK;
 }
 
 int vm_decode(const uint64_t *w, int64_t nw, vm_prog_t *p, char *err, size_t en) {
@@ -320,11 +402,18 @@ int vm_decode(const uint64_t *w, int64_t nw, vm_prog_t *p, char *err, size_t en)
                              (long long)(nw - pc)); goto bad; }
     free(rs);
     p->n_ins = (int)n_instr;
+    direct_stores(p);
+    if (repeated_rows(p) != VM_OK) { vm_prog_free(p); return VM_NOMEM; }
     p->reg_stride = ((size_t)(p->tr * p->tc) * 8 + 63) & ~(size_t)63;
-    p->idx_offset = (size_t)(max_reg + 1) * p->reg_stride;
+    /* registers a multiple of 4 KiB apart would put element i of every register at the same 4 KiB offset,
+     * where loads wait on unrelated stores (4K aliasing); three cache lines more staggers them */
+    if (p->reg_stride % 4096 == 0) p->reg_stride += 192;
+    p->n_named = max_reg + 1;
+    p->idx_offset = (size_t)p->n_named * p->reg_stride;
     p->tmp_offset = p->idx_offset + ((3 * (size_t)p->tr * sizeof(int64_t) + 63) & ~(size_t)63);
     p->out_offset = p->tmp_offset + ((3 * (size_t)p->tc * 8 + 63) & ~(size_t)63);
-    p->arena_bytes = p->out_offset + p->reg_stride;
+    p->ptr_offset = p->out_offset + p->reg_stride;
+    p->arena_bytes = p->ptr_offset + (size_t)p->n_named * sizeof(char *);
     return VM_OK;
 bad:
     free(rs);

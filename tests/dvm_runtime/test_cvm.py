@@ -202,6 +202,53 @@ def test_views_strides_broadcast_rows_and_partial_tiles():
                             np.zeros(30, np.float32)])
 
 
+def test_big_outputs_stream_and_loads_alias_their_inputs():
+    """A STORE into a buffer past the VM's non-temporal threshold (16 MiB), at an offset that leaves every
+    tile's run unaligned, and LOADs that read the input in place, one into a register later overwritten
+    (run_both also checks that the input buffers come back unchanged)."""
+    rng = np.random.default_rng(4)
+    n = (16 << 20) // 4 + 4099
+    x = rng.standard_normal(n).astype(np.float32)
+    for tile in (1000, 4096):
+        a = Asm([1, 1, 1, n], (1, tile), [(F32, IN, n), (F32, OUT, n + 3), (I32, IN, n), (I32, OUT, n)])
+        a.ins(O.LOAD, F32, 0, 0, 0).ins(O.ADD_IMM, F32, 0, 1, 0, 0, isa.imm_bits(0.5, F32))
+        a.ins(O.MUL, F32, 0, 2, 1, 0)
+        a.ins(O.SUB, F32, 0, 0, 2, 1)   # overwrites r0, the load that read the input in place
+        a.ins(O.STORE, F32, 0, 1, 0, 0, 3)
+        a.ins(O.LOAD, I32, 0, 2, 2).ins(O.ADD_IMM, I32, 0, 3, 2, 0, 7).ins(O.STORE, I32, 0, 3, 3)
+        ints = rng.integers(-1000, 1000, n).astype(np.int32)
+        out = run_both(a.code(), [x, np.zeros(n + 3, np.float32), ints, np.zeros(n, np.int32)],
+                       nthreads=(1, 2))
+        np.testing.assert_array_equal(out[1][3:], x * (x + np.float32(0.5)) - (x + np.float32(0.5)))
+        np.testing.assert_array_equal(out[3], ints + 7)
+
+
+@pytest.mark.parametrize("dt", [F32, I64])
+def test_a_row_every_tile_row_reads_is_used_in_place_or_expanded(dt):
+    """A LOAD_VIEW reading the same input row for every row (a broadcast bias) is read row by row by plain
+    binaries and copied out to packed rows for everything else: ROW-flag binaries, unary ops, SELECT and
+    stores, also after it was consumed in place and when it is both operands."""
+    rng = np.random.default_rng(5)
+    rows, cols = 9, 40
+    t = isa.NUMPY_DTYPE[dt]
+    x = (rng.standard_normal(rows * cols) * 5).astype(t)
+    bias = (rng.standard_normal(cols) * 5).astype(t)
+    col = (rng.standard_normal(rows) * 5).astype(t)
+    for tr, tc in ((1, 40), (4, 40), (9, 40), (1, 16)):
+        a = Asm([1, 1, rows, cols], (tr, tc), [(dt, IN, x.size), (dt, IN, cols), (dt, IN, rows)] +
+                [(dt, OUT, x.size)] * 5)
+        a.ins(O.LOAD, dt, 0, 0, 0).ins(O.LOAD_VIEW, dt, 0, 1, 1, 0, 0, 0, 0, 0, 1)   # r1: the repeated row
+        a.ins(O.ADD, dt, 0, 2, 0, 1).ins(O.MUL, dt, 0, 3, 1, 1)     # in place, also as both operands
+        a.ins(O.STORE, dt, 0, 3, 2).ins(O.STORE, dt, 0, 4, 3)
+        a.ins(O.NEG, dt, 0, 5, 1).ins(O.STORE, dt, 0, 5, 5)         # unary: expanded first
+        a.ins(O.SUB, dt, 0, 6, 1, 0).ins(O.STORE, dt, 0, 6, 6)      # ordinary register after expanding
+        if tc == cols:   # ROW operands need whole rows here (a ROW load of one value per row)
+            a.ins(O.LOAD_ROW, dt, 0, 7, 2, 0, 0, 0, 1, 0).ins(O.MUL, dt, isa.F_B_ROW, 8, 1, 7)
+            a.ins(O.LOAD_VIEW, dt, 0, 9, 1, 0, 0, 0, 0, 0, 1).ins(O.GT, dt, 0, 10, 0, 9)
+            a.ins(O.SELECT, dt, 0, 11, 10, 9, 8).ins(O.STORE, dt, 0, 7, 11)
+        run_both(a.code(), [x, bias, col] + [np.zeros(x.size, t) for _ in range(5)])
+
+
 def test_float16_and_bool_buffers_convert_exactly():
     h = np.concatenate([np.arange(-70000, 70000, 7, dtype=np.float32), SPECIAL,
                         np.array([6.1e-5, 6.0e-5, 5.96e-8, 2.98e-8, 2.99e-8, 65519.99, 65520, 1 + 2**-11,
