@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("models", "ops", "dynamic", "gpu", "train", "agent", "dp", "poly")
+SUITES = ("models", "ops", "dynamic", "pynative", "gpu", "train", "agent", "dp", "poly")
 
 
 def main(argv=None) -> int:

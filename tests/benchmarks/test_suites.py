@@ -158,3 +158,16 @@ def test_torch_inductor_cache_modes():
         peers.torch_inductor_cache("hot")
     with peers.torch_inductor_cache("warm") as d:
         assert d is None
+
+
+def test_pynative_suite_compares_fused_against_unfused(tmp_path):
+    out, md = tmp_path / "pyn.jsonl", tmp_path / "pyn.md"
+    assert bench_main(["pynative", "--dims", "1x3,2x5", "--quick", "--rounds", "1", "--warmup", "1",
+                       "--min-round-s", "0", "--out", str(out), "--md", str(md)]) == 0
+    rows = _rows(out)
+    assert [r["case"] for r in rows] == ["tiny_gpt b1 s3", "tiny_gpt b2 s5"]
+    for row in rows:
+        assert set(ROW_KEYS) <= set(row) and row["error"] is None, row["error"]
+        assert row["ours"] == "msgx pynative O1" and row["baseline"] == "msgx pynative O0"
+        assert set(row["ratios"]) == {"msgx pynative O0", "msgx graph O0"} and row["ratio"] > 0
+    assert "msgx pynative O1/msgx pynative O0" in md.read_text()
