@@ -32,7 +32,6 @@ typedef struct {
     idx wide;           /* outputs per channel on the wide grid (oh * wq) */
     float *out;         /* wide outputs: mg rows of `stride` floats */
     idx stride;
-    float lo, hi;
 } job_t;
 
 /* Outputs [q, q + cols) of channels m0 .. m0 + nvalid (MB computed: rows past the last repeat it), with the
@@ -90,19 +89,6 @@ CLONES static void clip_rows(float *restrict y, idx n, float lo, float hi) {
     }
 }
 
-/* A per-thread scratch buffer that only grows: repeated calls allocate (and page-fault) nothing. */
-static void *thread_scratch(size_t bytes) {
-    static __thread void *buf;
-    static __thread size_t cap;
-    if (bytes > cap) {
-        void *p = realloc(buf, bytes);
-        if (!p) return NULL;
-        buf = p;
-        cap = bytes;
-    }
-    return buf;
-}
-
 int conv_direct(const geo_t *g, const float *x, const float *w, const float *b, float *y, int act, float lo,
                 float hi) {
     idx groups = g->c / g->cg, mg = g->m / groups, k = g->cg * g->kh * g->kw;
@@ -118,7 +104,7 @@ int conv_direct(const geo_t *g, const float *x, const float *w, const float *b, 
     /* scratch: tap offsets, the group's phase planes (+ VL: the last block reads past the end), wide rows */
     size_t planes = pointwise ? 0 : (size_t)(g->cg * phases * pplane + VL);
     size_t rows = crop ? (size_t)(mg * wide) : 0;
-    idx *off = thread_scratch((size_t)k * sizeof(idx) + (planes + rows + VL) * sizeof(float));
+    idx *off = malloc((size_t)k * sizeof(idx) + (planes + rows + VL) * sizeof(float));
     if (!off) return -1;
     float *xs = (float *)(off + k), *wbuf = xs + planes;
     for (idx c = 0, t = 0; c < g->cg; c++)
@@ -134,7 +120,7 @@ int conv_direct(const geo_t *g, const float *x, const float *w, const float *b, 
             const float *xg = x + (ni * g->c + gi * g->cg) * plane_in;
             float *yg = y + (ni * g->m + gi * mg) * plane_out;
             job_t j = {pointwise ? xg : xs, off, k, w + gi * mg * k, b ? b + gi * mg : NULL, mg, wide,
-                       crop ? wbuf : yg, crop ? wide : plane_out, lo, hi};
+                       crop ? wbuf : yg, crop ? wide : plane_out};
             if (!pointwise)
                 for (idx c = 0; c < g->cg; c++)
                     phase_planes(g, hq, wq, xg + c * plane_in, xs + c * phases * pplane, 0.f);
@@ -148,5 +134,6 @@ int conv_direct(const geo_t *g, const float *x, const float *w, const float *b, 
                     }
             if (act == 2) clip_rows(yg, mg * plane_out, lo, hi);
         }
+    free(off);
     return 0;
 }
