@@ -317,10 +317,12 @@ def _softmax_axes(n: Node, a: dict, rank: int) -> list[int]:
 
 @expander("Softmax")
 def _softmax(b, n, a):
-    x, dt, rank = _x(n)  # exp(x - max) / sum, each step in x's dtype as the kernel does
+    x, dt, rank = _x(n)  # exp(x - max) * (1 / sum), each step in x's dtype
     axes = _softmax_axes(n, a, rank)
     e = b.op("Exp", b.op("Sub", x, b.reduce("ReduceMax", x, axes, True)))
-    b.op("Div", e, b.reduce("ReduceSum", e, axes, True), out=n.outputs[0])
+    # one reciprocal per row and a multiply per element, as onnxruntime's kernel does: a divide per element
+    # costs several multiplies, and the results differ by at most an ulp or so
+    b.op("Mul", e, b.op("Reciprocal", b.reduce("ReduceSum", e, axes, True)), out=n.outputs[0])
 
 
 @expander("LogSoftmax")

@@ -164,8 +164,9 @@ def test_softmax_ir():
   %3: f32[batch,seq,8] = Sub(%0, %2)
   %4: f32[batch,seq,8] = Exp(%3)
   %5: f32[batch,seq,1] = ReduceSum(%4, %1) {keepdims=1}
-  %6: f32[batch,seq,8] = Div(%4, %5)
-  return %6
+  %6: f32[batch,seq,1] = Reciprocal(%5)
+  %7: f32[batch,seq,8] = Mul(%4, %6)
+  return %7
 }"""
 
 

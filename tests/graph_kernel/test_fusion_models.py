@@ -93,4 +93,4 @@ def test_report_table(capsys):
     with capsys.disabled():
         print("\n" + "\n".join(lines))
     rows = fusion_report("mlp", quiet=True)
-    assert format_report(rows).splitlines()[0] == "mlp: 3 clusters, 10 fused ops"
+    assert format_report(rows).splitlines()[0] == "mlp: 3 clusters, 11 fused ops"  # softmax: 6 ops
