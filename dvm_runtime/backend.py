@@ -146,12 +146,13 @@ def encodable(node: Node, target: str = "cpu") -> bool:
     return True
 
 
-def _trial(body):
-    """Concrete shapes (symbols bound to small distinct integers) and Reshape-operand values for a trial."""
+def _trial(body, sizes: dict | None = None):
+    """Concrete shapes (symbols bound to small distinct integers, or to sizes[symbol name] where given) and
+    Reshape-operand values for a trial."""
     import sympy
     syms = sorted({s for v in body.inputs for d in v.type.shape if isinstance(d, sympy.Expr)
                    for s in d.free_symbols}, key=str)
-    bind = {s: 5 + 2 * i for i, s in enumerate(syms)}
+    bind = {s: (sizes or {}).get(str(s), 5 + 2 * i) for i, s in enumerate(syms)}
 
     def conc(shape):
         return tuple(int(d.subs(bind)) if isinstance(d, sympy.Expr) else int(d) for d in shape)

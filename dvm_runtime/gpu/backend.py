@@ -7,7 +7,6 @@ to the numpy reference for that shape, with the reason in `shape_fallbacks`.
 """
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -16,7 +15,7 @@ from framework.errors import ContextError
 from framework.ir import Node
 
 from .. import encoder, isa
-from ..backend import CACHE_MAX, _Reference, _shape_inputs, encodable
+from ..backend import CACHE_MAX, _Reference, _shape_inputs, _trial, encodable
 from . import device_ops, vm as gvm
 
 # Register bytes a block aims for (4-byte elements): two blocks per SM, and up to 32 elements per thread per
@@ -25,6 +24,7 @@ TILE_BYTES = 96 * 1024
 MIN_TILE, MAX_TILE = 256, 8192
 MAX_TILE_ROWS = 1024     # each tile row also takes 24 bytes of shared memory (its d0, d1, d2)
 BLAS_OPS = frozenset({"MatMul", "Gemm"})
+PATTERN_SYMBOLS = 3      # bodies with at most this many symbolic dims get all their templates at setup
 
 
 def gpu_tiling(rows: int, cols: int, n_regs: int, reduces: bool) -> tuple[int, int]:
@@ -92,19 +92,31 @@ encoder.TARGETS["gpu"] = (gpu_tiling, _host_op_kernel)
 
 
 _WARM: list = []
+# Device memory the pool holds from setup on: a first call at a new shape then splits pooled memory rather
+# than paying cudaMalloc for each new size.
+POOL_RESERVE = 256 << 20
 
 
 def _warm_up(cp) -> None:
-    """Once per process: cuBLAS handles, a few small matmuls and the VM's module load, so a session's setup
-    pays for them rather than its first call."""
+    """Once per process, so a session's setup pays for them rather than its first call: cuBLAS handles and a
+    few small matmuls, the VM's module load, CuPy's kernels for dtype conversion and Gemm's scaling, and a
+    reserve of pooled device memory."""
     if _WARM:
         return
     for nd in (2, 3, 4):
         a = cp.ones((2,) * (nd - 2) + (4, 8), cp.float32)
         cp.matmul(a, a.swapaxes(-1, -2))
         cp.matmul(a[..., :1, :], a.swapaxes(-1, -2))
+    y = cp.matmul(a, a.swapaxes(-1, -2))
+    y *= y.dtype.type(0.5)
+    y += y * y.dtype.type(2.0)
+    for dt in (cp.float32, cp.int64, cp.int32, cp.bool_):
+        cp.ascontiguousarray(a.swapaxes(-1, -2), dtype=dt)
     code = device_ops.transpose_program((4, 8), (1, 0), np.float32, gpu_tiling)  # loads the VM's module
     gvm.get_vm().run(code, [a.reshape(-1)[:32], cp.empty(32, cp.float32)])
+    free, _ = cp.cuda.runtime.memGetInfo()
+    reserve = cp.empty(min(POOL_RESERVE, free // 8), cp.uint8)
+    del reserve  # back to the pool, which splits it for later allocations
     cp.cuda.Device().synchronize()
     _WARM.append(True)
 
@@ -125,6 +137,27 @@ class GpuDvmBackend:
         self.shape_fallbacks: dict[str, str] = {}
         self._consts: dict[int, tuple] = {}   # id(numpy constant) -> (constant, its device copy)
         self._layout = device_ops.builders(_cupy(), self.vm, gpu_tiling)
+        self._bodies: list = []   # fused bodies compiled by this session, for finish()
+
+    def finish(self) -> None:
+        """At session setup: encode each fused body once per pattern of its symbolic dims (each 1 or more),
+        so the encoder's templates exist before the first call and a new shape only refills sizes. Bodies
+        with more symbols than PATTERN_SYMBOLS get theirs on first use."""
+        import itertools
+
+        import sympy
+        for body in self._bodies:
+            syms = sorted({str(s) for v in body.inputs for d in v.type.shape if isinstance(d, sympy.Expr)
+                           for s in d.free_symbols})
+            if not syms or len(syms) > PATTERN_SYMBOLS:
+                continue
+            for ones in itertools.product((True, False), repeat=len(syms)):
+                sizes = {s: 1 if one else 6 + 2 * i for i, (s, one) in enumerate(zip(syms, ones))}
+                try:
+                    encoder.encode(body, *_trial(body, sizes), target="gpu")
+                except Exception:  # noqa: BLE001 - as in encodable(): that pattern meets the same error, if ever
+                    pass
+        self._bodies.clear()
 
     def supports(self, node: Node) -> bool:
         """MatMul/Gemm, and Fused nodes whose body the encoder takes for the GPU at a trial binding."""
@@ -158,6 +191,7 @@ class GpuDvmBackend:
             blas, dev = _blas_kernel(node), self.dev
             return lambda *arrays: blas(*(dev(a) if a is not None else None for a in arrays))
         body, times, fallbacks = node.attrs["body"], self.encode_times, self.shape_fallbacks
+        self._bodies.append(body)
         shape_in = sorted(_shape_inputs(body))
         cache: dict = {}
 
@@ -202,9 +236,12 @@ class GpuDvmBackend:
         bufs = []
         for role, src, shape, dtype in prog.slots:
             if role == isa.Role.INPUT:
-                bufs.append(cp.ascontiguousarray(get(src), dtype=dtype).reshape(-1))
+                x = get(src)
+                if not (isinstance(x, cp.ndarray) and x.dtype == dtype and x.flags.c_contiguous):
+                    x = cp.ascontiguousarray(x, dtype=dtype)
+                bufs.append(x)  # the VM takes any C-contiguous array of the slot's size
             else:
-                bufs.append(cp.empty(math.prod(shape), dtype))
+                bufs.append(cp.empty(shape, dtype))
         self.vm.run(prog.code, bufs)
         outs = []
         for src, shape in prog.outputs:

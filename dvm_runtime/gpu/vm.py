@@ -2,7 +2,9 @@
 shared DiskCache), validate each program with the CPU VM's checks, size shared memory and launch.
 
 A program is prepared once (validated, uploaded, launch geometry) and launched many times; per launch only
-the buffers are checked (count, dtype, size, contiguity), then pointers go in as kernel arguments.
+the buffers are checked (count, dtype, size, contiguity), then pointers go in as kernel arguments. Uploads
+go through a pinned staging area with stream-ordered copies, so a new program (a new shape) never waits for
+the GPU to drain.
 """
 from __future__ import annotations
 
@@ -80,11 +82,9 @@ def _uses_i64(code: np.ndarray, start: int) -> bool:
 class Prepared:
     """A validated program on the device: its launch geometry and buffer table."""
 
-    __slots__ = ("code", "dev_code", "n_words", "reg_bytes", "smem", "grid", "bufs", "empty")
+    __slots__ = ("code", "args", "n_words", "reg_bytes", "smem", "grid", "bufs", "empty", "generation")
 
     def __init__(self, vm: "CudaVM", code: np.ndarray):
-        import cupy
-
         _validate(code)
         h = {n: int(code[i]) for i, n in enumerate(isa.header_fields)}
         nb, n_regs, tr, tc = h["n_buffers"], h["n_regs"], h["tile_rows"], h["tile_cols"]
@@ -99,9 +99,46 @@ class Prepared:
             raise GpuLimitError(f"tiles of {tr}x{tc} elements with {n_regs} registers need {self.smem} bytes "
                                 f"of shared memory per block; this GPU allows {vm.max_smem}")
         ntiles = math.ceil(rows / tr) * math.ceil(cols / tc) if not self.empty else 0
-        per_sm = max(1, min(2048 // NT, vm.smem_per_sm // (self.smem + 1024)))
+        per_sm = max(1, min(vm.blocks_per_sm, vm.smem_per_sm // (self.smem + 1024)))
         self.grid = min(ntiles, vm.n_sm * per_sm)
-        self.dev_code = cupy.asarray(code)
+        self.upload(vm.arena)
+
+    def upload(self, arena: "CodeArena") -> None:
+        """Queue the program's upload; `args` are the kernel's leading arguments (code, words, reg bytes)."""
+        self.args = (np.uint64(arena.put(self.code)), np.int32(self.n_words), np.int32(self.reg_bytes))
+        self.generation = arena.generation
+
+
+class CodeArena:
+    """Device copies of programs: words are packed into one pinned host buffer and copied to one device buffer
+    by async copies on the current stream (cupy.asarray of pageable memory would block the host until the
+    device is idle, once per new program). When full it starts over; programs then re-upload (generation)."""
+
+    WORDS = 1 << 19   # 4 MiB of programs
+
+    def __init__(self, cupy):
+        self._cupy = cupy
+        self._host_mem = cupy.cuda.alloc_pinned_memory(self.WORDS * 8)
+        self._host = np.frombuffer(self._host_mem, np.uint64, self.WORDS)
+        self._dev = cupy.empty(self.WORDS, np.uint64)
+        self.used, self.generation = 0, 0
+
+    def put(self, code: np.ndarray) -> int:
+        """Queue the upload of `code`; its device address (valid while `generation` is unchanged)."""
+        n = len(code)
+        if n > self.WORDS:
+            raise GpuLimitError(f"a program of {n} words exceeds the {self.WORDS}-word code area")
+        stream = self._cupy.cuda.get_current_stream()
+        if self.used + n > self.WORDS:
+            stream.synchronize()  # queued copies may still read the staging words about to be rewritten
+            self.used, self.generation = 0, self.generation + 1
+        off = self.used
+        self._host[off:off + n] = code
+        rt = self._cupy.cuda.runtime
+        rt.memcpyAsync(self._dev.data.ptr + 8 * off, self._host_mem.ptr + 8 * off, 8 * n,
+                       rt.memcpyHostToDevice, stream.ptr)
+        self.used = off + n + (n & 1)  # 16-byte aligned starts
+        return self._dev.data.ptr + 8 * off
 
 
 class CudaVM:
@@ -120,6 +157,9 @@ class CudaVM:
         self.kernel = self._build(cupy)
         self.max_smem -= self.kernel.shared_size_bytes  # the opt-in limit counts static shared memory too
         self.kernel.max_dynamic_shared_size_bytes = self.max_smem
+        # resident blocks per SM the kernel's registers allow (register file: 64K 32-bit registers per SM)
+        self.blocks_per_sm = max(1, min(2048 // NT, 65536 // (max(self.kernel.num_regs, 1) * NT)))
+        self.arena = CodeArena(cupy)
         self._prepared: dict[int, Prepared] = {}
         self._zero = np.uint64(0)
 
@@ -151,6 +191,8 @@ class CudaVM:
         """The prepared form of `code`, validated and uploaded on first sight (cached by identity)."""
         hit = self._prepared.get(id(code))
         if hit is not None and hit.code is code:
+            if hit.generation != self.arena.generation:
+                hit.upload(self.arena)
             return hit
         if len(self._prepared) > 4096:
             self._prepared.clear()
@@ -174,9 +216,9 @@ class CudaVM:
         ptrs += [self._zero] * (INLINE_PTRS - len(ptrs))
         table = self._zero
         if len(buffers) > INLINE_PTRS:
-            table = cupy.asarray(np.array([b.data.ptr for b in buffers[INLINE_PTRS:]], np.uint64))
-        self.kernel((p.grid,), (NT,), (p.dev_code, np.int32(p.n_words), np.int32(p.reg_bytes), table, *ptrs),
-                    shared_mem=p.smem)
+            table = np.uint64(self.arena.put(np.array([b.data.ptr for b in buffers[INLINE_PTRS:]], np.uint64)))
+            p = self.prepare(code)  # re-uploaded when the table's upload started the code area over
+        self.kernel((p.grid,), (NT,), (*p.args, table, *ptrs), shared_mem=p.smem)
 
 
 _VM: list = []

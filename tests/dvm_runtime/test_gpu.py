@@ -132,11 +132,19 @@ def _feed(model, seq=7):
 def test_every_cluster_of_the_bundled_models_matches_the_cpu_vm(model):
     g = run_passes(import_model(onnx_models.build(model)), "O1")
     captured = []
-    ex = GraphExecutor(g, (DvmBackend(), NUMPY))
+
+    class Recording(DvmBackend):  # the CPU VM's arguments and results of every cluster
+        def compile(self, node, run_graph=None):
+            kernel = super().compile(node, run_graph)
+
+            def run(*args):
+                outs = kernel(*args)
+                captured.append((node, list(args), outs))
+                return outs
+            return run
+    ex = GraphExecutor(g, (Recording(), NUMPY))
     feed = _feed(model)
-    ex.run([feed[v.name] for v in g.inputs],
-           profile=lambda st, t0, t1, args, outs: captured.append((st.node, list(args), outs))
-           if st.node.op == "Fused" else None)
+    ex.run([feed[v.name] for v in g.inputs])
     gpu_be = gb.GpuDvmBackend()
     fused = [n for n in g.nodes if n.op == "Fused"]
     assert len(captured) == len(fused) > 0
@@ -280,3 +288,24 @@ def test_new_shapes_cost_an_encode_not_a_compile():
         sess.run(None, _feed("tiny_gpt", seq))
     assert gvm.get_vm() is vm and vm.kernel is kernel
     assert len(be.encode_times) > before and max(be.encode_times) < 0.5
+
+
+@needs_gpu
+def test_programs_rerun_correctly_after_the_code_area_starts_over(monkeypatch):
+    """Programs are uploaded into one ring of device memory; when it fills, earlier programs re-upload on
+    their next launch (a stale address would run another program's words)."""
+    import cupy
+
+    from dvm_runtime.gpu.device_ops import transpose_program
+    monkeypatch.setattr(gvm.CodeArena, "WORDS", 64)
+    vm = gvm.CudaVM()  # a VM of its own, with the small code area
+    rng = np.random.default_rng(2)
+    shapes = [(3, 5), (4, 7), (6, 2), (5, 5)]
+    progs = [transpose_program(s, (1, 0), np.float32, gb.gpu_tiling) for s in shapes]
+    for _ in range(3):
+        for s, code in zip(shapes, progs):
+            x = rng.standard_normal(s).astype(np.float32)
+            out = cupy.empty(s[::-1], cupy.float32)
+            vm.run(code, [cupy.asarray(x), out])
+            np.testing.assert_array_equal(out.get(), x.T)
+    assert vm.arena.generation > 0
