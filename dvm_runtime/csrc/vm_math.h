@@ -93,19 +93,28 @@ static inline float vm_erff(float x) {
 /* e^x = 2^n e^r with n = rint(x / ln2), r = x - n ln2 (two-part ln2), e^r a degree-7 polynomial; the
  * result is p * 2^n correctly rounded (exact unless subnormal, inf past 88.7228). The kernels' AVX-512
  * version (vm_kernels.c) computes the same steps with scalef, so both give the same bits. */
+/* The shared range reduction of e^z: t holds n = rint(z / ln2) in its low bits (n = t - SHIFTER), *r = z -
+ * n ln2 (two-part ln2), and the result p(r) is the polynomial with e^r = 1 + r + r^2 p(r). */
+static inline float vm_exp_reduce(float z, float *t, float *r) {
+    *t = __builtin_fmaf(z, 1.44269504088896341f, VM_EXP_SHIFTER);
+    float n = *t - VM_EXP_SHIFTER;
+    float rr = __builtin_fmaf(n, -0.693359375f, z);
+    rr = __builtin_fmaf(n, 2.12194440e-4f, rr);
+    float p = 1.9875691500e-4f;
+    p = __builtin_fmaf(p, rr, 1.3981999507e-3f);
+    p = __builtin_fmaf(p, rr, 8.3334519073e-3f);
+    p = __builtin_fmaf(p, rr, 4.1665795894e-2f);
+    p = __builtin_fmaf(p, rr, 1.6666665459e-1f);
+    *r = rr;
+    return __builtin_fmaf(p, rr, 5.0000001201e-1f);
+}
+
 static inline float vm_exp_fma(float x) {
     float xc = VM_EXP_HI < x ? VM_EXP_HI : x;   /* comparisons with NaN are false: NaN stays */
     xc = VM_EXP_LO > xc ? VM_EXP_LO : xc;
-    float t = __builtin_fmaf(xc, 1.44269504088896341f, VM_EXP_SHIFTER);
+    float t, r;
+    float p = vm_exp_reduce(xc, &t, &r);
     float n = t - VM_EXP_SHIFTER;
-    float r = __builtin_fmaf(n, -0.693359375f, xc);
-    r = __builtin_fmaf(n, 2.12194440e-4f, r);
-    float p = 1.9875691500e-4f;
-    p = __builtin_fmaf(p, r, 1.3981999507e-3f);
-    p = __builtin_fmaf(p, r, 8.3334519073e-3f);
-    p = __builtin_fmaf(p, r, 4.1665795894e-2f);
-    p = __builtin_fmaf(p, r, 1.6666665459e-1f);
-    p = __builtin_fmaf(p, r, 5.0000001201e-1f);
     p = __builtin_fmaf(p, r, 1.0f);
     p = __builtin_fmaf(p, r, 1.0f);
     /* p in [0.70, 1.42]: adding n to its exponent is exact while the result is normal (n >= -125); below,
@@ -124,16 +133,8 @@ static inline float vm_tanh_fma(float x) {
     float ax = __builtin_fabsf(x);
     ax = ax > 9.1f ? 9.1f : ax;
     float z = ax + ax;   /* a NaN stays NaN through the arithmetic */
-    float t = __builtin_fmaf(z, 1.44269504088896341f, VM_EXP_SHIFTER);
-    float n = t - VM_EXP_SHIFTER;
-    float r = __builtin_fmaf(n, -0.693359375f, z);
-    r = __builtin_fmaf(n, 2.12194440e-4f, r);
-    float p = 1.9875691500e-4f;
-    p = __builtin_fmaf(p, r, 1.3981999507e-3f);
-    p = __builtin_fmaf(p, r, 8.3334519073e-3f);
-    p = __builtin_fmaf(p, r, 4.1665795894e-2f);
-    p = __builtin_fmaf(p, r, 1.6666665459e-1f);
-    p = __builtin_fmaf(p, r, 5.0000001201e-1f);
+    float t, r;
+    float p = vm_exp_reduce(z, &t, &r);
     float q = __builtin_fmaf(p, r * r, r);   /* e^r - 1 */
     float s = vm_u2f((vm_f2u(t) - vm_f2u(VM_EXP_SHIFTER) + 127u) << 23);
     float m = __builtin_fmaf(s, q, s - 1.0f);
