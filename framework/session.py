@@ -138,6 +138,11 @@ class InferenceSession:
             out.update(getattr(b, "shape_fallbacks", {}))
         return out
 
+    def encode_times(self) -> list[float]:
+        """Seconds each DVM encode of this session took so far (the latest few thousand): one per new input
+        shape of each fused kernel, the whole cost of serving a shape the kernels have not seen."""
+        return [t for b in self._backends for t in getattr(b, "encode_times", ())]
+
     def get_inputs(self) -> list[NodeArg]:
         return [_node_arg(v) for v in self.graph.inputs]
 

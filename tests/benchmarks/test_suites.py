@@ -115,6 +115,8 @@ def test_dynamic_suite_checks_every_system(tmp_path):
     assert all(v.startswith("skipped") for v in _rows(out)[-1]["errors"].values())
     assert "## Per system" in md.read_text() and "torch.compile(dynamic=True)" in md.read_text()
     assert meta["n_ctx"] == dynamic.N_CTX
+    enc = meta["msgx_info"]["encode_us"]  # every new length encodes the fused kernels anew
+    assert enc["n"] >= len(lengths) and 0 < enc["median_us"] <= enc["p90_us"] <= enc["max_us"]
 
 
 def test_dynamic_suite_without_torch(tmp_path, no_torch):
