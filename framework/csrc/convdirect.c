@@ -101,7 +101,9 @@ int conv_direct(const geo_t *g, const float *x, const float *w, const float *b, 
     idx wq = g->ow + (g->kw - 1) * g->dw / g->sw, pplane = hq * wq;
     idx wide = pointwise ? plane_out : g->oh * wq;
     int crop = !pointwise && wq != g->ow;
-    /* scratch: tap offsets, the group's phase planes (+ VL: the last block reads past the end), wide rows */
+    /* scratch: tap offsets; the group's phase planes and VL floats; wide rows; VL floats. The last block reads
+     * up to VL - 1 + (wq - ow) floats past the planes (lanes that are dropped): inside the VL after them and,
+     * whenever wq > ow, the wide rows that follow (at least wq floats). */
     size_t planes = pointwise ? 0 : (size_t)(g->cg * phases * pplane + VL);
     size_t rows = crop ? (size_t)(mg * wide) : 0;
     idx *off = malloc((size_t)k * sizeof(idx) + (planes + rows + VL) * sizeof(float));
