@@ -6,6 +6,7 @@ reuses the bytecode afterwards; a body the encoder cannot express is declined in
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import time
 
@@ -48,10 +49,28 @@ def _c_run():
         cvm.run(np.array(code, np.uint64), [x, out])
         if not np.array_equal(out, x + 1):
             return None
-        threads = vm_threads()
-        return lambda program, buffers: cvm.run(program, buffers, threads)
+        # the extension itself, not cvm.run: the kernel converts its BytecodeError (one frame less per call)
+        return functools.partial(cvm.extension().run, nthreads=vm_threads())
     except Exception:  # noqa: BLE001 - a missing or broken extension: the numpy VM takes over
         return None
+
+
+def _c_error() -> type:
+    """The C VM's exception type (an exception no program raises when the extension is missing)."""
+    from . import cvm
+    return cvm.extension().BytecodeError if cvm.available() else _NeverRaised
+
+
+class _NeverRaised(Exception):
+    pass
+
+
+@functools.lru_cache(maxsize=None)
+def _signature(n: int):
+    """(a0, ..., a{n-1}) -> (a0.shape, a0.dtype, ...): a kernel's cache key, as one generated expression
+    (a generator over the arrays cost a microsecond per call, a real share of a small kernel's time)."""
+    names = [f"a{i}" for i in range(n)]
+    return eval(f"lambda {', '.join(names)}: ({''.join(f'{a}.shape, {a}.dtype, ' for a in names)})")
 
 
 def _shape_inputs(body) -> set[int]:
@@ -91,9 +110,11 @@ class DvmBackend:
         body, run, times, fallbacks = node.attrs["body"], self._run, self.encode_times, self.shape_fallbacks
         shape_in = sorted(_shape_inputs(body))
         cache: dict = {}
+        signature = _signature(len(node.inputs))
+        c_error = _c_error()
 
         def kernel(*arrays):
-            key = tuple((a.shape, a.dtype) for a in arrays)
+            key = signature(*arrays)
             if shape_in:
                 key += tuple(tuple(np.asarray(arrays[i]).reshape(-1).tolist()) for i in shape_in)
             prog = cache.get(key)
@@ -112,7 +133,11 @@ class DvmBackend:
                 if len(cache) >= CACHE_MAX:
                     cache.pop(next(iter(cache)))
                 cache[key] = prog
-            return prog.run(arrays, run)
+            try:
+                return prog.run(arrays, run)
+            except c_error as e:
+                from .cvm import BytecodeError
+                raise BytecodeError(f"bad DVM program: {e}") from None
         kernel.cache = cache
         return kernel
 

@@ -37,6 +37,11 @@ def _load():
 _mod, _why = _load()
 
 
+def extension():
+    """The compiled module itself (its run raises its own BytecodeError); None when unavailable."""
+    return _mod
+
+
 def available() -> bool:
     """True when the compiled VM is importable and matches isa.py."""
     return _mod is not None

@@ -92,14 +92,15 @@ def _bind(prog: Program):
         return name
 
     for j, (kernel, refs, n_out) in enumerate(prog.host):
-        env[f"H{j}"] = kernel
+        direct = getattr(kernel, "direct", None) if n_out == 1 else None  # its one result, no list
+        env[f"H{j}"] = direct or kernel
         lines.append(f"h{j} = H{j}({', '.join(ref(r) for r in refs)})")
-        host += [f"h{j}[{m}]" for m in range(n_out)]
+        host += [f"h{j}"] if direct else [f"h{j}[{m}]" for m in range(n_out)]
     for i, (role, src, shape, dtype) in enumerate(prog.slots):
         env[f"D{i}"] = dtype
         n = math.prod(shape)
-        if role == isa.Role.INPUT:
-            lines.append(f"b{i} = asc({ref(src)}, D{i}).reshape(-1)")
+        if role == isa.Role.INPUT:  # the VMs take any C-contiguous array with the slot's element count
+            lines.append(f"b{i} = asc({ref(src)}, D{i})")
         elif n * dtype.itemsize >= recycle.MIN_BYTES:
             lines.append(f"b{i} = take({n}, D{i})")
             recycled.append(i)

@@ -179,7 +179,7 @@ def run(code, buffers) -> None:
     if prog["rows"] * prog["cols"] == 0:
         return
     with np.errstate(all="ignore"):
-        _execute(prog, buffers)
+        _execute(prog, [b.reshape(-1) for b in buffers])  # views: writes reach the callers' arrays
 
 
 def _addr(D, off, st, row):

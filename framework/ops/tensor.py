@@ -193,7 +193,23 @@ def _transpose_grad(b, n, g):
     return [b.op("Transpose", g[0], perm=[int(i) for i in np.argsort(perm)])]
 
 
-@op("Transpose", fusion=INJ, shape_op=True, grad=_transpose_grad,
+def _bind_transpose(ctx):
+    """A node's Transpose with its permutation worked out once per input rank (a view, no copy)."""
+    perms: dict = {}
+
+    def direct(x):
+        perm = perms.get(x.ndim)
+        if perm is None:
+            perm = perms[x.ndim] = _perm(ctx, x.ndim)
+        return np.asarray(x).transpose(perm)
+
+    def kernel(x):
+        return [direct(x)]
+    kernel.direct = direct
+    return kernel
+
+
+@op("Transpose", fusion=INJ, shape_op=True, grad=_transpose_grad, bind=_bind_transpose,
     infer=lambda ctx, x: TensorType(x.dtype, tuple(x.shape[p] for p in _perm(ctx, _rank(x)))))
 def _transpose(ctx, x):
     return np.transpose(x, _perm(ctx, x.ndim))
