@@ -115,16 +115,14 @@ class _Partitioner:
         inside = {v for n in nodes for v in n.outputs}
         anchors = [n for n in nodes if self.role[n] == "anchor"]
         reduces = [n for n in nodes if self.role[n] == "reduce"]
-        if len(anchors) > 1 or (anchors and reduces):
+        if len(anchors) > 1:
             return False
         for n in nodes:
             r = self.role[n]
             if (r == "anchor" or r == "view") and any(v in inside for v in n.inputs):
                 return False  # no matmul prologue; views load from memory outside the kernel
         small = None
-        if anchors:
-            big = self.size(anchors[0].outputs[0])
-        elif reduces:
+        if reduces:
             big, small = self.size(reduces[0].inputs[0]), self.size(reduces[0].outputs[0])
             shape0 = reduces[0].outputs[0].type.shape
             for r in reduces[1:]:
@@ -133,6 +131,11 @@ class _Partitioner:
                     return False  # reduces in one kernel share one output shape
             if len(nodes) > len(reduces) and big.is_Integer and int(big) > self.opts.reduce_limit:
                 return False  # elementwise into reduce only up to a size bound
+            if anchors and (anchors[0].op not in ("MatMul", "Gemm")
+                            or not self.eng.equal(self.size(anchors[0].outputs[0]), big)):
+                return False  # a matmul's epilogue may reduce its rows (attention scores -> softmax)
+        elif anchors:
+            big = self.size(anchors[0].outputs[0])
         else:
             big = self.size(nodes[-1].outputs[0])
         node_set = set(nodes)
