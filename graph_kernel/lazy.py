@@ -1,6 +1,7 @@
 """PyNative runtime ("lazy") fusion as DVM does it: pending ops accumulate into a live group that is
-flushed as one msgx::Fused kernel on a host read, an unsupported or unrelated op, a size threshold, a
-change of dominant shape, or after a reduce (DESIGN.md section 2)."""
+flushed as one msgx::Fused kernel on a host read, an unsupported or unrelated op, a size threshold or a
+change of dominant shape (DESIGN.md section 2). A reduce does not close its group: the ops after it that
+compute on the reduced rows or the dominant shape join it, as a sequence kernel (softmax, LayerNorm)."""
 from __future__ import annotations
 
 import time
@@ -18,6 +19,8 @@ from framework.ir import Graph, Node, TensorType, Value, substitute
 from framework.ops import Fusion
 from framework.passes import attr_key, subgraphs_of
 
+from .partition import PartitionOptions
+
 MAX_GROUP_OPS = 100  # DVM flushes a live kernel after about this many ops
 KERNEL_CACHE_SIZE = 4096  # fused kernels kept per executor (bounded for long-lived sessions)
 REPLAY_CACHE_SIZE = 16  # input signatures whose kernel choices are replayed
@@ -25,9 +28,10 @@ RESHAPE_LIKE = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identit
 
 # why a live group is flushed (FlushRecord.reason, stats["flush_reasons"]): a host read (graph outputs, or a
 # non-fusable op reading a pending value); an unsupported op reading nothing pending; an op unrelated to the
-# group; the size threshold; another dominant shape; a reduce (closes its group); a matmul (starts its own
-# group); an op a matmul-epilogue group cannot take (a reduce)
-REASONS = ("host_read", "unsupported", "unrelated", "size", "shape", "reduce", "matmul", "pattern")
+# group; the size threshold (ops, or elementwise work feeding a reduce); another dominant shape; a matmul
+# (starts its own group); a reshape after a reduce (the encoder's sequence kernels keep one layout)
+REASONS = ("host_read", "unsupported", "unrelated", "size", "shape", "matmul", "pattern")
+REDUCE_LIMIT = PartitionOptions.reduce_limit  # as in graph mode: elementwise work into a reduce, bounded
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +73,11 @@ class _Live:
     pattern kind and dominant shape, the flushes so far and the kernels chosen (actions, kept for replay when
     not None). Per run, so runs may overlap across threads."""
 
-    __slots__ = ("env", "pending", "types", "kind", "dominant", "records", "actions")
+    __slots__ = ("env", "pending", "types", "kind", "dominant", "reduced", "records", "actions")
 
     def __init__(self, env: dict, actions: list | None):
         self.env, self.pending, self.types, self.kind, self.dominant = env, [], {}, "", ()
+        self.reduced = None  # the output shape of the group's reduces (one per group), None before any
         self.records: list[FlushRecord] = []
         self.actions = actions
 
@@ -266,12 +271,14 @@ class LazyFusionExecutor(PyNativeExecutor):
                 return self._run_one(live.env, n, plan, actions=live.actions)
             live.kind = "matmul_epilogue" if plan.role == "matmul" else "elemwise"
             live.dominant = live.shape_of(n.inputs[0]) if plan.role == "reduce" else types[0].shape
+            live.reduced = None
         live.pending.append(i)
         live.types.update(zip(n.outputs, types))
-        if plan.role == "reduce":
-            live.kind = "reduce"
-            self._flush(live, "reduce")
-        elif len(live.pending) >= self.max_ops:
+        if plan.role == "reduce":  # the group goes on: what follows may use the reduced rows (a sequence)
+            live.reduced = types[0].shape
+            if live.kind != "matmul_epilogue":
+                live.kind = "reduce"
+        if len(live.pending) >= self.max_ops:
             self._flush(live, "size")
 
     @staticmethod
@@ -282,13 +289,15 @@ class LazyFusionExecutor(PyNativeExecutor):
         if role == "matmul":
             return "matmul"  # a matmul only starts a group
         out = types[0].shape
-        if live.kind == "matmul_epilogue":
-            if role == "reduce":
-                return "pattern"  # a Mix kernel is one matmul plus a pointwise epilogue
-            return "" if _numel(out) == _numel(live.dominant) else "shape"
-        if role == "reduce":
-            return "" if live.shape_of(n.inputs[0]) == live.dominant else "shape"
-        if role == "reshape":
+        if role == "reduce":  # of the dominant shape, to the group's one reduced shape (softmax, LayerNorm)
+            if live.shape_of(n.inputs[0]) != live.dominant or live.reduced not in (None, out):
+                return "shape"
+            return "size" if _numel(live.dominant) > REDUCE_LIMIT else ""
+        if live.reduced is not None:
+            if role == "reshape":
+                return "pattern"
+            return "" if out in (live.dominant, live.reduced) else "shape"
+        if live.kind == "matmul_epilogue" or role == "reshape":
             return "" if _numel(out) == _numel(live.dominant) else "shape"
         return "" if out == live.dominant else "shape"
 

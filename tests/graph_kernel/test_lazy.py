@@ -190,20 +190,30 @@ def test_dominant_shape_is_compared_at_run_time():
     assert differ == [(("Add",), "shape"), (("Mul",), "host_read")]
 
 
-def test_reduce_closes_the_group_and_internal_values_are_exported():
+def test_ops_after_a_reduce_join_its_group_and_internal_values_are_exported():
     b = _Builder()
     x = b.input("x", (4, 8))
     axes = b.const("axes", np.array([1], np.int64))
     sq = b("Mul", x, x)
-    r = b("ReduceSum", b("Exp", sq), axes, keepdims=1)  # joins (input has the dominant shape), then closes
-    out = b("Add", b("Log", r), sq)  # sq was inside the first group: it must have been exported
-    g = b.graph(out)
+    r = b("ReduceSum", b("Exp", sq), axes, keepdims=1)  # joins (input has the dominant shape)
+    out = b("Add", b("Log", r), sq)  # Log: the reduced shape [4,1]; Add: the dominant [4,8]; both join
+    g = b.graph(out, sq)  # sq, inside the group, is also read by the host: it must be exported
     lazy, groups = _check(g, _feed(g, {"x": (4, 8)}))
-    # Add's output [4,8] is not the dominant shape [4,1] of the group Log started
-    assert groups == [(("Mul", "Exp", "ReduceSum"), "reduce"), (("Log",), "shape"), (("Add",), "host_read")]
+    assert groups == [(("Mul", "Exp", "ReduceSum", "Log", "Add"), "host_read")]
     assert lazy.records[0].kind == "reduce"
     (_, node), = lazy.fused_cache.values()
-    assert len(node.outputs) == 2  # the reduce result and sq
+    assert len(node.outputs) == 2  # out and sq
+
+
+def test_a_second_reduce_to_another_shape_closes_the_sequence():
+    b = _Builder()
+    x = b.input("x", (4, 8))
+    rows = b("ReduceSum", b("Exp", x), b.const("a1", np.array([1], np.int64)), keepdims=1)
+    cols = b("ReduceMax", b("Sub", x, rows), axes=[0], keepdims=1)
+    g = b.graph(cols)
+    _, groups = _check(g, _feed(g, {"x": (4, 8)}))
+    # reduces of one kernel share one output shape: [1,8] is not the group's [4,1]
+    assert groups == [(("Exp", "ReduceSum", "Sub"), "shape"), (("ReduceMax",), "host_read")]
 
 
 def test_reduce_of_another_shape_does_not_join():
@@ -214,7 +224,7 @@ def test_reduce_of_another_shape_does_not_join():
     g = b.graph(r)
     _, groups = _check(g, _feed(g, {"x": (4, 8)}))
     # Reshape is absorbed (same element count); the reduce's input [2,16] is not the dominant [4,8]
-    assert groups == [(("Exp", "Reshape"), "shape"), (("ReduceMax",), "reduce")]
+    assert groups == [(("Exp", "Reshape"), "shape"), (("ReduceMax",), "host_read")]
 
 
 def test_matmul_starts_a_group_and_absorbs_its_epilogue():
@@ -230,7 +240,7 @@ def test_matmul_starts_a_group_and_absorbs_its_epilogue():
     assert {r.kind for r in lazy.records} == {"matmul_epilogue"}
 
 
-def test_matmul_after_pointwise_flushes_and_reduce_does_not_join_a_matmul():
+def test_matmul_after_pointwise_flushes_and_its_epilogue_may_reduce():
     b = _Builder()
     x, w = b.input("x", (3, 4)), b.input("w", (4, 6))
     axes = b.const("axes", np.array([1], np.int64))
@@ -238,7 +248,7 @@ def test_matmul_after_pointwise_flushes_and_reduce_does_not_join_a_matmul():
     r = b("ReduceSum", b("Sigmoid", m), axes)
     g = b.graph(r)
     _, groups = _check(g, _feed(g, {"x": (3, 4), "w": (4, 6)}))
-    assert groups == [(("Neg",), "matmul"), (("Gemm", "Sigmoid"), "pattern"), (("ReduceSum",), "reduce")]
+    assert groups == [(("Neg",), "matmul"), (("Gemm", "Sigmoid", "ReduceSum"), "host_read")]
 
 
 def test_reshape_absorbed_then_a_pointwise_op_of_the_new_shape_flushes():
