@@ -115,6 +115,8 @@ def _reshape_v1(ctx, x):
 def _reshape(ctx, x, shape):
     if type(shape) is np.ndarray and shape.dtype.kind == "i":  # the run-time case: skip the per-dim Python
         t = shape.tolist()
+        if 0 in t and not ctx["allowzero"] and len(t) <= x.ndim:  # 0 copies the input's dim at its index
+            t = [x.shape[i] if d == 0 else d for i, d in enumerate(t)]
         if 0 not in t:  # without 0 entries ONNX's target means what numpy's does (-1 inferred)
             try:
                 return x.reshape(t)
