@@ -105,6 +105,9 @@ def test_symbolic_dim_bound_consistently():
     s = framework.InferenceSession(m)
     with pytest.raises(InputShapeError, match="N"):
         s.run(None, {"x": np.ones(2, np.float32), "y": np.ones(3, np.float32)})
+    s.run(None, {"x": np.ones(2, np.float32), "y": np.ones(2, np.float32)})  # a checked signature is kept...
+    with pytest.raises(InputShapeError, match="N"):  # ...and a feed of other shapes is checked again
+        s.run(None, {"x": np.ones(2, np.float32), "y": np.ones(3, np.float32)})
 
 
 def _external_model(tmp_path, location):
