@@ -97,6 +97,11 @@ class InferenceSession:
             self.graph = self.model_graph
             if self.jit_level == "O1":  # runtime (lazy) fusion, as DVM does in PyNative
                 from graph_kernel.lazy import LazyFusionExecutor  # lazy: the core does not need graph_kernel
+                from graph_kernel.pipeline import pynative_passes
+                for name, fn in pynative_passes(self.graph_kernel_flags):  # composites into primitives
+                    t0 = time.perf_counter()
+                    self.graph = fn(self.graph)
+                    on_pass(name, self.graph, time.perf_counter() - t0)
                 self._backends = backends_for(self.jit_level, self.graph_kernel_flags, mode="pynative")
                 self._executor = LazyFusionExecutor(self.graph, fused_backends=self._backends)
             else:

@@ -35,6 +35,16 @@ def o1_passes(flags="") -> tuple:
     return tuple((n, fn) for n, fn in passes if n not in f.disable_pass and n[3:] not in f.disable_pass)
 
 
+def pynative_passes(flags="") -> tuple:
+    """The passes PyNative O1 applies before running op by op with lazy fusion: composite ops expanded into
+    primitives (LayerNormalization, Softmax, Gelu...), as DVM expands them before its lazy fusion, so the
+    live groups can take them; results are those of the ops expanded. Clustering stays at run time."""
+    f = parse_flags(flags)
+    if f.opt_level == 0 or "gk_expand" in f.disable_pass or "expand" in f.disable_pass:
+        return ()
+    return (("gk_expand", expand_pass(f)), ("gk_infer_shapes", infer_shapes))
+
+
 # ---------------------------------------------------------------- reporting
 
 def _compile(model, flags: str) -> Graph:
