@@ -104,6 +104,7 @@ class LazyFusionExecutor(PyNativeExecutor):
     identical results; fusable ops wait in a live group that runs as one cached msgx::Fused kernel."""
 
     def __init__(self, graph: Graph, backend=NUMPY, max_ops: int = MAX_GROUP_OPS, fused_backends=(NUMPY,)):
+        graph = consumers_first(graph)
         super().__init__(graph, backend)
         self.fused_backends = tuple(fused_backends) + (NUMPY,)  # the first that supports a group compiles it
         self.max_ops = max_ops
@@ -413,6 +414,42 @@ class LazyFusionExecutor(PyNativeExecutor):
         parts.append(tuple(where[v] for v in outs))
         parts.append(tuple((getattr(env[v], "dtype", None), np.ndim(env[v])) for v in ext))
         return ext, outs, tuple(parts)
+
+
+def consumers_first(graph: Graph) -> Graph:
+    """The graph with each pure node moved up to just after the producers it waits for, when they are all
+    placed: q = MatMul(x, Wq); k = MatMul(x, Wk); q + bq; k + bk becomes q, q + bq, k, k + bk, so a live group
+    meets its epilogue before an unrelated op flushes it. Only deterministic nodes without subgraphs move,
+    and only earlier: every other node keeps its place relative to the others, so results are the same."""
+    def movable(n: Node) -> bool:
+        opdef = ops.lookup(n.op, n.domain, n.opset)
+        return opdef is not None and opdef.deterministic and not any(True for _ in subgraphs_of(n))
+
+    users: dict[Value, list[Node]] = {}
+    for n in graph.nodes:
+        for v in n.inputs:
+            if v is not None:
+                users.setdefault(v, []).append(n)
+    ready = set(graph.inputs) | set(graph.constants)
+    placed: set[Node] = set()
+    order: list[Node] = []
+    for first in graph.nodes:
+        if first in placed:
+            continue
+        stack = [first]
+        while stack:
+            n = stack.pop()
+            if n in placed:
+                continue
+            placed.add(n)
+            order.append(n)
+            ready.update(n.outputs)
+            waiting = [u for v in n.outputs for u in users.get(v, ()) if u not in placed and movable(u)
+                       and all(x is None or x in ready for x in u.inputs)]
+            stack.extend(reversed(waiting))  # in graph order: the first consumer runs next
+    if all(a is b for a, b in zip(order, graph.nodes)):
+        return graph
+    return graph.replace(nodes=tuple(order))
 
 
 def fused_node(nodes: Sequence[Node], ext: Sequence[Value], outs: Sequence[Value], kind: str) -> Node:

@@ -327,3 +327,26 @@ def test_replay_errors_are_typed():
         lazy.run(None, {"x": x, "s": np.array([3, 8], np.int64)})
     with pytest.raises(ShapeError, match="cannot reshape"):
         lazy.run(None, {"x": x, "s": np.array([5, 5], np.int64)})
+
+
+def test_pure_consumers_move_up_to_their_producers():
+    b = _Builder()
+    x, wq, wk = b.input("x", (3, 4)), b.input("wq", (4, 4)), b.input("wk", (4, 4))
+    q, k = b("MatMul", x, wq), b("MatMul", x, wk)  # both matmuls first, then their epilogues
+    out = b("Add", b("Tanh", q), b("Tanh", k))
+    g = b.graph(out)
+    lazy, groups = _check(g, _feed(g, {"x": (3, 4), "wq": (4, 4), "wk": (4, 4)}))
+    assert [n.op for n in lazy.graph.nodes] == ["MatMul", "Tanh", "MatMul", "Tanh", "Add"]
+    assert groups == [(("MatMul", "Tanh"), "unrelated"), (("MatMul", "Tanh", "Add"), "host_read")]
+
+
+def test_nodes_that_are_not_pure_keep_their_place():
+    b = _Builder()
+    x = b.input("x", (3, 4))
+    y = b("Neg", x)
+    e = b("Exp", x)
+    r = b("RandomUniformLike", y, seed=1.0)  # ready right after Neg, but a random draw does not move
+    t = b("Tanh", y)  # pure: moves up to Neg
+    g = b.graph(b("Add", b("Add", r, t), e))
+    lazy = LazyFusionExecutor(g)
+    assert [n.op for n in lazy.graph.nodes] == ["Neg", "Tanh", "Exp", "RandomUniformLike", "Add", "Add"]
