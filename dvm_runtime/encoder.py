@@ -99,7 +99,9 @@ def _bind(prog: Program):
     for i, (role, src, shape, dtype) in enumerate(prog.slots):
         env[f"D{i}"] = dtype
         n = math.prod(shape)
-        if role == isa.Role.INPUT:  # the VMs take any C-contiguous array with the slot's element count
+        if role == isa.Role.INPUT and src is not None and src[0] == "const":  # converted once, here
+            lines.append(f"b{i} = {ref(('const', np.ascontiguousarray(src[1], dtype)))}")
+        elif role == isa.Role.INPUT:  # the VMs take any C-contiguous array with the slot's element count
             lines.append(f"b{i} = asc({ref(src)}, D{i})")
         elif n * dtype.itemsize >= recycle.MIN_BYTES:
             lines.append(f"b{i} = take({n}, D{i})")
