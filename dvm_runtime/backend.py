@@ -50,7 +50,11 @@ def _c_run():
         if not np.array_equal(out, x + 1):
             return None
         # the extension itself, not cvm.run: the kernel converts its BytecodeError (one frame less per call)
-        return functools.partial(cvm.extension().run, nthreads=vm_threads())
+        ext, threads = cvm.extension(), vm_threads()
+        run = functools.partial(ext.run, nthreads=threads)
+        # a kernel's program is validated and decoded once, then only its buffers are checked per call
+        run.prepare = lambda code: functools.partial(ext.Program(code).run, nthreads=threads)
+        return run
     except Exception:  # noqa: BLE001 - a missing or broken extension: the numpy VM takes over
         return None
 

@@ -9,6 +9,7 @@ size-dependent words later shapes refill.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -63,18 +64,21 @@ class Program:
     outputs: list = field(default_factory=list)
 
     def run(self, arrays, vm_run) -> list:
-        """Run host nodes, bind buffers, call vm_run(code, buffers), return the body's outputs."""
+        """Run host nodes, bind buffers, call vm_run(code, buffers), return the body's outputs. A vm_run
+        with a `prepare(code) -> run(buffers)` attribute gets the code once (the C VM decodes it once)."""
         bound = self.__dict__.get("_bound")
-        if bound is None:  # a program is final once encoded: bind on its first run
-            bound = self.__dict__["_bound"] = _bind(self)
-        return bound(arrays, vm_run)
+        if bound is None or bound[0] is not vm_run:  # a program is final once encoded: bind on its first run
+            bound = self.__dict__["_bound"] = (vm_run, _bind(self, vm_run))
+        return bound[1](arrays)
 
 
-def _bind(prog: Program):
+def _bind(prog: Program, vm_run):
     """prog.run as straight-line code for this program's sources, slots and outputs: each kernel call runs
     many times, and resolving sources generically cost more than a small program takes to execute."""
+    prepare = getattr(vm_run, "prepare", None)
+    vm = prepare(prog.code) if prepare is not None else functools.partial(vm_run, prog.code)
     env = {"np": np, "asc": np.ascontiguousarray, "empty": np.empty, "take": recycle.take,
-           "give": recycle.give, "CODE": prog.code}
+           "give": recycle.give, "VM": vm}
     lines, host, recycled = [], [], []  # host: expression of each host output, in order
 
     def ref(src) -> str:
@@ -108,7 +112,7 @@ def _bind(prog: Program):
             recycled.append(i)
         else:
             lines.append(f"b{i} = empty({n}, D{i})")
-    lines.append(f"vm_run(CODE, [{', '.join(f'b{i}' for i in range(len(prog.slots)))}])")
+    lines.append(f"VM([{', '.join(f'b{i}' for i in range(len(prog.slots)))}])")
     lines += [f"give(b{i})" for i in recycled]
     outs = []
     for k, (src, shape) in enumerate(prog.outputs):
@@ -116,7 +120,7 @@ def _bind(prog: Program):
         wrap = "np.array" if src[0] == "const" else "" if src[0] == "slot" else "np.asarray"
         outs.append(f"{wrap}({ref(src)}).reshape(S{k})")
     lines.append(f"return [{', '.join(outs)}]")
-    exec(compile("def run(arrays, vm_run):\n" + "\n".join("    " + line for line in lines),
+    exec(compile("def run(arrays):\n" + "\n".join("    " + line for line in lines),
                  "<dvm program binding>", "exec"), env)
     return env["run"]
 

@@ -92,37 +92,33 @@ static int get_buffers(PyObject *seq, const vm_prog_t *p, Py_buffer *views, char
     return 0;
 }
 
-static PyObject *py_run(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"program", "buffers", "nthreads", NULL};
-    PyObject *prog_obj, *bufs_obj, *nt_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O:run", kwlist, &prog_obj, &bufs_obj, &nt_obj))
-        return NULL;
-    int nthreads;
-    if (nt_obj == Py_None) {
-        nthreads = vm_cpu_count();
-    } else {
-        long v = PyLong_AsLong(nt_obj);
-        if (v == -1 && PyErr_Occurred()) return NULL;
-        if (v < 1) return PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got %ld", v);
-        nthreads = v > VM_MAX_THREADS ? VM_MAX_THREADS : (int)v;
+/* nthreads: None means all CPUs; fills *n (clamped to VM_MAX_THREADS). */
+static int thread_count(PyObject *nt_obj, int *n) {
+    if (nt_obj == NULL || nt_obj == Py_None) {
+        *n = vm_cpu_count();
+        return 0;
     }
-    Py_buffer pview;
-    const uint64_t *words;
-    uint64_t *owned;
-    int64_t nw;
-    if (get_program(prog_obj, &pview, &words, &owned, &nw) < 0) return NULL;
-    vm_prog_t prog;
-    PyObject *seq = NULL, *result = NULL;
+    long v = PyLong_AsLong(nt_obj);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (v < 1) {
+        PyErr_Format(PyExc_ValueError, "nthreads must be >= 1, got %ld", v);
+        return -1;
+    }
+    *n = v > VM_MAX_THREADS ? VM_MAX_THREADS : (int)v;
+    return 0;
+}
+
+/* Checks the buffers against a decoded program's table, then executes it with the GIL released. */
+static PyObject *execute(const vm_prog_t *prog, PyObject *bufs_obj, int nthreads) {
     Py_buffer views[DVM_MAX_BUFFERS];
     char *ptrs[DVM_MAX_BUFFERS];
-    int got = 0, decoded = 0;
-    if (decode(words, nw, &prog) < 0) goto out;
-    decoded = 1;
-    seq = PySequence_Fast(bufs_obj, "buffers must be a list of arrays");
-    if (!seq || get_buffers(seq, &prog, views, ptrs, &got) < 0) goto out;
+    int got = 0;
+    PyObject *result = NULL;
+    PyObject *seq = PySequence_Fast(bufs_obj, "buffers must be a list of arrays");
+    if (!seq || get_buffers(seq, prog, views, ptrs, &got) < 0) goto out;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = vm_execute(&prog, ptrs, nthreads);
+    rc = vm_execute(prog, ptrs, nthreads);
     Py_END_ALLOW_THREADS
     if (rc != VM_OK) { PyErr_NoMemory(); goto out; }
     result = Py_None;
@@ -130,11 +126,93 @@ static PyObject *py_run(PyObject *self, PyObject *args, PyObject *kw) {
 out:
     for (int i = 0; i < got; i++) PyBuffer_Release(&views[i]);
     Py_XDECREF(seq);
-    if (decoded) vm_prog_free(&prog);
+    return result;
+}
+
+static PyObject *py_run(PyObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"program", "buffers", "nthreads", NULL};
+    PyObject *prog_obj, *bufs_obj, *nt_obj = Py_None;
+    int nthreads;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O:run", kwlist, &prog_obj, &bufs_obj, &nt_obj)
+        || thread_count(nt_obj, &nthreads) < 0)
+        return NULL;
+    Py_buffer pview;
+    const uint64_t *words;
+    uint64_t *owned;
+    int64_t nw;
+    if (get_program(prog_obj, &pview, &words, &owned, &nw) < 0) return NULL;
+    vm_prog_t prog;
+    PyObject *result = NULL;
+    if (decode(words, nw, &prog) == 0) {
+        result = execute(&prog, bufs_obj, nthreads);
+        vm_prog_free(&prog);
+    }
     free(owned);
     PyBuffer_Release(&pview);
     return result;
 }
+
+/* ---- Program: a program validated and decoded once, run many times (a kernel's bytecode for one shape
+ * signature runs on every call; decoding it took about a microsecond each time). */
+typedef struct {
+    PyObject_HEAD
+    vm_prog_t prog;
+    int decoded;
+} ProgramObject;
+
+static int program_init(ProgramObject *self, PyObject *args, PyObject *kw) {
+    PyObject *obj;
+    if (!PyArg_ParseTuple(args, "O:Program", &obj)) return -1;
+    if (self->decoded) {
+        vm_prog_free(&self->prog);
+        self->decoded = 0;
+    }
+    Py_buffer view;
+    const uint64_t *words;
+    uint64_t *owned;
+    int64_t nw;
+    if (get_program(obj, &view, &words, &owned, &nw) < 0) return -1;
+    int rc = decode(words, nw, &self->prog);   /* the decoded form keeps no pointer into the words */
+    free(owned);
+    PyBuffer_Release(&view);
+    if (rc < 0) return -1;
+    self->decoded = 1;
+    return 0;
+}
+
+static void program_dealloc(ProgramObject *self) {
+    if (self->decoded) vm_prog_free(&self->prog);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *program_run(ProgramObject *self, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"buffers", "nthreads", NULL};
+    PyObject *bufs_obj, *nt_obj = Py_None;
+    int nthreads;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:run", kwlist, &bufs_obj, &nt_obj)
+        || thread_count(nt_obj, &nthreads) < 0)
+        return NULL;
+    if (!self->decoded) return PyErr_Format(BytecodeError, "Program was not initialised");
+    return execute(&self->prog, bufs_obj, nthreads);
+}
+
+static PyMethodDef program_methods[] = {
+    {"run", (PyCFunction)(void (*)(void))program_run, METH_VARARGS | METH_KEYWORDS,
+     "run(buffers, nthreads=None): check the buffers against the program's table, then execute."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject ProgramType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dvm_runtime._cvm.Program",
+    .tp_doc = "Program(words): a DVM program validated and decoded once (BytecodeError if it is bad).",
+    .tp_basicsize = sizeof(ProgramObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)program_init,
+    .tp_dealloc = (destructor)program_dealloc,
+    .tp_methods = program_methods,
+};
 
 static PyObject *py_validate(PyObject *self, PyObject *arg) {
     Py_buffer pview;
@@ -172,13 +250,15 @@ PyMODINIT_FUNC PyInit__cvm(void) {
     if (missing >= 0)
         return PyErr_Format(PyExc_ImportError, "dvm_runtime._cvm lacks a kernel for opcode 0x%02x dtype %d",
                             missing / 16, missing % 16);
+    if (PyType_Ready(&ProgramType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moddef);
     if (!m) return NULL;
     BytecodeError = PyErr_NewExceptionWithDoc("dvm_runtime._cvm.BytecodeError",
                                               "A DVM program failed validation.", PyExc_ValueError, NULL);
     if (!BytecodeError || PyModule_AddObject(m, "BytecodeError", BytecodeError) < 0
         || PyModule_AddStringConstant(m, "ISA_DIGEST", DVM_ISA_DIGEST) < 0
-        || PyModule_AddIntConstant(m, "MAX_THREADS", VM_MAX_THREADS) < 0) {
+        || PyModule_AddIntConstant(m, "MAX_THREADS", VM_MAX_THREADS) < 0
+        || PyModule_AddObjectRef(m, "Program", (PyObject *)&ProgramType) < 0) {
         Py_XDECREF(BytecodeError);
         Py_DECREF(m);
         return NULL;

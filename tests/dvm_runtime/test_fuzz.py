@@ -216,12 +216,21 @@ def fuzz(n: int, seed: int, trace: str | None = None) -> dict:
         space = int(np.prod([min(int(x), 1 << 40) for x in code[isa.H["d0"]:isa.H["d3"] + 1]])) \
             if len(code) >= isa.HEADER_WORDS else 0
         if ok and space <= MAX_RUN_ELEMS and info["arena_bytes"] <= 1 << 28:
-            try:
-                cvm.run(code, bufs, int(rng.integers(1, 4)))
+            try:  # every other case as kernels run programs: decoded once into a Program, then run
+                if k % 2:
+                    cvm.run(code, bufs, int(rng.integers(1, 4)))
+                else:
+                    cvm.extension().Program(code).run(bufs, int(rng.integers(1, 4)))
                 st["ran"] += 1
-            except cvm.BytecodeError:
+            except (cvm.BytecodeError, cvm.extension().BytecodeError):
                 pass
         else:
+            if not ok:  # a Program refuses what validate refuses
+                try:
+                    cvm.extension().Program(code)
+                    st["disagree"] += 1
+                except cvm.extension().BytecodeError:
+                    pass
             try:
                 cvm.run(code, bufs)
             except (cvm.BytecodeError, MemoryError, RuntimeError):

@@ -1,0 +1,99 @@
+"""_cvm.Program: a program validated and decoded once, then run many times on checked buffers (how the DVM
+backend runs every kernel). Results equal cvm.run's; bad programs fail at construction, bad buffers per run."""
+import threading
+
+import numpy as np
+import pytest
+
+from dvm_runtime import cvm, encoder
+from dvm_runtime.backend import DvmBackend
+from framework.ir import Graph, Node, TensorType, Value
+
+pytestmark = pytest.mark.skipif(not cvm.available(), reason=f"C VM unavailable: {cvm.why_unavailable()}")
+F32 = np.dtype(np.float32)
+
+
+def _softmax_body(rows: int, cols: int) -> Graph:
+    x = Value(TensorType(F32, (rows, cols)), "x")
+    vals = [Value(TensorType(F32, s), n) for s, n in
+            (((rows, 1), "m"), ((rows, cols), "d"), ((rows, cols), "e"), ((rows, 1), "s"), ((rows, cols), "y"))]
+    m, d, e, s, y = vals
+    nodes = (Node("ReduceMax", (x,), (m,), {"axes": (1,), "keepdims": 1}, opset=13),
+             Node("Sub", (x, m), (d,)), Node("Exp", (d,), (e,)),
+             Node("ReduceSum", (e,), (s,), {"keepdims": 1, "axes": (1,)}, opset=11), Node("Div", (e, s), (y,)))
+    return Graph((x,), (y,), nodes, {}, "softmax")
+
+
+def _program_and_buffers(rows=37, cols=50, seed=0):
+    prog = encoder.encode(_softmax_body(rows, cols), [(rows, cols)], [F32], {})
+    x = np.random.default_rng(seed).standard_normal((rows, cols), dtype=np.float32)
+    captured = []
+    prog.run([x], lambda code, bufs: captured.append(bufs))  # the buffers the binding hands the VM
+    return prog, captured[0], x
+
+
+def test_program_runs_as_cvm_run_does():
+    prog, bufs, x = _program_and_buffers()
+    out = [i for i, b in enumerate(bufs) if b.base is None and b is not x and b.size == x.size]
+    cvm.run(prog.code, bufs, 2)
+    want = [b.copy() for b in bufs]
+    for b in (bufs[i] for i in out):
+        b.fill(np.nan)
+    p = cvm.extension().Program(prog.code)
+    for _ in range(3):  # decoded once, run many times
+        p.run(bufs, nthreads=2)
+        for a, b in zip(want, bufs):
+            np.testing.assert_array_equal(a, b)
+    e = np.exp(x - x.max(1, keepdims=True))
+    np.testing.assert_allclose(want[out[0]].reshape(x.shape), e / e.sum(1, keepdims=True), rtol=1e-5)
+
+
+def test_bad_program_fails_at_construction_and_bad_buffers_at_run():
+    prog, bufs, _ = _program_and_buffers()
+    ext = cvm.extension()
+    with pytest.raises(ext.BytecodeError, match="header"):
+        ext.Program(np.zeros(3, np.uint64))
+    bad = prog.code.copy()
+    bad[0] ^= 1  # the magic word
+    with pytest.raises(ext.BytecodeError):
+        ext.Program(bad)
+    p = ext.Program(prog.code)
+    with pytest.raises(ext.BytecodeError, match="buffer"):
+        p.run(bufs[:-1])
+    with pytest.raises(ext.BytecodeError, match="elements"):
+        p.run([np.zeros(b.size + 1, b.dtype) for b in bufs])
+    with pytest.raises(ValueError, match="nthreads"):
+        p.run(bufs, 0)
+
+
+def test_one_program_runs_from_several_threads_at_once():
+    prog, bufs, x = _program_and_buffers(rows=300, cols=64)
+    p = cvm.extension().Program(prog.code)
+    ref = [b.copy() for b in bufs]
+    cvm.run(prog.code, ref, 1)
+    errors = []
+
+    def worker():
+        mine = [b.copy() for b in bufs]
+        for _ in range(50):
+            p.run(mine, 2)
+            if not all(np.array_equal(a, b) for a, b in zip(ref, mine)):
+                errors.append("differs")
+                return
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+def test_backend_kernels_run_decoded_programs():
+    run = DvmBackend(vm="c")._run
+    assert callable(getattr(run, "prepare", None))
+    prog, bufs, _ = _program_and_buffers()
+    ref = [b.copy() for b in bufs]
+    cvm.run(prog.code, ref, 1)
+    run.prepare(prog.code)(bufs)
+    for a, b in zip(ref, bufs):
+        np.testing.assert_array_equal(a, b)
