@@ -25,6 +25,13 @@ OURS = "cpu-contiguity"
 SCHEDULES = ("cpu-contiguity", "original", "isl", "feautrier", "pluto-like")
 DEFAULTS = {"rounds": 5, "warmup": 1, "min_round_s": 0.05, "max_case_s": 20.0}
 QUICK = {"rounds": 3, "warmup": 1, "min_round_s": 0.01, "max_case_s": 5.0}
+# LARGE kernels run for 0.1-20 s a call (seidel-2d's original order ~20 s): the correctness call warms the
+# code, so no extra warm-up, and a case's budget cuts rounds down to one, which keeps a full run of both
+# sizes near 15 minutes on 2 cores. `--rounds` etc. still override.
+LARGE = {"rounds": 3, "warmup": 0, "min_round_s": 0.0, "max_case_s": 30.0, "min_rounds": 1}
+# the peers every size runs; the other presets only at MEDIUM unless --peers names them (at LARGE
+# feautrier/pluto-like double the run time and are not part of issue #6's must-shows)
+LARGE_SCHEDULES = ("cpu-contiguity", "original", "isl")
 POLLY_FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math",
                "-fno-signed-zeros", "-fassociative-math", "-mllvm", "-polly", "-mllvm", "-polly-parallel")
 
@@ -67,26 +74,39 @@ def build_flags():
     return build.FLAGS
 
 
-def _polybench_case(name, size, threads, polly_cc, flags_note):
+_REFERENCES: dict = {}  # (kernel, size) -> (inputs, numpy result): LARGE references take seconds each
+
+
+def _reference(name, size):
+    from polyhedral import polybench
+
+    if (name, size) not in _REFERENCES:
+        scop = polybench.SCOPS[name]
+        x = polybench.inputs(scop, scop.sizes[size], seed=1)
+        _REFERENCES[(name, size)] = (x, polybench.reference(name, x, scop.sizes[size]))
+    return _REFERENCES[(name, size)]
+
+
+def _polybench_case(name, size, threads, polly_cc, flags_note, schedules=SCHEDULES):
     from polyhedral import build, codegen, config, polybench, scheduler
 
     scop = polybench.SCOPS[name]
     b = scop.sizes[size]
     t0 = time.perf_counter()
     items, sched_s = [], {}
-    for preset in SCHEDULES:
+    for preset in schedules:
         t1 = time.perf_counter()
         res = scheduler.schedule(scop, b, config.preset(preset))
         items.append((scop, b, res, f"k_{preset.replace('-', '_')}"))
         sched_s[preset] = time.perf_counter() - t1
-    kernels = dict(zip(SCHEDULES, build.compile_scops(items)))
+    kernels = dict(zip(schedules, build.compile_scops(items)))
     setter = kernels[OURS]
     if polly_cc:
-        src = codegen.translation_unit([codegen.function(scop, b, items[1][2], "k_polly")])
+        src = codegen.translation_unit([codegen.function(scop, b, items[schedules.index("original")][2],
+                                                         "k_polly")])
         lib = build.load(build.shared_library(src, POLLY_FLAGS, cc=polly_cc, libs=("-lgomp", "-lm")))
         kernels["polly"] = build.Kernel(lib, "k_polly", scop, b)
-    x = polybench.inputs(scop, b, seed=1)
-    ref = polybench.reference(name, x, b)
+    x, ref = _reference(name, size)
     written = [a.name for a in scop.arrays if a.role != "in"]
     runners, checks = {}, {}
     for label, k in kernels.items():
@@ -112,6 +132,10 @@ def _polybench_case(name, size, threads, polly_cc, flags_note):
     meta = {"kernel": name, "size": size, "params": b, "check_rel_err": checks, "schedule_s": sched_s,
             "build_s": time.perf_counter() - t0, "flags": flags_note}
     return harness.Case(f"{name} {size} t{threads}", runners, meta)
+
+
+def _polybench_rows(rows):
+    return [r for r in rows if r["meta"].get("kernel") and not r["error"]]
 
 
 def _dl_models():
@@ -199,17 +223,22 @@ def geomean(xs):
 
 
 def summary(rows) -> str:
-    """Geomean speedups of ours over each peer, per thread count (speedup = peer / ours)."""
-    lines = ["", "| threads | peer | geomean speedup of cpu-contiguity | kernels | worst kernel (speedup) |",
-             "|---|---|---|---|---|"]
-    for t in sorted({r["threads"] for r in rows if r["meta"].get("kernel")}):
-        sel = [r for r in rows if r["meta"].get("kernel") and r["threads"] == t and not r["error"]]
-        for peer in ("original", "isl", "feautrier", "pluto-like", "polly"):
-            sp = {r["case"]: 1 / r["ratios"][peer] for r in sel if r["ratios"].get(peer)}
-            if sp:
-                worst = min(sp, key=sp.get)
-                lines.append(f"| {t} | {peer} | {geomean(sp.values()):.2f} | {len(sp)} | "
-                             f"{worst} ({sp[worst]:.2f}) |")
+    """Geomean speedups of ours over each peer (speedup = peer / ours) per thread count, over every
+    (kernel, size) row and per size."""
+    lines = ["", "| threads | size | peer | geomean speedup of cpu-contiguity | kernels | "
+             "worst kernel (speedup) |",
+             "|---|---|---|---|---|---|"]
+    sel_all = _polybench_rows(rows)
+    sizes = sorted({r["meta"]["size"] for r in sel_all}, key=("mini", "medium", "large").index)
+    for t in sorted({r["threads"] for r in sel_all}):
+        for size in (["all"] if len(sizes) > 1 else []) + sizes:
+            sel = [r for r in sel_all if r["threads"] == t and size in ("all", r["meta"]["size"])]
+            for peer in ("original", "isl", "feautrier", "pluto-like", "polly"):
+                sp = {r["case"]: 1 / r["ratios"][peer] for r in sel if r["ratios"].get(peer)}
+                if sp:
+                    worst = min(sp, key=sp.get)
+                    lines.append(f"| {t} | {size} | {peer} | {geomean(sp.values()):.2f} | {len(sp)} | "
+                                 f"{worst} ({sp[worst]:.2f}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -217,7 +246,10 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks poly", description=__doc__)
     harness.add_output_args(p)
     harness.add_timing_args(p, DEFAULTS)
-    p.add_argument("--size", default="medium", choices=("mini", "medium", "large"))
+    p.add_argument("--size", default="medium", help="comma-separated PolyBench sizes: mini, medium, large "
+                   "(default medium; e.g. medium,large)")
+    p.add_argument("--peers", help="comma-separated schedules besides ours (default: original, isl, "
+                   f"feautrier, pluto-like at MEDIUM/MINI, {', '.join(LARGE_SCHEDULES[1:])} at LARGE)")
     p.add_argument("--kernels", help="comma-separated PolyBench kernels (default: all 16)")
     p.add_argument("--threads", default="1,2", help="thread counts for PolyBench (default 1,2)")
     p.add_argument("--parts", default="polybench,dl,model", help="which parts to run")
@@ -233,35 +265,47 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "passive")
     from polyhedral import polybench
 
-    kw = {**(QUICK if args.quick else DEFAULTS)}
     given = {"rounds": args.rounds, "warmup": args.warmup, "min_round_s": args.min_round_s,
              "max_case_s": args.max_case_s}
-    kw.update({k: v for k, v in given.items() if v is not None})
+    given = {k: v for k, v in given.items() if v is not None}
+    kw = {**(QUICK if args.quick else DEFAULTS), **given}
     names = args.kernels.split(",") if args.kernels else list(polybench.KERNELS)
+    sizes = args.size.split(",")
+    bad = [x for x in sizes if x not in ("mini", "medium", "large")] + [
+        n for n in names if n not in polybench.KERNELS]
+    if bad:
+        raise SystemExit(f"benchmarks poly: unknown size(s)/kernel(s) {bad}; sizes: mini, medium, large; "
+                         f"kernels: {', '.join(polybench.KERNELS)}")
     flags_note = "gcc " + " ".join(build_flags()) + "; polly: clang " + " ".join(POLLY_FLAGS)
     parts = set(args.parts.split(","))
     items = []
     if "polybench" in parts:
         polly = None if args.no_polly else ensure_polly()
-        for name in names:
-            for t in [int(x) for x in args.threads.split(",")]:
-                items.append((f"{name} t{t}", t, lambda n=name, t=t: _polybench_case(
-                    n, args.size, t, polly, flags_note)))
+        for size in sizes:
+            default = LARGE_SCHEDULES if size == "large" else SCHEDULES
+            scheds = (OURS, *args.peers.split(",")) if args.peers else default
+            if "original" not in scheds:
+                scheds = (*scheds, "original")  # Polly compiles the original order
+            size_kw = {**kw, **LARGE, **given} if size == "large" else kw
+            for name in names:
+                for t in [int(x) for x in args.threads.split(",")]:
+                    items.append((f"{name} {size} t{t}", t, size_kw, lambda n=name, t=t, s=size, sc=scheds:
+                                  _polybench_case(n, s, t, polly, flags_note, sc)))
     if "dl" in parts:
         for label, (m, feed) in _dl_models().items():
-            items.append((label, None, lambda label=label, m=m, feed=feed: _session_case(
+            items.append((label, None, kw, lambda label=label, m=m, feed=feed: _session_case(
                 label, m, feed, {"poly": ("O1", "--kernel_generator=poly"),
                                  "dvm": ("O1", "--kernel_generator=dvm")}, "poly")))
     if "model" in parts:
-        items.append(("model tiny_gpt", None, lambda: _model_case("tiny_gpt")))
+        items.append(("model tiny_gpt", None, kw, lambda: _model_case("tiny_gpt")))
     rows = []
     with contextlib.ExitStack() as stack:
         stream = stack.enter_context(open(args.out, "w")) if args.out else sys.stdout
-        for i, (label, threads, thunk) in enumerate(items, 1):
+        for i, (label, threads, case_kw, thunk) in enumerate(items, 1):
             harness.progress(f"[{i}/{len(items)}] {label}")
             case = harness._build(label, thunk, {"threads": threads, "suite": SUITE})
             if isinstance(case, harness.Case):
-                case = harness.measure(case, threads=threads, suite=SUITE, **kw)
+                case = harness.measure(case, threads=threads, suite=SUITE, **case_kw)
             row = case
             harness.emit(row, stream)
             rows.append(row)

@@ -18,7 +18,7 @@ from .config import Config
 from .lower import lower
 from .stmt import ScopError
 
-VERSION = 6  # bump when lowering, scheduling or code generation changes the C they produce
+VERSION = 7  # bump when lowering, scheduling or code generation changes the C they produce
 FN = "msgx_poly_fn"
 # row-wise clusters gain nothing from tiling (each row is touched once or twice, in cache)
 CLUSTER_CONFIG = Config("cluster", objectives=(("contiguity", "proximity", "big-loops", "sum"),),

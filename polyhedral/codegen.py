@@ -7,8 +7,9 @@ import re
 
 import islpy as isl
 
+from . import regtile
 from .scheduler import Result
-from .stmt import _ASSIGN, Scop, ScopError
+from .stmt import _ASSIGN, Scop, ScopError, accesses
 
 PRELUDE = """#include <math.h>
 #include <pthread.h>
@@ -271,6 +272,60 @@ class _Printer:
         self.lines.append(f"{pad}  {target} = acc; }}")
         return True
 
+    def _fused_reductions(self, node, it, init, pad) -> bool:
+        """An innermost loop over several statements, some of which accumulate into an element they do not
+        index (bicg: s[j] += r[i]*A[i][j] beside q[i] += A[i][j]*p[j]): those sums go to locals, and the loop
+        is vectorised with them as reductions when the other statements carry no dependence on it. Each
+        sum's array is touched by no other statement of the loop, so moving its element to a local keeps
+        every value the other statements see. Off with `vectorize=False` (the `original` baseline)."""
+        body = node.for_get_body()
+        if body.get_type() != isl.ast_node_type.block or not self.res.config.vectorize:
+            return False  # (the `original` baseline keeps its loops as written)
+        users = _children(body)
+        if any(u.get_type() != isl.ast_node_type.user for u in users):
+            return False
+        parts, sums, others = [], [], []
+        for u in users:
+            call = u.user_get_expr()
+            st = self.stmts[call.get_op_arg(0).get_id().get_name()]
+            args = [call.get_op_arg(k).to_C_str() for k in range(1, call.get_op_n_arg())]
+            red = _reduction(st)
+            target = _subst(red[0], st.iters, args) if red else ""
+            if red and red[2] and not re.search(rf"\b{re.escape(it)}\b", target):
+                local = f"msgx_acc{len(sums)}"
+                update = re.sub(r"\bacc\b", local, _subst(red[1], st.iters, args))
+                sums.append((st, target, update, red[2]))
+                parts.append(f"{local} = {update};")
+            else:
+                others.append(st)
+                parts.append(f"{call.to_C_str()};")
+        if not sums:
+            return False
+        arrays = {st.name: {a for a, _ in [accesses(self.scop, st)[0], *accesses(self.scop, st)[1]]}
+                  for st in self.stmts.values()}
+        names = [st.name for st, *_ in sums] + [st.name for st in others]
+        for k, (st, *_r) in enumerate(sums):
+            target_array = accesses(self.scop, st)[0][0]
+            if any(target_array in arrays[n] for j, n in enumerate(names) if j != k):
+                return False
+        dim = int(it[1:]) if it[1:].isdigit() else -1
+        simd = dim >= 0 and self.res.loop_parallel(dim, frozenset(st.name for st in others))
+        cond, inc = node.for_get_cond().to_C_str(), node.for_get_inc().to_C_str()
+        self.lines.append(f"{pad}{{ " + " ".join(f"{self.dtype} msgx_acc{k} = {t};"
+                                                  for k, (_, t, _e, _o) in enumerate(sums)))
+        if simd and any(op != "+" for *_r, op in sums):  # gcc vectorises sums without the pragma (it
+            by_op: dict[str, list[str]] = {}  # refuses max/min without it) and slower with it
+            for k, (*_r, op) in enumerate(sums):
+                by_op.setdefault(op, []).append(f"msgx_acc{k}")
+            self.lines.append(f"{pad}  #pragma omp simd " + " ".join(
+                f"reduction({op}:{', '.join(v)})" for op, v in by_op.items()))
+        self.lines.append(f"{pad}  for (long {it} = {init}; {cond}; {it} += {inc}) {{")
+        self.lines += [f"{pad}    {x}" for x in parts]
+        self.lines.append(f"{pad}  }}")
+        stores = " ".join(f"{t} = msgx_acc{k};" for k, (_, t, _e, _o) in enumerate(sums))
+        self.lines.append(f"{pad}  {stores} }}")
+        return True
+
     def emit(self, node: isl.AstNode, depth: int, in_par: bool) -> None:
         pad = "  " * depth
         t = node.get_type()
@@ -357,7 +412,13 @@ class _Printer:
             self.lines.append(f"{pad}}}")
             return
         threads = self._wants_threads(node, in_par)
-        if not threads and not _has_loop(body) and self._scalar_reduction(node, it, init, pad):
+        if not threads and not _has_loop(body) and (self._scalar_reduction(node, it, init, pad)
+                                                     or self._fused_reductions(node, it, init, pad)):
+            return
+        nest = None if threads or not self.res.config.register_tile else \
+            regtile.match(node, self.stmts, self.dtype)
+        if nest is not None:
+            self.lines += regtile.emit(nest, self.dtype, *self.res.config.register_tile, pad)
             return
         dim = int(it[1:]) if it[1:].isdigit() else -1
         simd = self.res.config.vectorize and not _has_loop(body) and dim >= 0 and \
@@ -432,4 +493,4 @@ def function(scop: Scop, binding: dict, res: Result, fn: str) -> str:
 
 def translation_unit(functions: list[str]) -> str:
     """One C file: the prelude and every kernel function of a graph (or a benchmark)."""
-    return PRELUDE + "\n".join(functions)
+    return PRELUDE + regtile.PRELUDE + "\n".join(functions)

@@ -43,6 +43,13 @@ class Config:
     # ~0.3 ms (the time steps of stencils, atax/bicg/mvt) ran up to 2x slower on 2 threads than on 1.
     min_parallel_work: int = 1 << 19
     vectorize: bool = True  # `omp simd` on innermost loops that carry no dependence
+    # (rows, columns) of the register blocks of reduction nests (regtile.py); () leaves them as scheduled
+    register_tile: tuple[int, ...] = ()
+    # a statement whose innermost loop carries a dependence (not a reduction) is a latency-bound chain: take
+    # Feautrier's schedule (outer rows satisfy dependences) instead when it frees every innermost loop
+    inner_parallel: bool = False
+    # tile only bands along which some access is invariant and its data exceeds L1 (scheduler._band_reuses)
+    tile_needs_reuse: bool = False
     directives: tuple[Directive, ...] = ()
     coef_bound: int = 4  # schedule coefficients are searched in [0, coef_bound]
     # Pluto's bands: rows keep every dependence of their band weakly satisfied (tileable, may skew); False:
@@ -65,6 +72,8 @@ class Config:
         for d in self.directives:
             if d.kind not in DIRECTIVES:
                 raise ConfigError(f"config {self.name!r}: unknown directive {d.kind!r}; one of {DIRECTIVES}")
+        if self.register_tile and (len(self.register_tile) != 2 or min(self.register_tile) < 1):
+            raise ConfigError(f"config {self.name!r}: register_tile must be () or (rows, columns) >= 1")
         if any(int(t) < 0 for t in self.tile_sizes) or self.coef_bound < 1 or self.min_parallel_work < 0:
             raise ConfigError(f"config {self.name!r}: tile sizes and min_parallel_work must be >= 0 and "
                               "coef_bound >= 1")
@@ -82,7 +91,8 @@ PRESETS: dict[str, Config] = {c.name: c for c in (
     Config("feautrier", objectives=(("feautrier", "sum"),), fusion="max"),
     Config("pluto-like", objectives=(("proximity", "sum"),), fusion="smart", tile_sizes=(32,)),
     Config("cpu-contiguity", objectives=(("parallel", "contiguity", "proximity", "big-loops", "sum"),),
-           fusion="smart", tile_sizes=(32, 64, 256), permutable=False),
+           fusion="smart", tile_sizes=(32, 64, 256), permutable=False, register_tile=(4, 4),
+           inner_parallel=True, tile_needs_reuse=True),
 )}
 
 
@@ -105,8 +115,9 @@ def from_dict(d: dict) -> Config:
     if "objectives" in kw:
         objs = kw["objectives"]
         kw["objectives"] = tuple((o,) if isinstance(o, str) else tuple(o) for o in objs)
-    if "tile_sizes" in kw:
-        kw["tile_sizes"] = tuple(int(t) for t in kw["tile_sizes"])
+    for key in ("tile_sizes", "register_tile"):
+        if key in kw:
+            kw[key] = tuple(int(t) for t in kw[key])
     if "directives" in kw:
         try:
             kw["directives"] = tuple(Directive(**x) for x in kw["directives"])

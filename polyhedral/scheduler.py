@@ -4,7 +4,7 @@ Presets `isl` and `original` use isl's own scheduler and the textual order. Ever
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import islpy as isl
 import numpy as np
@@ -26,6 +26,7 @@ class Row:
 
     phi: dict[str, tuple[tuple[int, ...], int]]
     band: int
+    tile: bool = True  # False: the band's loops carry no reuse between tiles (config.tile_needs_reuse)
 
 
 @dataclass
@@ -86,8 +87,48 @@ def schedule(scop: Scop, binding: dict, config: Config, dep: deps_mod.Deps | Non
             notes.append(f"{config.name}: {e}; using isl's schedule")
             rows, sched = [], _isl(scop, binding, dep)
     deps_mod.check(dep, sched, f"{config.name} schedule of {scop.name}")
-    return Result(sched, deps_mod.parallel_dims(dep, sched), config, rows, notes, dep,
-                  {st.name: st.iters for st in scop.statements})
+    res = Result(sched, deps_mod.parallel_dims(dep, sched), config, rows, notes, dep,
+                 {st.name: st.iters for st in scop.statements})
+    if config.inner_parallel and config.algorithm == "farkas" and _recurrences(scop, res):
+        # Feautrier's rows kept as permutable bands and tiled as cubes of the first tile size: an untiled
+        # front spans every time step, so at LARGE its points leave the cache between fronts (seidel-2d
+        # 2000x2000, 60 steps: 2.8x the original order untiled, 5.2x tiled by 32; MEDIUM 3.5x / 4.0x)
+        alt = schedule(scop, binding, replace(config, objectives=(("feautrier", "sum"),), fusion="max",
+                                              permutable=True, tile_sizes=(config.tile_at(0),),
+                                              inner_parallel=False), dep)
+        if not alt.notes and not _recurrences(scop, alt):
+            alt.notes.append(f"{config.name}: innermost loops of {', '.join(_recurrences(scop, res))} carry "
+                             "a dependence; Feautrier's rows leave every innermost loop free")
+            return replace(alt, config=config)
+    return res
+
+
+def _recurrences(scop: Scop, res: Result) -> list[str]:
+    """Statements (other than reductions, which codegen vectorises) whose innermost loop carries a
+    dependence: each iteration waits for the one before (a latency-bound chain, no vector lanes)."""
+    from .codegen import _reduction
+    out = []
+    for st in scop.statements:
+        if not st.iters or _reduction(st) is not None:
+            continue
+        maps: list[isl.Map] = []
+        res.schedule.foreach_map(lambda m: maps.append(m) if m.get_tuple_name(isl.dim_type.in_) == st.name
+                                 else None)
+        inner = _innermost_dim(maps[0]) if maps else None
+        if inner is not None and not res.loop_parallel(inner, frozenset({st.name})):
+            out.append(st.name)
+    return out
+
+
+def _innermost_dim(m: isl.Map) -> int | None:
+    """The last schedule dimension that takes more than one value over the statement's instances."""
+    rng = m.range()
+    for d in reversed(range(rng.dim(isl.dim_type.set))):
+        one = rng.project_out(isl.dim_type.set, d + 1, rng.dim(isl.dim_type.set) - d - 1) \
+            .project_out(isl.dim_type.set, 0, d)
+        if not one.is_singleton():
+            return d
+    return None
 
 
 def _isl(scop: Scop, binding: dict, dep: deps_mod.Deps) -> isl.UnionMap:
@@ -125,7 +166,37 @@ def _groups(rows: list[Row]) -> list[list[int]]:
 
 
 def _tiles(rows: list[Row], g: list[int], config: Config) -> list[int]:
-    return [config.tile_at(j) for j in range(len(g))] if len(g) >= 2 and rows[g[0]].band >= 0 else []
+    if len(g) < 2 or rows[g[0]].band < 0 or not rows[g[0]].tile:
+        return []
+    return [config.tile_at(j) for j in range(len(g))]
+
+
+L1_BYTES = 32 * 1024  # data reused across a band loop that fits this stays in cache untiled
+
+
+def _band_reuses(scop: Scop, rows: list[Row], g: list[int], trips: dict) -> bool:
+    """Whether tiling band `g` can keep data in cache that would otherwise be evicted: for a statement with
+    two or more of the band's iterators, some access uses some of them but not all (the same elements are
+    read again along the others: gemm's B[k][j] along i), and those elements (the access over the band
+    iterators it uses) exceed L1_BYTES. A stencil sweep (every access uses every band iterator) reuses only
+    neighbouring rows, and a matrix-vector product reuses a vector that fits in L1: both stay in cache
+    untiled, and tiling would only shorten their vector loops. Accesses that use none of the band iterators
+    (fict[t]) sit in a register. A skewed row (more than one iterator) counts as reuse, as before."""
+    elem = 8 if scop.dtype == "double" else 4
+    for st in scop.statements:
+        phis = [rows[k].phi[st.name][0] for k in g]
+        if any(sum(1 for c in phi if c) > 1 for phi in phis):
+            return True
+        band_iters = {st.iters[phi.index(next(c for c in phi if c))] for phi in phis if any(phi)}
+        if len(band_iters) < 2:
+            continue
+        write, reads = accesses(scop, st)
+        for _, subs in [write, *reads]:
+            used = {it for it in band_iters if any(re.search(rf"\b{re.escape(it)}\b", x) for x in subs)}
+            if used and used != band_iters and \
+                    elem * int(np.prod([trips[st.name][it] for it in used])) > L1_BYTES:
+                return True
+    return False
 
 
 def _dim_rows(rows: list[Row], config: Config) -> list[int]:
@@ -197,7 +268,7 @@ class _Farkas:
         self.coef_vars = []  # global variable names of the statement coefficients
         for s in self.stmts:
             self.coef_vars += [f"{s.name}_cst"] + [f"{s.name}_{it}" for it in reversed(s.iters)]
-        trips = trip_counts(scop, binding)
+        trips = self.trips = trip_counts(scop, binding)
         self.contig, self.weight, self.serial = {}, {}, set()
         for s in self.stmts:
             c = _contiguous(scop, s)
@@ -245,8 +316,11 @@ class _Farkas:
                 if par is not None and (sol is None or par["_cost"] <= sol["_cost"]):
                     sol = par
                 elif par is None and remaining:
+                    rows_before = len(self.rows)
                     rem = self._cut(remaining)
-                    if self._last_cut_split:
+                    if self._last_cut_split and cfg.fusion == "smart" and self._cut_splits_shared_reads():
+                        del self.rows[rows_before:]  # keep the fusion: parallel loops would read it twice
+                    elif self._last_cut_split:
                         remaining, band, band_deps = rem, band + 1, list(rem)
                         continue
             if sol is not None and sol["_cost"] > 0 and cfg.fusion != "none" and remaining:
@@ -288,7 +362,24 @@ class _Farkas:
                 raise SchedulingError(f"{self.scop.name}: dependences left unordered after all dimensions")
         if not cfg.permutable:
             self._posthoc_bands(snaps)
+        if cfg.tile_needs_reuse:
+            for g in _groups(self.rows):
+                if not _band_reuses(self.scop, self.rows, g, self.trips):
+                    for k in g:
+                        self.rows[k].tile = False
         return self.rows
+
+    def _cut_splits_shared_reads(self) -> bool:
+        """Whether the cut just appended separates two statements, fused so far, that read the same input
+        array (atax's A[i][j] in tmp[i] += A[i][j]*x[j] and y[j] += A[i][j]*tmp[i]): distributing them for a
+        parallel loop would stream that array from memory twice, which costs more than the threads give
+        on a memory-bound nest."""
+        cut = self.rows[-1].phi
+        before = {s.name: tuple(r.phi[s.name][1] for r in self.rows[:-1] if r.band < 0) for s in self.stmts}
+        reads = {s.name: {a for a, _ in accesses(self.scop, s)[1]
+                          if self.scop.array(a).role == "in"} for s in self.stmts}
+        return any(before[a.name] == before[b.name] and cut[a.name][1] != cut[b.name][1]
+                   and reads[a.name] & reads[b.name] for a in self.stmts for b in self.stmts)
 
     def _posthoc_bands(self, snaps: dict[int, list]) -> None:
         """Group consecutive rows into permutable bands (every dependence unsatisfied at the band's start

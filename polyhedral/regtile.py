@@ -1,0 +1,277 @@
+"""Register tiling (unroll-and-jam with scalar replacement) of reduction point loops, in code generation.
+
+A perfect nest of two or three unit-stride loops around one statement that sums into an element indexed by
+all loops but one (the reduction loop R) is a set of independent chains, one per target element, each
+running R upwards. Any order of the elements keeps the result, as long as each chain still runs R upwards.
+So the nest becomes blocks of UP x UQ elements (rows P unrolled, columns Q) whose partial sums live in
+vector registers across the whole R loop: one load of a shared operand feeds several multiply-adds, and the
+target is read and written once per block instead of once per R step. Two flavours:
+
+- columns-vector (gemm, 2mm, covariance, doitgen): Q is the target's stride-1 subscript; UQ vectors of W
+  columns per row, R outermost in the block, operands that do not use Q are broadcast;
+- dot (syrk, syr2k): R is stride-1 in every operand that uses it; each element's chain is a W-lane vector
+  sum over R (summed horizontally at the end: the reassociation `-fassociative-math` already allows).
+
+Points outside the full blocks (ragged or triangular edges) run the scalar statement in the same loops.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import islpy as isl
+
+VECTOR_BYTES = 32  # AVX2 width; a 4 x 4 block of sums and its operands needs ~21 of AVX-512VL's 32 registers
+_REF = re.compile(r"\b([A-Za-z_]\w*)((?:\[[^\[\]]*\])+)")
+_CALL = re.compile(r"\b[A-Za-z_]\w*\s*\(")
+_BARE_DOUBLE = re.compile(r"(?<![\w.])(\d+\.\d*|\.\d+|\d+[eE][-+]?\d+|\d+\.\d*[eE][-+]?\d+)(?![\w.])")
+FAR = "(1L << 60)"  # an empty skip range for rows outside the full blocks
+
+
+def _uses(name: str, text: str) -> bool:
+    return re.search(rf"\b{re.escape(name)}\b", text) is not None
+
+
+def _sub(text: str, name: str, value: str) -> str:
+    return re.sub(rf"\b{re.escape(name)}\b", f"({value})", text)
+
+
+def _subscripts(subs: str) -> list[str]:
+    return [s.strip() for s in subs[1:-1].split("][")]
+
+
+def _bare(x: str) -> str:
+    return x.replace("(", "").replace(")", "").replace(" ", "")
+
+
+def _stride_one(ref: str, it: str) -> bool | None:
+    """True when `it` indexes only the last subscript of array reference `ref`, as exactly `it`; None when
+    `it` does not occur; False otherwise (strided)."""
+    m = _REF.fullmatch(ref)
+    subs = _subscripts(m.group(2))
+    if not any(_uses(it, s) for s in subs):
+        return None
+    return _bare(subs[-1]) == it and not any(_uses(it, s) for s in subs[:-1])
+
+
+def _vectorizable(rhs: str, it: str) -> bool:
+    """Every array reference in `rhs` that uses `it` walks it with stride 1; `it` occurs nowhere else."""
+    refs = [m.group(0) for m in _REF.finditer(rhs)]
+    if any(_stride_one(r, it) is False for r in refs):
+        return False
+    return not _uses(it, _REF.sub("", rhs))
+
+
+@dataclass
+class _Loop:
+    it: str
+    lo: str  # C expression of the first iteration
+    hi: str  # C expression of the last iteration (inclusive)
+
+
+@dataclass
+class Nest:
+    """A matched nest: loops P (None for a 2-deep nest), Q, R; the statement call; target/rhs over the AST's
+    iterators; `dot`: R is the vector loop (else Q)."""
+
+    p: _Loop | None
+    q: _Loop
+    r: _Loop
+    call: str
+    target: str
+    rhs: str
+    dot: bool
+
+
+def _loop(node) -> _Loop | None:
+    from .codegen import _upper_bound
+    if node.get_type() != isl.ast_node_type.for_ or node.for_is_degenerate():
+        return None
+    inc = node.for_get_inc()
+    if inc.get_type() != isl.ast_expr_type.int or inc.get_val().to_python() != 1:
+        return None
+    ub = _upper_bound(node)
+    if ub is None:
+        return None
+    hi = f"({ub[1]}) - 1" if ub[0] == "<" else ub[1]
+    return _Loop(node.for_get_iterator().get_id().get_name(), node.for_get_init().to_C_str(), hi)
+
+
+def match(node, stmts: dict, dtype: str) -> Nest | None:
+    """The nest under `node` when it can be register-tiled, else None."""
+    from .codegen import _reduction, _subst
+    loops, cur = [], node
+    while cur.get_type() == isl.ast_node_type.for_ and len(loops) < 3:
+        lp = _loop(cur)
+        if lp is None:
+            return None
+        loops.append(lp)
+        cur = cur.for_get_body()
+    if cur.get_type() != isl.ast_node_type.user or len(loops) < 2:
+        return None
+    call = cur.user_get_expr()
+    st = stmts.get(call.get_op_arg(0).get_id().get_name())
+    red = _reduction(st) if st else None
+    if red is None or red[2] != "+" or not red[1].startswith("acc + "):
+        return None
+    args = [call.get_op_arg(k).to_C_str() for k in range(1, call.get_op_n_arg())]
+    target, rhs = _subst(red[0], st.iters, args), _subst(red[1][len("acc + "):], st.iters, args)
+    if _CALL.search(rhs) or (dtype == "float" and _BARE_DOUBLE.search(rhs)):
+        return None  # no vector forms of calls; a double literal would not broadcast to float lanes
+    its = [lp.it for lp in loops]
+    reduce = [lp for lp in loops if not _uses(lp.it, target)]
+    if len(reduce) != 1:
+        return None
+    r = reduce[0]
+    others = [lp for lp in loops if lp is not r]
+    tref = _REF.fullmatch(target)
+    if tref is None:
+        return None
+    last = _bare(_subscripts(tref.group(2))[-1])
+    q = next((lp for lp in others if lp.it == last and _stride_one(target, lp.it)), None)
+    dot = q is None or not _vectorizable(rhs, q.it)
+    if dot:
+        if not _vectorizable(rhs, r.it):
+            return None
+        q = others[-1]
+    p = next((lp for lp in others if lp is not q), None)
+    # the block order is P, Q, R: each loop's bounds may use only the loops before it in that order
+    for lp, banned in ((p, [q, r]), (q, [r]), (r, [p, q])):
+        if lp is not None and any(b is not None and (_uses(b.it, lp.lo) or _uses(b.it, lp.hi))
+                                  for b in banned):
+            return None
+    # every loop of the nest is written to the target except R; none of its iterators may leak elsewhere
+    if any(_uses(it, target) for it in its if it not in {x.it for x in others}):
+        return None
+    return Nest(p, q, r, call.to_C_str(), target, rhs, dot)
+
+
+def emit(nest: Nest, dtype: str, rows: int, cols: int, pad: str) -> list[str]:
+    """C lines of the blocked nest (UP = rows when P exists, UQ = cols vectors or elements)."""
+    w = VECTOR_BYTES // (8 if dtype == "double" else 4)
+    v = "msgx_vd" if dtype == "double" else "msgx_vf"
+    up = rows if nest.p else 1
+    cols = cols if nest.p else rows * cols  # no rows to unroll: as many independent sums, all columns
+    p, q, r = nest.p, nest.q, nest.r
+    step_q = cols * w if not nest.dot else cols
+    out: list[str] = []
+
+    def at_row(text: str, a: int) -> str:
+        return _sub(text, p.it, f"msgx_p + {a}") if p else text
+
+    def q_col(b: int) -> str:
+        return f"msgx_q0 + {b * w}" if not nest.dot else f"msgx_q0 + {b}"
+
+    def vec_refs(text: str, it: str, at: str) -> str:
+        """References that use `it` (stride 1) become vector loads at `it` = `at`."""
+        def one(m):
+            ref = m.group(0)
+            return f"msgx_ld_{v}(&{_sub(ref, it, at)})" if _stride_one(ref, it) else ref
+        return _REF.sub(one, text)
+
+    accs = [[f"msgx_acc{a}_{b}" for b in range(cols)] for a in range(up)]
+    blk: list[str] = []
+    if not nest.dot:
+        for a in range(up):
+            for b in range(cols):
+                tgt = at_row(_sub(nest.target, q.it, q_col(b)), a)
+                blk.append(f"{v} {accs[a][b]} = msgx_ld_{v}(&{tgt});")
+        blk.append(f"for (long {r.it} = {r.lo}; {r.it} <= {r.hi}; {r.it} += 1) {{")
+        for a in range(up):
+            for b in range(cols):
+                term = at_row(vec_refs(nest.rhs, q.it, q_col(b)), a)
+                blk.append(f"  {accs[a][b]} = {accs[a][b]} + ({term});")
+        blk.append("}")
+        for a in range(up):
+            for b in range(cols):
+                tgt = at_row(_sub(nest.target, q.it, q_col(b)), a)
+                blk.append(f"msgx_st_{v}(&{tgt}, {accs[a][b]});")
+    else:
+        blk += [f"{v} {accs[a][b]} = {{0}};" for a in range(up) for b in range(cols)]
+        blk.append(f"long {r.it} = {r.lo};")
+        blk.append(f"for (; {r.it} + {w - 1} <= {r.hi}; {r.it} += {w}) {{")
+        for a in range(up):
+            for b in range(cols):
+                term = at_row(_sub(vec_refs(nest.rhs, r.it, r.it), q.it, q_col(b)), a)
+                blk.append(f"  {accs[a][b]} = {accs[a][b]} + ({term});")
+        blk.append("}")
+        sums = [[f"msgx_s{a}_{b}" for b in range(cols)] for a in range(up)]
+        blk += [f"{dtype} {sums[a][b]} = msgx_hsum_{v}({accs[a][b]});"
+                for a in range(up) for b in range(cols)]
+        blk.append(f"for (; {r.it} <= {r.hi}; {r.it} += 1) {{")
+        for a in range(up):
+            for b in range(cols):
+                blk.append(f"  {sums[a][b]} = {sums[a][b]} + ({at_row(_sub(nest.rhs, q.it, q_col(b)), a)});")
+        blk.append("}")
+        for a in range(up):
+            for b in range(cols):
+                tgt = at_row(_sub(nest.target, q.it, q_col(b)), a)
+                blk.append(f"{tgt} = {tgt} + {sums[a][b]};")
+
+    # the scalar statement for one row's columns outside [msgx_qlo, msgx_q0)
+    if not nest.dot:  # R outside, the columns inside (stride 1, vectorised by the compiler)
+        rest = [f"for (long {r.it} = {r.lo}; {r.it} <= {r.hi}; {r.it} += 1) {{",
+                "  #pragma omp simd",
+                f"  for (long {q.it} = {q.lo}; {q.it} <= min({q.hi}, msgx_qlo - 1); {q.it} += 1) "
+                f"{nest.call};",
+                "  #pragma omp simd",
+                f"  for (long {q.it} = max({q.lo}, msgx_q0); {q.it} <= {q.hi}; {q.it} += 1) {nest.call};",
+                "}"]
+    else:  # each column's sum over R in a local
+        red = f"{{ {dtype} acc = {nest.target}; " \
+              f"for (long {r.it} = {r.lo}; {r.it} <= {r.hi}; {r.it} += 1) acc = acc + ({nest.rhs}); " \
+              f"{nest.target} = acc; }}"
+        rest = [f"for (long {q.it} = {q.lo}; {q.it} <= min({q.hi}, msgx_qlo - 1); {q.it} += 1) {red}",
+                f"for (long {q.it} = max({q.lo}, msgx_q0); {q.it} <= {q.hi}; {q.it} += 1) {red}"]
+
+    def bound(expr: str, op: str) -> str:
+        terms = [at_row(expr, a) for a in range(up)]
+        out_ = terms[0]
+        for t in terms[1:]:
+            out_ = f"{op}({out_}, {t})"
+        return out_
+
+    out.append("{")
+    if p:
+        out.append(f"  for (long msgx_p = {p.lo}; msgx_p <= {p.hi}; msgx_p += {up}) {{")
+        out.append(f"    long msgx_qlo = {FAR}, msgx_q0 = {FAR};")
+        out.append(f"    if (msgx_p + {up - 1} <= {p.hi}) {{")
+        ind = "      "
+    else:
+        out.append(f"  {{ long msgx_qlo, msgx_q0;")
+        out.append("    {")
+        ind = "      "
+    out.append(f"{ind}msgx_qlo = {bound(q.lo, 'max')};")
+    out.append(f"{ind}const long msgx_qhi = {bound(q.hi, 'min')};")
+    out.append(f"{ind}for (msgx_q0 = msgx_qlo; msgx_q0 + {step_q - 1} <= msgx_qhi; msgx_q0 += {step_q}) {{")
+    out += [f"{ind}  {x}" for x in blk]
+    out.append(f"{ind}}}")
+    out.append("    }")
+    if p:
+        out.append(f"    for (long msgx_a = 0; msgx_a < {up} && msgx_p + msgx_a <= {p.hi}; msgx_a++) {{")
+        out.append(f"      const long {p.it} = msgx_p + msgx_a;")
+        out += [f"      {x}" for x in rest]
+        out.append("    }")
+    else:
+        out += [f"    {x}" for x in rest]
+    out.append("  }")
+    out.append("}")
+    return [pad + x for x in out]
+
+
+PRELUDE = f"""/* register tiling (regtile.py): unaligned vector loads/stores and a horizontal sum */
+typedef double msgx_vd __attribute__((vector_size({VECTOR_BYTES})));
+typedef float msgx_vf __attribute__((vector_size({VECTOR_BYTES})));
+static inline __attribute__((always_inline)) msgx_vd msgx_ld_msgx_vd(const double *p) {{
+  msgx_vd v; __builtin_memcpy(&v, p, sizeof v); return v; }}
+static inline __attribute__((always_inline)) msgx_vf msgx_ld_msgx_vf(const float *p) {{
+  msgx_vf v; __builtin_memcpy(&v, p, sizeof v); return v; }}
+static inline __attribute__((always_inline)) void msgx_st_msgx_vd(double *p, msgx_vd v) {{
+  __builtin_memcpy(p, &v, sizeof v); }}
+static inline __attribute__((always_inline)) void msgx_st_msgx_vf(float *p, msgx_vf v) {{
+  __builtin_memcpy(p, &v, sizeof v); }}
+static inline __attribute__((always_inline)) double msgx_hsum_msgx_vd(msgx_vd v) {{
+  double s = 0.0; for (int k = 0; k < (int)(sizeof v / sizeof s); k++) s += v[k]; return s; }}
+static inline __attribute__((always_inline)) float msgx_hsum_msgx_vf(msgx_vf v) {{
+  float s = 0.0f; for (int k = 0; k < (int)(sizeof v / sizeof s); k++) s += v[k]; return s; }}
+"""
