@@ -71,10 +71,10 @@ class _NeverRaised(Exception):
 
 @functools.lru_cache(maxsize=None)
 def _signature(n: int):
-    """(a0, ..., a{n-1}) -> (a0.shape, a0.dtype, ...): a kernel's cache key, as one generated expression
+    """(a0, ..., a{n-1}) -> ((a0.shape, a0.dtype), ...): a kernel's cache key, as one generated expression
     (a generator over the arrays cost a microsecond per call, a real share of a small kernel's time)."""
     names = [f"a{i}" for i in range(n)]
-    return eval(f"lambda {', '.join(names)}: ({''.join(f'{a}.shape, {a}.dtype, ' for a in names)})")
+    return eval(f"lambda {', '.join(names)}: ({''.join(f'({a}.shape, {a}.dtype), ' for a in names)})")
 
 
 def _shape_inputs(body) -> set[int]:

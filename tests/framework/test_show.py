@@ -74,7 +74,7 @@ def test_o1_html_renders_every_cluster_in_chromium(o1_session, tmp_path):
     probe = json.loads(html.unescape(re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout, re.S).group(1)))
     boxes = probe["boxes"]
     assert probe["shown"] == [f"k{clicked}"]  # the link target's details, and only those, are displayed
-    assert len(fused) == 17 and len(boxes) == len(fused)
+    assert len(fused) == 11 and len(boxes) == len(fused)
     steps = {st.node.name: st.backend for st in o1_session._executor.steps}
     assert sorted(b["title"].split()[0] for b in boxes) == sorted(n.name for n in fused)
     shot = tmp_path / "graph.png"
