@@ -58,7 +58,8 @@ def cpu_count() -> int:
 
 
 def validate(program) -> dict:
-    """Validate a program without running it: {'ntiles', 'arena_bytes', 'n_instr'} or BytecodeError."""
+    """Validate a program without running it: {'ntiles', 'arena_bytes', 'n_instr', 'fused'} or BytecodeError
+    ('fused': instruction groups the VM runs as one kernel on this machine)."""
     if _mod is None:
         raise RuntimeError(f"the DVM C VM is unavailable: {_why}")
     try:

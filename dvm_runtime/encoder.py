@@ -806,7 +806,9 @@ class _Encoder:
             if cols > isa.MAX_TILE_ELEMS:
                 raise UnsupportedError(f"rows of {cols} elements exceed the tile limit")
             tc = max(cols, 1)
-            return max(1, min(rows, budget // tc, isa.MAX_TILE_ELEMS // tc)), tc
+            tr = max(1, min(rows, budget // tc, isa.MAX_TILE_ELEMS // tc))
+            # the VM reduces float rows four at a time (one row alone waits on each add's latency)
+            return (tr // 4 * 4 if 4 <= tr < rows else tr), tc
         if cols >= budget:   # row pieces: equal ones (a multiple of 64), not full ones and a short rest
             piece = -(-cols // -(-cols // budget))
             return 1, min(cols, (piece + 63) // 64 * 64)

@@ -223,8 +223,10 @@ static PyObject *py_validate(PyObject *self, PyObject *arg) {
     vm_prog_t prog;
     PyObject *result = NULL;
     if (decode(words, nw, &prog) == 0) {
-        result = Py_BuildValue("{s:L,s:n,s:i}", "ntiles", (long long)prog.ntiles, "arena_bytes",
-                               (Py_ssize_t)prog.arena_bytes, "n_instr", prog.n_ins);
+        int fused = 0;
+        for (int k = 0; k < prog.n_ins; k++) fused += prog.ins[k].fused != 0;
+        result = Py_BuildValue("{s:L,s:n,s:i,s:i}", "ntiles", (long long)prog.ntiles, "arena_bytes",
+                               (Py_ssize_t)prog.arena_bytes, "n_instr", prog.n_ins, "fused", fused);
         vm_prog_free(&prog);
     }
     free(owned);

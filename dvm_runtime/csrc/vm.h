@@ -13,7 +13,10 @@ typedef struct {
                             into the buffer instead of holding a copy */
     uint8_t stream;        /* STORE to a buffer too big to stay cached: non-temporal stores */
     uint8_t direct;        /* the result goes straight to the next instruction's STORE destination */
-    uint8_t skip;          /* a STORE whose value the previous instruction wrote in place */
+    uint8_t skip;          /* a STORE whose value the previous instruction wrote in place, or an
+                            instruction a fused one before it already ran */
+    uint8_t fused;         /* a VM_FUSE_* kind: SUB of a ROW that runs with the next two instructions as one
+                            row-pass kernel (vm_kernels.h) */
     uint8_t row_view;      /* LOAD_VIEW reading the same contiguous row for every tile row: the register
                             points at that one row (a "repeated row") instead of nr copies */
     uint8_t rep_a, rep_b;  /* BINARY sources that are repeated rows (read row by row) */
@@ -21,6 +24,13 @@ typedef struct {
                             read by an instruction that takes only packed registers), of expand_size bytes
                             per element */
     uint8_t expand_size;
+    uint8_t scalar;        /* a LOAD_VIEW reading one element for the whole tile (all strides 0), or a
+                            compute result of scalar sources: one element stands for every tile element */
+    uint8_t scal_a, scal_b;   /* plain BINARY sources that are scalars (read by the vs/sv kernels) */
+    uint8_t expand_scalar; /* bits 0-2: sources A, B, C to fill out to the whole tile first, of
+                            expand_scalar_size bytes per element */
+    uint8_t expand_scalar_size;
+    uint8_t rare;          /* expand, expand_scalar or fused is set: one test on the common path */
     uint16_t d, a, b, c;   /* D/A/B fields; c = SELECT's third register */
     int64_t off;           /* memory forms: view offset */
     int64_t s[4];          /* memory forms: strides s0..s3 in elements */

@@ -12,6 +12,7 @@
 typedef struct {
     const vm_prog_t *p;
     char *const *bufs;
+    vm_row_pass_fn row_pass[VM_FUSE_SCALE_SHIFT];   /* by VM_FUSE_* kind */
 } exec_ctx_t;
 
 static const int REG_SIZE[VM_NDT] = {0, 4, 4, 4, 8, 1};   /* register element size by compute dtype */
@@ -73,12 +74,19 @@ static void memory(const vm_prog_t *p, const vm_ins_t *in, char *const *bufs, ch
         else fn(reg, run, 1, t->nr * t->nc);
     } else if (in->op == DVM_OP_LOAD_ROW || in->op == DVM_OP_STORE_ROW) {
         for (int64_t i = 0; i < t->nr; i++) fn(reg + i * rsz, buf + row_base(in, t, i) * bsz, 1, 1);
+    } else if (in->scalar) {
+        rp[in->d] = buf + in->off * bsz;   /* the one element every tile element reads */
     } else if (in->row_view) {
         rp[in->d] = buf + (in->off + t->c0) * bsz;   /* the one row every tile row reads */
     } else {
         for (int64_t i = 0; i < t->nr; i++)
             fn(reg + i * t->nc * rsz, buf + row_base(in, t, i) * bsz, in->s[3], t->nc);
     }
+}
+
+/* Where a direct result goes: the contiguous destination of the STORE st that follows it. */
+static inline char *direct_dest(const vm_prog_t *p, const vm_ins_t *st, char *const *bufs, const tile_t *t) {
+    return bufs[st->d] + (st->off + t->r0 * p->cols + t->c0) * DVM_DTYPE_SIZE[st->dt];
 }
 
 /* Copies repeated-row sources out to nr packed rows in their arena slots (vm_decode chose which). */
@@ -89,6 +97,17 @@ static void expand_rows(const vm_prog_t *p, const vm_ins_t *in, char *regs, char
         if (!(in->expand >> j & 1)) continue;
         char *slot = regs + (size_t)src[j] * p->reg_stride;
         for (int64_t i = 0; i < t->nr; i++) memcpy(slot + i * row, rp[src[j]], row);
+        rp[src[j]] = slot;
+    }
+}
+
+/* Fills scalar sources out to the whole tile in their arena slots (vm_decode chose which). */
+static void expand_scalars(const vm_prog_t *p, const vm_ins_t *in, char *regs, char **rp, const tile_t *t) {
+    unsigned src[3] = {in->a, in->b, in->c};
+    for (int j = 0; j < 3; j++) {
+        if (!(in->expand_scalar >> j & 1)) continue;
+        char *slot = regs + (size_t)src[j] * p->reg_stride;
+        fill(slot, rp[src[j]], t->nr * t->nc, in->expand_scalar_size);
         rp[src[j]] = slot;
     }
 }
@@ -107,6 +126,12 @@ static void binary(const vm_ins_t *in, char *d, const char *a, const char *b, co
         if (!imm) k->vv(d, a, b, nr);
         else if (in->b) k->sv(d, a, b, nr);
         else k->vs(d, a, b, nr);
+        return;
+    }
+    if (!imm && (in->scal_a || in->scal_b)) {   /* a scalar source: one element for the whole tile */
+        int64_t n = in->scalar ? 1 : nr * nc;
+        if (in->scal_b) k->vs(d, a, b, n);
+        else k->sv(d, a, b, n);
         return;
     }
     if (in->rep_a || in->rep_b) {   /* a repeated row: the same nc elements for every row */
@@ -164,17 +189,46 @@ static void run_tile(void *ctx, int tid, void *arena, int64_t tile) {
     t.d0 = idx;
     t.d1 = idx + p->tr;
     t.d2 = idx + 2 * p->tr;
+    tile_t one = t;
+    one.nr = one.nc = 1;
     int have_idx = 0;
     for (int k = 0; k < p->n_ins; k++) {
         const vm_ins_t *in = &p->ins[k];
         if (in->skip) continue;
-        if (in->expand) expand_rows(p, in, regs, rp, &t);
-        int64_t n = (in->flags & DVM_F_ROW) ? t.nr : t.nr * t.nc;
-        char *d = regs + (size_t)in->d * p->reg_stride, *a = rp[in->a];
-        if (in->direct) {   /* the next instruction's STORE destination, as memory() computes it */
-            const vm_ins_t *st = in + 1;
-            d = ex->bufs[st->d] + (st->off + t.r0 * p->cols + t.c0) * DVM_DTYPE_SIZE[st->dt];
+        char *a = rp[in->a];
+        if (in->rare) {
+            if (in->expand) expand_rows(p, in, regs, rp, &t);
+            if (in->expand_scalar) expand_scalars(p, in, regs, rp, &t);
+            a = rp[in->a];
+            if (in->fused == VM_FUSE_SCALE_SHIFT) {   /* MUL, LOAD_VIEW, MUL, LOAD_VIEW, ADD (vm_decode checked) */
+                const vm_ins_t *l1 = in + 1, *m2 = in + 2, *l2 = in + 3, *m3 = in + 4;
+                const char *row = rp[in->b];
+                memory(p, l1, ex->bufs, regs, rp, &t);   /* row views: they only set rp */
+                memory(p, l2, ex->bufs, regs, rp, &t);
+                char *out = m3->direct ? direct_dest(p, m3 + 1, ex->bufs, &t)
+                                       : regs + (size_t)m3->d * p->reg_stride;
+                vm_scale_shift((float *)out, (const float *)a, (const float *)row, (const float *)rp[m2->b],
+                               (const float *)rp[m3->b], t.nr, t.nc);
+                rp[m3->d] = out;
+                continue;
+            }
+            if (in->fused) {   /* SUB, then EXP or a square, then RSUM (vm_decode checked the pattern) */
+                const vm_ins_t *m = in + 1, *r = in + 2;
+                unsigned kept = in->fused == VM_FUSE_SUB_EXP_RSUM ? m->d : in->d;
+                char *kd = regs + (size_t)kept * p->reg_stride, *rd = regs + (size_t)r->d * p->reg_stride;
+                float *sums = (float *)((char *)arena + p->out_offset);
+                ex->row_pass[in->fused]((float *)kd, sums, (const float *)a, (const float *)rp[in->b], t.nr,
+                                        t.nc);
+                memcpy(rd, sums, (size_t)t.nr * sizeof(float));
+                rp[kept] = kd;
+                rp[r->d] = rd;
+                continue;
+            }
         }
+        const tile_t *tt = in->scalar ? &one : &t;   /* a scalar result: one element */
+        int64_t n = in->scalar ? 1 : (in->flags & DVM_F_ROW) ? t.nr : t.nr * t.nc;
+        char *d = regs + (size_t)in->d * p->reg_stride;
+        if (in->direct) d = direct_dest(p, in + 1, ex->bufs, &t);
         char *dreal = d;
         if (in->via_tmp) d = (char *)arena + p->out_offset;
         switch (in->form) {
@@ -216,12 +270,12 @@ static void run_tile(void *ctx, int tid, void *arena, int64_t tile) {
             vm_cast[in->dt][in->b](d, a, n);
             break;
         case DVM_FORM_BINARY:
-            binary(in, d, a, rp[in->b], &t, 0);
+            binary(in, d, a, rp[in->b], tt, 0);
             break;
         case DVM_FORM_BINARY_IMM: {
             uint64_t v;
             imm_scalar(in->imm, in->dt, &v);
-            binary(in, d, a, (const char *)&v, &t, 1);
+            binary(in, d, a, (const char *)&v, tt, 1);
             break;
         }
         case DVM_FORM_SELECT:
@@ -236,11 +290,16 @@ static void run_tile(void *ctx, int tid, void *arena, int64_t tile) {
     }
 }
 
+#define VM_CLAIM_ELEMS ((int64_t)1 << 16)
+
 int vm_execute(const vm_prog_t *p, char *const *bufs, int nthreads) {
     if (p->rows * p->cols == 0) return VM_OK;
     /* waking threads costs microseconds: small programs run on the caller's thread alone */
     int64_t per_thread = 16384, want = (p->rows * p->cols + per_thread - 1) / per_thread;
     if (nthreads > want) nthreads = (int)want;
-    exec_ctx_t ctx = {p, bufs};
-    return vm_parallel_for(nthreads, p->ntiles, p->arena_bytes, run_tile, &ctx) ? VM_NOMEM : VM_OK;
+    exec_ctx_t ctx = {p, bufs, {0, vm_row_pass(VM_FUSE_SUB_EXP_RSUM), vm_row_pass(VM_FUSE_SUB_SQUARE_RSUM)}};
+    /* A thread claims tiles of up to VM_CLAIM_ELEMS elements at a time: one tile each made the two threads'
+     * tiles alternate, and prefetchers following those gapped streams halved the memory bandwidth. */
+    int64_t tile = p->tr * p->tc, chunk = (VM_CLAIM_ELEMS + tile - 1) / tile;
+    return vm_parallel_for(nthreads, p->ntiles, chunk, p->arena_bytes, run_tile, &ctx) ? VM_NOMEM : VM_OK;
 }

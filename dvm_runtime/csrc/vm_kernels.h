@@ -22,6 +22,20 @@ extern vm_red_fn vm_reduce[DVM_N_OPCODES][VM_NDT];
 extern vm_sel_fn vm_select[9];                            /* by element size 1, 4, 8 */
 extern vm_mem_fn vm_load[VM_NDT], vm_store[VM_NDT];       /* by buffer dtype */
 
+/* Row passes: three instructions over a tile as one kernel with the same bits. d = a - row[i] (a ROW operand),
+ * then EXP of it (SUB_EXP_RSUM, kept in d instead) or a square (SUB_SQUARE_RSUM, d keeps the difference);
+ * sums[i] = the RSUM of row i of the EXP or square. NULL where the machine has no AVX-512 (the three
+ * instructions then run one by one). */
+enum { VM_FUSE_NONE, VM_FUSE_SUB_EXP_RSUM, VM_FUSE_SUB_SQUARE_RSUM, VM_FUSE_SCALE_SHIFT };
+typedef void (*vm_row_pass_fn)(float *d, float *sums, const float *a, const float *row, int64_t nr, int64_t nc);
+vm_row_pass_fn vm_row_pass(int kind);
+
+/* d = ((a * row[i]) * scale[j]) + shift[j] over nr rows of nc: MUL by a ROW operand, MUL and ADD of repeated
+ * rows (LayerNorm's affine end) in one pass, with the three instructions' roundings. */
+typedef void (*vm_scale_shift_fn)(float *d, const float *a, const float *row, const float *scale,
+                                  const float *shift, int64_t nr, int64_t nc);
+extern vm_scale_shift_fn vm_scale_shift;
+
 /* Every (opcode, dtype) the ISA allows has a kernel; returns the first missing one as op*16+dt, or -1. */
 int vm_kernels_missing(void);
 #endif

@@ -1,5 +1,5 @@
 /* Thread pool for the DVM VM. Workers sleep on a condition variable between jobs; the caller thread works
- * as thread 0. A second concurrent caller (another Python thread, GIL released) does not wait for the pool:
+ * as thread 0 and waits at the end only for the workers that joined. A second concurrent caller (another Python thread, GIL released) does not wait for the pool:
  * it runs its job alone with private arenas. After fork() the child starts with an empty pool. */
 #include "vm_pool.h"
 
@@ -12,7 +12,7 @@
 typedef struct {
     vm_tile_fn fn;
     void *ctx;
-    int64_t ntiles;
+    int64_t ntiles, chunk;
     int nthreads;
     _Atomic int64_t next;
 } job_t;
@@ -22,17 +22,24 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER, done_cv = PTHREAD_COND_INITIALIZER;
 static int nworkers;                 /* started workers: tids 1..nworkers */
 static uint64_t generation;
-static int pending;                  /* workers of the current job not finished yet */
+static int active;                   /* workers running tiles of the current job */
 static job_t *cur;
 static uint64_t start_gen[VM_MAX_THREADS];   /* generation a worker was created in: jobs after it are its */
 static void *arenas[VM_MAX_THREADS];
 static size_t arena_size[VM_MAX_THREADS];
 
+/* Claims of `chunk` tiles while many are left, shrinking towards one tile at the end (guided), so a thread
+ * that loses its core in the middle of a claim holds up little. */
 static void run_tiles(job_t *job, int tid, void *arena) {
     for (;;) {
-        int64_t t = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
-        if (t >= job->ntiles) break;
-        job->fn(job->ctx, tid, arena, t);
+        int64_t t = atomic_load_explicit(&job->next, memory_order_relaxed), n;
+        do {
+            if (t >= job->ntiles) return;
+            int64_t share = (job->ntiles - t) / (2 * job->nthreads);
+            n = share < 1 ? 1 : share < job->chunk ? share : job->chunk;
+        } while (!atomic_compare_exchange_weak_explicit(&job->next, &t, t + n, memory_order_relaxed,
+                                                        memory_order_relaxed));
+        for (int64_t end = t + n; t < end; t++) job->fn(job->ctx, tid, arena, t);
     }
 }
 
@@ -44,11 +51,12 @@ static void *worker(void *arg) {
         while (generation == seen) pthread_cond_wait(&wake, &mu);
         seen = generation;
         job_t *job = cur;
-        if (job == NULL || tid >= job->nthreads) continue;
+        if (job == NULL || tid >= job->nthreads) continue;   /* woke after its job ended: nothing to do */
+        active++;
         pthread_mutex_unlock(&mu);
         run_tiles(job, tid, arenas[tid]);
         pthread_mutex_lock(&mu);
-        if (--pending == 0) pthread_cond_signal(&done_cv);
+        if (--active == 0) pthread_cond_signal(&done_cv);
     }
     return NULL;
 }
@@ -73,7 +81,7 @@ static void child_after_fork(void) {
     pthread_cond_init(&wake, NULL);
     pthread_cond_init(&done_cv, NULL);
     nworkers = 0;
-    pending = 0;
+    active = 0;
     cur = NULL;
 }
 
@@ -84,13 +92,13 @@ static int run_private(int64_t ntiles, size_t arena_bytes, vm_tile_fn fn, void *
     void *arena = NULL;
     size_t have = 0;
     if (!grow(&arena, &have, arena_bytes)) return -1;
-    job_t job = {fn, ctx, ntiles, 1, 0};
+    job_t job = {fn, ctx, ntiles, ntiles, 1, 0};
     run_tiles(&job, 0, arena);
     free(arena);
     return 0;
 }
 
-int vm_parallel_for(int nthreads, int64_t ntiles, size_t arena_bytes, vm_tile_fn fn, void *ctx) {
+int vm_parallel_for(int nthreads, int64_t ntiles, int64_t chunk, size_t arena_bytes, vm_tile_fn fn, void *ctx) {
     pthread_once(&once, init_once);
     if (ntiles <= 0) return 0;
     if (nthreads < 1) nthreads = 1;
@@ -113,19 +121,22 @@ int vm_parallel_for(int nthreads, int64_t ntiles, size_t arena_bytes, vm_tile_fn
         nworkers++;
     }
     if (nthreads > nworkers + 1) nthreads = nworkers + 1;   /* could not start all: use what we have */
-    job_t job = {fn, ctx, ntiles, nthreads, 0};
+    if (chunk < 1) chunk = 1;
+    job_t job = {fn, ctx, ntiles, chunk, nthreads, 0};
     if (nthreads > 1) {
         cur = &job;
-        pending = nthreads - 1;
         generation++;
         pthread_cond_broadcast(&wake);
     }
     pthread_mutex_unlock(&mu);
     run_tiles(&job, 0, arenas[0]);
     if (nthreads > 1) {
+        /* wait for the workers that joined only: one whose core was busy and that has not woken yet
+         * finds no job when it does (waiting for it cost up to a scheduler tick per call on a shared
+         * machine) */
         pthread_mutex_lock(&mu);
-        while (pending > 0) pthread_cond_wait(&done_cv, &mu);
         cur = NULL;
+        while (active > 0) pthread_cond_wait(&done_cv, &mu);
         pthread_mutex_unlock(&mu);
     }
 out:

@@ -8,9 +8,10 @@
 
 /* Runs fn(ctx, tid, arena, tile) for every tile in [0, ntiles); tid < nthreads, each with its own 64-byte
  * aligned arena of arena_bytes. Returns 0, or -1 when memory for the arenas or threads ran out. Tiles are
- * handed out dynamically, so fn must not depend on which thread runs which tile. */
+ * handed out dynamically, up to `chunk` consecutive ones at a time (a thread then streams through contiguous
+ * memory, which the hardware prefetchers follow), so fn must not depend on which thread runs which tile. */
 typedef void (*vm_tile_fn)(void *ctx, int tid, void *arena, int64_t tile);
-int vm_parallel_for(int nthreads, int64_t ntiles, size_t arena_bytes, vm_tile_fn fn, void *ctx);
+int vm_parallel_for(int nthreads, int64_t ntiles, int64_t chunk, size_t arena_bytes, vm_tile_fn fn, void *ctx);
 
 int vm_cpu_count(void);
 #endif

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "vm.h"
+#include "vm_kernels.h"
 
 #define FULL 0
 #define ROW 1
@@ -164,6 +165,8 @@ static int memory_ins(vm_prog_t *p, reg_state_t *rs, int idx, vm_ins_t *in, cons
         in->alias = in->op == DVM_OP_LOAD && same_layout && p->buf_role[buf] == DVM_ROLE_INPUT;
         in->row_view = in->op == DVM_OP_LOAD_VIEW && same_layout && p->buf_role[buf] == DVM_ROLE_INPUT &&
                        in->s[0] == 0 && in->s[1] == 0 && in->s[2] == 0 && in->s[3] == 1;
+        in->scalar = in->op == DVM_OP_LOAD_VIEW && same_layout && p->buf_role[buf] == DVM_ROLE_INPUT &&
+                     in->s[0] == 0 && in->s[1] == 0 && in->s[2] == 0 && in->s[3] == 0;
         return VM_OK;
     }
     in->stream = in->op == DVM_OP_STORE && same_layout &&
@@ -265,9 +268,9 @@ static int writes_reg(const vm_ins_t *in, unsigned r) {
     return in->op != DVM_OP_END && !store && in->d == r;
 }
 
-/* A FULL compute result that only the next instruction, a cached contiguous STORE of a same-layout
- * dtype, reads (nothing after it reads the register before writing it again) is computed straight into
- * the store's destination: one pass over the tile fewer. */
+/* A FULL compute result whose next instruction is a cached contiguous STORE of a same-layout dtype is
+ * computed straight into the store's destination: one pass over the tile fewer. Later readers of the
+ * register read it there (run_tile points the register at the destination), still in cache. */
 static void direct_stores(vm_prog_t *p) {
     for (int k = 1; k < p->n_ins; k++) {
         vm_ins_t *st = &p->ins[k], *pr = &p->ins[k - 1];
@@ -275,15 +278,72 @@ static void direct_stores(vm_prog_t *p) {
         int compute = pr->form == DVM_FORM_CONST || pr->form == DVM_FORM_UNARY || pr->form == DVM_FORM_CAST ||
                       pr->form == DVM_FORM_BINARY || pr->form == DVM_FORM_BINARY_IMM ||
                       pr->form == DVM_FORM_SELECT;
-        if (st->op != DVM_OP_STORE || st->stream || !same_layout || !compute || pr->d != st->a ||
-            pr->via_tmp || (pr->flags & DVM_F_ROW))
+        if (st->op == DVM_OP_STORE && !st->stream && same_layout && compute && pr->d == st->a &&
+            !pr->via_tmp && !(pr->flags & DVM_F_ROW))
+            pr->direct = st->skip = 1;
+    }
+}
+
+static int read_before_written(const vm_prog_t *p, int from, unsigned r) {
+    for (int m = from; m < p->n_ins; m++) {
+        if (reads_reg(&p->ins[m], r)) return 1;
+        if (writes_reg(&p->ins[m], r)) return 0;
+    }
+    return 0;
+}
+
+/* Whether an instruction reads or makes a scalar register (the fused kernels take packed registers only). */
+static int broadcast(const vm_ins_t *in) {
+    return in->scalar || in->scal_a || in->scal_b || in->expand_scalar;
+}
+
+/* SUB (FULL minus ROW), then EXP of its result or its square (MUL of it by itself), then RSUM of that: one
+ * pass over the tile instead of three (softmax's middle, LayerNorm's variance). The value the pass does not
+ * keep (SUB's result beside an EXP, the square) must be dead after the RSUM. The kernel runs rows last to
+ * first, so the kept value may overwrite the ROW register; run_tile copies the sums in afterwards. */
+static void fuse_row_passes(vm_prog_t *p) {
+    for (int k = 0; k + 2 < p->n_ins; k++) {
+        vm_ins_t *s = &p->ins[k], *m = s + 1, *r = s + 2;
+        int plain = !s->expand && !s->via_tmp && !s->direct && !m->expand && !m->via_tmp && !m->direct &&
+                    !r->expand && !r->via_tmp && !broadcast(s) && !broadcast(m) && !broadcast(r);
+        if (!plain || s->op != DVM_OP_SUB || s->dt != DVM_DT_F32 || s->flags != DVM_F_B_ROW ||
+            m->dt != DVM_DT_F32 || m->flags || m->a != s->d || r->op != DVM_OP_RSUM || r->dt != DVM_DT_F32 ||
+            r->a != m->d)
             continue;
-        int read_later = 0;
-        for (int m = k + 1; m < p->n_ins && !read_later; m++) {
-            read_later = reads_reg(&p->ins[m], st->a);
-            if (writes_reg(&p->ins[m], st->a)) break;
-        }
-        if (!read_later) pr->direct = st->skip = 1;
+        int kind = m->op == DVM_OP_EXP ? VM_FUSE_SUB_EXP_RSUM
+                   : (m->op == DVM_OP_MUL && m->b == s->d && m->d != s->d) ? VM_FUSE_SUB_SQUARE_RSUM : 0;
+        unsigned dropped = kind == VM_FUSE_SUB_EXP_RSUM ? s->d : m->d;
+        if (!kind || !vm_row_pass(kind) ||
+            (dropped != (kind == VM_FUSE_SUB_EXP_RSUM ? m->d : s->d) && dropped != r->d &&
+             read_before_written(p, k + 3, dropped)))
+            continue;
+        s->fused = (uint8_t)kind;
+        m->skip = r->skip = 1;
+        k += 2;
+    }
+}
+
+/* MUL by a ROW, then MUL and ADD of rows that every tile row reads, each LOAD_VIEW of one right before its
+ * use (LayerNorm's scale and shift): one pass instead of three; the two products must be dead after it. */
+static void fuse_scale_shift(vm_prog_t *p) {
+    for (int k = 0; k + 4 < p->n_ins; k++) {
+        vm_ins_t *m1 = &p->ins[k], *l1 = m1 + 1, *m2 = m1 + 2, *l2 = m1 + 3, *m3 = m1 + 4;
+        int plain = !m1->fused && !m1->skip && !m1->expand && !m1->via_tmp && !m1->direct && !m2->expand &&
+                    !m2->via_tmp && !m2->direct && !m3->expand && !m3->via_tmp && !broadcast(m1) &&
+                    !broadcast(m2) && !broadcast(m3);
+        int loads = l1->op == DVM_OP_LOAD_VIEW && l1->row_view && l1->dt == DVM_DT_F32 &&
+                    l2->op == DVM_OP_LOAD_VIEW && l2->row_view && l2->dt == DVM_DT_F32;
+        if (!plain || !loads || m1->op != DVM_OP_MUL || m1->dt != DVM_DT_F32 || m1->flags != DVM_F_B_ROW ||
+            m2->op != DVM_OP_MUL || m2->dt != DVM_DT_F32 || m2->flags || m2->a != m1->d || m2->b != l1->d ||
+            !m2->rep_b || m2->rep_a || m3->op != DVM_OP_ADD || m3->dt != DVM_DT_F32 || m3->flags ||
+            m3->a != m2->d || m3->b != l2->d || !m3->rep_b || m3->rep_a || l1->d == m1->d || l2->d == m2->d)
+            continue;
+        if ((m1->d != m2->d && read_before_written(p, k + 3, m1->d)) ||
+            (m2->d != m3->d && read_before_written(p, k + 5, m2->d)))
+            continue;
+        m1->fused = VM_FUSE_SCALE_SHIFT;
+        l1->skip = m2->skip = l2->skip = m3->skip = 1;
+        k += 4;
     }
 }
 
@@ -314,6 +374,56 @@ static int repeated_rows(vm_prog_t *p) {
         if (writes_reg(in, in->d)) rep[in->d] = in->row_view ? DVM_DTYPE_SIZE[in->dt] : 0;
     }
     free(rep);
+    return VM_OK;
+}
+
+/* Element size of a compute instruction's result. */
+static int result_size(const vm_ins_t *in) {
+    int op = in->form == DVM_FORM_BINARY_IMM ? in->op - DVM_IMM_DELTA : in->op;
+    int cmp = (in->form == DVM_FORM_BINARY || in->form == DVM_FORM_BINARY_IMM) && op >= DVM_OP_EQ &&
+              op <= DVM_OP_GE;
+    int test = in->form == DVM_FORM_UNARY && (op == DVM_OP_ISNAN || op == DVM_OP_ISINF);
+    return cmp || test ? 1 : REG_SIZE[in->dt];
+}
+
+/* Scalar registers, known statically like repeated rows: a LOAD_VIEW of one element for the whole tile (a
+ * 0-d input such as an optimizer's learning rate) points its register at that element; plain BINARY
+ * instructions read it through their vs/sv kernels, and a plain BINARY of two scalars, a BINARY_IMM or a
+ * UNARY of one computes one element (1 - beta once per tile, not once per element). Any other reader,
+ * or a result that goes straight to a STORE, first fills the register out to the whole tile. */
+static int scalar_registers(vm_prog_t *p) {
+    uint8_t *sc = calloc((size_t)p->n_regs, 1);   /* element size of a scalar register, else 0 */
+    if (!sc) return VM_NOMEM;
+    for (int k = 0; k < p->n_ins; k++) {
+        vm_ins_t *in = &p->ins[k];
+        int plain = !(in->flags & (DVM_F_ROW | DVM_F_A_ROW | DVM_F_B_ROW)) && !in->expand && !in->via_tmp;
+        int same = in->form != DVM_FORM_STORE && in->form != DVM_FORM_VIEW && in->form != DVM_FORM_LOAD &&
+                   in->form != DVM_FORM_END && result_size(in) == REG_SIZE[in->dt];
+        unsigned src[3] = {in->a, in->b, in->c};
+        int keep = 0;   /* bits of the scalar sources the instruction reads as they are */
+        if (plain && in->form == DVM_FORM_BINARY && !in->rep_a && !in->rep_b && (sc[in->a] || sc[in->b]) &&
+            !(in->direct && sc[in->a] && sc[in->b])) {
+            in->scal_a = sc[in->a] != 0;
+            in->scal_b = sc[in->b] != 0 && !(in->scal_a && !same);   /* a compare of two: B filled out */
+            in->scalar = in->scal_a && in->scal_b;
+            keep = in->scal_a | in->scal_b << 1;
+        } else if (plain && !in->direct && same && sc[in->a] &&
+                   (in->form == DVM_FORM_BINARY_IMM ||
+                    (in->form == DVM_FORM_UNARY && in->op != DVM_OP_BCAST_ROW))) {
+            in->scalar = 1;
+            keep = 1;
+        }
+        for (int j = 0; j < 3; j++)
+            if (!(keep >> j & 1) && src[j] < (unsigned)p->n_regs && reads_reg(in, src[j]) && sc[src[j]]) {
+                in->expand_scalar |= (uint8_t)(1 << j);
+                in->expand_scalar_size = sc[src[j]];
+                sc[src[j]] = 0;
+            }
+        if (writes_reg(in, in->d))
+            sc[in->d] = in->scalar ? (uint8_t)(in->form == DVM_FORM_VIEW ? DVM_DTYPE_SIZE[in->dt] : result_size(in))
+                                   : 0;
+    }
+    free(sc);
     return VM_OK;
 }
 
@@ -403,7 +513,10 @@ int vm_decode(const uint64_t *w, int64_t nw, vm_prog_t *p, char *err, size_t en)
     free(rs);
     p->n_ins = (int)n_instr;
     direct_stores(p);
-    if (repeated_rows(p) != VM_OK) { vm_prog_free(p); return VM_NOMEM; }
+    if (repeated_rows(p) != VM_OK || scalar_registers(p) != VM_OK) { vm_prog_free(p); return VM_NOMEM; }
+    fuse_row_passes(p);
+    fuse_scale_shift(p);
+    for (int k = 0; k < p->n_ins; k++) p->ins[k].rare = p->ins[k].expand || p->ins[k].expand_scalar || p->ins[k].fused;
     p->reg_stride = ((size_t)(p->tr * p->tc) * 8 + 63) & ~(size_t)63;
     /* registers a multiple of 4 KiB apart would put element i of every register at the same 4 KiB offset,
      * where loads wait on unrelated stores (4K aliasing); three cache lines more staggers them */

@@ -174,6 +174,126 @@ def test_softmax_and_layernorm_rows_in_place_registers():
     run_both(a.ins(O.STORE, F32, 0, 1, 2).code(), [x, np.zeros_like(x)])
 
 
+def _row_pass_program(kind, rows, cols, mov):
+    """softmax's middle (SUB of the row max, EXP in place over it, RSUM) or LayerNorm's variance (SUB of the
+    mean, square, RSUM); mov: a MOV before the RSUM, which keeps the VM from fusing the three."""
+    a = Asm([1, 1, rows, cols], (8, cols), [(F32, IN, rows * cols), (F32, OUT, rows * cols), (F32, OUT, rows)])
+    if kind == "exp":
+        a.ins(O.LOAD, F32, 0, 0, 0).ins(O.RMAX, F32, isa.F_ROW, 1, 0)
+        a.ins(O.SUB, F32, isa.F_B_ROW, 2, 0, 1).ins(O.EXP, F32, 0, 1, 2)
+        kept = 1
+    else:
+        a.ins(O.LOAD, F32, 0, 0, 0).ins(O.RSUM, F32, isa.F_ROW, 1, 0)
+        a.ins(O.MUL_IMM, F32, isa.F_ROW | isa.F_A_ROW, 1, 1, 0, isa.imm_bits(1 / cols, F32))
+        a.ins(O.SUB, F32, isa.F_B_ROW, 1, 0, 1).ins(O.MUL, F32, 0, 3, 1, 1)   # D of SUB over its ROW source
+        kept = 1
+    summed = 1 if kind == "exp" else 3
+    if mov:
+        a.ins(O.MOV, F32, 0, 4, summed)
+        summed = 4
+    a.ins(O.RSUM, F32, isa.F_ROW, 2, summed).ins(O.STORE_ROW, F32, 0, 2, 2, 0, 0, 0, 1, 0)
+    a.ins(O.RECIP, F32, isa.F_ROW | isa.F_A_ROW, 2, 2).ins(O.MUL, F32, isa.F_B_ROW, 0, kept, 2)
+    return a.ins(O.STORE, F32, 0, 1, 0).code()
+
+
+@pytest.mark.parametrize("kind", ["exp", "square"])
+@pytest.mark.parametrize("cols", [50, 61, 64, 7])
+def test_fused_row_passes_give_the_bits_of_the_three_instructions(kind, cols):
+    """SUB of a ROW, then EXP or a square, then RSUM, run as one kernel where the machine allows; the same
+    program with a MOV before the RSUM runs unfused: same bits, and the numpy VM agrees."""
+    rng = np.random.default_rng(3)
+    rows = 37
+    x = (rng.standard_normal(rows * cols) * 30).astype(np.float32)
+    k = min(SPECIAL.size, (x.size + 10) // 11)
+    x[:11 * k:11] = SPECIAL[:k]  # NaN, infinities, exp's overflow edges among the rows
+    with open("/proc/cpuinfo") as f:
+        avx512 = " avx512f" in f.read()
+    codes = [_row_pass_program(kind, rows, cols, mov) for mov in (False, True)]
+    assert [cvm.validate(c)["fused"] for c in codes] == [int(avx512), 0]
+    got = [[b.copy() for b in (x, np.zeros_like(x), np.zeros(rows, np.float32))] for _ in codes]
+    for code, bufs in zip(codes, got):
+        cvm.run(code, bufs, 2)
+    for fused, unfused in zip(got[0], got[1]):
+        np.testing.assert_array_equal(fused, unfused)
+    run_both(codes[0], got[0], exact=kind != "exp")
+
+
+def _layer_norm_program(rows, cols, mov, direct):
+    """LayerNorm with registers reused as the encoder reuses them (the scale's row view overwrites the
+    ROW of 1/std, the shift's the first product); mov: a MOV after the first product, which keeps the VM
+    from fusing the affine end; direct: the ADD's result goes straight to the output (no later reader)."""
+    bufs = [(F32, IN, rows * cols), (F32, IN, cols), (F32, IN, cols), (F32, OUT, rows * cols)]
+    a = Asm([1, 1, rows, cols], (8, cols), bufs)
+    a.ins(O.LOAD, F32, 0, 0, 0).ins(O.RSUM, F32, isa.F_ROW, 1, 0)
+    a.ins(O.MUL_IMM, F32, isa.F_ROW | isa.F_A_ROW, 2, 1, 0, isa.imm_bits(1 / cols, F32))
+    a.ins(O.SUB, F32, isa.F_B_ROW, 1, 0, 2).ins(O.MUL, F32, 0, 2, 1, 1).ins(O.RSUM, F32, isa.F_ROW, 0, 2)
+    a.ins(O.MUL_IMM, F32, isa.F_ROW | isa.F_A_ROW, 2, 0, 0, isa.imm_bits(1 / cols, F32))
+    a.ins(O.ADD_IMM, F32, isa.F_ROW | isa.F_A_ROW, 0, 2, 0, isa.imm_bits(1e-5, F32))
+    a.ins(O.RSQRT, F32, isa.F_ROW | isa.F_A_ROW, 0, 0)
+    a.ins(O.MUL, F32, isa.F_B_ROW, 2, 1, 0)
+    if mov:
+        a.ins(O.MOV, F32, 0, 2, 2)
+    a.ins(O.LOAD_VIEW, F32, 0, 0, 1, 0, 0, 0, 0, 0, 1).ins(O.MUL, F32, 0, 1, 2, 0)
+    a.ins(O.LOAD_VIEW, F32, 0, 2, 2, 0, 0, 0, 0, 0, 1).ins(O.ADD, F32, 0, 0, 1, 2)
+    if not direct:
+        a.ins(O.ADD, F32, 0, 1, 0, 0)   # a later reader of the result: the ADD writes its register
+    return a.ins(O.STORE, F32, 0, 3, 0).code()
+
+
+@pytest.mark.parametrize("direct", [True, False])
+@pytest.mark.parametrize("cols", [50, 64, 7])
+def test_fused_layer_norm_gives_the_bits_of_its_instructions(cols, direct):
+    """The variance (SUB, square, RSUM) and the affine end (MUL by 1/std, scale, shift) run as one kernel
+    each where the machine allows; the same program kept unfused by a MOV gives the same bits, and the
+    numpy VM the same."""
+    rng = np.random.default_rng(5)
+    rows = 37
+    bufs = [(rng.standard_normal(rows * cols) * 3 + 1).astype(np.float32),
+            rng.standard_normal(cols).astype(np.float32), rng.standard_normal(cols).astype(np.float32),
+            np.zeros(rows * cols, np.float32)]
+    with open("/proc/cpuinfo") as f:
+        avx512 = " avx512f" in f.read()
+    codes = [_layer_norm_program(rows, cols, mov, direct) for mov in (False, True)]
+    assert [cvm.validate(c)["fused"] for c in codes] == [1 + avx512, avx512]
+    got = [[b.copy() for b in bufs] for _ in codes]
+    for code, bs in zip(codes, got):
+        cvm.run(code, bs, 2)
+    np.testing.assert_array_equal(got[0][3], got[1][3])
+    run_both(codes[0], got[0])
+
+
+def test_scalar_views_and_their_results_match_the_numpy_vm():
+    """0-d inputs read through all-zero strides: the C VM keeps them (and results of scalars only) as one
+    element per tile; every kind of reader gets the right values (binary either side, immediate, unary,
+    compare of two scalars, select, a store of one, a result going straight to a store), in place too."""
+    rng = np.random.default_rng(6)
+    n, tile = 1000, 96
+    x = rng.standard_normal(n).astype(np.float32)
+    s0, s1 = np.array([0.25], np.float32), np.array([-3.0], np.float32)
+    bufs = [(F32, IN, n), (F32, IN, 1), (F32, IN, 1), (F32, OUT, n), (F32, OUT, n), (F32, OUT, n),
+            (BOOL, OUT, n), (F32, OUT, n)]
+    a = Asm([1, 1, 1, n], (1, tile), bufs)
+    a.ins(O.LOAD, F32, 0, 0, 0).ins(O.LOAD_VIEW, F32, 0, 1, 1).ins(O.LOAD_VIEW, F32, 0, 2, 2)
+    a.ins(O.SUB_IMM, F32, 0, 3, 1, 1, isa.imm_bits(1.0, F32))   # 1 - s0: one element
+    a.ins(O.MUL, F32, 0, 4, 3, 2)                                # scalar * scalar
+    a.ins(O.NEG, F32, 0, 4, 4)                                   # unary of a scalar, in place
+    a.ins(O.MUL, F32, 0, 5, 0, 4).ins(O.SUB, F32, 0, 5, 4, 5)    # full * scalar, scalar - full (D == B)
+    a.ins(O.STORE, F32, 0, 3, 5)
+    a.ins(O.ADD, F32, 0, 6, 1, 2).ins(O.STORE, F32, 0, 4, 6)     # two scalars straight to a store
+    a.ins(O.STORE, F32, 0, 5, 3)                                 # a store of a scalar register
+    a.ins(O.LT, F32, 0, 7, 1, 2).ins(O.LT, F32, 0, 8, 2, 0)      # compare of two scalars; scalar < full
+    a.ins(O.OR, BOOL, 0, 7, 7, 8).ins(O.STORE, BOOL, 0, 6, 7)
+    a.ins(O.SELECT, F32, 0, 9, 8, 1, 0).ins(O.STORE, F32, 0, 7, 9)   # SELECT(c, s0, x)
+    out = run_both(a.code(), [x, s0, s1] + [np.zeros(n, np.float32)] * 3 + [np.zeros(n, np.bool_),
+                                                                          np.zeros(n, np.float32)])
+    m = -((1 - s0) * s1)
+    np.testing.assert_array_equal(out[3], m - x * m)
+    np.testing.assert_array_equal(out[4], np.full(n, s0 + s1))
+    np.testing.assert_array_equal(out[5], np.full(n, 1 - s0))
+    np.testing.assert_array_equal(out[6], (s0 < s1) | (s1 < x))
+    np.testing.assert_array_equal(out[7], np.where(s1 < x, s0, x))
+
+
 def test_views_strides_broadcast_rows_and_partial_tiles():
     """Transposed, negative-stride and broadcast views over a 4-D space; ROW loads/stores; every tiling."""
     rng = np.random.default_rng(3)
