@@ -174,7 +174,8 @@ class InferenceSession:
             lazy = self._executor.stats
             self.stats.update(clusters=lazy["groups"], fused_ops=lazy["fused_ops"], lazy_fusion=lazy)
         for b in self._shape_fallback_backends:  # a backend may hand one shape of a kernel to the reference
-            self.stats["fallbacks"].update(b.shape_fallbacks)
+            if b.shape_fallbacks:
+                self.stats["fallbacks"].update(b.shape_fallbacks)
         if self.device == "gpu":  # device arrays stay on the device only for callers that fed device arrays
             from dvm_runtime.gpu.backend import to_host
             if not any(_on_device(a) for a in arrays):
