@@ -4,7 +4,8 @@ Each system gets the same sequence of (by default) 20 distinct lengths between 1
 order, as a server would see them. Phase 1 (serving): the system is set up (session creation / the
 torch.compile wrapper), then called once per new length; every first call is timed (it includes any
 per-shape compilation) and its output checked against ours. Phase 2 (steady state): for each length the
-harness times all systems side by side (interleaved rounds). One JSON line per length (the harness row
+harness times all systems side by side (interleaved rounds), after a second of untimed calls of every
+system (harness.settle). One JSON line per length (the harness row
 plus `meta.first_call_s`), then one summary line (case "summary", `meta.systems`: per system setup_s,
 total_s = setup + all first calls, max_first_call_s, max_new_shape_overhead_s = max(first call - steady
 median), steady_sum_s; and `meta.ratios_*`, ours / peer).
@@ -42,6 +43,7 @@ TC_DYNAMIC = "torch.compile(dynamic=True)"
 SYSTEMS = (OURS, O0, ORT, TORCH, TC_STATIC, TC_DYNAMIC)
 LENGTHS = (1, 2, 3, 5, 8, 12, 16, 24, 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256)
 N_CTX = 256
+SETTLE_S = 1.0  # untimed calls of every system before the steady-state phase (harness.settle says why)
 STATIC_LENGTHS = 10  # torch.compile(dynamic=False) recompiles per length (~7 s each on 2 cores, cold)
 RTOL, ATOL = models.RTOL, models.ATOL
 DEFAULTS = {"rounds": 5, "warmup": 1, "min_round_s": 0.02, "max_case_s": 3.0}
@@ -387,6 +389,9 @@ def _run(args, lengths, order, static_order, kw, stack: contextlib.ExitStack) ->
     stream = stack.enter_context(open(args.out, "w")) if args.out else sys.stdout
     stack.enter_context(harness.thread_limits(args.threads))
     if OURS in runs:
+        first = lengths[0]
+        harness.settle([lambda r=runs[s]: r(ids[first]) for s in runs if first in served[s]["first_call_s"]],
+                       SETTLE_S)
         for n in lengths:
             present = [s for s in runs if n in served[s]["first_call_s"]]
             case = harness.Case(f"seq {n}", {s: (lambda r=runs[s], x=ids[n]: r(x)) for s in present},

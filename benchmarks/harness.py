@@ -87,6 +87,16 @@ def _timed(fn: Callable[[], object], reps: int) -> float:
     return (time.perf_counter() - t0) / reps
 
 
+def settle(fns: list[Callable[[], object]], seconds: float) -> None:
+    """Call `fns` round-robin, untimed, for `seconds`: after an idle stretch (a serving phase waiting on
+    compiler subprocesses) the first case measured ran up to 1.7x slower than the same case later, for
+    every system, and 1 s of busy work beforehand removed the difference."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for fn in fns:
+            fn()
+
+
 def _warm(fn: Callable[[], object], warmup: int, cap_s: float) -> float:
     """Run up to `warmup` calls (at least one; stop once `cap_s` is spent); return the fastest call."""
     best, spent = math.inf, 0.0
