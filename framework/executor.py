@@ -128,6 +128,11 @@ class GraphExecutor:
         self._step_info: dict = {}  # shape key -> (step, ins, outs) of the fast steps, from a profiled run
         self._lines: dict = {}
 
+    def forget_shapes(self) -> None:
+        """Drop the shape cache: the next run of every input-shape signature recomputes its shape values."""
+        self._shape_cache.clear()
+        self._step_info.clear()
+
     def _line(self, fast: bool, timing: str) -> Callable:
         """The straight-line function over all steps or (fast) over those the shape cache does not skip, with
         the per-kernel timing `timing` ("", "records" or "times", see straight_line); generated on first use."""

@@ -272,6 +272,36 @@ class HostBackend:
         return lambda *arrays: kernel(*[to_host(a) for a in arrays])
 
 
+def warm(session, executor, backends) -> None:
+    """At session setup: run the session once on a small trial input (symbolic dims 2, zeros), then forget
+    what that run encoded and cached. The one-time costs of a process's first GPU run (cuBLAS and CuPy kernels
+    loaded, each kernel's first launch, the first copies back to the host) are paid at setup, and every real
+    shape still encodes as a new one. A graph the trial input cannot run (a dim it needs larger, a
+    data-dependent shape) simply stays cold."""
+    from framework.ir import TensorType
+    feed = {}
+    for v in executor.graph.inputs:
+        t = v.type
+        if not isinstance(t, TensorType) or t.shape is None or t.dtype is None:
+            return
+        feed[v.name] = np.zeros(tuple(d if isinstance(d, int) else 2 for d in t.shape), t.dtype)
+    try:
+        session.run(None, feed)
+        _cupy().cuda.Device().synchronize()
+    except Exception:  # noqa: BLE001 - a warm-up that cannot run leaves the session as it was
+        pass
+    finally:
+        for st in executor.steps:
+            cache = getattr(st.kernel, "cache", None)
+            if isinstance(cache, dict):
+                cache.clear()
+        executor.forget_shapes()
+        for b in backends:
+            if isinstance(b, GpuDvmBackend):
+                b.encode_times.clear()
+                b.shape_fallbacks.clear()
+
+
 def gpu_backends(jit_level: str, graph_kernel_flags: str = "") -> tuple:
     """The backends of a device='gpu' session: the GPU first, then the CPU ones behind HostBackend."""
     from framework.backends import backends_for
