@@ -35,9 +35,18 @@ static int get_program(PyObject *obj, Py_buffer *view, const uint64_t **words, u
     return 0;
 }
 
-static int decode(const uint64_t *w, int64_t nw, vm_prog_t *p) {
+/* Validates and decodes a program object (uint64 words) into *p, which keeps no pointer into the words;
+ * -1 with the error set (BytecodeError for a bad program). */
+static int decode(PyObject *obj, vm_prog_t *p) {
+    Py_buffer view;
+    const uint64_t *words;
+    uint64_t *owned;
+    int64_t nw;
+    if (get_program(obj, &view, &words, &owned, &nw) < 0) return -1;
     char err[256];
-    int rc = vm_decode(w, nw, p, err, sizeof err);
+    int rc = vm_decode(words, nw, p, err, sizeof err);
+    free(owned);
+    PyBuffer_Release(&view);
     if (rc == VM_NOMEM) { PyErr_NoMemory(); return -1; }
     if (rc != VM_OK) { PyErr_SetString(BytecodeError, err); return -1; }
     return 0;
@@ -136,19 +145,10 @@ static PyObject *py_run(PyObject *self, PyObject *args, PyObject *kw) {
     if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O:run", kwlist, &prog_obj, &bufs_obj, &nt_obj)
         || thread_count(nt_obj, &nthreads) < 0)
         return NULL;
-    Py_buffer pview;
-    const uint64_t *words;
-    uint64_t *owned;
-    int64_t nw;
-    if (get_program(prog_obj, &pview, &words, &owned, &nw) < 0) return NULL;
     vm_prog_t prog;
-    PyObject *result = NULL;
-    if (decode(words, nw, &prog) == 0) {
-        result = execute(&prog, bufs_obj, nthreads);
-        vm_prog_free(&prog);
-    }
-    free(owned);
-    PyBuffer_Release(&pview);
+    if (decode(prog_obj, &prog) < 0) return NULL;
+    PyObject *result = execute(&prog, bufs_obj, nthreads);
+    vm_prog_free(&prog);
     return result;
 }
 
@@ -167,15 +167,7 @@ static int program_init(ProgramObject *self, PyObject *args, PyObject *kw) {
         vm_prog_free(&self->prog);
         self->decoded = 0;
     }
-    Py_buffer view;
-    const uint64_t *words;
-    uint64_t *owned;
-    int64_t nw;
-    if (get_program(obj, &view, &words, &owned, &nw) < 0) return -1;
-    int rc = decode(words, nw, &self->prog);   /* the decoded form keeps no pointer into the words */
-    free(owned);
-    PyBuffer_Release(&view);
-    if (rc < 0) return -1;
+    if (decode(obj, &self->prog) < 0) return -1;
     self->decoded = 1;
     return 0;
 }
@@ -215,22 +207,13 @@ static PyTypeObject ProgramType = {
 };
 
 static PyObject *py_validate(PyObject *self, PyObject *arg) {
-    Py_buffer pview;
-    const uint64_t *words;
-    uint64_t *owned;
-    int64_t nw;
-    if (get_program(arg, &pview, &words, &owned, &nw) < 0) return NULL;
     vm_prog_t prog;
-    PyObject *result = NULL;
-    if (decode(words, nw, &prog) == 0) {
-        int fused = 0;
-        for (int k = 0; k < prog.n_ins; k++) fused += prog.ins[k].fused != 0;
-        result = Py_BuildValue("{s:L,s:n,s:i,s:i}", "ntiles", (long long)prog.ntiles, "arena_bytes",
-                               (Py_ssize_t)prog.arena_bytes, "n_instr", prog.n_ins, "fused", fused);
-        vm_prog_free(&prog);
-    }
-    free(owned);
-    PyBuffer_Release(&pview);
+    if (decode(arg, &prog) < 0) return NULL;
+    int fused = 0;
+    for (int k = 0; k < prog.n_ins; k++) fused += prog.ins[k].fused != 0;
+    PyObject *result = Py_BuildValue("{s:L,s:n,s:i,s:i}", "ntiles", (long long)prog.ntiles, "arena_bytes",
+                                     (Py_ssize_t)prog.arena_bytes, "n_instr", prog.n_ins, "fused", fused);
+    vm_prog_free(&prog);
     return result;
 }
 
