@@ -186,7 +186,8 @@ class InferenceSession:
             from dvm_runtime.gpu.backend import to_host
             if not any(_on_device(a) for a in arrays):
                 results = [to_host(r) for r in results]
-        return [_detach(results[i], self._constant_ids, arrays) for i in wanted]
+        fed = {id(a) for a in arrays}
+        return [_detach(results[i], self._constant_ids, fed) for i in wanted]
 
     def _run_profiled(self, arrays: list) -> list:
         prof = self._profiler
@@ -239,11 +240,12 @@ class InferenceSession:
         return arrays
 
 
-def _detach(result, constant_ids: frozenset, feeds: list):
-    """Copy an output that is (a view of) a constant or a feed, so callers never alias our tables or theirs."""
+def _detach(result, constant_ids: frozenset, fed: set):
+    """Copy an output that is (a view of) a constant or a feed (ids in `fed`, the feeds being alive), so
+    callers never alias our tables or theirs."""
     base = result
     while isinstance(base, np.ndarray):
-        if id(base) in constant_ids or any(base is a for a in feeds):
+        if id(base) in constant_ids or id(base) in fed:
             return result.copy()
         base = base.base
     return result
