@@ -7,6 +7,7 @@ to the numpy reference for that shape, with the reason in `shape_fallbacks`.
 """
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -121,6 +122,16 @@ def _warm_up(cp) -> None:
     _WARM.append(True)
 
 
+def symbol_patterns(syms: list[str], base: int) -> list[dict[str, int]]:
+    """Trial sizes for each pattern of the symbols being 1 or more (1 changes broadcasting, CuPy's kernel
+    specialisations and cuBLAS's batched paths), the others distinct from base up; none for no symbols or
+    more than PATTERN_SYMBOLS of them."""
+    if not syms or len(syms) > PATTERN_SYMBOLS:
+        return []
+    return [{s: 1 if one else base + 2 * i for i, (s, one) in enumerate(zip(syms, ones))}
+            for ones in itertools.product((True, False), repeat=len(syms))]
+
+
 class GpuDvmBackend:
     """Backend protocol: name, supports(node), compile(node, run_graph) -> kernel(*arrays) -> list."""
 
@@ -143,16 +154,11 @@ class GpuDvmBackend:
         """At session setup: encode each fused body once per pattern of its symbolic dims (each 1 or more),
         so the encoder's templates exist before the first call and a new shape only refills sizes. Bodies
         with more symbols than PATTERN_SYMBOLS get theirs on first use."""
-        import itertools
-
         import sympy
         for body in self._bodies:
             syms = sorted({str(s) for v in body.inputs for d in v.type.shape if isinstance(d, sympy.Expr)
                            for s in d.free_symbols})
-            if not syms or len(syms) > PATTERN_SYMBOLS:
-                continue
-            for ones in itertools.product((True, False), repeat=len(syms)):
-                sizes = {s: 1 if one else 6 + 2 * i for i, (s, one) in enumerate(zip(syms, ones))}
+            for sizes in symbol_patterns(syms, base=6):
                 try:
                     encoder.encode(body, *_trial(body, sizes), target="gpu")
                 except Exception:  # noqa: BLE001 - as in encodable(): that pattern meets the same error, if ever
@@ -273,23 +279,28 @@ class HostBackend:
 
 
 def warm(session, executor, backends) -> None:
-    """At session setup: run the session once on a small trial input (symbolic dims 2, zeros), then forget
-    what that run encoded and cached. The one-time costs of a process's first GPU run (cuBLAS and CuPy kernels
-    loaded, each kernel's first launch, the first copies back to the host) are paid at setup, and every real
-    shape still encodes as a new one. A graph the trial input cannot run (a dim it needs larger, a
-    data-dependent shape) simply stays cold."""
+    """At session setup: run the session on trial inputs (zeros; each pattern of the symbolic dims being 1 or
+    more, see symbol_patterns), then forget what those runs encoded and cached. The one-time costs of a
+    process's first GPU runs (cuBLAS and CuPy kernels loaded for each broadcasting pattern, each kernel's first
+    launch, the first copies back to the host) are paid at setup, and every real shape still encodes as a new
+    one. A trial the graph cannot run (a dim it needs larger, a data-dependent shape) is skipped."""
     from framework.ir import TensorType
-    feed = {}
+    shapes = {}
     for v in executor.graph.inputs:
         t = v.type
         if not isinstance(t, TensorType) or t.shape is None or t.dtype is None:
             return
-        feed[v.name] = np.zeros(tuple(d if isinstance(d, int) else 2 for d in t.shape), t.dtype)
+        shapes[v.name] = (t.shape, t.dtype)
+    syms = sorted({str(d) for shape, _ in shapes.values() for d in shape if not isinstance(d, int)})
     try:
-        session.run(None, feed)
+        for sizes in symbol_patterns(syms, base=2) or [{}]:
+            feed = {name: np.zeros(tuple(d if isinstance(d, int) else sizes.get(str(d), 2) for d in shape), dt)
+                    for name, (shape, dt) in shapes.items()}
+            try:
+                session.run(None, feed)
+            except Exception:  # noqa: BLE001 - a trial that cannot run leaves the session as it was
+                pass
         _cupy().cuda.Device().synchronize()
-    except Exception:  # noqa: BLE001 - a warm-up that cannot run leaves the session as it was
-        pass
     finally:
         for st in executor.steps:
             cache = getattr(st.kernel, "cache", None)
