@@ -1,0 +1,162 @@
+"""cvm.matmul (csrc/gemm.c) against numpy in float64: every micro-kernel family this CPU has, 1 and 2
+threads, edges of every blocking level, batched and broadcast b, exact integer products, invariances, and
+the typed errors for bad operands."""
+import threading
+
+import numpy as np
+import pytest
+
+from dvm_runtime import cvm
+
+pytestmark = pytest.mark.skipif(not cvm.available(), reason=f"C VM unavailable: {cvm.why_unavailable()}")
+F32 = np.float32
+
+
+def _supported(isa: str) -> bool:
+    try:
+        cvm.matmul(np.ones((1, 1), F32), np.ones((1, 1), F32), np.empty((1, 1), F32), 1, isa)
+    except ValueError:
+        return False
+    return True
+
+
+ISAS = [isa for isa in ("portable", "avx2", "avx512") if cvm.available() and _supported(isa)]
+
+
+def _run(a, b, nthreads=1, isa=None):
+    out = np.full(a.shape[:-1] + b.shape[-1:], np.nan, F32)  # NaN: an element never written shows
+    cvm.matmul(a, b, out, nthreads, isa)
+    return out
+
+
+def _check(a, b, out):
+    """|out - a@b| within the rounding bound of a K-term float32 sum (+1 for a k-block's add), elementwise."""
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    bound = (a.shape[-1] + 2) * 2.0 ** -23 * (np.abs(a).astype(np.float64) @ np.abs(b).astype(np.float64))
+    err = np.abs(out - want)
+    worst = err.argmax()
+    assert np.all(err <= bound), f"max error {err.flat[worst]:.3g}, bound there {bound.flat[worst]:.3g}"
+
+
+# (batch shape, M, K, N): M across the row groups (12, 6, 4) and tile rows (>= 48 packs a far-apart b, 252
+# per tile); N across panels (32, 16, 8) with edges, and 530 (b rows 2 KiB apart: packed, with an edge panel
+# of 18); K across k-blocks (256)
+SHAPES = [((), 1, 1, 1), ((), 1, 64, 256), ((), 1, 256, 64), ((), 7, 1, 5), ((), 13, 3, 1), ((), 16, 64, 64),
+          ((), 25, 17, 33), ((), 37, 100, 48), ((), 64, 64, 256), ((), 256, 256, 64), ((), 253, 5, 47),
+          ((), 60, 40, 530), ((), 300, 600, 70), ((), 49, 257, 513), ((4,), 16, 16, 16), ((4,), 64, 16, 64),
+          ((4,), 33, 65, 16), ((2, 3), 11, 9, 15), ((3,), 100, 300, 29)]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("nthreads", [1, 2])
+@pytest.mark.parametrize("batch,m,k,n", SHAPES)
+def test_matches_float64(isa, nthreads, batch, m, k, n):
+    rng = np.random.default_rng(m * 1000 + k * 7 + n)
+    a = rng.standard_normal(batch + (m, k), dtype=F32)
+    for b in (rng.standard_normal(batch + (k, n), dtype=F32), rng.standard_normal((k, n), dtype=F32)):
+        _check(a, b, _run(a, b, nthreads, isa))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_integer_products_are_exact(isa):
+    """Small integers sum exactly in float32, so any misplaced or missing term shows as an exact mismatch."""
+    rng = np.random.default_rng(1)
+    for batch, m, k, n in SHAPES:
+        a = rng.integers(-4, 5, batch + (m, k)).astype(F32)
+        b = rng.integers(-4, 5, batch + (k, n)).astype(F32)
+        want = (a.astype(np.int64) @ b.astype(np.int64)).astype(F32)
+        np.testing.assert_array_equal(_run(a, b, 2, isa), want, err_msg=str((batch, m, k, n)))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_rows_do_not_depend_on_m_or_threads(isa):
+    """Each element is one FMA chain over k per k-block: the same bits for any M, tile split or thread count
+    (a decoding step of one row gets the row a full-sequence product gets)."""
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((200, 300), dtype=F32)
+    b = rng.standard_normal((300, 600), dtype=F32)
+    full = _run(a, b, 1, isa)
+    np.testing.assert_array_equal(_run(a, b, 2, isa), full)
+    for r in (0, 13, 199):
+        np.testing.assert_array_equal(_run(a[r:r + 1], b, 1, isa)[0], full[r])
+
+
+def test_k_zero_gives_zeros_and_empty_is_a_no_op():
+    out = np.full((3, 4), np.nan, F32)
+    cvm.matmul(np.empty((3, 0), F32), np.empty((0, 4), F32), out)
+    np.testing.assert_array_equal(out, 0)
+    cvm.matmul(np.empty((0, 5), F32), np.ones((5, 4), F32), np.empty((0, 4), F32))
+
+
+def test_concurrent_callers():
+    """The GIL is released; a caller that finds the pool busy runs its tiles alone, with the same result."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((4, 96, 128), dtype=F32)
+    b = rng.standard_normal((128, 200), dtype=F32)
+    want = _run(a, b, 2)
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(20):
+                results.append(_run(a, b, 2))
+        except Exception as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 80
+    for r in results:
+        np.testing.assert_array_equal(r, want)
+
+
+def _ops(m=2, k=3, n=4):
+    return np.ones((m, k), F32), np.ones((k, n), F32), np.empty((m, n), F32)
+
+
+def test_bad_dtype_is_type_error():
+    a, b, out = _ops()
+    with pytest.raises(TypeError, match="float32"):
+        cvm.matmul(a.astype(np.float64), b, out)
+    with pytest.raises(TypeError, match="float32"):
+        cvm.matmul(a, b.astype(np.float16), out)
+    with pytest.raises(TypeError, match="float32"):
+        cvm.matmul(a, b, np.empty(out.shape, np.int32))
+    with pytest.raises(TypeError):
+        cvm.matmul([[1.0]], b, out)
+
+
+def test_bad_layout_or_shape_is_value_error():
+    a, b, out = _ops()
+    cases = [
+        (np.ones((3, 2), F32).T, b, out, "C-contiguous"),
+        (a, np.ones((4, 3), F32).T, out, "C-contiguous"),
+        (a, b, np.empty((4, 2), F32).T, "C-contiguous"),
+        (np.ones(3, F32), b, out, "2 dimensions"),
+        (a, np.ones((2, 4), F32), out, "shapes"),                            # K differs
+        (a, b, np.empty((2, 5), F32), "shapes"),                             # N differs
+        (a, b, np.empty((3, 4), F32), "shapes"),                             # M differs
+        (np.ones((2, 2, 3), F32), np.ones((3, 3, 4), F32), np.empty((2, 2, 4), F32), "shapes"),  # batch
+        (np.ones((2, 2, 3), F32), b, out, "shapes"),                         # out lacks the batch
+        (a, np.ones((2, 3, 4), F32), out, "shapes"),                         # b batched, a not
+    ]
+    for a_, b_, out_, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            cvm.matmul(a_, b_, out_)
+
+
+def test_overlap_readonly_threads_and_isa_are_value_errors():
+    a, b, _ = _ops(3, 3, 3)
+    with pytest.raises(ValueError, match="overlaps a"):
+        cvm.matmul(a, b, a)
+    out = np.empty((3, 3), F32)
+    out.flags.writeable = False
+    with pytest.raises(ValueError):
+        cvm.matmul(a, b, out)
+    with pytest.raises(ValueError, match="nthreads"):
+        cvm.matmul(a, b, np.empty((3, 3), F32), 0)
+    with pytest.raises(ValueError, match="isa"):
+        cvm.matmul(a, b, np.empty((3, 3), F32), 1, "sse9")
