@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "dvm_isa.h"
+#include "vm_kernels.h"
 
 typedef struct {
     uint8_t op, dt, flags, form;
@@ -16,7 +17,7 @@ typedef struct {
     uint8_t skip;          /* a STORE whose value the previous instruction wrote in place, or an
                             instruction a fused one before it already ran */
     uint8_t fused;         /* a VM_FUSE_* kind: SUB of a ROW that runs with the next two instructions as one
-                            row-pass kernel (vm_kernels.h) */
+                            row-pass kernel, or the head of an elementwise chain (vm_kernels.h) */
     uint8_t row_view;      /* LOAD_VIEW reading the same contiguous row for every tile row: the register
                             points at that one row (a "repeated row") instead of nr copies */
     uint8_t rep_a, rep_b;  /* BINARY sources that are repeated rows (read row by row) */
@@ -31,6 +32,9 @@ typedef struct {
                             expand_scalar_size bytes per element */
     uint8_t expand_scalar_size;
     uint8_t rare;          /* expand, expand_scalar or fused is set: one test on the common path */
+    uint16_t chain;        /* fused == VM_FUSE_CHAIN: the chain this instruction heads (vm_prog_t.chains) */
+    uint16_t kept_to;      /* fused == VM_FUSE_SUB_EXP_RSUM: 0, or the STORE whose destination the pass writes
+                            its kept values to (the one later reader scales them there in place) */
     uint16_t d, a, b, c;   /* D/A/B fields; c = SELECT's third register */
     int64_t off;           /* memory forms: view offset */
     int64_t s[4];          /* memory forms: strides s0..s3 in elements */
@@ -44,6 +48,8 @@ typedef struct {
     uint8_t buf_dt[DVM_MAX_BUFFERS], buf_role[DVM_MAX_BUFFERS];
     int64_t buf_n[DVM_MAX_BUFFERS];
     vm_ins_t *ins;         /* n_ins decoded instructions, END last */
+    vm_chain_t *chains;    /* n_chains elementwise chains (VM_FUSE_CHAIN heads index them) */
+    int n_chains;
     size_t reg_stride;     /* bytes per register, a multiple of 64 */
     size_t idx_offset;     /* arena layout per thread: registers actually used, */
     size_t tmp_offset;     /* then d0/d1/d2 of each tile row, then 3 rows of broadcast scratch, */
@@ -51,7 +57,6 @@ typedef struct {
     size_t ptr_offset;     /* then where each register's elements are (its arena slot or an aliased buffer) */
     size_t arena_bytes;
     int n_named;           /* registers the program names: 0 .. n_named - 1 */
-    int streams;           /* some STORE is non-temporal: fence after each tile */
 } vm_prog_t;
 
 enum { VM_OK = 0, VM_INVALID = -1, VM_NOMEM = -2 };

@@ -13,6 +13,7 @@ typedef struct {
     const vm_prog_t *p;
     char *const *bufs;
     vm_row_pass_fn row_pass[VM_FUSE_SCALE_SHIFT];   /* by VM_FUSE_* kind */
+    vm_chain_fn chain;
 } exec_ctx_t;
 
 static const int REG_SIZE[VM_NDT] = {0, 4, 4, 4, 8, 1};   /* register element size by compute dtype */
@@ -42,7 +43,7 @@ static inline int64_t row_base(const vm_ins_t *in, const tile_t *t, int64_t i) {
 }
 
 /* Copies n bytes with non-temporal stores where 16-byte aligned (no read of the destination lines, no
- * eviction of cached data); vm_execute's callers see the data after the fence at the end of each tile. */
+ * eviction of cached data); vm_execute's callers see the data after the pool's fence at the end of the job. */
 static void stream_copy(char *dst, const char *src, size_t n) {
 #if defined(__SSE2__)
     size_t head = (16 - ((uintptr_t)dst & 15)) & 15;
@@ -172,6 +173,35 @@ static void select_op(const vm_ins_t *in, char *d, char *const *rp, char *tmp, c
     }
 }
 
+/* Runs the chain headed by instruction k over tile t: its pointer LOADs and the steps' addresses in program
+ * order (so each source is where rp says at that point), then one pass of the chain kernel. */
+static void run_chain(const exec_ctx_t *ex, int k, char *regs, char **rp, const tile_t *t) {
+    const vm_prog_t *p = ex->p;
+    const vm_chain_t *ch = &p->chains[p->ins[k].chain];
+    vm_chain_step_t st[VM_CHAIN_MAX];
+    int s = 0;
+    for (int m = k; m < k + ch->span; m++) {
+        const vm_ins_t *in = &p->ins[m];
+        if (s == ch->n || ch->step[s].ins != m) {   /* a pointer LOAD, or the STORE a direct step made */
+            if (in->op == DVM_OP_LOAD || in->op == DVM_OP_LOAD_VIEW) memory(p, in, ex->bufs, regs, rp, t);
+            continue;
+        }
+        vm_chain_step_t *o = &st[s];
+        *o = ch->step[s++];
+        for (int j = 0; j < o->nsrc; j++)
+            o->p[j] = (o->imm_src >> j & 1) ? &o->imm : (const float *)rp[o->reg[j]];
+        if (in->op == DVM_OP_STORE) {
+            o->d = (float *)direct_dest(p, in, ex->bufs, t);
+            if (in->stream && ((uintptr_t)o->d & 63) == 0 && t->nc % 16 == 0) o->out = VM_OUT_STREAM;
+            continue;
+        }
+        char *d = in->direct ? direct_dest(p, in + 1, ex->bufs, t) : regs + (size_t)in->d * p->reg_stride;
+        o->d = (float *)d;
+        rp[in->d] = d;
+    }
+    ex->chain(st, ch->n, t->nr, t->nc);
+}
+
 static void run_tile(void *ctx, int tid, void *arena, int64_t tile) {
     (void)tid;
     const exec_ctx_t *ex = ctx;
@@ -200,6 +230,10 @@ static void run_tile(void *ctx, int tid, void *arena, int64_t tile) {
             if (in->expand) expand_rows(p, in, regs, rp, &t);
             if (in->expand_scalar) expand_scalars(p, in, regs, rp, &t);
             a = rp[in->a];
+            if (in->fused == VM_FUSE_CHAIN) {
+                run_chain(ex, k, regs, rp, &t);
+                continue;
+            }
             if (in->fused == VM_FUSE_SCALE_SHIFT) {   /* MUL, LOAD_VIEW, MUL, LOAD_VIEW, ADD (vm_decode checked) */
                 const vm_ins_t *l1 = in + 1, *m2 = in + 2, *l2 = in + 3, *m3 = in + 4;
                 const char *row = rp[in->b];
@@ -215,7 +249,9 @@ static void run_tile(void *ctx, int tid, void *arena, int64_t tile) {
             if (in->fused) {   /* SUB, then EXP or a square, then RSUM (vm_decode checked the pattern) */
                 const vm_ins_t *m = in + 1, *r = in + 2;
                 unsigned kept = in->fused == VM_FUSE_SUB_EXP_RSUM ? m->d : in->d;
-                char *kd = regs + (size_t)kept * p->reg_stride, *rd = regs + (size_t)r->d * p->reg_stride;
+                char *kd = in->kept_to ? direct_dest(p, &p->ins[in->kept_to], ex->bufs, &t)
+                                       : regs + (size_t)kept * p->reg_stride;
+                char *rd = regs + (size_t)r->d * p->reg_stride;
                 float *sums = (float *)((char *)arena + p->out_offset);
                 ex->row_pass[in->fused]((float *)kd, sums, (const float *)a, (const float *)rp[in->b], t.nr,
                                         t.nc);
@@ -232,10 +268,7 @@ static void run_tile(void *ctx, int tid, void *arena, int64_t tile) {
         char *dreal = d;
         if (in->via_tmp) d = (char *)arena + p->out_offset;
         switch (in->form) {
-        case DVM_FORM_END:
-#if defined(__SSE2__)
-            if (p->streams) _mm_sfence();   /* order the non-temporal stores before the job ends */
-#endif
+        case DVM_FORM_END:   /* the pool fences non-temporal stores once per thread and job */
             return;
         case DVM_FORM_VIEW:
             if (!have_idx) {   /* decompose each tile row r into (d0, d1, d2) once per tile */
@@ -297,7 +330,8 @@ int vm_execute(const vm_prog_t *p, char *const *bufs, int nthreads) {
     /* waking threads costs microseconds: small programs run on the caller's thread alone */
     int64_t per_thread = 16384, want = (p->rows * p->cols + per_thread - 1) / per_thread;
     if (nthreads > want) nthreads = (int)want;
-    exec_ctx_t ctx = {p, bufs, {0, vm_row_pass(VM_FUSE_SUB_EXP_RSUM), vm_row_pass(VM_FUSE_SUB_SQUARE_RSUM)}};
+    exec_ctx_t ctx = {p, bufs, {0, vm_row_pass(VM_FUSE_SUB_EXP_RSUM), vm_row_pass(VM_FUSE_SUB_SQUARE_RSUM)},
+                      vm_chain_kernel()};
     /* A thread claims tiles of up to VM_CLAIM_ELEMS elements at a time: one tile each made the two threads'
      * tiles alternate, and prefetchers following those gapped streams halved the memory bandwidth. */
     int64_t tile = p->tr * p->tc, chunk = (VM_CLAIM_ELEMS + tile - 1) / tile;

@@ -403,6 +403,132 @@ vm_row_pass_fn vm_row_pass(int kind) {
 vm_row_pass_fn vm_row_pass(int kind) { (void)kind; return 0; }
 #endif
 
+/* ---- elementwise chains: one pass over 64-element strips (vm_validate.c forms them) ---- */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* vm_tanh_fma's steps on 16 lanes (min(9.1, |x|) keeps a NaN as the select does), the same bits as the
+ * unfused TANH kernel's vectorised loop */
+static inline AVX512 __m512 tanh16(__m512 x) {
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    __m512 ax = _mm512_castsi512_ps(_mm512_andnot_si512(sign, _mm512_castps_si512(x)));
+    __m512 z = _mm512_min_ps(_mm512_set1_ps(9.1f), ax);
+    z = _mm512_add_ps(z, z);
+    __m512 t = _mm512_fmadd_ps(z, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(VM_EXP_SHIFTER));
+    __m512 n = _mm512_sub_ps(t, _mm512_set1_ps(VM_EXP_SHIFTER));
+    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), z);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    static const float c[] = {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f,
+                              5.0000001201e-1f};
+    for (int k = 0; k < 5; k++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c[k]));
+    __m512 q = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
+    __m512i e = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32((int)vm_f2u(VM_EXP_SHIFTER)));
+    __m512 s = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(e, _mm512_set1_epi32(127)), 23));
+    __m512 m = _mm512_fmadd_ps(s, q, _mm512_sub_ps(s, _mm512_set1_ps(1.0f)));
+    __m512 y = _mm512_div_ps(m, _mm512_add_ps(m, _mm512_set1_ps(2.0f)));
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_andnot_si512(sign, _mm512_castps_si512(y)),
+                                               _mm512_and_si512(sign, _mm512_castps_si512(x))));
+}
+/* vm_erff on 16 lanes: the clamps as selects that keep a NaN, Horner without FMA, then (x * P) / Q */
+static inline AVX512 __m512 erf16(__m512 x) {
+    __m512 xc = _mm512_min_ps(_mm512_set1_ps(4.0f), _mm512_max_ps(_mm512_set1_ps(-4.0f), x));
+    __m512 z = _mm512_mul_ps(xc, xc);
+    __m512 p = _mm512_set1_ps(DVM_ERF_P[0]), q = _mm512_set1_ps(DVM_ERF_Q[0]);
+    for (int k = 1; k < (int)(sizeof DVM_ERF_P / sizeof DVM_ERF_P[0]); k++)
+        p = _mm512_add_ps(_mm512_mul_ps(p, z), _mm512_set1_ps(DVM_ERF_P[k]));
+    for (int k = 1; k < (int)(sizeof DVM_ERF_Q / sizeof DVM_ERF_Q[0]); k++)
+        q = _mm512_add_ps(_mm512_mul_ps(q, z), _mm512_set1_ps(DVM_ERF_Q[k]));
+    return _mm512_div_ps(_mm512_mul_ps(xc, p), q);
+}
+/* F_MAX / F_MIN: x where x >= y (x <= y) or x is NaN, else y */
+static inline AVX512 __m512 pick16(__m512 x, __m512 y, int cmp) {
+    __mmask16 m = _mm512_cmp_ps_mask(x, y, cmp) | _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    return _mm512_mask_blend_ps(m, y, x);
+}
+/* Four vectors (64 elements) per step: one dispatch per step for all four keeps the switch's cost per element
+ * low while the step's results stay in registers for the next step. */
+#define VM_CHAIN_W 4
+typedef struct { __m512 v[VM_CHAIN_W]; } vq_t;
+#define FOR_W(j) for (int j = 0; j < VM_CHAIN_W; j++)
+#define APPLY(expr) do { FOR_W(j) { __m512 x = a.v[j], y = b.v[j]; (void)y; r.v[j] = (expr); } } while (0)
+static inline __attribute__((always_inline)) AVX512 vq_t chain_apply(int op, vq_t a, vq_t b) {
+    const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    vq_t r;
+    switch (op) {
+    case DVM_OP_ADD: APPLY(_mm512_add_ps(x, y)); break;
+    case DVM_OP_SUB: APPLY(_mm512_sub_ps(x, y)); break;
+    case DVM_OP_MUL: APPLY(_mm512_mul_ps(x, y)); break;
+    case DVM_OP_DIV: APPLY(_mm512_div_ps(x, y)); break;
+    case DVM_OP_MAX: APPLY(pick16(x, y, _CMP_GE_OQ)); break;
+    case DVM_OP_MIN: APPLY(pick16(x, y, _CMP_LE_OQ)); break;
+    case DVM_OP_EXP: APPLY(exp16(x)); break;
+    case DVM_OP_TANH: APPLY(tanh16(x)); break;
+    case DVM_OP_ERF: APPLY(erf16(x)); break;
+    case DVM_OP_SIGMOID: APPLY(_mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(zero, x))))); break;
+    case DVM_OP_SQRT: APPLY(_mm512_sqrt_ps(x)); break;
+    case DVM_OP_RSQRT: APPLY(_mm512_div_ps(one, _mm512_sqrt_ps(x))); break;
+    case DVM_OP_RECIP: APPLY(_mm512_div_ps(one, x)); break;
+    case DVM_OP_NEG: APPLY(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), sign))); break;
+    case DVM_OP_ABS: APPLY(_mm512_castsi512_ps(_mm512_andnot_si512(sign, _mm512_castps_si512(x)))); break;
+    default: r = a; break;   /* STORE */
+    }
+    return r;
+}
+int vm_chain_op(int op) {
+    switch (op) {
+    case DVM_OP_ADD: case DVM_OP_SUB: case DVM_OP_MUL: case DVM_OP_DIV: case DVM_OP_MAX: case DVM_OP_MIN:
+    case DVM_OP_EXP: case DVM_OP_TANH: case DVM_OP_ERF: case DVM_OP_SIGMOID: case DVM_OP_SQRT:
+    case DVM_OP_RSQRT: case DVM_OP_RECIP: case DVM_OP_NEG: case DVM_OP_ABS:
+        return 1;
+    default:
+        return 0;
+    }
+}
+static inline __attribute__((always_inline)) AVX512 vq_t chain_src(const vm_chain_step_t *s, int j, vq_t acc,
+                                                                   const vq_t *slot, int64_t off, int64_t c,
+                                                                   const __mmask16 *m) {
+    vq_t r;
+    switch (s->src[j]) {
+    case VM_SRC_ACC: return acc;
+    case VM_SRC_SLOT: return slot[s->slot[j]];
+    case VM_SRC_PACKED: FOR_W(q) r.v[q] = _mm512_maskz_loadu_ps(m[q], s->p[j] + off + c + 16 * q); return r;
+    case VM_SRC_ROWREP: FOR_W(q) r.v[q] = _mm512_maskz_loadu_ps(m[q], s->p[j] + c + 16 * q); return r;
+    default: FOR_W(q) r.v[q] = _mm512_set1_ps(*s->p[j]); return r;
+    }
+}
+static AVX512 void chain_f32(const vm_chain_step_t *s, int n, int64_t nr, int64_t nc) {
+    vq_t slot[VM_CHAIN_MAX];
+    for (int64_t i = 0; i < nr; i++) {
+        int64_t off = i * nc;
+        for (int64_t c = 0; c < nc; c += 16 * VM_CHAIN_W) {
+            __mmask16 m[VM_CHAIN_W];
+            FOR_W(q) {
+                int64_t left = nc - c - 16 * q;
+                m[q] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
+            }
+            int full = nc - c >= 16 * VM_CHAIN_W;
+            vq_t acc;
+            FOR_W(q) acc.v[q] = _mm512_setzero_ps();
+            for (int k = 0; k < n; k++) {
+                const vm_chain_step_t *st = &s[k];
+                vq_t a = chain_src(st, 0, acc, slot, off, c, m);
+                acc = chain_apply(st->op, a, st->nsrc > 1 ? chain_src(st, 1, acc, slot, off, c, m) : a);
+                if (st->to_slot) slot[k] = acc;
+                if (st->out == VM_OUT_STREAM && full) {
+                    FOR_W(q) _mm512_stream_ps(st->d + off + c + 16 * q, acc.v[q]);
+                } else if (st->out != VM_OUT_NONE) {
+                    FOR_W(q) _mm512_mask_storeu_ps(st->d + off + c + 16 * q, m[q], acc.v[q]);
+                }
+            }
+        }
+    }
+}
+vm_chain_fn vm_chain_kernel(void) { return __builtin_cpu_supports("avx512f") ? chain_f32 : 0; }
+#else
+int vm_chain_op(int op) { (void)op; return 0; }
+vm_chain_fn vm_chain_kernel(void) { return 0; }
+#endif
+
 /* ---- LayerNorm's affine end in one pass: d = ((a * row[i]) * scale[j]) + shift[j], three roundings as the
  * MUL, MUL, ADD it replaces; rows last to first so d may overwrite the ROW register ---- */
 static VM_CLONES void scale_shift_rows(f32 *d, const f32 *a, const f32 *row, const f32 *scale, const f32 *shift,

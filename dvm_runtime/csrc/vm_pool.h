@@ -9,7 +9,8 @@
 /* Runs fn(ctx, tid, arena, tile) for every tile in [0, ntiles); tid < nthreads, each with its own 64-byte
  * aligned arena of arena_bytes. Returns 0, or -1 when memory for the arenas or threads ran out. Tiles are
  * handed out dynamically, up to `chunk` consecutive ones at a time (a thread then streams through contiguous
- * memory, which the hardware prefetchers follow), so fn must not depend on which thread runs which tile. */
+ * memory, which the hardware prefetchers follow), so fn must not depend on which thread runs which tile.
+ * Each thread ends its part with a store fence, so fn may leave non-temporal stores unfenced. */
 typedef void (*vm_tile_fn)(void *ctx, int tid, void *arena, int64_t tile);
 int vm_parallel_for(int nthreads, int64_t ntiles, int64_t chunk, size_t arena_bytes, vm_tile_fn fn, void *ctx);
 

@@ -171,7 +171,6 @@ static int memory_ins(vm_prog_t *p, reg_state_t *rs, int idx, vm_ins_t *in, cons
     }
     in->stream = in->op == DVM_OP_STORE && same_layout &&
                  p->buf_n[buf] >= VM_STREAM_BYTES / DVM_DTYPE_SIZE[in->dt];
-    p->streams |= in->stream;
     return need_reg(p, rs, idx, reg, cdt, row, err, en);
 }
 
@@ -323,6 +322,42 @@ static void fuse_row_passes(vm_prog_t *p) {
     }
 }
 
+/* Whether any instruction but `except` loads or stores buffer b. */
+static int buffer_used(const vm_prog_t *p, unsigned b, int except) {
+    for (int k = 0; k < p->n_ins; k++) {
+        const vm_ins_t *in = &p->ins[k];
+        int load = in->op == DVM_OP_LOAD || in->op == DVM_OP_LOAD_VIEW || in->op == DVM_OP_LOAD_ROW;
+        int store = in->op == DVM_OP_STORE || in->op == DVM_OP_STORE_VIEW || in->op == DVM_OP_STORE_ROW;
+        if (k != except && ((load && in->a == b) || (store && in->d == b))) return 1;
+    }
+    return 0;
+}
+
+/* softmax's end: when the one reader of a SUB-EXP-RSUM pass's values is a BINARY by a ROW (the division by the
+ * row sums) that goes straight to a STORE, the pass writes the values into that STORE's destination and the
+ * BINARY rescales them in place: the output's lines are fetched while the pass computes exponentials, not
+ * during the last pass, which did nothing else (ONNX Runtime's softmax does the same). Only ROW instructions
+ * may come between, the values must be dead after, and nothing else may touch the output buffer. */
+static void row_pass_outputs(vm_prog_t *p) {
+    for (int k = 0; k + 3 < p->n_ins && p->n_ins <= UINT16_MAX; k++) {
+        vm_ins_t *s = &p->ins[k];
+        if (s->fused != VM_FUSE_SUB_EXP_RSUM) continue;
+        unsigned kept = p->ins[k + 1].d;
+        int x = k + 3;
+        while (x < p->n_ins && (p->ins[x].flags & DVM_F_ROW) && p->ins[x].form != DVM_FORM_VIEW &&
+               p->ins[x].form != DVM_FORM_LOAD && p->ins[x].form != DVM_FORM_STORE && !reads_reg(&p->ins[x], kept) &&
+               !writes_reg(&p->ins[x], kept))
+            x++;
+        if (x + 1 >= p->n_ins) continue;
+        const vm_ins_t *b = &p->ins[x], *st = b + 1;
+        if (b->form != DVM_FORM_BINARY || b->flags != DVM_F_B_ROW || b->a != kept || b->b == kept || !b->direct ||
+            b->skip || b->fused || b->expand || b->expand_scalar || b->via_tmp ||
+            read_before_written(p, x + 1, kept) || buffer_used(p, st->d, x + 1))
+            continue;
+        s->kept_to = (uint16_t)(x + 1);
+    }
+}
+
 /* MUL by a ROW, then MUL and ADD of rows that every tile row reads, each LOAD_VIEW of one right before its
  * use (LayerNorm's scale and shift): one pass instead of three; the two products must be dead after it. */
 static void fuse_scale_shift(vm_prog_t *p) {
@@ -345,6 +380,111 @@ static void fuse_scale_shift(vm_prog_t *p) {
         l1->skip = m2->skip = l2->skip = m3->skip = 1;
         k += 4;
     }
+}
+
+/* The register-register opcode a chain step runs for this instruction, or -1 when it cannot be one: FULL
+ * float32 results of FULL (packed, repeated-row or scalar) sources, nothing to expand or fuse first. */
+static int chain_step_op(const vm_ins_t *in) {
+    if (in->dt != DVM_DT_F32 || in->flags || in->skip || in->fused || in->expand || in->expand_scalar ||
+        in->via_tmp || in->scalar)
+        return -1;
+    int op = in->form == DVM_FORM_BINARY_IMM ? in->op - DVM_IMM_DELTA : in->op;
+    int ok = in->form == DVM_FORM_UNARY || in->form == DVM_FORM_BINARY || in->form == DVM_FORM_BINARY_IMM;
+    return ok && vm_chain_op(op) ? op : -1;
+}
+
+/* LOADs that only point their register at a buffer (run_tile's memory() copies nothing for them). */
+static int pointer_load(const vm_ins_t *in) {
+    return (in->op == DVM_OP_LOAD && in->alias) || (in->op == DVM_OP_LOAD_VIEW && (in->row_view || in->scalar));
+}
+
+/* A source register of step k: the previous step's result (ACC), an earlier step's (SLOT), or memory. */
+static void chain_source(vm_chain_t *ch, const int *writer, int k, int j, unsigned reg, int rep, int scal) {
+    vm_chain_step_t *st = &ch->step[k];
+    int w = writer[reg];
+    st->reg[j] = (uint16_t)reg;
+    if (w >= 0) {
+        st->src[j] = w == k - 1 ? VM_SRC_ACC : VM_SRC_SLOT;
+        st->slot[j] = (uint8_t)w;
+        ch->step[w].to_slot |= w != k - 1;
+    } else {
+        st->src[j] = rep ? VM_SRC_ROWREP : scal ? VM_SRC_BCAST : VM_SRC_PACKED;
+    }
+}
+
+/* Elementwise chains: from each chainable instruction on, the longest run of chain steps, STOREs of their
+ * results and pointer LOADs; kept when it has two compute steps or more. Each step's result goes to its
+ * tile register only when an instruction after the chain reads it (or a STORE skipped for it needs it). */
+static int fuse_chains(vm_prog_t *p) {
+    if (!vm_chain_kernel() || p->n_ins > UINT16_MAX) return VM_OK;   /* steps and heads keep 16-bit indices */
+    int *writer = malloc((size_t)p->n_regs * sizeof *writer);   /* step that last wrote each register */
+    if (!writer) return VM_NOMEM;
+    int rc = VM_OK;
+    for (int k = 0; k < p->n_ins; k++) {
+        if (chain_step_op(&p->ins[k]) < 0) continue;
+        vm_chain_t ch;
+        memset(&ch, 0, sizeof ch);
+        for (int r = 0; r < p->n_regs; r++) writer[r] = -1;
+        int m = k, end = k, compute = 0;
+        for (; m < p->n_ins && ch.n < VM_CHAIN_MAX; m++) {
+            vm_ins_t *in = &p->ins[m];
+            int op = chain_step_op(in);
+            if (op >= 0) {
+                vm_chain_step_t *st = &ch.step[ch.n];
+                st->op = (uint8_t)op;
+                st->ins = (uint16_t)m;
+                if (in->form == DVM_FORM_UNARY) {
+                    st->nsrc = 1;
+                    chain_source(&ch, writer, ch.n, 0, in->a, 0, 0);
+                } else if (in->form == DVM_FORM_BINARY) {
+                    st->nsrc = 2;
+                    chain_source(&ch, writer, ch.n, 0, in->a, in->rep_a, in->scal_a);
+                    chain_source(&ch, writer, ch.n, 1, in->b, in->rep_b, in->scal_b);
+                } else {   /* the immediate is B, or A when field B is 1 */
+                    int j = in->b == 1 ? 0 : 1;
+                    st->nsrc = 2;
+                    chain_source(&ch, writer, ch.n, 1 - j, in->a, 0, 0);
+                    st->src[j] = VM_SRC_BCAST;
+                    st->imm_src = (uint8_t)(1 << j);
+                    uint32_t bits = (uint32_t)in->imm;
+                    memcpy(&st->imm, &bits, 4);
+                }
+                st->out = in->direct ? VM_OUT_STORE : VM_OUT_NONE;
+                writer[in->d] = ch.n++;
+                compute++;
+                end = m + 1 + in->direct;   /* a direct result's STORE is skipped: it belongs to the chain */
+            } else if (pointer_load(in)) {
+                writer[in->d] = -1;
+            } else if (in->op == DVM_OP_STORE && in->skip && m > k && p->ins[m - 1].direct) {
+                continue;
+            } else if (in->op == DVM_OP_STORE && !in->skip && in->dt == DVM_DT_F32 && writer[in->a] >= 0) {
+                vm_chain_step_t *st = &ch.step[ch.n];
+                st->op = DVM_OP_STORE;
+                st->ins = (uint16_t)m;
+                st->nsrc = 1;
+                chain_source(&ch, writer, ch.n, 0, in->a, 0, 0);
+                st->out = VM_OUT_STORE;   /* run_tile streams it where the STORE streams and it is aligned */
+                ch.n++;
+                end = m + 1;
+            } else {
+                break;
+            }
+        }
+        if (compute < 2) continue;
+        for (int r = 0; r < p->n_regs; r++)   /* trailing pointer LOADs past end only ever reset writer[r] */
+            if (writer[r] >= 0 && read_before_written(p, end, (unsigned)r)) ch.step[writer[r]].out = VM_OUT_STORE;
+        vm_chain_t *grown = realloc(p->chains, (size_t)(p->n_chains + 1) * sizeof *grown);
+        if (!grown) { rc = VM_NOMEM; break; }
+        p->chains = grown;
+        ch.span = end - k;
+        p->chains[p->n_chains] = ch;
+        p->ins[k].fused = VM_FUSE_CHAIN;
+        p->ins[k].chain = (uint16_t)p->n_chains++;
+        for (int q = k + 1; q < end; q++) p->ins[q].skip = 1;
+        k = end - 1;
+    }
+    free(writer);
+    return rc;
 }
 
 /* Which registers hold a repeated row (rep[r]: its element size) at each instruction is known statically
@@ -515,7 +655,9 @@ int vm_decode(const uint64_t *w, int64_t nw, vm_prog_t *p, char *err, size_t en)
     direct_stores(p);
     if (repeated_rows(p) != VM_OK || scalar_registers(p) != VM_OK) { vm_prog_free(p); return VM_NOMEM; }
     fuse_row_passes(p);
+    row_pass_outputs(p);
     fuse_scale_shift(p);
+    if (fuse_chains(p) != VM_OK) { vm_prog_free(p); return VM_NOMEM; }
     for (int k = 0; k < p->n_ins; k++) p->ins[k].rare = p->ins[k].expand || p->ins[k].expand_scalar || p->ins[k].fused;
     p->reg_stride = ((size_t)(p->tr * p->tc) * 8 + 63) & ~(size_t)63;
     /* registers a multiple of 4 KiB apart would put element i of every register at the same 4 KiB offset,
@@ -537,4 +679,7 @@ bad:
 void vm_prog_free(vm_prog_t *p) {
     free(p->ins);
     p->ins = NULL;
+    free(p->chains);
+    p->chains = NULL;
+    p->n_chains = 0;
 }
