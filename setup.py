@@ -102,15 +102,21 @@ CKERNELS = "framework._ckernels"
 
 
 def ckernels_extension() -> Extension:
-    """framework._ckernels: float32 depthwise conv / im2col / pooling loops (framework/ops/nn_ckernels.py) and
-    row kernels (LayerNorm, softmax, erf: framework/ops/row_ckernels.py), which share the DVM's vm_math.h, and
-    the conv / max-pool backward (framework/ops/nn_ckernels.py)."""
-    flags = [] if sysconfig.get_platform().startswith("win") else \
-        ["-O3", "-std=gnu11", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-Wall"]
+    """framework._ckernels: float32 depthwise conv / im2col / pooling loops (framework/ops/nn_ckernels.py),
+    row kernels (LayerNorm, softmax, erf: framework/ops/row_ckernels.py), which share the DVM's vm_math.h, the
+    conv / max-pool backward (framework/ops/nn_ckernels.py) and the GEMM (framework/ops/gemm.py), which runs
+    on a copy of the DVM's thread pool (vm_pool.c: this extension must not need the VM's)."""
+    windows = sysconfig.get_platform().startswith("win")
+    flags = [] if windows else \
+        ["-O3", "-std=gnu11", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-pthread", "-Wall"]
     src = os.path.join("framework", "csrc")
-    return Extension(CKERNELS, sources=[os.path.join(src, f) for f in ("ckernels.c", "convdirect.c", "rowops.c", "gradops.c")],
+    sources = [os.path.join(src, f) for f in ("ckernels.c", "convdirect.c", "rowops.c", "gradops.c", "gemm.c",
+                                              "matmul.c")]
+    return Extension(CKERNELS, sources=sources + [os.path.join(CSRC, "vm_pool.c")],
                      include_dirs=[src, CSRC], extra_compile_args=flags,
-                     depends=[os.path.join(src, "ckernels.h"), os.path.join(CSRC, "vm_math.h")])
+                     extra_link_args=[] if windows else ["-pthread"],
+                     depends=[os.path.join(src, f) for f in ("ckernels.h", "gemm.h")] +
+                             [os.path.join(CSRC, f) for f in ("vm_math.h", "vm_pool.h")])
 
 
 setup(ext_modules=[ckernels_extension(), cvm_extension()], cmdclass={"build_ext": OptionalBuildExt})

@@ -1,4 +1,4 @@
-"""Our float32 GEMM (dvm_runtime._cvm.matmul, gemm.c on the DVM pool) vs numpy's matmul (OpenBLAS) vs
+"""Our float32 GEMM (framework._ckernels.matmul, framework/csrc/gemm.c on its thread pool) vs numpy's matmul (OpenBLAS) vs
 onnxruntime's MatMul (MLAS), on the bundled transformer's (tiny_gpt: d_model 64, 4 heads of 16, MLP 256)
 matmul shapes at sequence lengths 1 to 256.
 
@@ -57,11 +57,11 @@ def ort_model(a_shape, b: np.ndarray):
 
 
 def build_case(label: str, a_shape, b_shape, threads: int, seed: int) -> harness.Case:
-    from dvm_runtime import cvm
+    from framework.ops.nn_ckernels import _C
 
-    if not cvm.available():
-        raise RuntimeError(f"the DVM C extension is unavailable: {cvm.why_unavailable()}")
-    matmul = cvm.extension().matmul
+    if _C is None:
+        raise RuntimeError("framework._ckernels (our GEMM) is not built")
+    matmul = _C.matmul
     rng = np.random.default_rng(seed)
     a = rng.standard_normal(a_shape, dtype=np.float32)
     b = rng.standard_normal(b_shape, dtype=np.float32)

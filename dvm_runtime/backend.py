@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from framework.ir import Node
+from framework.ops.gemm import cpu_threads
 from framework.profiler import compile_event
 
 from . import encoder, isa
@@ -20,16 +21,6 @@ from . import encoder, isa
 DTYPES = frozenset(isa.NUMPY_DTYPE.values())
 CACHE_MAX = 256  # shape signatures kept per kernel
 ENCODE_TIMES_KEPT = 4096  # the latest encode times, for stats and tests
-
-
-def vm_threads() -> int:
-    """Threads for the C VM: $MSGX_NUM_THREADS, else $OMP_NUM_THREADS, else the CPUs this process may use
-    (an MPI rank bound to one core gets one thread, not one per CPU of the machine)."""
-    for var in ("MSGX_NUM_THREADS", "OMP_NUM_THREADS"):
-        text = os.environ.get(var, "").strip()
-        if text.isdigit() and int(text) > 0:
-            return int(text)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _c_run():
@@ -50,7 +41,7 @@ def _c_run():
         if not np.array_equal(out, x + 1):
             return None
         # the extension itself, not cvm.run: the kernel converts its BytecodeError (one frame less per call)
-        ext, threads = cvm.extension(), vm_threads()
+        ext, threads = cvm.extension(), cpu_threads()
         run = functools.partial(ext.run, nthreads=threads)
         # a kernel's program is validated and decoded once, then only its buffers are checked per call
         run.prepare = lambda code: functools.partial(ext.Program(code).run, nthreads=threads)

@@ -81,15 +81,3 @@ def run(program, buffers, nthreads: int | None = None) -> None:
     except _mod.BytecodeError as exc:
         raise BytecodeError(f"bad DVM program: {exc}") from None
 
-
-def matmul(a, b, out, nthreads: int | None = None, isa: str | None = None) -> None:
-    """out[...] = a[...] @ b[...] in float32 (csrc/gemm.c) on the VM's thread pool, GIL released.
-
-    a (..., M, K); b (K, N), or (..., K, N) with a's batch shape; out (..., M, N), preallocated and not
-    overlapping a or b; all C-contiguous float32 (TypeError for another dtype, ValueError for the rest).
-    nthreads: at most this many (default all CPUs; small products use fewer). isa: 'portable', 'avx2' or
-    'avx512' forces a micro-kernel family (ValueError where the CPU lacks it); default the widest.
-    """
-    if _mod is None:
-        raise RuntimeError(f"the DVM C VM is unavailable: {_why}")
-    _mod.matmul(a, b, out, nthreads, isa)

@@ -178,14 +178,16 @@ def expected_failures_path() -> str:
                         "expected_failures.txt")
 
 
-def expected_failures(mode: str, suite: str = "node") -> set[str]:
-    """Cases listed as failing: lines of `MODE SUITE/CASE  # reason`."""
+def expected_failures(mode: str, suite: str = "node") -> dict[str, str]:
+    """Cases listed as failing, with their reasons: lines of `MODE SUITE/CASE  # reason`."""
     try:
         with open(expected_failures_path()) as f:
-            rows = [line.split("#")[0].split() for line in f if line.strip() and not line.startswith("#")]
+            rows = [(line.split("#")[0].split(), line.partition("#")[2].strip())
+                    for line in f if line.strip() and not line.startswith("#")]
     except FileNotFoundError:
-        return set()
-    return {r[1].split("/", 1)[1] for r in rows if len(r) >= 2 and r[0] == mode and r[1].startswith(suite + "/")}
+        return {}
+    return {r[1].split("/", 1)[1]: why for r, why in rows
+            if len(r) >= 2 and r[0] == mode and r[1].startswith(suite + "/")}
 
 
 def write_expected() -> None:

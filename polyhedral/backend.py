@@ -9,16 +9,16 @@ import time
 
 import numpy as np
 
-from framework.ir import Node
-
 from framework.disk_cache import DiskCache, cache_key
+from framework.ir import Node
+from framework.ops import gemm
 
 from . import build, codegen, scheduler
 from .config import Config
 from .lower import lower
 from .stmt import ScopError
 
-VERSION = 7  # bump when lowering, scheduling or code generation changes the C they produce
+VERSION = 8  # bump when lowering, scheduling or code generation changes the C they produce
 FN = "msgx_poly_fn"
 # row-wise clusters gain nothing from tiling (each row is touched once or twice, in cache)
 CLUSTER_CONFIG = Config("cluster", objectives=(("contiguity", "proximity", "big-loops", "sum"),),
@@ -85,7 +85,7 @@ class PolyBackend:
         try:
             lib = build.load(build.shared_library(src, cache=self.cache))
             kernels = [build.Kernel(lib, fn, scop, {}) for fn, (_, scop, *_r) in zip(names, items)]
-            kernels[0].set_threads(_threads())
+            kernels[0].set_threads(gemm.cpu_threads())
         except build.CompilerError as e:
             for node, *_x, slot, run_graph in items:
                 fb = _fallback_backend(node)
@@ -98,12 +98,6 @@ class PolyBackend:
             slot["run"] = _runner(k, scop, feeds, [o.type.shape for o in node.attrs["body"].outputs])
 
 
-def _threads() -> int:
-    """The DVM's thread count (MSGX_NUM_THREADS, OMP_NUM_THREADS, else the CPUs this process may use)."""
-    from dvm_runtime.backend import vm_threads  # lazy: the poly backend needs nothing else of the DVM
-    return vm_threads()
-
-
 def _fallback_backend(node):
     from dvm_runtime.backend import DvmBackend  # lazy: only when the C build failed
     from framework.backends import NUMPY
@@ -111,30 +105,62 @@ def _fallback_backend(node):
     return dvm if dvm.supports(node) else NUMPY
 
 
-def _matmul(a: np.ndarray, b: np.ndarray, shape) -> np.ndarray:
-    """ONNX MatMul on BLAS; a batch of rows against one matrix is a single sgemm (np.matmul would loop)."""
-    if b.ndim == 2 and a.ndim > 2:
-        return (a.reshape(-1, a.shape[-1]) @ b).reshape(shape)
-    return np.matmul(a, b).reshape(shape)
+def _matmul(a: np.ndarray, b: np.ndarray, shape, out: np.ndarray | None) -> np.ndarray:
+    """ONNX MatMul: on our GEMM (framework.ops.gemm, as the DVM's host matmuls) when it takes the product, else
+    on BLAS into `out` (a float32
+    array of `shape`, or None: a new one). Rows against one matrix are a single product (np.matmul would
+    loop over the batch)."""
+    if b.ndim == 2:
+        a = a.reshape(-1, a.shape[-1])
+    product = gemm.matmul(a, b)
+    if product is not None:
+        return product.reshape(shape)
+    out = np.empty(shape, np.float32) if out is None else out
+    natural = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+    np.matmul(a, b, out=out.reshape(natural))
+    return out
 
 
 def _runner(k: build.Kernel, scop, feeds: list, out_shapes: list):
-    plan = [(a.name, k.shapes[a.name], a.role, f) for a, f in zip(scop.arrays, feeds)]
+    """The cluster's host path: inputs as float32 C arrays, matmul products (_matmul), then the C function
+    called with addresses. Every array here is made C-contiguous float32 of its scop shape, so the
+    per-array checks of Kernel.call (8-13 us a call for 4 arrays, measured) are not needed; constants'
+    addresses are taken once. Temporaries and products are nobody's after the call: they are kept for the
+    next one (no allocation, no page faults per call). A call takes them out of `spare` and puts them back
+    after, so a concurrent call of the same kernel (dict operations are atomic under the GIL) allocates
+    its own."""
+    if scop.scalars:
+        raise ScopError(f"cluster {scop.name!r}: lowered clusters pass no scalar arguments")
+    plan = [(k.shapes[a.name], a.role, f) for a, f in zip(scop.arrays, feeds)]
+    consts = {pos: np.ascontiguousarray(f, np.float32).reshape(shape)
+              for pos, (shape, _, f) in enumerate(plan) if isinstance(f, np.ndarray)}
+    const_addr = {pos: x.ctypes.data for pos, x in consts.items()}
+    spare: dict[int, tuple[np.ndarray, int]] = {}
+    fn = k.fn
 
     def run(*inputs):
-        arrays, outs = [], []
-        for name, shape, role, f in plan:
+        arrays, addrs, outs, kept = [], [], [], []
+        for pos, (shape, role, f) in enumerate(plan):
             if isinstance(f, int):
                 x = np.ascontiguousarray(inputs[f], np.float32).reshape(shape)
-            elif isinstance(f, np.ndarray):
-                x = f.reshape(shape)
-            elif f is not None:  # ("matmul", a, b): operands are earlier arrays
-                x = _matmul(arrays[f[1]], arrays[f[2]], shape)
-            else:
+                addr = x.ctypes.data
+            elif pos in consts:
+                x, addr = consts[pos], const_addr[pos]
+            elif role == "out" and f is None:
                 x = np.empty(shape, np.float32)
-                if role == "out":
-                    outs.append(x)
+                addr = x.ctypes.data
+                outs.append(x)
+            else:  # a temporary, or ("matmul", a, b) whose operands are earlier arrays
+                kept_x, addr = spare.pop(pos, (None, 0))
+                if f is not None:
+                    x = _matmul(arrays[f[1]], arrays[f[2]], shape, kept_x)
+                else:
+                    x = np.empty(shape, np.float32) if kept_x is None else kept_x
+                addr = addr if x is kept_x else x.ctypes.data
+                kept.append((pos, (x, addr)))
             arrays.append(x)
-        k.call(arrays)
+            addrs.append(addr)
+        fn(*addrs)
+        spare.update(kept)
         return [o.reshape(s) for o, s in zip(outs, out_shapes)]
     return run

@@ -8,6 +8,7 @@ import re
 import islpy as isl
 
 from . import regtile
+from .lower import EXPENSIVE
 from .scheduler import Result
 from .stmt import _ASSIGN, Scop, ScopError, accesses
 
@@ -30,7 +31,9 @@ static inline __attribute__((always_inline)) float msgx_min(float a, float b) {
 }
 static inline __attribute__((always_inline)) float msgx_relu(float a) { return a < 0.0f ? 0.0f : a; }
 /* Branch-free exp/erf/tanh (libm's are calls that block vectorisation): exp by 2^n * polynomial on
-   [-ln2/2, ln2/2] (rel. error ~2e-7), erf by Abramowitz-Stegun 7.1.26 (abs. error < 1.5e-7). */
+   [-ln2/2, ln2/2] (rel. error ~2e-7); erf by Eigen's rational function on [-4, 4] (odd degree-13 over
+   even degree-8 polynomial: one division, no exp; rel. error < 5e-7, where Abramowitz-Stegun 7.1.26's
+   1 - p(t) exp(-x^2) lost digits near 0 and cost an exp and two divisions). */
 static inline __attribute__((always_inline)) float msgx_expf(float x) {
   float c = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
   float n = __builtin_rintf(c * 1.44269504088896341f);
@@ -46,12 +49,13 @@ static inline __attribute__((always_inline)) float msgx_expf(float x) {
   return x != x ? x : y;
 }
 static inline __attribute__((always_inline)) float msgx_erff(float x) {
-  float a = x < 0.0f ? -x : x;
-  float t = 1.0f / (1.0f + 0.3275911f * a);
-  float p = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f
-            + t * 1.061405429f))));
-  float y = 1.0f - p * msgx_expf(-a * a);
-  return x < 0.0f ? -y : y;
+  float c = x < -4.0f ? -4.0f : (x > 4.0f ? 4.0f : x), c2 = c * c;
+  float p = c * (-1.60960333262415e-02f + c2 * (-2.95459980854025e-03f + c2 * (-7.34990630326855e-04f
+            + c2 * (-5.69250639462346e-05f + c2 * (-2.10102402082508e-06f + c2 * (2.77068142495902e-08f
+            + c2 * -2.72614225801306e-10f))))));
+  float q = -1.42647390514189e-02f + c2 * (-7.37332916720468e-03f + c2 * (-1.68282697438203e-03f
+            + c2 * (-2.13374055278905e-04f + c2 * -1.45660718464996e-05f)));
+  return x != x ? x : p / q;
 }
 static inline __attribute__((always_inline)) float msgx_tanhf(float x) {
   float a = x < 0.0f ? -x : x;
@@ -166,6 +170,9 @@ void msgx_poly_threads(int n) {
 #endif
 }
 """
+# an element of bias+GELU (one erf) took 0.5 ns, a plain elementwise op 0.05-0.1 ns: instances with such
+# calls count this many times towards Config.min_parallel_work
+CALL_COST = 8
 _NAME = re.compile(r"^[A-Za-z_]\w*$")
 
 
@@ -359,8 +366,9 @@ class _Printer:
         if in_par or nested or not self.res.config.parallel or _upper_bound(node) is None:
             return False
         calls = frozenset(_calls(body))
+        cost = max(_instance_cost(self.stmts[c]) for c in calls)
         return dim >= 0 and self.res.loop_parallel(dim, calls) and \
-            self.res.work_per_entry(dim, calls) >= self.res.config.min_parallel_work
+            self.res.work_per_entry(dim, calls) * cost >= self.res.config.min_parallel_work
 
     def _parallel(self, node, depth: int, simd: bool) -> None:
         """The loop as helper `fn_par<k>(arrays..., outer iterators..., lo, hi)` over its iterations
@@ -436,6 +444,11 @@ class _Printer:
         self.bound.pop()
         self.loops -= 1
         self.lines.append(f"{pad}}}")
+
+
+def _instance_cost(st) -> int:
+    """A statement instance's cost in plain ones: each exp/erf/tanh/log/pow/sqrt call counts CALL_COST."""
+    return 1 + CALL_COST * sum(st.body.count(f) for f in EXPENSIVE)
 
 
 def _upper_bound(node) -> tuple[str, str] | None:

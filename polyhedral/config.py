@@ -50,6 +50,9 @@ class Config:
     inner_parallel: bool = False
     # tile only bands along which some access is invariant and its data exceeds L1 (scheduler._band_reuses)
     tile_needs_reuse: bool = False
+    # (time, space) tile sizes of time tiling (timetile.py) for nests inside a sequential outer loop whose
+    # arrays exceed the L2 cache (stencils at LARGE); the last entry serves deeper rows; () turns it off
+    time_tile: tuple[int, ...] = ()
     directives: tuple[Directive, ...] = ()
     coef_bound: int = 4  # schedule coefficients are searched in [0, coef_bound]
     # Pluto's bands: rows keep every dependence of their band weakly satisfied (tileable, may skew); False:
@@ -74,6 +77,8 @@ class Config:
                 raise ConfigError(f"config {self.name!r}: unknown directive {d.kind!r}; one of {DIRECTIVES}")
         if self.register_tile and (len(self.register_tile) != 2 or min(self.register_tile) < 1):
             raise ConfigError(f"config {self.name!r}: register_tile must be () or (rows, columns) >= 1")
+        if self.time_tile and (len(self.time_tile) < 2 or min(self.time_tile) < 2):
+            raise ConfigError(f"config {self.name!r}: time_tile must be () or (time, space, ...) sizes >= 2")
         if any(int(t) < 0 for t in self.tile_sizes) or self.coef_bound < 1 or self.min_parallel_work < 0:
             raise ConfigError(f"config {self.name!r}: tile sizes and min_parallel_work must be >= 0 and "
                               "coef_bound >= 1")
@@ -92,7 +97,7 @@ PRESETS: dict[str, Config] = {c.name: c for c in (
     Config("pluto-like", objectives=(("proximity", "sum"),), fusion="smart", tile_sizes=(32,)),
     Config("cpu-contiguity", objectives=(("parallel", "contiguity", "proximity", "big-loops", "sum"),),
            fusion="smart", tile_sizes=(32, 64, 256), permutable=False, register_tile=(4, 4),
-           inner_parallel=True, tile_needs_reuse=True),
+           inner_parallel=True, tile_needs_reuse=True, time_tile=(16, 32)),
 )}
 
 
@@ -115,7 +120,7 @@ def from_dict(d: dict) -> Config:
     if "objectives" in kw:
         objs = kw["objectives"]
         kw["objectives"] = tuple((o,) if isinstance(o, str) else tuple(o) for o in objs)
-    for key in ("tile_sizes", "register_tile"):
+    for key in ("tile_sizes", "register_tile", "time_tile"):
         if key in kw:
             kw[key] = tuple(int(t) for t in kw[key])
     if "directives" in kw:

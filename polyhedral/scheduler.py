@@ -95,11 +95,15 @@ def schedule(scop: Scop, binding: dict, config: Config, dep: deps_mod.Deps | Non
         # 2000x2000, 60 steps: 2.8x the original order untiled, 5.2x tiled by 32; MEDIUM 3.5x / 4.0x)
         alt = schedule(scop, binding, replace(config, objectives=(("feautrier", "sum"),), fusion="max",
                                               permutable=True, tile_sizes=(config.tile_at(0),),
-                                              inner_parallel=False), dep)
+                                              inner_parallel=False, time_tile=()), dep)
         if not alt.notes and not _recurrences(scop, alt):
             alt.notes.append(f"{config.name}: innermost loops of {', '.join(_recurrences(scop, res))} carry "
                              "a dependence; Feautrier's rows leave every innermost loop free")
             return replace(alt, config=config)
+    if config.algorithm == "farkas" and not res.notes:
+        from . import timetile
+        if timetile.wanted(scop, binding, res):
+            return timetile.schedule(scop, binding, config, dep) or res
     return res
 
 

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gemm.h"
 #include "vm.h"
 #include "vm_kernels.h"
 #include "vm_pool.h"
@@ -218,74 +217,12 @@ static PyObject *py_validate(PyObject *self, PyObject *arg) {
     return result;
 }
 
-/* matmul(a, b, out, nthreads=None, isa=None): out[...] = a[...] @ b[...] in float32 (gemm.c). */
-static int matmul_operand(PyObject *o, const char *name, int writable, Py_buffer *v) {
-    if (PyObject_GetBuffer(o, v, PyBUF_STRIDES | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0) return -1;
-    int is_f32 = format_kind(v->format) == 'f' && v->itemsize == 4;
-    const char *err = !is_f32 ? "must be a float32 array" : !PyBuffer_IsContiguous(v, 'C') ? "must be C-contiguous"
-                      : v->ndim < 2 ? "must have at least 2 dimensions" : NULL;
-    if (!err) return 0;
-    PyErr_Format(is_f32 ? PyExc_ValueError : PyExc_TypeError, "matmul: %s %s", name, err);
-    PyBuffer_Release(v);
-    return -1;
-}
-
-static PyObject *py_matmul(PyObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"a", "b", "out", "nthreads", "isa", NULL};
-    static const char *const isa_names[] = {"auto", "portable", "avx2", "avx512"};
-    PyObject *obj[3], *nt_obj = Py_None, *result = NULL;
-    const char *isa_name = "auto", *names[3] = {"a", "b", "out"};
-    int nthreads, isa = 0, got = 0;
-    Py_buffer v[3];
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOO|Oz:matmul", kwlist, &obj[0], &obj[1], &obj[2], &nt_obj,
-                                     &isa_name) || thread_count(nt_obj, &nthreads) < 0)
-        return NULL;
-    while (isa_name && isa < 4 && strcmp(isa_name, isa_names[isa])) isa++;
-    if (isa == 4 || !gemm_isa_supported((gemm_isa_t)isa))
-        return PyErr_Format(PyExc_ValueError, "matmul: isa %s is unknown or not supported here", isa_name);
-    for (; got < 3; got++)
-        if (matmul_operand(obj[got], names[got], got == 2, &v[got]) < 0) goto out;
-    int nd = v[0].ndim, batch_ok = v[2].ndim == nd && (v[1].ndim == 2 || v[1].ndim == nd);
-    Py_ssize_t *as = v[0].shape, *bs = v[1].shape, *os = v[2].shape, batch = 1;
-    for (int d = 0; batch_ok && d < nd - 2; d++) {
-        batch_ok = os[d] == as[d] && (v[1].ndim == 2 || bs[d] == as[d]);
-        batch *= as[d];
-    }
-    int bd = v[1].ndim;
-    if (!batch_ok || as[nd - 1] != bs[bd - 2] || os[nd - 2] != as[nd - 2] || os[nd - 1] != bs[bd - 1]) {
-        PyErr_SetString(PyExc_ValueError, "matmul: shapes do not match: a (..., M, K), b (K, N) or (..., K, N) "
-                                          "with a's batch shape, out (..., M, N)");
-        goto out;
-    }
-    for (int i = 0; i < 2; i++)
-        if ((char *)v[2].buf < (char *)v[i].buf + v[i].len && (char *)v[i].buf < (char *)v[2].buf + v[2].len) {
-            PyErr_Format(PyExc_ValueError, "matmul: out overlaps %s", names[i]);
-            goto out;
-        }
-    gemm_args_t g = {batch, as[nd - 2], bs[bd - 1], as[nd - 1], v[0].buf, v[1].buf, v[2].buf, as[nd - 1],
-                     bs[bd - 1], bs[bd - 1], as[nd - 2] * as[nd - 1], bd == 2 ? 0 : bs[bd - 2] * bs[bd - 1],
-                     os[nd - 2] * os[nd - 1]};
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = gemm_f32(&g, nthreads, (gemm_isa_t)isa);
-    Py_END_ALLOW_THREADS
-    if (rc != 0) { PyErr_NoMemory(); goto out; }
-    result = Py_NewRef(Py_None);
-out:
-    for (int i = 0; i < got; i++) PyBuffer_Release(&v[i]);
-    return result;
-}
-
 static PyObject *py_cpu_count(PyObject *self, PyObject *unused) { return PyLong_FromLong(vm_cpu_count()); }
 
 static PyMethodDef methods[] = {
     {"run", (PyCFunction)(void (*)(void))py_run, METH_VARARGS | METH_KEYWORDS,
      "run(program, buffers, nthreads=None): validate, then execute a DVM program on the buffers."},
     {"validate", py_validate, METH_O, "validate(program) -> dict: raises BytecodeError on a bad program."},
-    {"matmul", (PyCFunction)(void (*)(void))py_matmul, METH_VARARGS | METH_KEYWORDS,
-     "matmul(a, b, out, nthreads=None, isa=None): out = a @ b in float32 (a (..., M, K); b (K, N) or with a's "
-     "batch shape; out (..., M, N), preallocated), GIL released; isa 'portable', 'avx2' or 'avx512' forces "
-     "a micro-kernel family."},
     {"cpu_count", py_cpu_count, METH_NOARGS, "Online CPUs (the default thread count)."},
     {NULL, NULL, 0, NULL},
 };

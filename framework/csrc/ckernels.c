@@ -498,12 +498,16 @@ static PyMethodDef METHODS[] = {
     {"erf", py_erf, METH_VARARGS, "erf(x, y, n): the ISA's float32 erf, elementwise"},
     {"im2col_ck", py_im2col_ck, METH_VARARGS, "im2col_ck(x, cols, geo): columns [C*KH*KW, N, OH*OW]"},
     {"col2im_ck", py_col2im_ck, METH_VARARGS, "col2im_ck(cols, dx, geo): dx = sum of columns, the inverse"},
+    {"matmul", (PyCFunction)(void (*)(void))py_matmul, METH_VARARGS | METH_KEYWORDS,
+     "matmul(a, b, out, nthreads=None, isa=None): out = a @ b in float32 (a (..., M, K); b (K, N) or with a's "
+     "batch shape; out (..., M, N), preallocated), GIL released; isa 'portable', 'avx2' or 'avx512' forces "
+     "a micro-kernel family."},
     {"maxpool_grad", py_maxpool_grad, METH_VARARGS,
      "maxpool_grad(x, y, gy, dx, geo): gy to the first maximum of each window"},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_ckernels", "float32 conv/pool/row kernels", -1,
+static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_ckernels", "float32 conv/pool/row/matmul kernels", -1,
                                     METHODS};
 
 PyMODINIT_FUNC PyInit__ckernels(void) { return PyModule_Create(&MODULE); }

@@ -26,6 +26,9 @@ typedef struct {
 int geo_from_bytes(geo_t *g, const char *bytes, Py_ssize_t len);
 #define GEO_LOAD(g) geo_from_bytes(&g, g##_bytes, g##_len)
 
+/* matmul(a, b, out, nthreads=None, isa=None): matmul.c */
+PyObject *py_matmul(PyObject *self, PyObject *args, PyObject *kw);
+
 /* 0, or -1 with a ValueError set, for a geometry whose sizes do not fit together */
 int check_geo(const geo_t *g);
 

@@ -1,6 +1,7 @@
 /* Float32 GEMM: register micro-kernels (AVX-512, AVX2+FMA, portable vector C) chosen at run time, work split
- * over (batch, row block, column block) tiles on the DVM pool (vm_parallel_for: tiles are claimed
- * dynamically, so a worker that has not woken yet holds up nothing; small products stay on the caller).
+ * over (batch, row block, column block) tiles on a thread pool (the DVM's vm_pool.c, compiled into
+ * framework._ckernels too: tiles are claimed dynamically, so a worker that has not woken yet holds up
+ * nothing; small products stay on the caller).
  *
  * A micro-kernel keeps an MR x NR block of c in registers over a k-range: per k it loads one row of a B
  * panel (NR columns) and multiplies it by MR broadcast elements of A, read in place (MR short streams along

@@ -1,6 +1,6 @@
-/* Float32 GEMM on the DVM thread pool: c[b] = a[b] @ b[b] for a batch of row-major matrices. */
-#ifndef DVM_GEMM_H
-#define DVM_GEMM_H
+/* Float32 GEMM on a thread pool (vm_pool.c): c[b] = a[b] @ b[b] for a batch of row-major matrices. */
+#ifndef MSGX_GEMM_H
+#define MSGX_GEMM_H
 #include <stdint.h>
 
 /* Micro-kernel families; GEMM_ISA_AUTO picks the widest the CPU supports. */

@@ -6,6 +6,7 @@ import numpy as np
 
 from ..errors import ShapeError
 from ..ir import TensorType
+from . import gemm
 from .infer import broadcast_shapes
 from .registry import Fusion, op
 
@@ -81,6 +82,8 @@ def _matmul_grad(b, n, gouts):
 def _matmul(ctx, a, b):
     if a.dtype != b.dtype and a.dtype != object:
         b = b.astype(a.dtype)
+    if (out := gemm.matmul(a, b)) is not None:
+        return out
     if b.ndim == 2 and a.ndim == 2:
         out = np.dot(a, b)  # the same GEMM as np.matmul with a third less call overhead (small matrices)
     elif a.ndim > 2 and b.ndim == 2 and a.flags.c_contiguous:

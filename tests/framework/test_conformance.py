@@ -19,7 +19,9 @@ def test_conformance(mode, suite, tmp_path):
     report.write_text("".join(f"{n}\t{'pass' if w is None else 'fail: ' + w}\n" for n, w in sorted(results.items())))
     failing = {n: w for n, w in results.items() if w is not None}
     new_failures = {n: w for n, w in failing.items() if n not in expected}
-    fixed = sorted(n for n in expected if n in results and results[n] is None)
+    # A case listed for its random ops fails because its draws differ from the reference's; it can match by
+    # chance (test_bernoulli_double's ten 0/1 draws once did), which fixes nothing.
+    fixed = sorted(n for n, why in expected.items() if results.get(n, "absent") is None and "random ops" not in why)
     rate = 1 - len(failing) / len(results)
     print(f"{mode}: {len(results) - len(failing)}/{len(results)} passed ({rate:.1%}); report: {report}")
     assert not new_failures, "new failures:\n" + "\n".join(f"{n}: {w}" for n, w in sorted(new_failures.items()))

@@ -1,4 +1,4 @@
-"""cvm.matmul (csrc/gemm.c) against numpy in float64: every micro-kernel family this CPU has, 1 and 2
+"""framework._ckernels.matmul (framework/csrc/gemm.c) against numpy in float64: every micro-kernel family this CPU has, 1 and 2
 threads, edges of every blocking level, batched and broadcast b, exact integer products, invariances, and
 the typed errors for bad operands."""
 import threading
@@ -6,26 +6,27 @@ import threading
 import numpy as np
 import pytest
 
-from dvm_runtime import cvm
+from framework.ops import gemm
+from framework.ops.nn_ckernels import _C
 
-pytestmark = pytest.mark.skipif(not cvm.available(), reason=f"C VM unavailable: {cvm.why_unavailable()}")
+pytestmark = pytest.mark.skipif(_C is None, reason="framework._ckernels is not built")
 F32 = np.float32
 
 
 def _supported(isa: str) -> bool:
     try:
-        cvm.matmul(np.ones((1, 1), F32), np.ones((1, 1), F32), np.empty((1, 1), F32), 1, isa)
+        _C.matmul(np.ones((1, 1), F32), np.ones((1, 1), F32), np.empty((1, 1), F32), 1, isa)
     except ValueError:
         return False
     return True
 
 
-ISAS = [isa for isa in ("portable", "avx2", "avx512") if cvm.available() and _supported(isa)]
+ISAS = [isa for isa in ("portable", "avx2", "avx512") if _C is not None and _supported(isa)]
 
 
 def _run(a, b, nthreads=1, isa=None):
     out = np.full(a.shape[:-1] + b.shape[-1:], np.nan, F32)  # NaN: an element never written shows
-    cvm.matmul(a, b, out, nthreads, isa)
+    _C.matmul(a, b, out, nthreads, isa)
     return out
 
 
@@ -83,9 +84,9 @@ def test_rows_do_not_depend_on_m_or_threads(isa):
 
 def test_k_zero_gives_zeros_and_empty_is_a_no_op():
     out = np.full((3, 4), np.nan, F32)
-    cvm.matmul(np.empty((3, 0), F32), np.empty((0, 4), F32), out)
+    _C.matmul(np.empty((3, 0), F32), np.empty((0, 4), F32), out)
     np.testing.assert_array_equal(out, 0)
-    cvm.matmul(np.empty((0, 5), F32), np.ones((5, 4), F32), np.empty((0, 4), F32))
+    _C.matmul(np.empty((0, 5), F32), np.ones((5, 4), F32), np.empty((0, 4), F32))
 
 
 def test_concurrent_callers():
@@ -120,13 +121,13 @@ def _ops(m=2, k=3, n=4):
 def test_bad_dtype_is_type_error():
     a, b, out = _ops()
     with pytest.raises(TypeError, match="float32"):
-        cvm.matmul(a.astype(np.float64), b, out)
+        _C.matmul(a.astype(np.float64), b, out)
     with pytest.raises(TypeError, match="float32"):
-        cvm.matmul(a, b.astype(np.float16), out)
+        _C.matmul(a, b.astype(np.float16), out)
     with pytest.raises(TypeError, match="float32"):
-        cvm.matmul(a, b, np.empty(out.shape, np.int32))
+        _C.matmul(a, b, np.empty(out.shape, np.int32))
     with pytest.raises(TypeError):
-        cvm.matmul([[1.0]], b, out)
+        _C.matmul([[1.0]], b, out)
 
 
 def test_bad_layout_or_shape_is_value_error():
@@ -145,18 +146,55 @@ def test_bad_layout_or_shape_is_value_error():
     ]
     for a_, b_, out_, msg in cases:
         with pytest.raises(ValueError, match=msg):
-            cvm.matmul(a_, b_, out_)
+            _C.matmul(a_, b_, out_)
 
 
 def test_overlap_readonly_threads_and_isa_are_value_errors():
     a, b, _ = _ops(3, 3, 3)
     with pytest.raises(ValueError, match="overlaps a"):
-        cvm.matmul(a, b, a)
+        _C.matmul(a, b, a)
     out = np.empty((3, 3), F32)
     out.flags.writeable = False
     with pytest.raises(ValueError):
-        cvm.matmul(a, b, out)
+        _C.matmul(a, b, out)
     with pytest.raises(ValueError, match="nthreads"):
-        cvm.matmul(a, b, np.empty((3, 3), F32), 0)
+        _C.matmul(a, b, np.empty((3, 3), F32), 0)
     with pytest.raises(ValueError, match="isa"):
-        cvm.matmul(a, b, np.empty((3, 3), F32), 1, "sse9")
+        _C.matmul(a, b, np.empty((3, 3), F32), 1, "sse9")
+
+
+def test_framework_matmul_takes_large_float32_products_and_declines_the_rest():
+    """framework.ops.gemm.matmul (what MatMul kernels call) computes products above BLAS_ONE_THREAD_MACS and
+    returns None for what it leaves to numpy: small products, other dtypes, non-contiguous operands, batch
+    shapes that only broadcast."""
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((2, 128, 64), F32), rng.standard_normal((64, 48), F32)
+    assert a.size * b.shape[1] > gemm.BLAS_ONE_THREAD_MACS
+    got = gemm.matmul(a, b)
+    np.testing.assert_allclose(got, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+    bb = rng.standard_normal((2, 64, 48), F32)
+    np.testing.assert_allclose(gemm.matmul(a, bb), a.astype(np.float64) @ bb, rtol=1e-4, atol=1e-4)
+    assert gemm.matmul(a[:, :8], b) is None                        # small: numpy's one-thread BLAS
+    assert gemm.matmul(a.astype(np.float64), b.astype(np.float64)) is None
+    assert gemm.matmul(a[:, :, ::2], b[::2]) is None                # not C-contiguous
+    assert gemm.matmul(a, rng.standard_normal((1, 64, 48), F32)) is None  # broadcast batch: numpy's rules
+    assert gemm.matmul(a, rng.standard_normal((65, 48), F32)) is None     # K differs: numpy raises its error
+
+
+def test_matmul_op_on_the_gemm_matches_numpy():
+    """The MatMul op of a session (O0 and O1) at a size the GEMM takes agrees with numpy."""
+    import onnx
+    from onnx import helper
+
+    import framework
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((3, 100, 64), F32), rng.standard_normal((64, 96), F32)
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"]), helper.make_node("Relu", ["y"], ["z"])],
+                          "mm", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["b", 100, 64])],
+                          [helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, None)],
+                          [onnx.numpy_helper.from_array(w, "w")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    want = np.maximum(x.astype(np.float64) @ w, 0)
+    for level in ("O0", "O1"):
+        got = framework.InferenceSession(model, jit_level=level).run(None, {"x": x})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)

@@ -102,3 +102,88 @@ def test_missing_or_failing_compiler_falls_back_to_dvm_with_reason(cc, why, cach
     assert reasons and why in reasons[0] and "poly backend" in reasons[0], reasons
     assert "dvm" in reasons[0] or sess.stats["backends"].get("dvm")
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_erf_matches_libm_to_float_precision(cache_dir):
+    """msgx_erff (a rational function on [-4, 4]) against math.erf in float64, the edges included: +-inf
+    saturate to +-1, NaN stays NaN; the relative error stays below 1e-6 down to tiny arguments."""
+    import math
+    x = np.concatenate([np.linspace(-6, 6, 4001), [1e-30, -1e-20, 0.0, 3.9999, 4.5, np.inf, -np.inf, np.nan]])
+    x = x.astype(np.float32)
+    # Mul by 1 gives the fuser a cluster of two ops (a lone Erf is not outlined)
+    model = _model([n("Mul", ["x", "one"], ["t"]), n("Erf", ["t"], ["y"])], [("x", [x.size])],
+                   [("one", np.ones(1, np.float32))])
+    sess = framework.InferenceSession(model, jit_level="O1", graph_kernel_flags=POLY)
+    got = sess.run(None, {"x": x})[0].astype(np.float64)
+    assert sess.stats["backends"].get("poly", 0) == 1
+    want = np.array([math.erf(v) if not math.isnan(v) else math.nan for v in x.astype(np.float64)])
+    assert np.isnan(got[-1]) and np.all(np.isfinite(got[:-1]))
+    rel = np.abs(got[:-1] - want[:-1]) / np.maximum(np.abs(want[:-1]), 1e-37)
+    assert float(np.max(rel)) < 1e-6, float(np.max(rel))
+
+
+@pytest.mark.parametrize("name", ["matmul_bias_relu", "softmax"])
+def test_kept_buffers_never_leak_into_returned_outputs(name, cache_dir):
+    """Temporaries and BLAS products are reused across calls; outputs are fresh arrays: a second call with
+    other inputs leaves the first call's result untouched, and both match the reference."""
+    model, feed = CASES[name]
+    sess = framework.InferenceSession(model, jit_level="O1", graph_kernel_flags=POLY)
+    ref = framework.InferenceSession(model, jit_level="O0")
+    other = {k: v[::-1].copy() for k, v in feed.items()}
+    first = sess.run(None, feed)[0]
+    kept = first.copy()
+    second = sess.run(None, other)[0]
+    np.testing.assert_array_equal(first, kept)
+    for got, inputs in ((first, feed), (second, other)):
+        want = ref.run(None, inputs)[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(want))))
+
+
+def test_instances_with_transcendental_calls_count_more_towards_threads():
+    """A 256x256 erf nest (65K instances, each a call) reaches Config.min_parallel_work (512K) by
+    codegen.CALL_COST and runs on threads; the same nest of additions stays serial."""
+    from polyhedral import backend, codegen
+    from polyhedral.stmt import Array, Scop, Statement
+
+    def nest(body):
+        scop = Scop("s", (), (Array("x", (256, 256), "in"), Array("y", (256, 256), "out")), (Statement(
+            "S0", ("i", "j"), "0 <= i < 256 and 0 <= j < 256", body, (0, "i", 0, "j", 0)),), dtype="float")
+        return codegen.function(scop, {}, scheduler.schedule(scop, {}, backend.CLUSTER_CONFIG), "k")
+    assert "msgx_parallel(" in nest("y[i][j] = msgx_erff(x[i][j])")
+    assert "msgx_parallel(" not in nest("y[i][j] = x[i][j] + 1.0f")
+
+
+@pytest.mark.parametrize("shapes", [((3, 6, 8), (8, 5)), ((3, 6, 8), (3, 8, 5)), ((6, 8), (3, 8, 5))])
+def test_host_products_of_every_batch_layout(shapes, cache_dir):
+    """A matmul feeding an epilogue, with rows against one matrix (one sgemm), equal batches and a broadcast
+    left operand, computed into the product kept from the previous call: all match O0."""
+    sa, sb = shapes
+    model = _model([n("MatMul", ["x", "w"], ["t"]), n("Relu", ["t"], ["y"])],
+                   [("x", list(sa)), ("w", list(sb))])
+    feed = {"x": _r(*sa), "w": _r(*sb)}
+    want = framework.InferenceSession(model, jit_level="O0").run(None, feed)[0]
+    sess = framework.InferenceSession(model, jit_level="O1", graph_kernel_flags=POLY)
+    for _ in range(2):  # the second call reuses the kept product
+        got = sess.run(None, feed)[0]
+        assert sess.stats["backends"].get("poly", 0) == 1
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(want))))
+
+
+def test_products_go_to_the_host_gemm_when_it_takes_them(cache_dir, monkeypatch):
+    """The cluster's matmul goes to framework.ops.gemm.matmul and to BLAS when that declines (returns None);
+    both results match O0 on every call."""
+    from framework.ops import gemm
+    calls = []
+
+    def fake(a, b, take):
+        calls.append((a.shape, b.shape))
+        return (a.astype(np.float64) @ b).astype(np.float32) if take else None
+    model, feed = CASES["matmul_bias_relu"]
+    want = framework.InferenceSession(model, jit_level="O0").run(None, feed)[0]
+    for take in (True, False):
+        calls.clear()
+        monkeypatch.setattr(gemm, "matmul", lambda a, b, take=take: fake(a, b, take))
+        sess = framework.InferenceSession(model, jit_level="O1", graph_kernel_flags=POLY)
+        for _ in range(2):
+            np.testing.assert_allclose(sess.run(None, feed)[0], want, rtol=1e-5, atol=1e-5)
+        assert calls == [((24, 40), (40, 36))] * 2
