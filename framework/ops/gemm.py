@@ -35,10 +35,12 @@ _threads: list = []  # [cpu_threads()], read on first use (as the VM reads it on
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
     """a @ b for C-contiguous float32 a (..., M, K) and b (K, N) or (..., K, N) with a's batch shape, above
-    BLAS_ONE_THREAD_MACS; else None. Called for every MatMul, so it checks little itself: the extension
-    rejects other shapes (ValueError)."""
+    BLAS_ONE_THREAD_MACS; else None. a and b have rank >= 1 (MatMul's operands). Called for every MatMul, so
+    it checks little itself: the extension rejects other shapes (ValueError)."""
+    if a.size * b.shape[-1] <= BLAS_ONE_THREAD_MACS:  # first: most calls at small shapes stop here
+        return None
     if _C is None or a.dtype is not F32 or b.dtype is not F32 or not a.flags.c_contiguous \
-            or not b.flags.c_contiguous or b.ndim < 2 or a.size * b.shape[-1] <= BLAS_ONE_THREAD_MACS:
+            or not b.flags.c_contiguous or b.ndim < 2:
         return None
     if not _threads:
         _threads.append(cpu_threads())
