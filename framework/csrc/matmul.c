@@ -7,7 +7,6 @@
 #include "gemm.h"
 #include "vm_pool.h"
 
-/* matmul(a, b, out, nthreads=None, isa=None): out[...] = a[...] @ b[...] in float32 (gemm.c). */
 static int is_f32(const Py_buffer *v) {
     const char *f = v->format ? v->format : "B";
     while (*f == '@' || *f == '=' || *f == '<') f++;
@@ -25,6 +24,7 @@ static int matmul_operand(PyObject *o, const char *name, int writable, Py_buffer
     return -1;
 }
 
+/* matmul(a, b, out, nthreads=None, isa=None): out[...] = a[...] @ b[...] in float32 (gemm.c). */
 PyObject *py_matmul(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"a", "b", "out", "nthreads", "isa", NULL};
     static const char *const isa_names[] = {"auto", "portable", "avx2", "avx512"};
