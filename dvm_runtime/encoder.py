@@ -128,9 +128,9 @@ def _bind(prog: Program, vm_run):
 
 @functools.lru_cache(maxsize=None)
 def _flat_dot(k: int):
-    """A host MatMul of [..., k] by a [k, n] matrix as one 2-D GEMM, its result left [rows, n]: the VM reads
-    buffers flat and the binding reshapes what the body returns, so the reshapes around np.matmul (half of a
-    small matmul's time) are skipped."""
+    """A host MatMul of [..., k] by a [k, n] matrix on our GEMM (framework.ops.gemm), or where it declines as
+    one 2-D numpy GEMM with its result left [rows, n]: the VM reads buffers flat and the binding reshapes what
+    the body returns, so the reshapes around np.matmul (half of a small matmul's time) are skipped."""
     def direct(a, b):
         out = gemm.matmul(a, b)
         return np.dot(a.reshape(-1, k), b) if out is None else out
