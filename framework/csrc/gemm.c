@@ -36,10 +36,12 @@
  * packed panel; on the transformer's shapes (b rows of 64 or 256 floats) the copy cost more than it saved. */
 #define PACK_MIN_ROWS 48
 #define PACK_MIN_LDB 512
-/* Work below this many flops per thread runs on fewer threads: waking a sleeping worker and waiting for its
- * last tile cost ~10 us here (2 threads turned a 19 us, 2 MFLOP product into 28 us while the other core was
- * busy), what 1 MFLOP takes on one core (~100 GFLOP/s with AVX-512 or AVX2 on this Zen 4). */
-#define MIN_FLOPS_PER_THREAD (1 << 20)
+/* Work below this many flops per thread runs on fewer threads. Waking a sleeping worker and waiting for its
+ * last tile cost tens of microseconds in this VM when the worker had slept since the previous kernel: in
+ * benchmarks/gemm.py's interleaved rounds (quiet 2-core machine), every 8.4 MFLOP product of the bundled
+ * transformer ran slower on 2 threads than on 1 (fc 82 -> 87 us, Q @ K^T 86 -> 117 us), while called back
+ * to back 2 threads took 0.63x the time from 16.8 MFLOP and 0.51x at 2 GFLOP. */
+#define MIN_FLOPS_PER_THREAD (1 << 23)
 
 /* One ISA's panel routine: c[0:m, 0:w] (+)= a[0:m, 0:kc] @ b[0:kc, 0:w] for w <= nr, looping over row
  * groups of MR; `add` accumulates into c (later k-blocks) instead of overwriting it. b rows are ldb apart;
