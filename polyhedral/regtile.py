@@ -169,44 +169,33 @@ def emit(nest: Nest, dtype: str, rows: int, cols: int, pad: str) -> list[str]:
             return f"msgx_ld_{v}(&{_sub(ref, it, at)})" if _stride_one(ref, it) else ref
         return _REF.sub(one, text)
 
-    accs = [[f"msgx_acc{a}_{b}" for b in range(cols)] for a in range(up)]
+    cells = [(a, b) for a in range(up) for b in range(cols)]  # the block's outputs, row by row
+    accs = {(a, b): f"msgx_acc{a}_{b}" for a, b in cells}
+
+    def target(a: int, b: int) -> str:
+        return at_row(_sub(nest.target, q.it, q_col(b)), a)
+
     blk: list[str] = []
     if not nest.dot:
-        for a in range(up):
-            for b in range(cols):
-                tgt = at_row(_sub(nest.target, q.it, q_col(b)), a)
-                blk.append(f"{v} {accs[a][b]} = msgx_ld_{v}(&{tgt});")
+        blk += [f"{v} {accs[c]} = msgx_ld_{v}(&{target(*c)});" for c in cells]
         blk.append(f"for (long {r.it} = {r.lo}; {r.it} <= {r.hi}; {r.it} += 1) {{")
-        for a in range(up):
-            for b in range(cols):
-                term = at_row(vec_refs(nest.rhs, q.it, q_col(b)), a)
-                blk.append(f"  {accs[a][b]} = {accs[a][b]} + ({term});")
+        blk += [f"  {accs[a, b]} = {accs[a, b]} + ({at_row(vec_refs(nest.rhs, q.it, q_col(b)), a)});"
+                for a, b in cells]
         blk.append("}")
-        for a in range(up):
-            for b in range(cols):
-                tgt = at_row(_sub(nest.target, q.it, q_col(b)), a)
-                blk.append(f"msgx_st_{v}(&{tgt}, {accs[a][b]});")
+        blk += [f"msgx_st_{v}(&{target(*c)}, {accs[c]});" for c in cells]
     else:
-        blk += [f"{v} {accs[a][b]} = {{0}};" for a in range(up) for b in range(cols)]
+        blk += [f"{v} {accs[c]} = {{0}};" for c in cells]
         blk.append(f"long {r.it} = {r.lo};")
         blk.append(f"for (; {r.it} + {w - 1} <= {r.hi}; {r.it} += {w}) {{")
-        for a in range(up):
-            for b in range(cols):
-                term = at_row(_sub(vec_refs(nest.rhs, r.it, r.it), q.it, q_col(b)), a)
-                blk.append(f"  {accs[a][b]} = {accs[a][b]} + ({term});")
+        vec_rhs = vec_refs(nest.rhs, r.it, r.it)
+        blk += [f"  {accs[a, b]} = {accs[a, b]} + ({at_row(_sub(vec_rhs, q.it, q_col(b)), a)});" for a, b in cells]
         blk.append("}")
-        sums = [[f"msgx_s{a}_{b}" for b in range(cols)] for a in range(up)]
-        blk += [f"{dtype} {sums[a][b]} = msgx_hsum_{v}({accs[a][b]});"
-                for a in range(up) for b in range(cols)]
+        sums = {(a, b): f"msgx_s{a}_{b}" for a, b in cells}
+        blk += [f"{dtype} {sums[c]} = msgx_hsum_{v}({accs[c]});" for c in cells]
         blk.append(f"for (; {r.it} <= {r.hi}; {r.it} += 1) {{")
-        for a in range(up):
-            for b in range(cols):
-                blk.append(f"  {sums[a][b]} = {sums[a][b]} + ({at_row(_sub(nest.rhs, q.it, q_col(b)), a)});")
+        blk += [f"  {sums[a, b]} = {sums[a, b]} + ({at_row(_sub(nest.rhs, q.it, q_col(b)), a)});" for a, b in cells]
         blk.append("}")
-        for a in range(up):
-            for b in range(cols):
-                tgt = at_row(_sub(nest.target, q.it, q_col(b)), a)
-                blk.append(f"{tgt} = {tgt} + {sums[a][b]};")
+        blk += [f"{target(*c)} = {target(*c)} + {sums[c]};" for c in cells]
 
     # the scalar statement for one row's columns outside [msgx_qlo, msgx_q0)
     if not nest.dot:  # R outside, the columns inside (stride 1, vectorised by the compiler)
