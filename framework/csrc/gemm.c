@@ -297,6 +297,12 @@ static void pack_panel(const float *restrict b, int64_t ldb, int64_t kc, int w, 
         for (int j = 0; j < w; j++) dst[j] = b[j];
 }
 
+/* pack_panel for a transposed b: column j of the panel is b[j * ldb + 0:kc], contiguous */
+static void pack_panel_t(const float *restrict b, int64_t ldb, int64_t kc, int w, int ldp, float *restrict dst) {
+    for (int j = 0; j < w; j++, b += ldb)
+        for (int64_t k = 0; k < kc; k++) dst[k * ldp + j] = b[k];
+}
+
 static void run_tile(void *ctx, int tid, void *arena, int64_t tile) {
     (void)tid;
     const plan_t *p = ctx;
@@ -304,19 +310,25 @@ static void run_tile(void *ctx, int tid, void *arena, int64_t tile) {
     int64_t nt = tile % p->ntiles, mt = (tile / p->ntiles) % p->mtiles, bi = tile / p->ntiles / p->mtiles;
     int64_t r0 = mt * p->mc, c0 = nt * p->nc;
     int64_t rows = MIN(p->mc, g->m - r0), cols = MIN(p->nc, g->n - c0);
-    const float *a = g->a + bi * g->stride_a + r0 * g->lda;
-    const float *b = g->b + bi * g->stride_b + c0;
-    float *c = g->c + bi * g->stride_c + r0 * g->ldc + c0;
+    int64_t io = bi / g->batch_in, ii = bi % g->batch_in;
+    const float *a = g->a + io * g->stride_a + ii * g->stride_a_in + r0 * g->lda;
+    /* b's columns are ldb apart when transposed, else one apart */
+    int64_t col_step = g->trans_b ? g->ldb : 1, k_step = g->trans_b ? 1 : g->ldb;
+    const float *b = g->b + io * g->stride_b + ii * g->stride_b_in + c0 * col_step;
+    float *c = g->c + io * g->stride_c + ii * g->stride_c_in + r0 * g->ldc + c0;
     int nr = p->isa->nr, vec = p->isa->vec;
     for (int64_t k0 = 0; k0 < g->k; k0 += p->kc) {
         int64_t kc = MIN(p->kc, g->k - k0);
         for (int64_t j = 0; j < cols; j += nr) {
             int w = (int)MIN(nr, cols - j);
-            const float *bp = b + k0 * g->ldb + j;
+            const float *bp = b + k0 * k_step + j * col_step;
             int64_t ldbp = g->ldb;
             if (p->pack) {
                 int ldp = (w + vec - 1) / vec * vec;
-                pack_panel(bp, g->ldb, kc, w, ldp, arena);
+                if (g->trans_b)
+                    pack_panel_t(bp, g->ldb, kc, w, ldp, arena);
+                else
+                    pack_panel(bp, g->ldb, kc, w, ldp, arena);
                 bp = arena;
                 ldbp = ldp;
             }
@@ -329,12 +341,15 @@ static int64_t ceil_div(int64_t x, int64_t y) { return (x + y - 1) / y; }
 
 int gemm_f32(const gemm_args_t *args, int nthreads, gemm_isa_t isa) {
     if (!gemm_isa_supported(isa)) return -1;
-    const gemm_args_t *g = args;
+    gemm_args_t one = *args;
+    if (one.batch_in < 1) one.batch_in = 1;
+    const gemm_args_t *g = &one;
     if (g->batch <= 0 || g->m <= 0 || g->n <= 0) return 0;
     if (g->k <= 0) {
         for (int64_t bi = 0; bi < g->batch; bi++)
             for (int64_t r = 0; r < g->m; r++)
-                memset(g->c + bi * g->stride_c + r * g->ldc, 0, (size_t)g->n * sizeof(float));
+                memset(g->c + bi / g->batch_in * g->stride_c + bi % g->batch_in * g->stride_c_in + r * g->ldc, 0,
+                       (size_t)g->n * sizeof(float));
         return 0;
     }
     plan_t p = {.g = *g, .isa = isa_desc(isa)};
@@ -355,8 +370,9 @@ int gemm_f32(const gemm_args_t *args, int nthreads, gemm_isa_t isa) {
         p.nc = ceil_div(p.nc / 2, nr) * nr;
     p.mtiles = ceil_div(g->m, p.mc);
     p.ntiles = ceil_div(g->n, p.nc);
-    /* a panel is reused by every row group of the tile: packing pays once there are a few */
-    p.pack = p.mc >= PACK_MIN_ROWS && g->ldb >= PACK_MIN_LDB;
+    /* a panel is reused by every row group of the tile: packing pays once there are a few (a transposed b
+     * is always packed: the kernels read panel rows) */
+    p.pack = g->trans_b || (p.mc >= PACK_MIN_ROWS && g->ldb >= PACK_MIN_LDB);
     size_t arena = p.pack ? (size_t)p.kc * (size_t)nr * sizeof(float) : 0;
     return vm_parallel_for(nthreads, g->batch * p.mtiles * p.ntiles, 1, arena, run_tile, &p);
 }

@@ -1,4 +1,5 @@
-/* Float32 GEMM on a thread pool (vm_pool.c): c[b] = a[b] @ b[b] for a batch of row-major matrices. */
+/* Float32 GEMM on a thread pool (vm_pool.c): c[i] = a[i] @ b[i] for a batch of matrices whose rows (of a and
+ * c) and rows or columns (of b) are unit-stride. */
 #ifndef MSGX_GEMM_H
 #define MSGX_GEMM_H
 #include <stdint.h>
@@ -8,10 +9,16 @@ typedef enum { GEMM_ISA_AUTO = 0, GEMM_ISA_PORTABLE, GEMM_ISA_AVX2, GEMM_ISA_AVX
 
 typedef struct {
     int64_t batch, m, n, k;
-    const float *a;   /* a[i * stride_a + r * lda + kk], r < m, kk < k */
-    const float *b;   /* b[i * stride_b + kk * ldb + col]; stride_b 0 broadcasts one b over the batch */
-    float *c;         /* c[i * stride_c + r * ldc + col], written (not accumulated) */
+    /* batch index i = io * batch_in + ii (two levels, so the heads of a [b, h, s, d] view of a [b, s, h, d]
+     * array need no copy); batch_in 0 or 1: one level */
+    int64_t batch_in;
+    const float *a;   /* a[io * stride_a + ii * stride_a_in + r * lda + kk], r < m, kk < k */
+    const float *b;   /* b[io * stride_b + ii * stride_b_in + kk * ldb + col], or with trans_b
+                       * b[... + col * ldb + kk] (b given as its transpose's view); strides 0 broadcast b */
+    float *c;         /* c[io * stride_c + ii * stride_c_in + r * ldc + col], written (not accumulated) */
     int64_t lda, ldb, ldc, stride_a, stride_b, stride_c;
+    int64_t stride_a_in, stride_b_in, stride_c_in;
+    int trans_b;
 } gemm_args_t;
 
 /* Whether this CPU can run `isa` (GEMM_ISA_AUTO: always). */

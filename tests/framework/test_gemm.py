@@ -120,6 +120,38 @@ def _ops(m=2, k=3, n=4):
     return np.ones((m, k), F32), np.ones((k, n), F32), np.empty((m, n), F32)
 
 
+# views the kernels read in place: (a, b) builders from a generator; attention's heads of [b, s, h, d]
+# arrays (two batch levels), a transposed b (packed panels), row strides wider than the rows
+VIEWS = {
+    "q @ k^T heads": lambda r: (r.standard_normal((2, 40, 3, 16), dtype=F32).transpose(0, 2, 1, 3),
+                                r.standard_normal((2, 40, 3, 16), dtype=F32).transpose(0, 2, 3, 1)),
+    "p @ v heads": lambda r: (r.standard_normal((2, 3, 40, 40), dtype=F32),
+                              r.standard_normal((2, 40, 3, 16), dtype=F32).transpose(0, 2, 1, 3)),
+    "b transposed": lambda r: (r.standard_normal((70, 300), dtype=F32),
+                               r.standard_normal((45, 300), dtype=F32).T),
+    "sliced rows": lambda r: (r.standard_normal((30, 50), dtype=F32)[:, 3:40],
+                              r.standard_normal((37, 80), dtype=F32)[:, 10:43]),
+    "batch of 2-D b transposed": lambda r: (r.standard_normal((3, 20, 33), dtype=F32),
+                                            r.standard_normal((17, 33), dtype=F32).T),
+}
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("nthreads", [1, 2])
+@pytest.mark.parametrize("view", sorted(VIEWS))
+def test_strided_views_match_float64(isa, nthreads, view):
+    a, b = VIEWS[view](np.random.default_rng(len(view)))
+    assert not (a.flags.c_contiguous and b.flags.c_contiguous)
+    _check(a, b, _run(a, b, nthreads, isa))
+
+
+def test_a_view_gives_the_bits_of_its_copy():
+    """A transposed b goes through a packed panel, the same products in the same order as its copy."""
+    r = np.random.default_rng(9)
+    for a, b in (f(r) for f in VIEWS.values()):
+        np.testing.assert_array_equal(_run(a, b), _run(np.ascontiguousarray(a), np.ascontiguousarray(b)))
+
+
 def test_bad_dtype_is_type_error():
     a, b, out = _ops()
     with pytest.raises(TypeError, match="float32"):
@@ -135,9 +167,12 @@ def test_bad_dtype_is_type_error():
 def test_bad_layout_or_shape_is_value_error():
     a, b, out = _ops()
     cases = [
-        (np.ones((3, 2), F32).T, b, out, "C-contiguous"),
-        (a, np.ones((4, 3), F32).T, out, "C-contiguous"),
+        (np.ones((3, 2), F32).T, b, out, "unit-stride"),                     # a's columns are unit-stride
+        (a, np.ones((3, 8), F32)[:, ::2], out, "unit-stride"),              # b: neither rows nor columns
         (a, b, np.empty((4, 2), F32).T, "C-contiguous"),
+        (a, b[::-1], out, "non-negative strides"),
+        (np.ones((2, 3, 4, 2, 3), F32)[:, ::2, :, ::2], np.ones((3, 4), F32),  # three batch levels
+         np.empty((2, 2, 4, 1, 4), F32), "two levels"),
         (np.ones(3, F32), b, out, "2 dimensions"),
         (a, np.ones((2, 4), F32), out, "shapes"),                            # K differs
         (a, b, np.empty((2, 5), F32), "shapes"),                             # N differs
@@ -178,7 +213,7 @@ def test_framework_matmul_takes_large_float32_products_and_declines_the_rest():
     np.testing.assert_allclose(gemm.matmul(a, bb), a.astype(np.float64) @ bb, rtol=1e-4, atol=1e-4)
     assert gemm.matmul(a[:, :8], b) is None                        # small: numpy's one-thread BLAS
     assert gemm.matmul(a.astype(np.float64), b.astype(np.float64)) is None
-    assert gemm.matmul(a[:, :, ::2], b[::2]) is None                # not C-contiguous
+    assert gemm.matmul(a[:, :, ::2], b[::2]) is None                # a's rows are not unit-stride
     assert gemm.matmul(a, rng.standard_normal((1, 64, 48), F32)) is None  # broadcast batch: numpy's rules
     assert gemm.matmul(a, rng.standard_normal((65, 48), F32)) is None     # K differs: numpy raises its error
 
