@@ -315,7 +315,9 @@ RED_F32(rmax_f32_any, -INFINITY, F_MAX, V_MAX) RED_F32(rmin_f32_any, INFINITY, F
  * which the blend puts in; three cycles of latency per step where the compare-or-blend form took five,
  * the same bits (lanes and order as rsum_f32). */
 #define AVX2 __attribute__((target("avx2")))
-#define MINMAX_ROWS(name, INTR, ID, OP)                                                         \
+/* OP(x, y) of the scalar form (F_MAX/F_MIN: x where x wins or is NaN, else y) on 4 lanes, for the tree */
+#define MINMAX4(CMP, x, y) _mm_blendv_ps((y), (x), _mm_or_ps(_mm_cmp_ps((x), (y), CMP), _mm_cmp_ps((x), (x), _CMP_UNORD_Q)))
+#define MINMAX_ROWS(name, INTR, ID, CMP)                                                        \
     static inline AVX2 __attribute__((always_inline)) void name##_group(f32 *d, const f32 *x, int64_t nc, \
                                                                         const int g) {          \
         __m256 v[4];                                                                            \
@@ -326,11 +328,22 @@ RED_F32(rmax_f32_any, -INFINITY, F_MAX, V_MAX) RED_F32(rmin_f32_any, INFINITY, F
                 __m256 y = _mm256_loadu_ps(x + r * nc + j);                                     \
                 v[r] = _mm256_blendv_ps(INTR(y, v[r]), y, _mm256_cmp_ps(y, y, _CMP_UNORD_Q));   \
             }                                                                                   \
+        /* the tail's element j + k into lane k (ID elsewhere: OP(l, ID) is l), then the fixed tree     \
+         * OP(OP(OP(l0, l4), OP(l2, l6)), OP(OP(l1, l5), OP(l3, l7))) on vectors: a scalar tree per row   \
+         * was most of softmax's time on rows of 16 */                                          \
+        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);                          \
+        const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(nc - j)), lane);         \
         for (int r = 0; r < g; r++) {                                                           \
-            f32 l[8];                                                                           \
-            _mm256_storeu_ps(l, v[r]);                                                          \
-            for (int k = 0; j + k < nc; k++) l[k] = OP(l[k], x[r * nc + j + k]);                \
-            d[r] = name##_tree(l);                                                              \
+            if (j < nc) {                                                                       \
+                __m256 y = _mm256_blendv_ps(_mm256_set1_ps(ID),                                 \
+                                            _mm256_maskload_ps(x + r * nc + j, tail),           \
+                                            _mm256_castsi256_ps(tail));                         \
+                v[r] = _mm256_blendv_ps(INTR(y, v[r]), y, _mm256_cmp_ps(y, y, _CMP_UNORD_Q));   \
+            }                                                                                   \
+            __m128 h = MINMAX4(CMP, _mm256_castps256_ps128(v[r]), _mm256_extractf128_ps(v[r], 1)); \
+            h = MINMAX4(CMP, h, _mm_movehl_ps(h, h));                                           \
+            h = MINMAX4(CMP, h, _mm_shuffle_ps(h, h, 1));                                       \
+            d[r] = _mm_cvtss_f32(h);                                                            \
         }                                                                                       \
     }                                                                                           \
     static AVX2 void name##_avx2(void *dv, const void *av, int64_t nr, int64_t nc) {            \
@@ -342,8 +355,8 @@ RED_F32(rmax_f32_any, -INFINITY, F_MAX, V_MAX) RED_F32(rmin_f32_any, INFINITY, F
     static void name(void *d, const void *a, int64_t nr, int64_t nc) {                          \
         (__builtin_cpu_supports("avx2") ? name##_avx2 : name##_any)(d, a, nr, nc);              \
     }
-MINMAX_ROWS(rmax_f32, _mm256_max_ps, -INFINITY, F_MAX)
-MINMAX_ROWS(rmin_f32, _mm256_min_ps, INFINITY, F_MIN)
+MINMAX_ROWS(rmax_f32, _mm256_max_ps, -INFINITY, _CMP_GE_OQ)
+MINMAX_ROWS(rmin_f32, _mm256_min_ps, INFINITY, _CMP_LE_OQ)
 #else
 #define rmax_f32 rmax_f32_any
 #define rmin_f32 rmin_f32_any
@@ -366,7 +379,7 @@ static inline AVX512 __m256 add_lanes(__m256 acc, __m512 y) {   /* elements j an
     acc = _mm256_add_ps(acc, _mm512_castps512_ps256(y));
     return _mm256_add_ps(acc, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1)));
 }
-#define ROW_PASS(name, KEPT, SUMMED, SUMMED_TAIL)                                                 \
+#define ROW_PASS(name, KEPT, SUMMED)                                                 \
     static AVX512 void name(f32 *d, f32 *sums, const f32 *a, const f32 *row, int64_t nr, int64_t nc) { \
         for (int64_t i = nr - 1; i >= 0; i--) {                                                 \
             const f32 *x = a + i * nc;                                                          \
@@ -380,21 +393,23 @@ static inline AVX512 __m256 add_lanes(__m256 acc, __m512 y) {   /* elements j an
                 _mm512_storeu_ps(e + j, y);                                                     \
                 acc = add_lanes(acc, SUMMED);                                                   \
             }                                                                                   \
-            if (j < nc) {                                                                       \
+            if (j < nc) {   /* the tail, -0.0 (which adds nothing) past its end */              \
                 __mmask16 m = (__mmask16)((1u << (nc - j)) - 1);                                \
-                __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), b);                   \
-                _mm512_mask_storeu_ps(e + j, m, KEPT);                                          \
+                __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), b), y = KEPT;         \
+                _mm512_mask_storeu_ps(e + j, m, y);                                             \
+                acc = add_lanes(acc, _mm512_mask_mov_ps(_mm512_set1_ps(-0.0f), m, SUMMED));     \
             }                                                                                   \
-            f32 l[8];                                                                           \
-            _mm256_storeu_ps(l, acc);                                                           \
-            for (; j < nc; j++) l[j % 8] += SUMMED_TAIL;                                        \
-            sums[i] = rsum_f32_tree(l);                                                         \
+            /* rsum_f32_tree's pairs on vectors (a scalar tree per row dominated rows of 16) */ \
+            __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));  \
+            h = _mm_add_ps(h, _mm_movehl_ps(h, h));                                             \
+            h = _mm_add_ps(h, _mm_shuffle_ps(h, h, 1));                                         \
+            sums[i] = _mm_cvtss_f32(h);                                                         \
         }                                                                                       \
     }
 /* softmax: d = exp(a - row), sums of d */
-ROW_PASS(sub_exp_rsum, exp16(v), y, e[j])
+ROW_PASS(sub_exp_rsum, exp16(v), y)
 /* LayerNorm's variance: d = a - row, sums of d * d */
-ROW_PASS(sub_square_rsum, v, _mm512_mul_ps(y, y), e[j] * e[j])
+ROW_PASS(sub_square_rsum, v, _mm512_mul_ps(y, y))
 vm_row_pass_fn vm_row_pass(int kind) {
     if (!__builtin_cpu_supports("avx512f")) return 0;
     return kind == VM_FUSE_SUB_EXP_RSUM ? sub_exp_rsum : kind == VM_FUSE_SUB_SQUARE_RSUM ? sub_square_rsum : 0;
