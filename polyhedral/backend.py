@@ -18,7 +18,7 @@ from .config import Config
 from .lower import lower
 from .stmt import ScopError
 
-VERSION = 8  # bump when lowering, scheduling or code generation changes the C they produce
+VERSION = 9  # bump when lowering, scheduling or code generation changes the C they produce
 FN = "msgx_poly_fn"
 # row-wise clusters gain nothing from tiling (each row is touched once or twice, in cache)
 CLUSTER_CONFIG = Config("cluster", objectives=(("contiguity", "proximity", "big-loops", "sum"),),
@@ -123,44 +123,38 @@ def _matmul(a: np.ndarray, b: np.ndarray, shape, out: np.ndarray | None) -> np.n
 
 def _runner(k: build.Kernel, scop, feeds: list, out_shapes: list):
     """The cluster's host path: inputs as float32 C arrays, matmul products (_matmul), then the C function
-    called with addresses. Every array here is made C-contiguous float32 of its scop shape, so the
-    per-array checks of Kernel.call (8-13 us a call for 4 arrays, measured) are not needed; constants'
-    addresses are taken once. Temporaries and products are nobody's after the call: they are kept for the
-    next one (no allocation, no page faults per call). A call takes them out of `spare` and puts them back
-    after, so a concurrent call of the same kernel (dict operations are atomic under the GIL) allocates
-    its own."""
+    called with the arrays (k.caller: their addresses taken in C). Every array here is made C-contiguous
+    float32 of its scop shape, so the per-array checks of Kernel.call (8-13 us a call for 4 arrays, measured)
+    are not needed. Temporaries and products are nobody's after the call: they are kept for the next one (no
+    allocation, no page faults per call). A call takes them out of `spare` and puts them back after, so a
+    concurrent call of the same kernel (dict operations are atomic under the GIL) allocates its own."""
     if scop.scalars:
         raise ScopError(f"cluster {scop.name!r}: lowered clusters pass no scalar arguments")
     plan = [(k.shapes[a.name], a.role, f) for a, f in zip(scop.arrays, feeds)]
     consts = {pos: np.ascontiguousarray(f, np.float32).reshape(shape)
               for pos, (shape, _, f) in enumerate(plan) if isinstance(f, np.ndarray)}
-    const_addr = {pos: x.ctypes.data for pos, x in consts.items()}
-    spare: dict[int, tuple[np.ndarray, int]] = {}
-    fn = k.fn
+    spare: dict[int, np.ndarray] = {}
+    call = k.caller()
 
     def run(*inputs):
-        arrays, addrs, outs, kept = [], [], [], []
+        arrays, outs, kept = [], [], []
         for pos, (shape, role, f) in enumerate(plan):
             if isinstance(f, int):
                 x = np.ascontiguousarray(inputs[f], np.float32).reshape(shape)
-                addr = x.ctypes.data
             elif pos in consts:
-                x, addr = consts[pos], const_addr[pos]
+                x = consts[pos]
             elif role == "out" and f is None:
                 x = np.empty(shape, np.float32)
-                addr = x.ctypes.data
                 outs.append(x)
             else:  # a temporary, or ("matmul", a, b) whose operands are earlier arrays
-                kept_x, addr = spare.pop(pos, (None, 0))
+                kept_x = spare.pop(pos, None)
                 if f is not None:
                     x = _matmul(arrays[f[1]], arrays[f[2]], shape, kept_x)
                 else:
                     x = np.empty(shape, np.float32) if kept_x is None else kept_x
-                addr = addr if x is kept_x else x.ctypes.data
-                kept.append((pos, (x, addr)))
+                kept.append((pos, x))
             arrays.append(x)
-            addrs.append(addr)
-        fn(*addrs)
+        call(arrays)
         spare.update(kept)
         return [o.reshape(s) for o, s in zip(outs, out_shapes)]
     return run

@@ -110,6 +110,18 @@ class Kernel:
         args += [float((scalars or {})[s]) for s in self.scop.scalars]
         self.fn(*args)
 
+    def caller(self):
+        """f(arrays) calling the kernel on C-contiguous arrays of its dtype and shapes, in the scop's array order
+        (unchecked: for callers that made them so): through framework._ckernels.call_pointers, which takes
+        the addresses in C, where it is built and there are no scalars; else through ctypes."""
+        from framework.ops.nn_ckernels import _C
+
+        if _C is not None and not self.scop.scalars and 1 <= len(self.scop.arrays) <= 16:
+            address, call_pointers = ctypes.cast(self.fn, ctypes.c_void_p).value, _C.call_pointers
+            return lambda arrays: call_pointers(address, *arrays)
+        fn = self.fn
+        return lambda arrays: fn(*[x.ctypes.data for x in arrays])
+
     def set_threads(self, n: int) -> None:
         self.lib.msgx_poly_threads(ctypes.c_int(int(n)))
 

@@ -35,7 +35,12 @@ static inline __attribute__((always_inline)) float msgx_relu(float a) { return a
    even degree-8 polynomial: one division, no exp; rel. error < 5e-7, where Abramowitz-Stegun 7.1.26's
    1 - p(t) exp(-x^2) lost digits near 0 and cost an exp and two divisions). */
 static inline __attribute__((always_inline)) float msgx_expf(float x) {
-  float c = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  /* One select where there were three and nested clamps (a third of the vector code): the clamps keep a
+     NaN (both comparisons are false for it), which then propagates through the arithmetic, and from -88
+     down 2^n is 0 (n = -127: zero exponent bits). Results from x = 88 to the overflow at 88.72 are
+     exp(88): a wider clamp would need a second scale factor that cost 8% of softmax. */
+  float c = x > 88.0f ? 88.0f : x;
+  c = c < -88.0f ? -88.0f : c;
   float n = __builtin_rintf(c * 1.44269504088896341f);
   float r = c - n * 0.693145751953125f - n * 1.428606765330187e-06f;
   float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666671633f + r * (0.0416664853692f
@@ -43,10 +48,7 @@ static inline __attribute__((always_inline)) float msgx_expf(float x) {
   int bits = ((int)n + 127) << 23;
   float scale;
   __builtin_memcpy(&scale, &bits, sizeof scale);
-  float y = p * scale;
-  y = x < -87.3f ? 0.0f : y;
-  y = x > 88.7f ? INFINITY : y;
-  return x != x ? x : y;
+  return x > 88.72f ? INFINITY : p * scale;
 }
 static inline __attribute__((always_inline)) float msgx_erff(float x) {
   float c = x < -4.0f ? -4.0f : (x > 4.0f ? 4.0f : x), c2 = c * c;

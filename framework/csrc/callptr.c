@@ -1,0 +1,62 @@
+/* framework._ckernels.call_pointers: call a compiled C function void f(void *, ..., void *) with the data
+ * pointers of C-contiguous buffers, GIL released. For kernels the package generates and loads itself (the
+ * polyhedral backend's), where ctypes' per-call argument conversion (an ndarray.ctypes object per array) cost
+ * 4-5 us of a call. The caller vouches for the function: its address and its arity, the buffers' count. */
+#include "ckernels.h"
+
+#define MAX_POINTERS 16
+
+/* an unprototyped pointer: a call with n void * arguments is defined for a definition with n void *
+ * parameters (C17 6.5.2.2p6) */
+typedef void (*kernel_fn)();
+
+static void call_n(kernel_fn f, void **p, Py_ssize_t n) {
+    switch (n) {
+    case 1: f(p[0]); break;
+    case 2: f(p[0], p[1]); break;
+    case 3: f(p[0], p[1], p[2]); break;
+    case 4: f(p[0], p[1], p[2], p[3]); break;
+    case 5: f(p[0], p[1], p[2], p[3], p[4]); break;
+    case 6: f(p[0], p[1], p[2], p[3], p[4], p[5]); break;
+    case 7: f(p[0], p[1], p[2], p[3], p[4], p[5], p[6]); break;
+    case 8: f(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]); break;
+    case 9: f(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]); break;
+    case 10: f(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9]); break;
+    case 11: f(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10]); break;
+    case 12: f(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11]); break;
+    case 13: f(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12]); break;
+    case 14: f(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13]); break;
+    case 15: f(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14]);
+        break;
+    case 16: f(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12], p[13], p[14],
+               p[15]);
+        break;
+    }
+}
+
+/* call_pointers(address, *buffers) */
+PyObject *py_call_pointers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    Py_ssize_t n = nargs - 1;
+    if (n < 1 || n > MAX_POINTERS)
+        return PyErr_Format(PyExc_ValueError, "call_pointers: 1 to %d buffers, got %zd", MAX_POINTERS, n);
+    void *fn = PyLong_AsVoidPtr(args[0]);
+    if (fn == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "call_pointers: null function address");
+        return NULL;
+    }
+    Py_buffer v[MAX_POINTERS];
+    void *p[MAX_POINTERS];
+    Py_ssize_t got = 0;
+    for (; got < n; got++) {
+        if (PyObject_GetBuffer(args[got + 1], &v[got], PyBUF_ANY_CONTIGUOUS) < 0) break;
+        p[got] = v[got].buf;
+    }
+    if (got == n) {
+        Py_BEGIN_ALLOW_THREADS
+        call_n((kernel_fn)fn, p, n);
+        Py_END_ALLOW_THREADS
+    }
+    for (Py_ssize_t k = 0; k < got; k++) PyBuffer_Release(&v[k]);
+    if (got < n) return NULL;
+    Py_RETURN_NONE;
+}
