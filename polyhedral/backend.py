@@ -106,17 +106,16 @@ def _fallback_backend(node):
 
 
 def _matmul(a: np.ndarray, b: np.ndarray, shape, out: np.ndarray | None) -> np.ndarray:
-    """ONNX MatMul: on our GEMM (framework.ops.gemm, as the DVM's host matmuls) when it takes the product, else
-    on BLAS into `out` (a float32
-    array of `shape`, or None: a new one). Rows against one matrix are a single product (np.matmul would
-    loop over the batch)."""
+    """ONNX MatMul into `out` (a float32 array of `shape`, or None: a new one): on our GEMM (framework.ops.gemm,
+    as the DVM's host matmuls) when it takes the product, else on BLAS. Rows against one matrix are a single
+    product (np.matmul would loop over the batch)."""
     if b.ndim == 2:
         a = a.reshape(-1, a.shape[-1])
-    product = gemm.matmul(a, b)
+    natural = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+    product = gemm.matmul(a, b, None if out is None else out.reshape(natural))
     if product is not None:
         return product.reshape(shape)
     out = np.empty(shape, np.float32) if out is None else out
-    natural = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
     np.matmul(a, b, out=out.reshape(natural))
     return out
 

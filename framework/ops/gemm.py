@@ -33,19 +33,21 @@ def cpu_threads() -> int:
 _threads: list = []  # [cpu_threads()], read on first use (as the VM reads it once per backend)
 
 
-def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray | None:
     """a @ b for float32 a (..., M, K) and b (K, N) or (..., K, N) with a's batch shape, above
     BLAS_ONE_THREAD_MACS; else None. Views need no copy where a's rows and b's rows or columns are unit-stride
     and the batch dimensions step as at most two levels (attention's heads: q [b, h, s, d] and k^T [b, h, d, s]
     as transposes of [b, s, h, d]). a and b have rank >= 1 (MatMul's operands). Called for every MatMul, so
-    it checks little itself: the extension rejects other shapes and layouts (ValueError)."""
+    it checks little itself: the extension rejects other shapes and layouts (ValueError). `out`: a C-contiguous
+    float32 array of the product's shape to write into (a kept buffer), or None for a new one."""
     if a.size * b.shape[-1] <= BLAS_ONE_THREAD_MACS:  # first: most calls at small shapes stop here
         return None
     if _C is None or a.dtype is not F32 or b.dtype is not F32 or b.ndim < 2:
         return None
     if not _threads:
         _threads.append(cpu_threads())
-    out = np.empty(a.shape[:-1] + b.shape[-1:], F32)
+    if out is None:
+        out = np.empty(a.shape[:-1] + b.shape[-1:], F32)
     try:
         _C.matmul(a, b, out, _threads[0])
     except ValueError:  # ranks below 2, a batch b does not match, K differs, other strides: numpy's rules apply

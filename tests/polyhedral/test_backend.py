@@ -197,14 +197,20 @@ def test_products_go_to_the_host_gemm_when_it_takes_them(cache_dir, monkeypatch)
     from framework.ops import gemm
     calls = []
 
-    def fake(a, b, take):
+    def fake(a, b, out, take):
         calls.append((a.shape, b.shape))
-        return (a.astype(np.float64) @ b).astype(np.float32) if take else None
+        if not take:
+            return None
+        product = (a.astype(np.float64) @ b).astype(np.float32)
+        if out is None:
+            return product
+        out[...] = product  # the kept buffer of the previous call
+        return out
     model, feed = CASES["matmul_bias_relu"]
     want = framework.InferenceSession(model, jit_level="O0").run(None, feed)[0]
     for take in (True, False):
         calls.clear()
-        monkeypatch.setattr(gemm, "matmul", lambda a, b, take=take: fake(a, b, take))
+        monkeypatch.setattr(gemm, "matmul", lambda a, b, out=None, take=take: fake(a, b, out, take))
         sess = framework.InferenceSession(model, jit_level="O1", graph_kernel_flags=POLY)
         for _ in range(2):
             np.testing.assert_allclose(sess.run(None, feed)[0], want, rtol=1e-5, atol=1e-5)
