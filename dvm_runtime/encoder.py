@@ -728,10 +728,10 @@ class _Encoder:
         if op == "Where":
             regs, flags = [], row
             for k, x in enumerate(ins):
-                if x.kind == "imm":
+                if x.kind == "imm":  # one value per row, not a filled tile (attention's mask value)
                     dt = isa.COMPUTE[_dt(x.dtype)]
-                    regs.append(self._const(x, cls, dt))
-                    flags |= (isa.F_A_ROW << k) if cls == "R" else 0
+                    regs.append(self._const(x, "R", dt))
+                    flags |= isa.F_A_ROW << k
                 else:
                     r, is_row = self._operand(x, cls)
                     regs.append(r)

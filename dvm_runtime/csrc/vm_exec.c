@@ -163,6 +163,13 @@ static void select_op(const vm_ins_t *in, char *d, char *const *rp, char *tmp, c
     if (f & DVM_F_ROW) { vm_select[sz](d, c, a, b, t->nr); return; }
     if (!any_row) { vm_select[sz](d, c, a, b, t->nr * t->nc); return; }
     int64_t nc = t->nc;
+    if (!(f & DVM_F_A_ROW) && ((f & DVM_F_B_ROW) != 0) != ((f & DVM_F_C_ROW) != 0)) {  /* a row's scalar */
+        int a_row = (f & DVM_F_B_ROW) != 0;
+        for (int64_t i = t->nr - 1; i >= 0; i--)   /* last to first: d may be a ROW source, as below */
+            vm_select_scalar[sz](d + i * nc * sz, c + i * nc, a + i * (a_row ? 1 : nc) * sz,
+                                 b + i * (a_row ? nc : 1) * sz, nc, a_row);
+        return;
+    }
     char *tc = tmp, *ta = tmp + nc * 8, *tb = tmp + 2 * nc * 8;
     for (int64_t i = t->nr - 1; i >= 0; i--) {
         const char *cr = c + i * nc, *ar = a + i * nc * sz, *br = b + i * nc * sz;

@@ -564,6 +564,20 @@ vm_scale_shift_fn vm_scale_shift = scale_shift_rows;
     }
 SEL(sel1, uint8_t) SEL(sel4, uint32_t) SEL(sel8, uint64_t)
 vm_sel_fn vm_select[9] = {[1] = sel1, [4] = sel4, [8] = sel8};
+/* one of the values a row's scalar (a ROW register: attention's mask value), the other a full row */
+#define SEL_SCALAR(name, T)                                                                     \
+    static VM_CLONES void name(void *dv, const void *cv, const void *av, const void *bv, int64_t n, int a_scalar) { \
+        T *d = dv; const b8 *c = cv; const T *a = av, *b = bv;                                  \
+        if (a_scalar) {                                                                         \
+            const T s = *a;                                                                     \
+            for (int64_t i = 0; i < n; i++) d[i] = c[i] ? s : b[i];                             \
+        } else {                                                                                \
+            const T s = *b;                                                                     \
+            for (int64_t i = 0; i < n; i++) d[i] = c[i] ? a[i] : s;                             \
+        }                                                                                       \
+    }
+SEL_SCALAR(sel1_scalar, uint8_t) SEL_SCALAR(sel4_scalar, uint32_t) SEL_SCALAR(sel8_scalar, uint64_t)
+vm_sel_scalar_fn vm_select_scalar[9] = {[1] = sel1_scalar, [4] = sel4_scalar, [8] = sel8_scalar};
 
 /* ---- buffer <-> register; stride 1 and 0 get their own loops so the common case vectorizes ---- */
 #define MEM(name, TR, TB, LOADX, STOREX)                                                        \

@@ -11,6 +11,7 @@ typedef void (*vm_bin_fn)(void *d, const void *a, const void *b, int64_t n);
 typedef struct { vm_bin_fn vv, vs, sv; } vm_bin_set_t;
 typedef void (*vm_red_fn)(void *d, const void *a, int64_t nr, int64_t nc);
 typedef void (*vm_sel_fn)(void *d, const void *c, const void *a, const void *b, int64_t n);
+typedef void (*vm_sel_scalar_fn)(void *d, const void *c, const void *a, const void *b, int64_t n, int a_scalar);
 /* Buffer <-> register element conversion with a stride (in elements) on the buffer side. */
 typedef void (*vm_mem_fn)(void *reg, void *buf, int64_t stride, int64_t n);
 
@@ -20,6 +21,7 @@ extern vm_bin_set_t vm_binary[DVM_N_OPCODES][VM_NDT];   /* indexed by the regist
 extern vm_un_fn vm_cast[VM_NDT][VM_NDT];                 /* [destination dtype][source dtype] */
 extern vm_red_fn vm_reduce[DVM_N_OPCODES][VM_NDT];
 extern vm_sel_fn vm_select[9];                            /* by element size 1, 4, 8 */
+extern vm_sel_scalar_fn vm_select_scalar[9];              /* a (a_scalar) or b is one value: *a or *b */
 extern vm_mem_fn vm_load[VM_NDT], vm_store[VM_NDT];       /* by buffer dtype */
 
 /* Row passes: three instructions over a tile as one kernel with the same bits. d = a - row[i] (a ROW operand),
