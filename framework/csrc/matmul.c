@@ -39,7 +39,7 @@ static char *span_end(const Py_buffer *v) {
  * dimensions merge where every operand steps through them as through one (size-1 dimensions drop out).
  * b2d: b has no batch dimensions (stride 0). Returns 0, or -1 when more than two levels remain. */
 static int batch_levels(const Py_buffer *v, int b2d, int64_t *size, int64_t stride[2][3]) {
-    int64_t lv[8][4];
+    int64_t lv[2][4];
     int n = 0;
     for (int d = 0; d < v[0].ndim - 2; d++) {
         if (v[0].shape[d] == 1) continue;
