@@ -173,3 +173,22 @@ def test_pynative_suite_compares_fused_against_unfused(tmp_path):
         assert row["ours"] == "msgx pynative O1" and row["baseline"] == "msgx pynative O0"
         assert set(row["ratios"]) == {"msgx pynative O0", "msgx graph O0"} and row["ratio"] > 0
     assert "msgx pynative O1/msgx pynative O0" in md.read_text()
+
+
+def test_poly_summary_names_peers_the_numpy_check_left_out():
+    """A PolyBench peer whose output differs from numpy is not timed; the summary says which and by how much
+    (synthetic rows: this tests the report, not the kernels)."""
+    from benchmarks import poly
+
+    def row(case, size, threads, ratios, checks):
+        return {"case": case, "threads": threads, "ratios": ratios, "error": None, "errors": {},
+                "meta": {"kernel": case.split()[0], "size": size, "check_rel_err": checks}}
+    rows = [row("gemm medium t1", "medium", 1, {"original": 0.25, "polly": 0.5},
+                {"cpu-contiguity": 1e-15, "polly": 2e-15}),
+            row("gemm medium t2", "medium", 2, {"original": 0.2}, {"cpu-contiguity": 1e-15, "polly": 0.21}),
+            row("atax medium t2", "medium", 2, {"original": 0.9}, {"polly": "clang with Polly is not available"})]
+    text = poly.summary(rows)
+    assert "| 1 | medium | polly | 2.00 | 1 | gemm medium t1 (2.00) |" in text
+    assert "| 2 | medium | original | 2.36 | 2 | atax medium t2 (1.11) |" in text
+    assert "left out by the numpy check" in text and "polly at gemm medium t2 (0.21)" in text
+    assert "atax" not in text.split("left out")[1]
