@@ -316,7 +316,8 @@ RED_F32(rmax_f32_any, -INFINITY, F_MAX, V_MAX) RED_F32(rmin_f32_any, INFINITY, F
  * the same bits (lanes and order as rsum_f32). */
 #define AVX2 __attribute__((target("avx2")))
 /* OP(x, y) of the scalar form (F_MAX/F_MIN: x where x wins or is NaN, else y) on 4 lanes, for the tree */
-#define MINMAX4(CMP, x, y) _mm_blendv_ps((y), (x), _mm_or_ps(_mm_cmp_ps((x), (y), CMP), _mm_cmp_ps((x), (x), _CMP_UNORD_Q)))
+#define MINMAX4(CMP, x, y) \
+    _mm_blendv_ps((y), (x), _mm_or_ps(_mm_cmp_ps((x), (y), CMP), _mm_cmp_ps((x), (x), _CMP_UNORD_Q)))
 #define MINMAX_ROWS(name, INTR, ID, CMP)                                                        \
     static inline AVX2 __attribute__((always_inline)) void name##_group(f32 *d, const f32 *x, int64_t nc, \
                                                                         const int g) {          \
@@ -379,7 +380,7 @@ static inline AVX512 __m256 add_lanes(__m256 acc, __m512 y) {   /* elements j an
     acc = _mm256_add_ps(acc, _mm512_castps512_ps256(y));
     return _mm256_add_ps(acc, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1)));
 }
-#define ROW_PASS(name, KEPT, SUMMED)                                                 \
+#define ROW_PASS(name, KEPT, SUMMED)                                                            \
     static AVX512 void name(f32 *d, f32 *sums, const f32 *a, const f32 *row, int64_t nr, int64_t nc) { \
         for (int64_t i = nr - 1; i >= 0; i--) {                                                 \
             const f32 *x = a + i * nc;                                                          \
@@ -566,7 +567,8 @@ SEL(sel1, uint8_t) SEL(sel4, uint32_t) SEL(sel8, uint64_t)
 vm_sel_fn vm_select[9] = {[1] = sel1, [4] = sel4, [8] = sel8};
 /* one of the values a row's scalar (a ROW register: attention's mask value), the other a full row */
 #define SEL_SCALAR(name, T)                                                                     \
-    static VM_CLONES void name(void *dv, const void *cv, const void *av, const void *bv, int64_t n, int a_scalar) { \
+    static VM_CLONES void name(void *dv, const void *cv, const void *av, const void *bv, int64_t n,      \
+                               int a_scalar) {                                                  \
         T *d = dv; const b8 *c = cv; const T *a = av, *b = bv;                                  \
         if (a_scalar) {                                                                         \
             const T s = *a;                                                                     \
