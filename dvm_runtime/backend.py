@@ -43,7 +43,8 @@ def _c_run():
         ext, threads = cvm.extension(), cpu_threads()
         run = functools.partial(ext.run, nthreads=threads)
         # a kernel's program is validated and decoded once, then only its buffers are checked per call
-        run.prepare = lambda code: functools.partial(ext.Program(code).run, nthreads=threads)
+        run.prepare = lambda code, convert=None: functools.partial(ext.Program(code, convert).run, nthreads=threads)
+        run.converts = True  # prepare takes convert(array, slot), which the VM calls on inputs it cannot take
         return run
     except Exception:  # noqa: BLE001 - a missing or broken extension: the numpy VM takes over
         return None
@@ -111,8 +112,8 @@ class DvmBackend:
             key = signature(*arrays)
             if shape_in:
                 key += tuple(tuple(np.asarray(arrays[i]).reshape(-1).tolist()) for i in shape_in)
-            prog = cache.get(key)
-            if prog is None:
+            run_program = cache.get(key)  # the program's bound run(arrays): one call less than prog.run
+            if run_program is None:
                 t0 = time.perf_counter()
                 try:
                     prog = encoder.encode(body, [a.shape for a in arrays], [a.dtype for a in arrays],
@@ -126,9 +127,10 @@ class DvmBackend:
                               reference=isinstance(prog, _Reference))
                 if len(cache) >= CACHE_MAX:
                     cache.pop(next(iter(cache)))
-                cache[key] = prog
+                cache[key] = run_program = prog.runner(run)
+                run_program.program = prog
             try:
-                return prog.run(arrays, run)
+                return run_program(arrays)
             except c_error as e:
                 from .cvm import BytecodeError
                 raise BytecodeError(f"bad DVM program: {e}") from None
@@ -138,7 +140,8 @@ class DvmBackend:
     def listing(self, node: Node, kernel=None) -> dict[str, str]:
         """Disassembly of the bytecode encoded so far for `kernel` (per shape), else of a trial encode."""
         from .disasm import disasm
-        progs = [(k, p) for k, p in getattr(kernel, "cache", {}).items() if not isinstance(p, _Reference)]
+        progs = [(k, f.program) for k, f in getattr(kernel, "cache", {}).items()
+                 if not isinstance(f.program, _Reference)]
         if not progs:
             shapes, dtypes, values = _trial(node.attrs["body"])
             progs = [(tuple(zip(shapes, dtypes)), encoder.encode(node.attrs["body"], shapes, dtypes, values))]
@@ -191,5 +194,5 @@ class _Reference:
         from framework.backends import NUMPY
         self.kernel = NUMPY.compile(node, run_graph)
 
-    def run(self, arrays, _vm):
-        return self.kernel(*arrays)
+    def runner(self, _vm):
+        return lambda arrays: self.kernel(*arrays)

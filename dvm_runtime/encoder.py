@@ -67,20 +67,34 @@ class Program:
     def run(self, arrays, vm_run) -> list:
         """Run host nodes, bind buffers, call vm_run(code, buffers), return the body's outputs. A vm_run
         with a `prepare(code) -> run(buffers)` attribute gets the code once (the C VM decodes it once)."""
+        return self.runner(vm_run)(arrays)
+
+    def runner(self, vm_run):
+        """run(arrays) -> outputs, bound to vm_run (generated on first use: a program is final once encoded)."""
         bound = self.__dict__.get("_bound")
-        if bound is None or bound[0] is not vm_run:  # a program is final once encoded: bind on its first run
+        if bound is None or bound[0] is not vm_run:
             bound = self.__dict__["_bound"] = (vm_run, _bind(self, vm_run))
-        return bound[1](arrays)
+        return bound[1]
 
 
 def _bind(prog: Program, vm_run):
     """prog.run as straight-line code for this program's sources, slots and outputs: each kernel call runs
     many times, and resolving sources generically cost more than a small program takes to execute."""
     prepare = getattr(vm_run, "prepare", None)
-    vm = prepare(prog.code) if prepare is not None else functools.partial(vm_run, prog.code)
+    # a VM that converts inputs itself does so only for those that are not C-contiguous arrays of their slot's
+    # dtype (most are): asc here cost 0.2 µs per input and call
+    converts = getattr(vm_run, "converts", False)
+    dtypes = [dtype for _, _, _, dtype in prog.slots]
+    vm = prepare(prog.code, lambda a, i: np.ascontiguousarray(a, dtypes[i])) if converts else \
+        prepare(prog.code) if prepare is not None else functools.partial(vm_run, prog.code)
     env = {"np": np, "asc": np.ascontiguousarray, "empty": np.empty, "take": recycle.take,
            "give": recycle.give, "VM": vm}
     lines, host, recycled = [], [], []  # host: expression of each host output, in order
+    # a returned slot is allocated in the shape it is returned in (a reshape per output cost 0.3 µs)
+    shaped = {}
+    for src, shape in prog.outputs:
+        if src[0] == "slot":
+            shaped.setdefault(src[1], tuple(shape))
 
     def ref(src) -> str:
         if src is None:
@@ -107,10 +121,13 @@ def _bind(prog: Program, vm_run):
         if role == isa.Role.INPUT and src is not None and src[0] == "const":  # converted once, here
             lines.append(f"b{i} = {ref(('const', np.ascontiguousarray(src[1], dtype)))}")
         elif role == isa.Role.INPUT:  # the VMs take any C-contiguous array with the slot's element count
-            lines.append(f"b{i} = asc({ref(src)}, D{i})")
+            lines.append(f"b{i} = {ref(src)}" if converts else f"b{i} = asc({ref(src)}, D{i})")
         elif n * dtype.itemsize >= recycle.MIN_BYTES:
             lines.append(f"b{i} = take({n}, D{i})")
             recycled.append(i)
+        elif i in shaped:
+            env[f"E{i}"] = shaped[i]
+            lines.append(f"b{i} = empty(E{i}, D{i})")
         else:
             lines.append(f"b{i} = empty({n}, D{i})")
     lines.append(f"VM([{', '.join(f'b{i}' for i in range(len(prog.slots)))}])")
@@ -118,6 +135,9 @@ def _bind(prog: Program, vm_run):
     outs = []
     for k, (src, shape) in enumerate(prog.outputs):
         env[f"S{k}"] = tuple(shape)
+        if src[0] == "slot" and src[1] not in recycled and shaped[src[1]] == tuple(shape):
+            outs.append(f"b{src[1]}")
+            continue
         wrap = "np.array" if src[0] == "const" else "" if src[0] == "slot" else "np.asarray"
         outs.append(f"{wrap}({ref(src)}).reshape(S{k})")
     lines.append(f"return [{', '.join(outs)}]")

@@ -66,7 +66,38 @@ static char format_kind(const char *fmt) {
 static const char *const DT_NAME[] = {"?", "float32", "float16", "int32", "int64", "bool"};
 static const char DT_KIND[] = {0, 'f', 'f', 'i', 'i', 'b'};
 
-static int get_buffers(PyObject *seq, const vm_prog_t *p, Py_buffer *views, char **ptrs, int *got) {
+/* A buffer's view, the dtype checked against slot i. An input that is not a C-contiguous array of the slot's
+ * dtype goes once through convert(obj, i) when the program has one (the caller's conversion to the slot's
+ * dtype and layout); its result is kept in *converted until the views are released. */
+static int get_buffer(PyObject *o, const vm_prog_t *p, int i, PyObject *convert, Py_buffer *view,
+                      PyObject **converted) {
+    int writable = p->buf_role[i] != DVM_ROLE_INPUT;
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    int dt = p->buf_dt[i];
+    for (int attempt = 0;; attempt++) {
+        int ok = PyObject_GetBuffer(o, view, flags) == 0;
+        if (!ok) PyErr_Clear();
+        int typed = ok && format_kind(view->format) == DT_KIND[dt] && view->itemsize == DVM_DTYPE_SIZE[dt];
+        if (typed) return 0;
+        if (writable || !convert || attempt) {
+            if (!ok) {
+                PyErr_Format(BytecodeError, "buffer %d must be a %sC-contiguous array", i,
+                             writable ? "writable " : "");
+                return -1;
+            }
+            PyErr_Format(BytecodeError, "buffer %d must be %s, got format '%s' with itemsize %zd", i,
+                         DT_NAME[dt], view->format ? view->format : "B", view->itemsize);
+            PyBuffer_Release(view);
+            return -1;
+        }
+        if (ok) PyBuffer_Release(view);
+        o = *converted = PyObject_CallFunction(convert, "Oi", o, i);
+        if (!o) return -1;
+    }
+}
+
+static int get_buffers(PyObject *seq, const vm_prog_t *p, PyObject *convert, Py_buffer *views, char **ptrs,
+                       PyObject **converted, int *got) {
     *got = 0;
     if (PySequence_Fast_GET_SIZE(seq) != p->n_bufs) {
         PyErr_Format(BytecodeError, "program has %d buffer slots, %zd buffers given", p->n_bufs,
@@ -74,23 +105,9 @@ static int get_buffers(PyObject *seq, const vm_prog_t *p, Py_buffer *views, char
         return -1;
     }
     for (int i = 0; i < p->n_bufs; i++) {
-        PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
-        int writable = p->buf_role[i] != DVM_ROLE_INPUT;
-        int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-        if (PyObject_GetBuffer(o, &views[i], flags) < 0) {
-            PyErr_Clear();
-            PyErr_Format(BytecodeError, "buffer %d must be a %sC-contiguous array", i,
-                         writable ? "writable " : "");
-            return -1;
-        }
+        if (get_buffer(PySequence_Fast_GET_ITEM(seq, i), p, i, convert, &views[i], &converted[i]) < 0) return -1;
         (*got)++;
-        int dt = p->buf_dt[i];
         Py_ssize_t isz = views[i].itemsize;
-        if (format_kind(views[i].format) != DT_KIND[dt] || isz != DVM_DTYPE_SIZE[dt]) {
-            PyErr_Format(BytecodeError, "buffer %d must be %s, got format '%s' with itemsize %zd", i,
-                         DT_NAME[dt], views[i].format ? views[i].format : "B", isz);
-            return -1;
-        }
         if (views[i].len / isz != p->buf_n[i]) {
             PyErr_Format(BytecodeError, "buffer %d must have %lld elements, got %zd", i,
                          (long long)p->buf_n[i], views[i].len / isz);
@@ -118,13 +135,14 @@ static int thread_count(PyObject *nt_obj, int *n) {
 }
 
 /* Checks the buffers against a decoded program's table, then executes it with the GIL released. */
-static PyObject *execute(const vm_prog_t *prog, PyObject *bufs_obj, int nthreads) {
+static PyObject *execute(const vm_prog_t *prog, PyObject *bufs_obj, int nthreads, PyObject *convert) {
     Py_buffer views[DVM_MAX_BUFFERS];
     char *ptrs[DVM_MAX_BUFFERS];
+    PyObject *converted[DVM_MAX_BUFFERS] = {NULL};
     int got = 0;
     PyObject *result = NULL;
     PyObject *seq = PySequence_Fast(bufs_obj, "buffers must be a list of arrays");
-    if (!seq || get_buffers(seq, prog, views, ptrs, &got) < 0) goto out;
+    if (!seq || get_buffers(seq, prog, convert, views, ptrs, converted, &got) < 0) goto out;
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = vm_execute(prog, ptrs, nthreads);
@@ -134,6 +152,7 @@ static PyObject *execute(const vm_prog_t *prog, PyObject *bufs_obj, int nthreads
     Py_INCREF(result);
 out:
     for (int i = 0; i < got; i++) PyBuffer_Release(&views[i]);
+    for (int i = 0; i < prog->n_bufs; i++) Py_XDECREF(converted[i]);
     Py_XDECREF(seq);
     return result;
 }
@@ -147,7 +166,7 @@ static PyObject *py_run(PyObject *self, PyObject *args, PyObject *kw) {
         return NULL;
     vm_prog_t prog;
     if (decode(prog_obj, &prog) < 0) return NULL;
-    PyObject *result = execute(&prog, bufs_obj, nthreads);
+    PyObject *result = execute(&prog, bufs_obj, nthreads, NULL);
     vm_prog_free(&prog);
     return result;
 }
@@ -158,11 +177,18 @@ typedef struct {
     PyObject_HEAD
     vm_prog_t prog;
     int decoded;
+    PyObject *convert; /* None or convert(obj, i): an input made a C-contiguous array of slot i's dtype */
 } ProgramObject;
 
 static int program_init(ProgramObject *self, PyObject *args, PyObject *kw) {
-    PyObject *obj;
-    if (!PyArg_ParseTuple(args, "O:Program", &obj)) return -1;
+    static char *kwlist[] = {"program", "convert", NULL};
+    PyObject *obj, *convert = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:Program", kwlist, &obj, &convert)) return -1;
+    if (convert != Py_None && !PyCallable_Check(convert)) {
+        PyErr_SetString(PyExc_TypeError, "convert must be callable or None");
+        return -1;
+    }
+    Py_XSETREF(self->convert, convert == Py_None ? NULL : Py_NewRef(convert));
     if (self->decoded) {
         vm_prog_free(&self->prog);
         self->decoded = 0;
@@ -174,6 +200,7 @@ static int program_init(ProgramObject *self, PyObject *args, PyObject *kw) {
 
 static void program_dealloc(ProgramObject *self) {
     if (self->decoded) vm_prog_free(&self->prog);
+    Py_XDECREF(self->convert);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -185,7 +212,7 @@ static PyObject *program_run(ProgramObject *self, PyObject *args, PyObject *kw) 
         || thread_count(nt_obj, &nthreads) < 0)
         return NULL;
     if (!self->decoded) return PyErr_Format(BytecodeError, "Program was not initialised");
-    return execute(&self->prog, bufs_obj, nthreads);
+    return execute(&self->prog, bufs_obj, nthreads, self->convert);
 }
 
 static PyMethodDef program_methods[] = {
@@ -197,7 +224,9 @@ static PyMethodDef program_methods[] = {
 static PyTypeObject ProgramType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "dvm_runtime._cvm.Program",
-    .tp_doc = "Program(words): a DVM program validated and decoded once (BytecodeError if it is bad).",
+    .tp_doc = "Program(words, convert=None): a DVM program validated and decoded once (BytecodeError if it is "
+              "bad). An input buffer that is not a C-contiguous array of its slot's dtype is replaced by "
+              "convert(buffer, slot) for the call, where convert is given.",
     .tp_basicsize = sizeof(ProgramObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,

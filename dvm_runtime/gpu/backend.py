@@ -220,7 +220,7 @@ class GpuDvmBackend:
                     cache.pop(next(iter(cache)))
                 cache[key] = prog
             if isinstance(prog, _Reference):
-                return prog.run([to_host(a) for a in arrays], None)
+                return prog.runner(None)([to_host(a) for a in arrays])
             return self.run_program(prog, arrays)
         kernel.cache = cache
         return kernel

@@ -97,3 +97,35 @@ def test_backend_kernels_run_decoded_programs():
     run.prepare(prog.code)(bufs)
     for a, b in zip(ref, bufs):
         np.testing.assert_array_equal(a, b)
+
+
+def test_convert_replaces_only_inputs_the_vm_cannot_take():
+    prog, bufs, x = _program_and_buffers(rows=8, cols=12)
+    ext = cvm.extension()
+    i = next(k for k, b in enumerate(bufs) if b is x or b.base is x)
+    want = [b.copy() for b in bufs]
+    cvm.run(prog.code, want, 1)
+    calls = []
+
+    def convert(a, slot):
+        calls.append(slot)
+        return np.ascontiguousarray(a, np.float32)
+    p = ext.Program(prog.code, convert)
+    wide = np.repeat(x, 2, axis=1)
+    for given, converted in ((x, False), (x.astype(np.float64), True), (wide[:, ::2], True)):
+        mine = [b.copy() for b in bufs]
+        mine[i] = given
+        p.run(mine, 1)
+        assert calls == ([i] if converted else [])
+        calls.clear()
+        for k, (a, b) in enumerate(zip(want, mine)):
+            if k != i:
+                np.testing.assert_array_equal(a, b)
+    with pytest.raises(ext.BytecodeError, match="C-contiguous"):  # without convert a view is an error
+        ext.Program(prog.code).run(mine, 1)
+    with pytest.raises(TypeError, match="callable"):
+        ext.Program(prog.code, 3)
+    with pytest.raises(ZeroDivisionError):  # convert's own error propagates
+        ext.Program(prog.code, lambda a, slot: 1 / 0).run(mine, 1)
+    with pytest.raises(ext.BytecodeError, match="float32"):  # a conversion that does not convert is an error
+        ext.Program(prog.code, lambda a, slot: a).run([*bufs[:i], x.astype(np.float64), *bufs[i + 1:]], 1)
