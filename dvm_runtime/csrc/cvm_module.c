@@ -259,6 +259,14 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef moddef = {PyModuleDef_HEAD_INIT, "_cvm", "The DVM virtual machine in C.", -1,
     methods};
 
+/* vm_parallel_for for framework._ckernels' GEMM: one pool of workers for the process. */
+static int add_pool_capsule(PyObject *m) {
+    PyObject *capsule = PyCapsule_New((void *)vm_parallel_for, VM_POOL_CAPSULE, NULL);
+    int rc = capsule ? PyModule_AddObjectRef(m, "_parallel_for", capsule) : -1;
+    Py_XDECREF(capsule);
+    return rc;
+}
+
 PyMODINIT_FUNC PyInit__cvm(void) {
     int missing = vm_kernels_missing();
     if (missing >= 0)
@@ -272,7 +280,8 @@ PyMODINIT_FUNC PyInit__cvm(void) {
     if (!BytecodeError || PyModule_AddObject(m, "BytecodeError", BytecodeError) < 0
         || PyModule_AddStringConstant(m, "ISA_DIGEST", DVM_ISA_DIGEST) < 0
         || PyModule_AddIntConstant(m, "MAX_THREADS", VM_MAX_THREADS) < 0
-        || PyModule_AddObjectRef(m, "Program", (PyObject *)&ProgramType) < 0) {
+        || PyModule_AddObjectRef(m, "Program", (PyObject *)&ProgramType) < 0
+        || add_pool_capsule(m) < 0) {
         Py_XDECREF(BytecodeError);
         Py_DECREF(m);
         return NULL;

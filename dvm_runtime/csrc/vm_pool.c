@@ -1,12 +1,16 @@
-/* Thread pool for the DVM VM. Workers sleep on a condition variable between jobs; the caller thread works
- * as thread 0 and waits at the end only for the workers that joined. A second concurrent caller (another Python thread, GIL released) does not wait for the pool:
- * it runs its job alone with private arenas. After fork() the child starts with an empty pool. */
+/* Thread pool for the DVM VM and (through the capsule cvm_module.c exports) framework._ckernels' GEMM.
+ * Between jobs a worker polls for the next one for $MSGX_POOL_SPIN_US microseconds (DEFAULT_SPIN_US; 0
+ * turns polling off), then sleeps on a condition variable. The caller thread works as thread 0 and waits at
+ * the end only for the workers that joined. A second concurrent caller (another Python thread, GIL released)
+ * does not wait for the pool: it runs its job alone with private arenas. After fork() the child starts with
+ * an empty pool. */
 #include "vm_pool.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -20,6 +24,10 @@ typedef struct {
     _Atomic int64_t next;
 } job_t;
 
+/* Kernels of a model run follow each other within microseconds, while a sleeping worker took longer to wake
+ * than a small kernel takes to run (a 65536-element softmax: 38-42 us on 2 threads with sleeping workers, 30
+ * on 1 thread, 21 on 2 polling). 50 us of polling after the last kernel costs an idle core little. */
+#define DEFAULT_SPIN_US 50
 static pthread_mutex_t busy = PTHREAD_MUTEX_INITIALIZER;   /* held by the caller owning the pool */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER, done_cv = PTHREAD_COND_INITIALIZER;
@@ -30,6 +38,20 @@ static job_t *cur;
 static uint64_t start_gen[VM_MAX_THREADS];   /* generation a worker was created in: jobs after it are its */
 static void *arenas[VM_MAX_THREADS];
 static size_t arena_size[VM_MAX_THREADS];
+
+static uint64_t spin_ns;   /* how long an idle worker polls for the next job before it sleeps */
+
+static uint64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static inline void cpu_relax(void) {
+#if defined(__SSE2__)
+    _mm_pause();
+#endif
+}
 
 /* Claims of `chunk` tiles while many are left, shrinking towards one tile at the end (guided), so a thread
  * that loses its core in the middle of a claim holds up little. */
@@ -59,6 +81,18 @@ static void *worker(void *arg) {
     pthread_mutex_lock(&mu);
     uint64_t seen = start_gen[tid];
     for (;;) {
+        if (generation == seen && spin_ns > 0) {
+            /* the next kernel usually follows within microseconds: a worker that waits on the condition
+             * variable has to be woken by the kernel, and on a virtual machine an idle vCPU takes about as long
+             * to wake as a small kernel takes to run */
+            pthread_mutex_unlock(&mu);
+            uint64_t until = now_ns() + spin_ns;
+            while (__atomic_load_n(&generation, __ATOMIC_ACQUIRE) == seen) {
+                for (int i = 0; i < 16; i++) cpu_relax();
+                if (now_ns() > until) break;
+            }
+            pthread_mutex_lock(&mu);
+        }
         while (generation == seen) pthread_cond_wait(&wake, &mu);
         seen = generation;
         job_t *job = cur;
@@ -97,7 +131,12 @@ static void child_after_fork(void) {
 }
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-static void init_once(void) { pthread_atfork(NULL, NULL, child_after_fork); }
+static void init_once(void) {
+    pthread_atfork(NULL, NULL, child_after_fork);
+    const char *text = getenv("MSGX_POOL_SPIN_US");
+    long us = text && *text ? strtol(text, NULL, 10) : DEFAULT_SPIN_US;
+    spin_ns = us > 0 ? (uint64_t)us * 1000u : 0;
+}
 
 static int run_private(int64_t ntiles, size_t arena_bytes, vm_tile_fn fn, void *ctx) {
     void *arena = NULL;
@@ -136,7 +175,7 @@ int vm_parallel_for(int nthreads, int64_t ntiles, int64_t chunk, size_t arena_by
     job_t job = {fn, ctx, ntiles, chunk, nthreads, 0};
     if (nthreads > 1) {
         cur = &job;
-        generation++;
+        __atomic_store_n(&generation, generation + 1, __ATOMIC_RELEASE);
         pthread_cond_broadcast(&wake);
     }
     pthread_mutex_unlock(&mu);

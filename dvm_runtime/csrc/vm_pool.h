@@ -13,6 +13,9 @@
  * Each thread ends its part with a store fence, so fn may leave non-temporal stores unfenced. */
 typedef void (*vm_tile_fn)(void *ctx, int tid, void *arena, int64_t tile);
 int vm_parallel_for(int nthreads, int64_t ntiles, int64_t chunk, size_t arena_bytes, vm_tile_fn fn, void *ctx);
+typedef int (*vm_parallel_for_fn)(int, int64_t, int64_t, size_t, vm_tile_fn, void *);
+/* The capsule dvm_runtime._cvm exports vm_parallel_for under, so other extensions share its workers. */
+#define VM_POOL_CAPSULE "dvm_runtime._cvm._parallel_for"
 
 int vm_cpu_count(void);
 #endif

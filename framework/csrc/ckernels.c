@@ -2,6 +2,7 @@
  * (rowops.c), where numpy's per-call overhead dominates. The callers (framework/ops/nn_ckernels.py,
  * row_ckernels.py) resolve geometry and allocate outputs; here every buffer is checked against the sizes its dims imply, then the loops run with the GIL released. */
 #include "ckernels.h"
+#include "gemm.h"
 
 #include <math.h>
 #include <string.h>
@@ -513,4 +514,14 @@ static PyMethodDef METHODS[] = {
 static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_ckernels", "float32 conv/pool/row/matmul kernels", -1,
                                     METHODS};
 
-PyMODINIT_FUNC PyInit__ckernels(void) { return PyModule_Create(&MODULE); }
+PyMODINIT_FUNC PyInit__ckernels(void) {
+    /* PyCapsule_Import resolves attributes below the top package: the extension module is imported first */
+    PyObject *cvm = PyImport_ImportModule("dvm_runtime._cvm");
+    vm_parallel_for_fn shared = cvm ? (vm_parallel_for_fn)PyCapsule_Import(VM_POOL_CAPSULE, 0) : NULL;
+    Py_XDECREF(cvm);
+    if (shared)
+        gemm_parallel_for = shared;
+    else
+        PyErr_Clear();   /* no DVM extension: this one's own pool */
+    return PyModule_Create(&MODULE);
+}

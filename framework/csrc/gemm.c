@@ -36,12 +36,14 @@
  * packed panel; on the transformer's shapes (b rows of 64 or 256 floats) the copy cost more than it saved. */
 #define PACK_MIN_ROWS 48
 #define PACK_MIN_LDB 512
-/* Work below this many flops per thread runs on fewer threads. Waking a sleeping worker and waiting for its
- * last tile cost tens of microseconds in this VM when the worker had slept since the previous kernel: in
- * benchmarks/gemm.py's interleaved rounds (quiet 2-core machine), every 8.4 MFLOP product of the bundled
- * transformer ran slower on 2 threads than on 1 (fc 82 -> 87 us, Q @ K^T 86 -> 117 us), while called back
- * to back 2 threads took 0.63x the time from 16.8 MFLOP and 0.51x at 2 GFLOP. */
-#define MIN_FLOPS_PER_THREAD (1 << 23)
+/* Work below this many flops per thread runs on fewer threads. A worker that slept since the previous kernel
+ * takes tens of microseconds to wake on this VM, so 8.4 MFLOP products once ran slower on 2 threads than on
+ * 1; the pool's workers now poll for a while after each job (vm_pool.c), and kernels that follow each other
+ * find them awake: a 256x64x256 product (8.4 MFLOP) between two DVM kernels took 42-55 us on 2 threads
+ * against 75 on 1, while 2.1 MFLOP products gained nothing (19.5 against 22 us) and lost inside the model. */
+#define MIN_FLOPS_PER_THREAD (1 << 22)
+
+vm_parallel_for_fn gemm_parallel_for = vm_parallel_for;
 
 /* One ISA's panel routine: c[0:m, 0:w] (+)= a[0:m, 0:kc] @ b[0:kc, 0:w] for w <= nr, looping over row
  * groups of MR; `add` accumulates into c (later k-blocks) instead of overwriting it. b rows are ldb apart;
@@ -374,5 +376,5 @@ int gemm_f32(const gemm_args_t *args, int nthreads, gemm_isa_t isa) {
      * is always packed: the kernels read panel rows) */
     p.pack = g->trans_b || (p.mc >= PACK_MIN_ROWS && g->ldb >= PACK_MIN_LDB);
     size_t arena = p.pack ? (size_t)p.kc * (size_t)nr * sizeof(float) : 0;
-    return vm_parallel_for(nthreads, g->batch * p.mtiles * p.ntiles, 1, arena, run_tile, &p);
+    return gemm_parallel_for(nthreads, g->batch * p.mtiles * p.ntiles, 1, arena, run_tile, &p);
 }

@@ -4,6 +4,8 @@
 #define MSGX_GEMM_H
 #include <stdint.h>
 
+#include "vm_pool.h"
+
 /* Micro-kernel families; GEMM_ISA_AUTO picks the widest the CPU supports. */
 typedef enum { GEMM_ISA_AUTO = 0, GEMM_ISA_PORTABLE, GEMM_ISA_AVX2, GEMM_ISA_AVX512 } gemm_isa_t;
 
@@ -20,6 +22,10 @@ typedef struct {
     int64_t stride_a_in, stride_b_in, stride_c_in;
     int trans_b;
 } gemm_args_t;
+
+/* The pool GEMMs run on: this extension's copy of vm_pool.c, or the DVM's pool where dvm_runtime._cvm
+ * imports (set at module init): one set of workers for both, as two would spin against each other. */
+extern vm_parallel_for_fn gemm_parallel_for;
 
 /* Whether this CPU can run `isa` (GEMM_ISA_AUTO: always). */
 int gemm_isa_supported(gemm_isa_t isa);
