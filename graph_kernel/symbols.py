@@ -129,9 +129,12 @@ class SymbolEngine:
             return False
         order = sorted(eq.free_symbols, key=lambda s: (s in self.keep, s.name), reverse=False)
         for s in order:
-            if sympy.degree(eq, s) != 1:
+            if not eq.is_polynomial(s) or sympy.degree(eq, s) != 1:  # floor(h/2) etc. are not solved for
                 continue
-            sol = sympy.solve(eq, s)
+            try:
+                sol = sympy.solve(eq, s)
+            except (NotImplementedError, sympy.polys.polyerrors.PolynomialError):  # a fact not learned
+                continue
             if len(sol) != 1:
                 continue
             sol = sympy.expand(sol[0])

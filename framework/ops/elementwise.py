@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import sympy
 
 from ..ir import TensorType
 from . import row_ckernels
@@ -174,9 +175,21 @@ def _int_div(a, b):
         return np.where((a < 0) != (b < 0), -q, q).astype(a.dtype)
 
 
+def _symbolic_int_div(a, b):
+    """Div on shape values (object arrays of ints and positive integer dims, from Shape): ONNX's int64 Div,
+    truncating toward zero; floor where the sign is not known (dims are positive)."""
+    def div(x, y):
+        if isinstance(x, (int, np.integer)) and isinstance(y, (int, np.integer)):
+            return int(x) // int(y) if (x < 0) == (y < 0) or x % y == 0 else -(abs(int(x)) // abs(int(y)))
+        return sympy.floor(sympy.sympify(x) / y)
+    return np.frompyfunc(div, 2, 1)(a, b).astype(object)
+
+
 def _div(a, b):
     if a.dtype.kind in "iu":
         return _int_div(a, b)
+    if a.dtype == object and (b.dtype == object or b.dtype.kind in "iu"):
+        return _symbolic_int_div(a, b)
     return a / b
 
 

@@ -95,9 +95,11 @@ def _infer_reshape_from(ctx, x, target):
     if target is None:
         raise ValueError("target unknown")
     t = vals(target)
-    if x.shape is None and (any(not isinstance(d, sympy.Basic) and d in (0, -1) for d in t)):
-        raise ValueError("unknown input rank")
-    return TensorType(x.dtype, reshape_target(x.shape or (), t, bool(ctx.get("allowzero", 0))))
+    if x.shape is None:  # unknown input rank: a target without 0 or -1 is the output shape, unchecked
+        if any(not isinstance(d, sympy.Basic) and d in (0, -1) for d in t):
+            raise ValueError("unknown input rank")
+        return TensorType(x.dtype, list(t))
+    return TensorType(x.dtype, reshape_target(x.shape, t, bool(ctx.get("allowzero", 0))))
 
 
 def _reshape_grad(b, n, g):

@@ -143,3 +143,51 @@ def test_conv_with_second_consumer_is_not_fused():
     nodes = [helper.make_node("Relu", ["bn"], ["r"]), helper.make_node("Add", ["r", "c"], ["y"])]
     g = framework.InferenceSession(_conv_model(nodes)).graph
     assert [n.op for n in g.nodes] == ["Conv", "BatchNormalization", "Relu", "Add"]
+
+
+def _chunk_model():
+    """torch.chunk's export with a dynamic dim: (w + 2) / 3 is an int64 Div of a shape value (a 1-D object
+    array holding the static width 6) feeding Slices and a Concat: k = 8 // 3 = 2 (true division gave 8/3,
+    and a false ShapeError at the Concat)."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "one"], ["w"], axis=0),
+             helper.make_node("Add", ["w", "two"], ["w2"]), helper.make_node("Div", ["w2", "three"], ["k"]),
+             helper.make_node("Mul", ["k", "two"], ["k2"]),
+             helper.make_node("Slice", ["x", "zero", "k", "one"], ["a"]),
+             helper.make_node("Slice", ["x", "k", "k2", "one"], ["b"]),
+             helper.make_node("Concat", ["a", "b"], ["y"], axis=0)]
+    inits = [_i64("one", [1]), _i64("two", [2]), _i64("three", [3]), _i64("zero", [0])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_integer_div_of_shape_values_truncates_as_onnx_int64_does():
+    import onnxruntime as ort
+    m = _chunk_model()
+    x = np.arange(18, dtype=np.float32).reshape(3, 6)
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    for level in ("O0", "O1"):
+        s = framework.InferenceSession(m, jit_level=level)
+        assert [str(d) for d in s.get_outputs()[0].shape] == ["2*n", "2"]
+        np.testing.assert_array_equal(s.run(None, {"x": x})[0], want)
+
+
+def test_symbolic_int_div_rounds_toward_zero_on_ints_and_floors_dims():
+    from framework.ops.elementwise import _div
+    n = sympy.Symbol("n", integer=True, positive=True)
+    got = _div(np.array([7, -7, 7, -6, n + 2], dtype=object), np.array([2, 2, -2, 3, 3], dtype=object))
+    assert list(got[:4]) == [3, -3, -3, -2] and got[4] == sympy.floor((n + 2) / 3)
+
+
+def test_reshape_of_unknown_rank_to_a_full_target_is_that_shape():
+    """Reshape(x, s) with a run-time s has an unknown rank; reshaping that to [2, 3] gives [2, 3], not an
+    error about a scalar."""
+    g = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "s"], ["u"]), helper.make_node("Reshape", ["u", "t"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [6]),
+         helper.make_tensor_value_info("s", TensorProto.INT64, ["k"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [_i64("t", [2, 3])])
+    s = framework.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    assert s.get_outputs()[0].shape == [2, 3]
+    x = np.arange(6, dtype=np.float32)
+    np.testing.assert_array_equal(s.run(None, {"x": x, "s": np.array([3, 2], np.int64)})[0], x.reshape(2, 3))

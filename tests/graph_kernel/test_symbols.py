@@ -95,3 +95,22 @@ def test_learned_products_cancel_common_factors():
     assert not e.learn_equal(4, 5)  # contradictions are not facts
     assert not e.learn_equal(B * S, 12) and "b*s - 12 = 0" in e.describe()
     assert not e.equal(S, 12)
+
+
+def test_dims_with_floor_are_recorded_not_solved():
+    """A strided pool's floor(h/2) concatenated with a free dim: the equality is kept as a relation (sympy
+    cannot solve for a symbol inside floor) and O1 compiles and runs."""
+    import framework
+    from onnx import TensorProto, helper
+    g = helper.make_graph(
+        [helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+         helper.make_node("Concat", ["p", "y"], ["r"], axis=1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, "H", 4]),
+         helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, "K", 2])],
+        [helper.make_tensor_value_info("r", TensorProto.FLOAT, None)])
+    s = framework.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]),
+                                   jit_level="O1")
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((1, 2, 7, 4), dtype=np.float32), rng.standard_normal((1, 3, 3, 2), dtype=np.float32)
+    pooled = x[:, :, :6].reshape(1, 2, 3, 2, 2, 2).max(axis=(3, 5))
+    np.testing.assert_array_equal(s.run(None, {"x": x, "y": y})[0], np.concatenate([pooled, y], axis=1))
