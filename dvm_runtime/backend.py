@@ -43,7 +43,8 @@ def _c_run():
         ext, threads = cvm.extension(), cpu_threads()
         run = functools.partial(ext.run, nthreads=threads)
         # a kernel's program is validated and decoded once, then only its buffers are checked per call
-        run.prepare = lambda code, convert=None: functools.partial(ext.Program(code, convert).run, nthreads=threads)
+        run.prepare = lambda code, convert=None: functools.partial(ext.Program(code, convert).run,
+                                                                   nthreads=threads)
         run.converts = True  # prepare takes convert(array, slot), which the VM calls on inputs it cannot take
         return run
     except Exception:  # noqa: BLE001 - a missing or broken extension: the numpy VM takes over

@@ -70,7 +70,8 @@ class Program:
         return self.runner(vm_run)(arrays)
 
     def runner(self, vm_run):
-        """run(arrays) -> outputs, bound to vm_run (generated on first use: a program is final once encoded)."""
+        """run(arrays) -> outputs bound to vm_run, generated on first use (a program is final once
+        encoded)."""
         bound = self.__dict__.get("_bound")
         if bound is None or bound[0] is not vm_run:
             bound = self.__dict__["_bound"] = (vm_run, _bind(self, vm_run))

@@ -612,22 +612,37 @@ def test_forked_child_can_run_threads():
     assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == 0
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="counts threads in /proc/self/status (Linux)")
+_SHARED_POOL_SCRIPT = """
+import sys
+import numpy as np
+sys.path.insert(0, {root!r})
+from framework import _ckernels
+from tests.dvm_runtime.test_cvm import big_chain
+from dvm_runtime import cvm
+
+def count():
+    return int(next(line for line in open('/proc/self/status') if line.startswith('Threads:')).split()[1])
+
+before = count()
+a = np.ones((256, 256), np.float32)
+c = np.empty_like(a)
+_ckernels.matmul(a, a, c, nthreads=3)
+n = 200000
+x, o, o1 = np.ones(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32)
+cvm.run(big_chain(n), [x, x, o], 3)
+cvm.run(big_chain(n), [x, x, o1], 1)
+assert np.array_equal(o, o1) and np.all(c == 256), 'results'
+sys.exit(0 if count() - before == 2 else 10 + count() - before)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="counts threads in /proc/self/status")
 @pytest.mark.parametrize("spin_us", ["0", "50", "100000"])
 def test_gemm_and_vm_share_one_pool_of_workers(spin_us):
     """framework._ckernels' GEMM runs on the VM's pool (one worker per extra thread, not one per extension),
     and results do not depend on how long idle workers poll ($MSGX_POOL_SPIN_US, 0: never)."""
-    script = ("import sys, numpy as np; sys.path.insert(0, %r)\n"
-              "count = lambda: int(next(l for l in open('/proc/self/status') if l.startswith('Threads:')).split()[1])\n"
-              "from framework import _ckernels\nfrom tests.dvm_runtime.test_cvm import big_chain\n"
-              "from dvm_runtime import cvm\nbefore = count()\n"
-              "a = np.ones((256, 256), np.float32); c = np.empty_like(a); _ckernels.matmul(a, a, c, nthreads=3)\n"
-              "n = 200000; x = np.ones(n, np.float32); o = np.zeros(n, np.float32); o1 = np.zeros(n, np.float32)\n"
-              "cvm.run(big_chain(n), [x, x, o], 3); cvm.run(big_chain(n), [x, x, o1], 1)\n"
-              "assert np.array_equal(o, o1) and np.all(c == 256), 'results'\n"
-              "sys.exit(0 if count() - before == 2 else 10 + count() - before)\n") % os.getcwd()
-    proc = subprocess.run([sys.executable, "-c", script], timeout=60, capture_output=True, text=True,
-                          env={**os.environ, "MSGX_POOL_SPIN_US": spin_us})
+    proc = subprocess.run([sys.executable, "-c", _SHARED_POOL_SCRIPT.format(root=os.getcwd())], timeout=60,
+                          capture_output=True, text=True, env={**os.environ, "MSGX_POOL_SPIN_US": spin_us})
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
 
 

@@ -165,7 +165,8 @@ def test_integer_div_of_shape_values_truncates_as_onnx_int64_does():
     import onnxruntime as ort
     m = _chunk_model()
     x = np.arange(18, dtype=np.float32).reshape(3, 6)
-    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    peer = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = peer.run(None, {"x": x})[0]
     for level in ("O0", "O1"):
         s = framework.InferenceSession(m, jit_level=level)
         assert [str(d) for d in s.get_outputs()[0].shape] == ["2*n", "2"]

@@ -111,6 +111,7 @@ def test_dims_with_floor_are_recorded_not_solved():
     s = framework.InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]),
                                    jit_level="O1")
     rng = np.random.default_rng(0)
-    x, y = rng.standard_normal((1, 2, 7, 4), dtype=np.float32), rng.standard_normal((1, 3, 3, 2), dtype=np.float32)
+    x = rng.standard_normal((1, 2, 7, 4), dtype=np.float32)
+    y = rng.standard_normal((1, 3, 3, 2), dtype=np.float32)
     pooled = x[:, :, :6].reshape(1, 2, 3, 2, 2, 2).max(axis=(3, 5))
     np.testing.assert_array_equal(s.run(None, {"x": x, "y": y})[0], np.concatenate([pooled, y], axis=1))
