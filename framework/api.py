@@ -8,16 +8,19 @@ by the GraphExecutor; parameters are graph inputs and their assigned values grap
 from __future__ import annotations
 
 import functools
+import inspect
 import time
 from typing import Sequence
 
 import numpy as np
 
 from .autodiff import differentiable, grad_graph
+from .context import normalize_jit_level
 from .errors import GradError, InputShapeError, InputTypeError
 from .graph_builder import Builder
+from .nn.cell import train_mode_changes
 from .ir import Graph, TensorType, Value
-from .tensor import Parameter, Tensor, Trace, current_trace, kernel_for, wrap
+from .tensor import Parameter, Tensor, Trace, apply, current_trace, kernel_for, wrap
 
 
 def _positions(grad_position):
@@ -41,6 +44,9 @@ def _differentiate(fn, args, positions, weights, has_aux, sens):
     graph_mode = outer is not None and not outer.eager
     tape = outer if graph_mode else Trace(eager=True, name="tape")
     args = [a if isinstance(a, Tensor) else wrap(a) for a in args]
+    for i in positions:  # a tensor passed at several positions: each differentiated one is its own leaf
+        if any(args[i] is args[j] for j in range(len(args)) if j != i):
+            args[i] = apply("Identity", args[i]) if graph_mode else Tensor(args[i]._data)
     if graph_mode:
         out = fn(*args)
     else:
@@ -223,14 +229,22 @@ class JitFunction:
         c.compile_seconds = time.perf_counter() - t0
         return c
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
+        if kwargs:  # keywords bound to their positions: the graph's inputs are positional
+            args = inspect.signature(self.fn).bind(*args, **kwargs).args
+        if current_trace() is not None:
+            # inside grad's tape or another jit's trace: the function's ops join that recording (recorded for
+            # the gradient, or inlined into the outer graph); a compiled call would cut the tape
+            return self.fn(*args)
         args = [wrap(a) for a in args]
         feeds = [a._data for a in args]
-        raw = tuple((a.dtype, a.shape) for a in feeds if a is not None)
-        c = self._last[1] if len(raw) == len(feeds) and self._last[0] == raw else None
+        # a cell's training mode is traced into the graph (Dropout, BatchNorm): set_train recompiles
+        raw = (train_mode_changes(),) + tuple((a.dtype, a.shape) for a in feeds)
+        c = self._last[1] if self._last[0] == raw else None
         if c is None:  # a new argument signature: check it against input_signature, compile if new
             specs = self._specs(args)
-            key = tuple((t.dtype.str, tuple(d if isinstance(d, int) else None for d in t.shape)) for t in specs)
+            key = (raw[0],) + tuple((t.dtype.str, tuple(d if isinstance(d, int) else None for d in t.shape))
+                                    for t in specs)
             c = self.cache.get(key)
             if c is None:
                 c = self.cache[key] = self._compile(args, specs)
@@ -246,7 +260,10 @@ class JitFunction:
 
 
 def jit(fn=None, *, jit_level: str = "O1", input_signature=None, graph_kernel_flags: str = ""):
-    """Decorator: compile fn (a whole train step: forward, backward, optimizer) into one graph."""
+    """Decorator: compile fn (a whole train step: forward, backward, optimizer) into one graph. Called
+    inside grad/value_and_grad or inside another jit function, fn runs as part of that (recorded or
+    inlined), as MindSpore inlines nested graphs."""
+    normalize_jit_level(jit_level)
     if fn is None:
         return lambda f: JitFunction(f, jit_level, input_signature, graph_kernel_flags)
     return JitFunction(fn, jit_level, input_signature, graph_kernel_flags)

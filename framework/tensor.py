@@ -181,7 +181,17 @@ class Tensor:
         return float(self.asnumpy())
 
     def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of a 0-d Tensor")
         return self.shape[0]
+
+    def __bool__(self):
+        """The truth of a one-element tensor's value (as numpy); more elements are ambiguous (ValueError, as numpy), and a
+        traced tensor has no value yet (GradError, as asnumpy)."""
+        if int(np.prod(self.shape)) != 1:
+            raise ValueError(f"the truth value of a Tensor of shape {list(self.shape)} is ambiguous: use .any() or "
+                            ".all() on its numpy value")
+        return bool(self.asnumpy().reshape(-1)[0])
 
     def __repr__(self):
         if self._data is None:
@@ -221,6 +231,9 @@ class Tensor:
     def __pow__(self, o):
         return self._f().pow(self, o)
 
+    def __rpow__(self, o):
+        return self._f().pow(o, self)
+
     def __matmul__(self, o):
         return self._f().matmul(self, o)
 
@@ -253,6 +266,7 @@ class Tensor:
         )
 
     def transpose(self, *perm):
+        """transpose() reverses the axes; transpose(1, 0) or transpose((1, 0)) permutes them."""
         return self._f().transpose(
             self, perm[0] if len(perm) == 1 and isinstance(perm[0], (tuple, list)) else perm
         )

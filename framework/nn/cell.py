@@ -24,6 +24,13 @@ def rng() -> np.random.Generator:
     return _RNG[0]
 
 
+_train_mode_changes = 0  # set_train calls so far: jit functions trace cells' modes into their graphs
+
+
+def train_mode_changes() -> int:
+    return _train_mode_changes
+
+
 class Cell:
     """Subclass it, create layers/Parameters in __init__ and write `construct(*inputs)`."""
 
@@ -76,6 +83,8 @@ class Cell:
         object.__setattr__(self, "_input_signature", tuple(inputs))
 
     def set_train(self, mode: bool = True) -> "Cell":
+        global _train_mode_changes
+        _train_mode_changes += 1
         for _, c in self.cells_and_names():
             object.__setattr__(c, "training", mode)
         return self

@@ -70,13 +70,46 @@ __all__ = [
 ]
 
 
-def _pair(a, b):
-    """Binary operands as Tensors; a Python number takes the other operand's dtype."""
-    if not isinstance(a, Tensor) and isinstance(b, Tensor):
-        a = Tensor(np.asarray(a, b.dtype))
-    if not isinstance(b, Tensor) and isinstance(a, Tensor):
-        b = Tensor(np.asarray(b, a.dtype))
-    return wrap(a), wrap(b)
+_KIND_RANK = {"b": 0, "u": 1, "i": 1, "f": 2}
+_DEFAULT = {0: np.dtype(np.bool_), 1: np.dtype(np.int64), 2: np.dtype(np.float32)}  # of Python numbers
+
+
+def _rank(x) -> int:
+    if isinstance(x, Tensor):
+        return _KIND_RANK.get(np.dtype(x.dtype).kind, 2)
+    kind = np.asarray(x).dtype.kind
+    return _KIND_RANK.get(kind, 2)
+
+
+def _common_dtype(a, b, floating: bool = False) -> np.dtype:
+    """The dtype two operands compute in, promoted as MindSpore and torch do: a float operand beats an int or
+    bool one (int64 + float32 -> float32), within one kind the wider dtype wins (float16 + float32 ->
+    float32), and a Python number does not widen a tensor of its kind (a float16 tensor + 1.0 stays float16;
+    an int tensor * 0.5 is float32). `floating`: an integer result becomes float32 (true division)."""
+    ta, tb = isinstance(a, Tensor), isinstance(b, Tensor)
+    ra, rb = _rank(a), _rank(b)
+    if ta and tb:
+        da, db = np.dtype(a.dtype), np.dtype(b.dtype)
+        dtype = np.promote_types(da, db) if ra == rb else (da if ra > rb else db)
+    elif ta or tb:
+        t, rt, rn = (a, ra, rb) if ta else (b, rb, ra)
+        dtype = np.dtype(t.dtype) if rt >= rn else _DEFAULT[rn]
+    else:
+        dtype = _DEFAULT[max(ra, rb)]
+    return np.dtype(np.float32) if floating and dtype.kind in "biu" else dtype
+
+
+def _as(x, dtype: np.dtype) -> Tensor:
+    if isinstance(x, Tensor):
+        return x if np.dtype(x.dtype) == dtype else cast(x, dtype)
+    return Tensor(np.asarray(x, dtype))
+
+
+def _pair(a, b, floating: bool = False):
+    """Binary operands as Tensors of their common dtype (see _common_dtype); the casts are ops, so gradients
+    flow through them."""
+    dtype = _common_dtype(a, b, floating)
+    return _as(a, dtype), _as(b, dtype)
 
 
 def _ints(values) -> Tensor:
@@ -99,7 +132,14 @@ def _unary(op):
     return fn
 
 
-add, sub, mul, div, pow = (_binary(o) for o in ("Add", "Sub", "Mul", "Div", "Pow"))
+add, sub, mul, pow = (_binary(o) for o in ("Add", "Sub", "Mul", "Pow"))
+
+
+def div(x, y):
+    """True division (as MindSpore's ops.div): integer operands divide as float32."""
+    return apply("Div", *_pair(x, y, floating=True))
+
+
 maximum, minimum, greater, less, equal = (_binary(o) for o in ("Max", "Min", "Greater", "Less", "Equal"))
 matmul = _binary("MatMul")
 neg, exp, log, sqrt, tanh, sigmoid, relu, erf, abs, sin, cos = (
@@ -134,8 +174,11 @@ def reshape(x, shape):
     return apply("Reshape", wrap(x), _ints(shape))
 
 
-def transpose(x, perm):
-    return apply("Transpose", wrap(x), perm=tuple(int(p) for p in perm))
+def transpose(x, perm=None):
+    """Permute x's axes; no perm reverses them (as numpy and MindSpore's Tensor.transpose())."""
+    x = wrap(x)
+    perm = tuple(range(len(x.shape)))[::-1] if perm is None or len(perm) == 0 else perm
+    return apply("Transpose", x, perm=tuple(int(p) for p in perm))
 
 
 def flatten(x, start_dim: int = 1):
