@@ -18,7 +18,7 @@ import traceback
 import numpy as np
 
 from .dtypes import random_tensor
-from .errors import MsgxError
+from .errors import InputNameError, InputShapeError, MsgxError
 
 
 _QUIET = False  # --quiet: no notes on stderr (stdout is silenced by main)
@@ -43,6 +43,27 @@ def _parse_pairs(items, what):
             _usage(f"--{what} expects NAME=VALUE, got {item!r}")
         out[name] = value
     return out
+
+
+def _positive_int(text: str) -> int:
+    """argparse type for --repeat: 0 or a negative count would silently run once, so it is bad usage."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
+    return n
+
+
+def _check_input_names(sess, inputs: dict, shapes: dict) -> None:
+    """--input/--shape naming no model input would otherwise be ignored and the run fed random data."""
+    known = [a.name for a in sess.get_inputs()]
+    for what, given in (("--input", inputs), ("--shape", shapes)):
+        unknown = [n for n in given if n not in known]
+        if unknown:
+            raise InputNameError(f"{what}: no model input named {', '.join(map(repr, unknown))}; "
+                                 f"the model's inputs are {known}")
 
 
 def _parse_shape(text: str) -> tuple[int, ...]:
@@ -127,6 +148,7 @@ def _session(args, profile=False):
     sess = InferenceSession(model, mode=args.mode, jit_level=args.jit_level, graph_kernel_flags=_flags(args),
                             profile=profile)
     compile_s = time.perf_counter() - t0
+    _check_input_names(sess, inputs, shapes)
     if name and not inputs:
         dims = {k: _parse_shape(v) for k, v in shapes.items()}
         feed = onnx_models.example_inputs(name, _dims_from_shapes(sess, dims) or None)
@@ -143,7 +165,7 @@ def cmd_run(args) -> int:
     for k, v in feed.items():
         print(f"  input {k}: {v.dtype}{list(v.shape)}")
     times = []
-    for _ in range(max(args.repeat, 1)):
+    for _ in range(args.repeat):  # >= 1: _positive_int
         t = time.perf_counter()
         outputs = sess.run(None, feed)
         times.append(time.perf_counter() - t)
@@ -171,14 +193,14 @@ def cmd_profile(args) -> int:
 
     sess, label, feed, _ = _session(args, profile=args.output or True)
     sess.run(None, feed)  # first run: DVM encodes, caches fill; its kernels are left out of the table
-    for _ in range(max(args.repeat, 1)):
+    for _ in range(args.repeat):  # >= 1: _positive_int
         sess.run(None, feed)
     prof = sess._profiler
     events = prof.kernel_events(frozenset(sess.stats["fallbacks"]), first_run=1)
     summary = profiler.summarize(events)
     covered = sorted(prof.coverage(first_run=1))
     print(f"msgx profile: {label} | mode={sess.stats['mode']} jit_level={sess.jit_level} | "
-          f"{max(args.repeat, 1)} run(s) after a warm-up run | inputs "
+          f"{args.repeat} run(s) after a warm-up run | inputs "
           + ", ".join(f"{k}{list(v.shape)}" for k, v in feed.items()))
     print(profiler.format_summary(summary, top=args.top))
     if covered:
@@ -209,7 +231,8 @@ def _dims_from_shapes(sess, shapes: dict) -> dict:
         if arg.name in shapes:
             given = shapes[arg.name]
             if len(given) != len(arg.shape or []):
-                raise SystemExit(f"msgx: --shape {arg.name} has rank {len(given)}, the input has {arg.shape}")
+                # a typed error, so main reports it as bad input (exit 2), not as SystemExit's exit 1
+                raise InputShapeError(f"--shape {arg.name} has rank {len(given)}, the input has {arg.shape}")
             dims.update({d: g for d, g in zip(arg.shape, given) if isinstance(d, str)})
     return dims
 
@@ -298,10 +321,7 @@ def _model_args(p, jit_default: str = "O0") -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                        help="print nothing but errors")
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show the full traceback of an error")
+    _common_args(common)
     p = argparse.ArgumentParser(prog="msgx", description="MindSpore-style graph execution for ONNX models",
                                 epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 parents=[common])
@@ -309,12 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     r = sub.add_parser("run", parents=[common], help="run a model and print outputs and latency")
     _model_args(r)
-    r.add_argument("--repeat", type=int, default=10)
+    r.add_argument("--repeat", type=_positive_int, default=10, help="timed runs (at least 1)")
     r.add_argument("--profile", metavar="TRACE.json", help="write a Chrome/Perfetto trace of the runs")
     r.set_defaults(fn=cmd_run)
     pr = sub.add_parser("profile", parents=[common], help="top kernels by time; fused vs reference share")
     _model_args(pr)
-    pr.add_argument("--repeat", type=int, default=10, help="profiled runs after one warm-up run")
+    pr.add_argument("--repeat", type=_positive_int, default=10, help="profiled runs after one warm-up run")
     pr.add_argument("--top", type=int, default=15, help="kernels listed")
     pr.add_argument("-o", "--output", metavar="TRACE.json", help="also write the trace")
     pr.set_defaults(fn=cmd_profile)
@@ -329,14 +349,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(fn=cmd_info)
     m = sub.add_parser("models", parents=[common], help="bundled models")
     msub = m.add_subparsers(dest="models_command", required=True)
-    e = msub.add_parser("export", help="write the bundled models as .onnx files")
+    e = msub.add_parser("export", parents=[common], help="write the bundled models as .onnx files")
     e.add_argument("directory")
     e.set_defaults(fn=cmd_models_export)
     b = sub.add_parser("bench", parents=[common], help="benchmark suites (ours vs peers, interleaved)")
     b.add_argument("suite", help=f"one of {', '.join(_suites())} (report: all suites -> BENCHMARKS.md)")
     b.add_argument("rest", nargs=argparse.REMAINDER, help="the suite's options (msgx bench SUITE --help)")
     b.set_defaults(fn=cmd_bench)
-    c = sub.add_parser("conformance",
+    c = sub.add_parser("conformance", parents=[common],
                        help="ONNX conformance cases through our API: per-case report and pass rate",
                        add_help=False)
     c.add_argument("rest", nargs=argparse.REMAINDER)
@@ -347,7 +367,39 @@ def build_parser() -> argparse.ArgumentParser:
             importlib.import_module(module).register(sub)
         except ModuleNotFoundError:  # the package is not installed: its commands are simply absent
             pass
+    _ensure_common_args(sub)  # extensions build their own (sub-)subparsers without `common`
     return p
+
+
+def _common_args(p) -> None:
+    """-q/--quiet and --debug, which every command and sub-command takes (README). SUPPRESS as default, so
+    a sub-command's parser does not reset a flag given before the sub-command's name."""
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="print nothing but errors")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                   help="show the full traceback of an error")
+
+
+def _ensure_common_args(subparsers) -> None:
+    """Add the common options to every parser under `subparsers` (recursively) that lacks them."""
+    for parser in set(subparsers.choices.values()):  # a parser is listed once per alias
+        if "--quiet" not in parser._option_string_actions:
+            _common_args(parser)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _ensure_common_args(action)
+
+
+def _pop_common_flags(rest: list, flags: dict) -> list:
+    """Take -q/--quiet/--debug out of a pass-through command's arguments (bench SUITE ..., conformance ...):
+    argparse.REMAINDER hands them to the suite's own parser, which rejects them."""
+    out = []
+    for arg in rest:
+        if arg in ("-q", "--quiet", "--debug"):
+            flags["debug" if arg == "--debug" else "quiet"] = True
+        else:
+            out.append(arg)
+    return out
 
 
 def main(argv=None) -> int:
@@ -360,6 +412,8 @@ def main(argv=None) -> int:
         args = argparse.Namespace(fn=cmd_conformance, rest=argv[1:], command="conformance")
     else:
         args = build_parser().parse_args(argv)
+    if args.command in ("bench", "conformance"):
+        args.rest = _pop_common_flags(args.rest, flags)
     quiet = flags["quiet"] or getattr(args, "quiet", False)
     debug = flags["debug"] or getattr(args, "debug", False)
     _QUIET = quiet
