@@ -51,3 +51,8 @@ class ContextError(MsgxError):
 class GradError(MsgxError):
     """Autograd or training API misuse: a non-scalar output without sensitivity, a weight the function does
     not use, a traced tensor read before the graph runs."""
+
+
+class ArgumentError(MsgxError, ValueError):
+    """A layer or loss got an argument outside its valid set (an unknown mode or name, a probability out of
+    range, a class index past the number of classes). A ValueError too, as MindSpore raises for these."""

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from .. import ops
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 from ..tensor import Parameter, Tensor
 from .cell import Cell, rng
 
@@ -35,6 +35,10 @@ class Dense(Cell):
         bound = 1.0 / math.sqrt(in_channels)
         self.weight = Parameter(_uniform((out_channels, in_channels), bound))
         self.bias = Parameter(_uniform((out_channels,), bound)) if has_bias else None
+        if isinstance(activation, str) and activation not in _ACTIVATIONS:
+            raise ArgumentError(
+                f"Dense: unknown activation {activation!r}; valid names are {sorted(_ACTIVATIONS)}"
+            )
         self.activation = _ACTIVATIONS[activation]() if isinstance(activation, str) else activation
 
     def construct(self, x):
@@ -44,6 +48,9 @@ class Dense(Cell):
 
     def extend_repr(self):
         return f"in_channels={self.in_channels}, out_channels={self.out_channels}"
+
+
+_PAD_MODES = ("same", "valid", "pad")
 
 
 class Conv2d(Cell):
@@ -62,6 +69,9 @@ class Conv2d(Cell):
         has_bias=False,
     ):
         super().__init__()
+        # ops.conv2d treats any mode other than "same"/"valid" as explicit padding: a typo must not pass
+        if pad_mode not in _PAD_MODES:
+            raise ArgumentError(f"Conv2d: unknown pad_mode {pad_mode!r}; valid modes are {list(_PAD_MODES)}")
         k = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, k
         self.stride, self.pad_mode, self.padding, self.dilation, self.group = (
@@ -147,6 +157,10 @@ class Dropout(Cell):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
+        # checked here, not at the first training call: p = 1 divides by 1 - p = 0 there, and p outside
+        # [0, 1) silently flips or scales the output (MindSpore's Dropout takes p in [0, 1) too)
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) or not 0 <= p < 1:
+            raise ArgumentError(f"Dropout: p (the drop probability) must be a number in [0, 1), got {p!r}")
         self.p = p
 
     def construct(self, x):

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .. import ops
 from ..errors import ShapeError
+from ..tensor import Tensor
 from .cell import Cell
+from ..errors import ArgumentError
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_reduction(loss: str, reduction) -> None:
+    # checked at construction: ops' reductions are a dict lookup that fails with a bare KeyError when called
+    if reduction not in _REDUCTIONS:
+        raise ArgumentError(f"{loss}: unknown reduction {reduction!r}; valid values are {list(_REDUCTIONS)}")
 
 
 class CrossEntropyLoss(Cell):
@@ -12,8 +24,7 @@ class CrossEntropyLoss(Cell):
 
     def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0):
         super().__init__()
-        if reduction not in ("mean", "sum", "none"):
-            raise ShapeError(f"CrossEntropyLoss: unknown reduction {reduction!r}")
+        _check_reduction("CrossEntropyLoss", reduction)
         self.reduction, self.label_smoothing = reduction, label_smoothing
 
     def construct(self, logits, labels):
@@ -26,12 +37,30 @@ class CrossEntropyLoss(Cell):
                 f"CrossEntropyLoss: logits {tuple(logits.shape)} and labels {tuple(labels.shape)} "
                 "do not match (labels must be logits' shape without the class dim)"
             )
+        c = logits.shape[-1]
+        # a label outside [0, C) matches no class in the one-hot target and silently gives that row loss 0
+        # (there is no ignore index here). The check needs the labels' values, so it is done only when they
+        # exist, i.e. eagerly (PyNative, including under value_and_grad's eager tape); a jit-traced label
+        # tensor has no values at trace time and its graph cannot be checked per run here.
+        if isinstance(labels, Tensor):
+            data = labels._data if labels._trace is None or labels._trace.eager else None
+        else:
+            data = np.asarray(labels)
+        if data is not None and isinstance(c, int) and data.size:
+            lo, hi = int(data.min()), int(data.max())
+            if lo < 0 or hi >= c:
+                bad = lo if lo < 0 else hi
+                raise ArgumentError(
+                    f"CrossEntropyLoss: label {bad} is out of range for {c} classes (labels must be in "
+                    f"[0, {c - 1}])"
+                )
         return ops.cross_entropy(logits, labels, self.reduction, self.label_smoothing)
 
 
 class MSELoss(Cell):
     def __init__(self, reduction: str = "mean"):
         super().__init__()
+        _check_reduction("MSELoss", reduction)
         self.reduction = reduction
 
     def construct(self, pred, target):

@@ -72,10 +72,23 @@ class Optimizer(Cell):
             )
 
     def _state(self, tag: str, init: float = 0.0) -> list[Parameter]:
-        return [
-            Parameter(np.full(p.shape, init, p.dtype), f"{tag}.{p.name}", requires_grad=False)
-            for p in self.parameters
-        ]
+        """One state Parameter per optimized parameter, named `<tag>.<parameter name>` as in MindSpore.
+        They are registered with the cell (not only kept in the returned list) so that parameters_and_names,
+        and so save_checkpoint / load_param_into_net, include them: a resumed run needs the moments as well as
+        the beta powers and global_step, else it restarts from zero moments and diverges."""
+        states = []
+        for p in self.parameters:
+            key = f"{tag}.{p.name}"
+            # Parameters created outside a Cell can share a name (two standalone layers' 'weight'); a suffix
+            # keeps one checkpoint entry per state instead of silently dropping one of them
+            n = 1
+            while key in self._params:
+                key, n = f"{tag}.{p.name}.{n}", n + 1
+            state = Parameter(np.full(p.shape, init, p.dtype), key, requires_grad=False)
+            self._params[key] = state
+            state.name = f"{self._scope}{key}"  # as Cell.__setattr__ names an attribute's Parameter
+            states.append(state)
+        return states
 
     def get_lr(self) -> Tensor:
         """This step's learning rate (a scalar Tensor); advances global_step."""
