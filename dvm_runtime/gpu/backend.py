@@ -26,11 +26,10 @@ MIN_TILE, MAX_TILE = 256, 8192
 MAX_TILE_ROWS = 1024     # each tile row also takes 24 bytes of shared memory (its d0, d1, d2)
 BLAS_OPS = frozenset({"MatMul", "Gemm"})
 PATTERN_SYMBOLS = 3      # bodies with at most this many symbolic dims get all their templates at setup
-# Setup also runs each symbolic dim alone at these sizes: cuBLAS picks other kernels for bigger products, and
-# their code is read from libcublasLt on first use. On a freshly started machine (cold page cache) that read
-# made the bundled transformer's first call at seq 256 take 14-18 ms where the other lengths took 4-7 ms
-# (reproduced by dropping the page cache; gone when the cuBLAS libraries were read in beforehand).
-WARM_LARGE = (64, 512)
+# Known cold-start cost: on a freshly started machine (cold page cache) the bundled transformer's first call at
+# seq 256 took 13-18 ms where other lengths took 4-8 ms: the code of cuBLAS's kernel for the bigger product
+# is read from libcublasLt on first use (gone when the page cache was warm or the cuBLAS libraries were read
+# in beforehand). Setup trials at dims 64 and 512 did not load that kernel and tripled the setup time.
 
 
 def gpu_tiling(rows: int, cols: int, n_regs: int, reduces: bool) -> tuple[int, int]:
@@ -285,11 +284,10 @@ class HostBackend:
 
 def warm(session, executor, backends) -> None:
     """At session setup: run the session on trial inputs (zeros; each pattern of the symbolic dims being 1 or
-    more, see symbol_patterns, then each symbol alone at each of WARM_LARGE), then forget what those runs
-    encoded and cached. The one-time costs of a process's first GPU runs (cuBLAS and CuPy kernels loaded for
-    each broadcasting pattern and for bigger products, each kernel's first launch, the first copies back to
-    the host) are paid at setup, and every real shape still encodes as a new one. A trial the graph cannot
-    run (a dim it needs larger, a data-dependent shape) is skipped."""
+    more, see symbol_patterns), then forget what those runs encoded and cached. The one-time costs of a
+    process's first GPU runs (cuBLAS and CuPy kernels loaded for each broadcasting pattern, each kernel's first
+    launch, the first copies back to the host) are paid at setup, and every real shape still encodes as a new
+    one. A trial the graph cannot run (a dim it needs larger, a data-dependent shape) is skipped."""
     from framework.ir import TensorType
     shapes = {}
     for v in executor.graph.inputs:
@@ -299,8 +297,7 @@ def warm(session, executor, backends) -> None:
         shapes[v.name] = (t.shape, t.dtype)
     syms = sorted({str(d) for shape, _ in shapes.values() for d in shape if not isinstance(d, int)})
     try:
-        large = [{**{t: 1 for t in syms}, s: n} for s in syms for n in WARM_LARGE]
-        for sizes in (symbol_patterns(syms, base=2) or [{}]) + large:
+        for sizes in symbol_patterns(syms, base=2) or [{}]:
             feed = {name: np.zeros(tuple(d if isinstance(d, int) else sizes.get(str(d), 2) for d in shape), dt)
                     for name, (shape, dt) in shapes.items()}
             try:
