@@ -10,6 +10,7 @@ from framework import Tensor, nn
 from framework.checkpoint import load_checkpoint, load_param_into_net, save_checkpoint
 from framework.errors import MsgxError
 from framework.tensor import Parameter
+from tests.framework.test_train import _trainer
 
 # ---------------------------------------------------------------- optimizer checkpoints
 
@@ -29,15 +30,7 @@ def _setup(make_opt, graph):
     nn.manual_seed(0)
     net = nn.SequentialCell(nn.Dense(4, 5), nn.ReLU(), nn.Dense(5, 3))
     opt = make_opt(net.trainable_params())
-    loss_fn = nn.CrossEntropyLoss()
-    grad_fn = framework.value_and_grad(lambda x, y: loss_fn(net(x), y), None, opt.parameters)
-
-    def step(x, y):
-        loss, grads = grad_fn(x, y)
-        opt(grads)
-        return loss
-
-    step = framework.jit(step) if graph else step
+    step = _trainer(net, opt, graph)
     return net, opt, lambda: step(Tensor(_X), Tensor(_Y))
 
 
