@@ -18,8 +18,8 @@ from .autodiff import differentiable, grad_graph
 from .context import normalize_jit_level
 from .errors import GradError, InputShapeError, InputTypeError
 from .graph_builder import Builder
-from .nn.cell import train_mode_changes
 from .ir import Graph, TensorType, Value
+from .nn.cell import train_mode_changes
 from .tensor import Parameter, Tensor, Trace, apply, current_trace, kernel_for, wrap
 
 
@@ -239,8 +239,8 @@ class JitFunction:
         args = [wrap(a) for a in args]
         feeds = [a._data for a in args]
         # a cell's training mode is traced into the graph (Dropout, BatchNorm): set_train recompiles
-        raw = (train_mode_changes(),) + tuple((a.dtype, a.shape) for a in feeds)
-        c = self._last[1] if self._last[0] == raw else None
+        raw = (train_mode_changes(),) + tuple((a.dtype, a.shape) for a in feeds if a is not None)
+        c = self._last[1] if len(raw) == len(feeds) + 1 and self._last[0] == raw else None
         if c is None:  # a new argument signature: check it against input_signature, compile if new
             specs = self._specs(args)
             key = (raw[0],) + tuple((t.dtype.str, tuple(d if isinstance(d, int) else None for d in t.shape))

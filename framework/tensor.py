@@ -186,7 +186,7 @@ class Tensor:
         return self.shape[0]
 
     def __bool__(self):
-        """The truth of a one-element tensor's value (as numpy); more elements are ambiguous (ValueError, as numpy), and a
+        """The truth of a one-element tensor's value, as numpy: more elements are ambiguous (ValueError), and a
         traced tensor has no value yet (GradError, as asnumpy)."""
         if int(np.prod(self.shape)) != 1:
             raise ValueError(f"the truth value of a Tensor of shape {list(self.shape)} is ambiguous: use .any() or "
