@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import itertools
 import time
 
 import numpy as np
@@ -98,12 +99,21 @@ class DvmBackend:
         # bounded: a long-lived session re-encodes shapes evicted from the per-kernel caches, forever
         self.encode_times: collections.deque[float] = collections.deque(maxlen=ENCODE_TIMES_KEPT)
         self.shape_fallbacks: dict[str, str] = {}  # kernels the encoder declined for one shape, with why
+        self._bodies: list = []  # fused bodies compiled since the last finish()
 
     def supports(self, node: Node) -> bool:
         return encodable(node)
 
+    def finish(self) -> None:
+        """At session setup (graph mode): the templates of every body compiled so far, per symbol pattern."""
+        for body in self._bodies:
+            encode_patterns(body)
+        self._bodies.clear()
+
     def compile(self, node: Node, run_graph=None):
         body, run, times, fallbacks = node.attrs["body"], self._run, self.encode_times, self.shape_fallbacks
+        if _symbols(body):  # dynamic shapes: finish() encodes its templates (PyNative's bodies are concrete)
+            self._bodies.append(body)
         shape_in = sorted(_shape_inputs(body))
         cache: dict = {}
         signature = _signature(len(node.inputs))
@@ -167,6 +177,37 @@ def encodable(node: Node, target: str = "cpu") -> bool:
     except Exception:  # noqa: BLE001 - anything the encoder cannot express is declined, not fatal
         return False
     return True
+
+
+PATTERN_SYMBOLS = 3  # bodies with at most this many symbolic dims get all their templates at setup
+
+
+def symbol_patterns(syms: list[str], base: int) -> list[dict[str, int]]:
+    """Trial sizes for each pattern of the symbols being 1 or more (1 changes broadcasting, and the encoder's
+    templates and CuPy's and cuBLAS's paths with it), the others distinct from base up; none for no symbols
+    or more than PATTERN_SYMBOLS of them."""
+    if not syms or len(syms) > PATTERN_SYMBOLS:
+        return []
+    return [{s: 1 if one else base + 2 * i for i, (s, one) in enumerate(zip(syms, ones))}
+            for ones in itertools.product((True, False), repeat=len(syms))]
+
+
+def encode_patterns(body, target: str = "cpu") -> None:
+    """Encode `body` once per pattern of its symbolic dims (see symbol_patterns), so the encoder's templates
+    exist before the first call and a new shape only refills sizes (a full encode of a big body took
+    milliseconds; a refill, about 100 µs)."""
+    for sizes in symbol_patterns(_symbols(body), base=6):
+        try:
+            encoder.encode(body, *_trial(body, sizes), target=target)
+        except Exception:  # noqa: BLE001 - as in encodable(): that pattern meets the same error, if ever
+            pass
+
+
+def _symbols(body) -> list[str]:
+    """The names of the symbolic dims of a body's inputs, sorted."""
+    import sympy
+    return sorted({str(s) for v in body.inputs for d in v.type.shape if isinstance(d, sympy.Expr)
+                   for s in d.free_symbols})
 
 
 def _trial(body, sizes: dict | None = None):

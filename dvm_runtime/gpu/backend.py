@@ -7,7 +7,6 @@ to the numpy reference for that shape, with the reason in `shape_fallbacks`.
 """
 from __future__ import annotations
 
-import itertools
 import time
 
 import numpy as np
@@ -16,7 +15,7 @@ from framework.errors import ContextError
 from framework.ir import Node
 
 from .. import encoder, isa
-from ..backend import CACHE_MAX, _Reference, _shape_inputs, _trial, encodable
+from ..backend import CACHE_MAX, _Reference, _shape_inputs, encodable, encode_patterns, symbol_patterns
 from . import device_ops, vm as gvm
 
 # Register bytes a block aims for (4-byte elements): two blocks per SM, and up to 32 elements per thread per
@@ -25,7 +24,6 @@ TILE_BYTES = 96 * 1024
 MIN_TILE, MAX_TILE = 256, 8192
 MAX_TILE_ROWS = 1024     # each tile row also takes 24 bytes of shared memory (its d0, d1, d2)
 BLAS_OPS = frozenset({"MatMul", "Gemm"})
-PATTERN_SYMBOLS = 3      # bodies with at most this many symbolic dims get all their templates at setup
 # Known cold-start cost: on a freshly started machine (cold page cache) the bundled transformer's first call at
 # seq 256 took 13-18 ms where other lengths took 4-8 ms: the code of cuBLAS's kernel for the bigger product
 # is read from libcublasLt on first use (gone when the page cache was warm or the cuBLAS libraries were read
@@ -126,16 +124,6 @@ def _warm_up(cp) -> None:
     _WARM.append(True)
 
 
-def symbol_patterns(syms: list[str], base: int) -> list[dict[str, int]]:
-    """Trial sizes for each pattern of the symbols being 1 or more (1 changes broadcasting, CuPy's kernel
-    specialisations and cuBLAS's batched paths), the others distinct from base up; none for no symbols or
-    more than PATTERN_SYMBOLS of them."""
-    if not syms or len(syms) > PATTERN_SYMBOLS:
-        return []
-    return [{s: 1 if one else base + 2 * i for i, (s, one) in enumerate(zip(syms, ones))}
-            for ones in itertools.product((True, False), repeat=len(syms))]
-
-
 class GpuDvmBackend:
     """Backend protocol: name, supports(node), compile(node, run_graph) -> kernel(*arrays) -> list."""
 
@@ -158,15 +146,8 @@ class GpuDvmBackend:
         """At session setup: encode each fused body once per pattern of its symbolic dims (each 1 or more),
         so the encoder's templates exist before the first call and a new shape only refills sizes. Bodies
         with more symbols than PATTERN_SYMBOLS get theirs on first use."""
-        import sympy
         for body in self._bodies:
-            syms = sorted({str(s) for v in body.inputs for d in v.type.shape if isinstance(d, sympy.Expr)
-                           for s in d.free_symbols})
-            for sizes in symbol_patterns(syms, base=6):
-                try:
-                    encoder.encode(body, *_trial(body, sizes), target="gpu")
-                except Exception:  # noqa: BLE001 - as in encodable(): that pattern meets the same error, if ever
-                    pass
+            encode_patterns(body, target="gpu")
         self._bodies.clear()
 
     def supports(self, node: Node) -> bool:

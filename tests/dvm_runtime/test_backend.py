@@ -88,3 +88,24 @@ def test_a_shape_the_encoder_declines_runs_on_the_reference_and_is_reported():
         np.testing.assert_allclose(s.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-7)
     (reason,) = s.stats["fallbacks"].values()
     assert "ran on the reference" in reason
+
+
+def test_session_setup_encodes_each_symbol_pattern_so_serving_only_refills():
+    """Graph O1 with a dynamic dim: setup encodes every fused body for the dim being 1 and more than 1, so the
+    first call at a new length refills a template instead of a full encode (which took milliseconds)."""
+    from onnx import TensorProto, helper
+    g = helper.make_graph([helper.make_node("Softmax", ["x"], ["s"], axis=-1),
+                           helper.make_node("Mul", ["s", "x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])])
+    s = InferenceSession(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), jit_level="O1")
+    (body,) = [n.attrs["body"] for n in s.graph.nodes if n.op == "Fused"]
+    templates = encoder._STATIC[id(body)].templates
+    assert len(templates) == 2  # n == 1 and n > 1
+    rng = np.random.default_rng(0)
+    for n in (1, 37, 5):
+        x = rng.standard_normal((n, 8), dtype=np.float32)
+        e = np.exp(x - x.max(1, keepdims=True))
+        want = e / e.sum(1, keepdims=True) * x
+        np.testing.assert_allclose(s.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-6)
+    assert len(templates) == 2
