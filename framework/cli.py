@@ -292,7 +292,8 @@ EXAMPLES = """examples:
   msgx bench report                            every benchmark suite -> BENCHMARKS.md
 exit codes: 0 ok, 1 failure, 2 bad usage or bad input, 130 interrupted"""
 
-# Packages that add subcommands: each names a module with register(subparsers) (e.g. "kernel_agent.cli").
+# Packages that add subcommands: each names a module with register(subparsers, common) (e.g.
+# "kernel_agent.cli"); `common` is the parent parser of -q/--debug, which every (sub-)command takes.
 EXTENSIONS: tuple[str, ...] = ("kernel_agent.cli",)
 
 
@@ -364,10 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     # ---- subcommands registered by other packages (see EXTENSIONS) ----
     for module in EXTENSIONS:
         try:
-            importlib.import_module(module).register(sub)
+            importlib.import_module(module).register(sub, common)
         except ModuleNotFoundError:  # the package is not installed: its commands are simply absent
             pass
-    _ensure_common_args(sub)  # extensions build their own (sub-)subparsers without `common`
     return p
 
 
@@ -378,16 +378,6 @@ def _common_args(p) -> None:
                    help="print nothing but errors")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                    help="show the full traceback of an error")
-
-
-def _ensure_common_args(subparsers) -> None:
-    """Add the common options to every parser under `subparsers` (recursively) that lacks them."""
-    for parser in set(subparsers.choices.values()):  # a parser is listed once per alias
-        if "--quiet" not in parser._option_string_actions:
-            _common_args(parser)
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                _ensure_common_args(action)
 
 
 def _pop_common_flags(rest: list, flags: dict) -> list:

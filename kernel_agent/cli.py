@@ -5,16 +5,19 @@ from __future__ import annotations
 import sys
 
 
-def register(subparsers) -> None:
-    a = subparsers.add_parser("agent", help="the kernel agent: generate verified kernels for tasks")
+def register(subparsers, common) -> None:
+    """Add `agent run` and `agent bench`; `common` is the parent parser of the options every command takes."""
+    a = subparsers.add_parser("agent", parents=[common],
+                              help="the kernel agent: generate verified kernels for tasks")
     sub = a.add_subparsers(dest="agent_command", required=True)
-    r = sub.add_parser("run", help="generate a kernel for a KernelBench-style task file")
+    r = sub.add_parser("run", parents=[common], help="generate a kernel for a KernelBench-style task file")
     r.add_argument("task", metavar="TASK.py")
     r.add_argument("--generator", default="offline", choices=["offline", "llm"])
     r.add_argument("--budget", type=int, default=None, help="sandbox runs for verification and tuning")
     r.add_argument("--show-source", action="store_true", help="print the accepted kernel's source")
     r.set_defaults(fn=cmd_run)
-    b = sub.add_parser("bench", help="the task set: fast_0, fast_1, geomean speedup vs numpy")
+    b = sub.add_parser("bench", parents=[common],
+                       help="the task set: fast_0, fast_1, geomean speedup vs numpy")
     from benchmarks import agent  # the suite's options; benchmarks are not part of the runtime path
     agent.add_args(b)
     b.set_defaults(fn=agent.run)

@@ -138,7 +138,8 @@ static int thread_count(PyObject *nt_obj, int *n) {
 static PyObject *execute(const vm_prog_t *prog, PyObject *bufs_obj, int nthreads, PyObject *convert) {
     Py_buffer views[DVM_MAX_BUFFERS];
     char *ptrs[DVM_MAX_BUFFERS];
-    PyObject *converted[DVM_MAX_BUFFERS] = {NULL};
+    PyObject *converted[DVM_MAX_BUFFERS];   /* the first n_bufs set to NULL: this runs on every call */
+    for (int i = 0; i < prog->n_bufs; i++) converted[i] = NULL;
     int got = 0;
     PyObject *result = NULL;
     PyObject *seq = PySequence_Fast(bufs_obj, "buffers must be a list of arrays");

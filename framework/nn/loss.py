@@ -5,18 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
+from ..ops.functional import check_reduction
 from ..tensor import Tensor
 from .cell import Cell
-from ..errors import ArgumentError
-
-_REDUCTIONS = ("mean", "sum", "none")
-
-
-def _check_reduction(loss: str, reduction) -> None:
-    # checked at construction: ops' reductions are a dict lookup that fails with a bare KeyError when called
-    if reduction not in _REDUCTIONS:
-        raise ArgumentError(f"{loss}: unknown reduction {reduction!r}; valid values are {list(_REDUCTIONS)}")
 
 
 class CrossEntropyLoss(Cell):
@@ -24,7 +16,7 @@ class CrossEntropyLoss(Cell):
 
     def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0):
         super().__init__()
-        _check_reduction("CrossEntropyLoss", reduction)
+        check_reduction("CrossEntropyLoss", reduction)
         self.reduction, self.label_smoothing = reduction, label_smoothing
 
     def construct(self, logits, labels):
@@ -60,7 +52,7 @@ class CrossEntropyLoss(Cell):
 class MSELoss(Cell):
     def __init__(self, reduction: str = "mean"):
         super().__init__()
-        _check_reduction("MSELoss", reduction)
+        check_reduction("MSELoss", reduction)
         self.reduction = reduction
 
     def construct(self, pred, target):

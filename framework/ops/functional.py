@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from ..dtypes import onnx_elem_type
-from ..errors import ShapeError
+from ..errors import ArgumentError, ShapeError
 from ..tensor import Parameter, Tensor, apply, wrap
 
 __all__ = [
@@ -330,6 +330,20 @@ def one_hot(indices, depth: int, dtype=np.float32):
     return apply("OneHot", wrap(indices), _ints([depth]), Tensor(np.array([0, 1], dtype)), axis=-1)
 
 
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def check_reduction(loss: str, reduction) -> None:
+    """A loss's reduction must be one of REDUCTIONS (ArgumentError naming them, not a bare KeyError)."""
+    if reduction not in REDUCTIONS:
+        raise ArgumentError(f"{loss}: unknown reduction {reduction!r}; valid values are {list(REDUCTIONS)}")
+
+
+def _reduce_loss(per, loss: str, reduction: str):
+    check_reduction(loss, reduction)
+    return per if reduction == "none" else (reduce_mean if reduction == "mean" else reduce_sum)(per)
+
+
 def cross_entropy(logits, labels, reduction: str = "mean", label_smoothing: float = 0.0):
     """Softmax cross entropy of logits [N, C] (or [..., C]) and int labels [N] (or [...])."""
     logits = wrap(logits)
@@ -340,13 +354,13 @@ def cross_entropy(logits, labels, reduction: str = "mean", label_smoothing: floa
     if label_smoothing:
         target = target * (1.0 - label_smoothing) + label_smoothing / c
     per = neg(reduce_sum(log_softmax(logits, -1) * target, -1))
-    return {"mean": reduce_mean, "sum": reduce_sum}[reduction](per) if reduction != "none" else per
+    return _reduce_loss(per, "cross_entropy", reduction)
 
 
 def mse_loss(pred, target, reduction: str = "mean"):
     d = sub(pred, target)
     per = d * d
-    return {"mean": reduce_mean, "sum": reduce_sum, "none": lambda t: t}[reduction](per)
+    return _reduce_loss(per, "mse_loss", reduction)
 
 
 def assign(param: Parameter, value) -> Parameter:
