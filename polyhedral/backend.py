@@ -18,7 +18,7 @@ from .config import Config
 from .lower import lower
 from .stmt import ScopError
 
-VERSION = 9  # bump when lowering, scheduling or code generation changes the C they produce
+VERSION = 10  # bump when lowering, scheduling or code generation changes the C they produce
 FN = "msgx_poly_fn"
 # row-wise clusters gain nothing from tiling (each row is touched once or twice, in cache)
 CLUSTER_CONFIG = Config("cluster", objectives=(("contiguity", "proximity", "big-loops", "sum"),),
@@ -86,6 +86,7 @@ class PolyBackend:
             lib = build.load(build.shared_library(src, cache=self.cache))
             kernels = [build.Kernel(lib, fn, scop, {}) for fn, (_, scop, *_r) in zip(names, items)]
             kernels[0].set_threads(gemm.cpu_threads())
+            build.use_shared_pool(lib)
         except build.CompilerError as e:
             for node, *_x, slot, run_graph in items:
                 fb = _fallback_backend(node)
@@ -124,36 +125,44 @@ def _runner(k: build.Kernel, scop, feeds: list, out_shapes: list):
     """The cluster's host path: inputs as float32 C arrays, matmul products (_matmul), then the C function
     called with the arrays (k.caller: their addresses taken in C). Every array here is made C-contiguous
     float32 of its scop shape, so the per-array checks of Kernel.call (8-13 us a call for 4 arrays, measured)
-    are not needed. Temporaries and products are nobody's after the call: they are kept for the next one (no
-    allocation, no page faults per call). A call takes them out of `spare` and puts them back after, so a
-    concurrent call of the same kernel (dict operations are atomic under the GIL) allocates its own."""
+    are not needed. Temporaries and products are nobody's after the call: a set of them is kept for the next
+    call (no allocation, no page faults per call). A call takes a set off `spare` and puts it back after
+    (list pop and append are atomic under the GIL), so a concurrent call of the same kernel allocates its
+    own."""
     if scop.scalars:
         raise ScopError(f"cluster {scop.name!r}: lowered clusters pass no scalar arguments")
-    plan = [(k.shapes[a.name], a.role, f) for a, f in zip(scop.arrays, feeds)]
-    consts = {pos: np.ascontiguousarray(f, np.float32).reshape(shape)
-              for pos, (shape, _, f) in enumerate(plan) if isinstance(f, np.ndarray)}
-    spare: dict[int, np.ndarray] = {}
-    call = k.caller()
+    base: list = [None] * len(scop.arrays)
+    inputs_at, outputs_at, temps_at, products = [], [], [], []
+    for pos, (a, f) in enumerate(zip(scop.arrays, feeds)):
+        shape = k.shapes[a.name]
+        if isinstance(f, int):
+            inputs_at.append((pos, f, shape))
+        elif isinstance(f, np.ndarray):
+            base[pos] = np.ascontiguousarray(f, np.float32).reshape(shape)
+        elif a.role == "out" and f is None:
+            outputs_at.append((pos, shape))
+        else:  # a temporary, or ("matmul", a, b) whose operands are earlier arrays
+            temps_at.append((pos, shape))
+            if f is not None:
+                products.append((pos, f[1], f[2], shape))
+    reshapes = [tuple(s) if tuple(s) != shape else None for s, (_, shape) in zip(out_shapes, outputs_at)]
+    spare: list[list] = []
+    call, f32 = k.caller(), np.float32
 
     def run(*inputs):
-        arrays, outs, kept = [], [], []
-        for pos, (shape, role, f) in enumerate(plan):
-            if isinstance(f, int):
-                x = np.ascontiguousarray(inputs[f], np.float32).reshape(shape)
-            elif pos in consts:
-                x = consts[pos]
-            elif role == "out" and f is None:
-                x = np.empty(shape, np.float32)
-                outs.append(x)
-            else:  # a temporary, or ("matmul", a, b) whose operands are earlier arrays
-                kept_x = spare.pop(pos, None)
-                if f is not None:
-                    x = _matmul(arrays[f[1]], arrays[f[2]], shape, kept_x)
-                else:
-                    x = np.empty(shape, np.float32) if kept_x is None else kept_x
-                kept.append((pos, x))
-            arrays.append(x)
+        arrays = base.copy()
+        for pos, f, shape in inputs_at:
+            arrays[pos] = np.ascontiguousarray(inputs[f], f32).reshape(shape)
+        outs = []
+        for pos, shape in outputs_at:
+            arrays[pos] = o = np.empty(shape, f32)
+            outs.append(o)
+        temps = spare.pop() if spare else [np.empty(shape, f32) for _, shape in temps_at]
+        for (pos, _), x in zip(temps_at, temps):
+            arrays[pos] = x
+        for pos, a, b, shape in products:
+            _matmul(arrays[a], arrays[b], shape, arrays[pos])
         call(arrays)
-        spare.update(kept)
-        return [o.reshape(s) for o, s in zip(outs, out_shapes)]
+        spare.append(temps)
+        return [o if s is None else o.reshape(s) for o, s in zip(outs, reshapes)]
     return run

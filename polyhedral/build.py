@@ -126,6 +126,21 @@ class Kernel:
         self.lib.msgx_poly_threads(ctypes.c_int(int(n)))
 
 
+_capsule_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+    ("PyCapsule_GetPointer", ctypes.pythonapi))
+
+
+def use_shared_pool(lib: ctypes.CDLL) -> bool:
+    """Runs the library's parallel loops on the DVM's thread pool (with the GEMMs and DVM kernels of the same
+    session) where dvm_runtime._cvm is built; else they keep the library's own pool. Returns which."""
+    try:
+        from dvm_runtime import _cvm
+    except ImportError:
+        return False
+    lib.msgx_poly_use_pool(ctypes.c_void_p(_capsule_pointer(_cvm._parallel_for, b"dvm_runtime._cvm._parallel_for")))
+    return True
+
+
 def compile_scops(items: list[tuple], cache: DiskCache | None = None, flags: tuple[str, ...] = FLAGS) -> list:
     """One translation unit for many (scop, binding, scheduler Result, function name); returns Kernels."""
     from . import codegen

@@ -97,11 +97,11 @@ static void *worker(void *arg) {
         seen = generation;
         job_t *job = cur;
         if (job == NULL || tid >= job->nthreads) continue;   /* woke after its job ended: nothing to do */
-        active++;
+        __atomic_add_fetch(&active, 1, __ATOMIC_RELAXED);
         pthread_mutex_unlock(&mu);
         run_tiles(job, tid, arenas[tid]);
         pthread_mutex_lock(&mu);
-        if (--active == 0) pthread_cond_signal(&done_cv);
+        if (__atomic_sub_fetch(&active, 1, __ATOMIC_RELEASE) == 0) pthread_cond_signal(&done_cv);
     }
     return NULL;
 }
@@ -186,6 +186,16 @@ int vm_parallel_for(int nthreads, int64_t ntiles, int64_t chunk, size_t arena_by
          * machine) */
         pthread_mutex_lock(&mu);
         cur = NULL;
+        pthread_mutex_unlock(&mu);
+        /* the workers' last tiles usually end within microseconds: poll for them first (a caller that
+         * sleeps on done_cv takes as long to wake as a worker does; a 256x1024 softmax in 16 chunks on 2
+         * threads: 103 -> 78 us) */
+        uint64_t until = spin_ns > 0 ? now_ns() + spin_ns : 0;
+        while (__atomic_load_n(&active, __ATOMIC_ACQUIRE) > 0 && until > 0) {
+            for (int i = 0; i < 16; i++) cpu_relax();
+            if (now_ns() > until) break;
+        }
+        pthread_mutex_lock(&mu);
         while (active > 0) pthread_cond_wait(&done_cv, &mu);
         pthread_mutex_unlock(&mu);
     }

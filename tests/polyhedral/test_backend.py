@@ -1,5 +1,9 @@
 """PolyBackend in O1 sessions: fused clusters vs the O0 reference, one build per graph, cache hits in a second
 session (no compiler run), and a missing or failing compiler handing clusters to the DVM with the reason."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
@@ -215,3 +219,35 @@ def test_products_go_to_the_host_gemm_when_it_takes_them(cache_dir, monkeypatch)
         for _ in range(2):
             np.testing.assert_allclose(sess.run(None, feed)[0], want, rtol=1e-5, atol=1e-5)
         assert calls == [((24, 40), (40, 36))] * 2
+
+
+_SHARED_POOL_SCRIPT = """
+import sys
+import numpy as np
+sys.path.insert(0, {root!r})
+from tests.polyhedral.test_backend import _model, n
+import framework
+
+def count():
+    return int(next(line for line in open('/proc/self/status') if line.startswith('Threads:')).split()[1])
+
+x = np.random.default_rng(0).standard_normal((512, 1024)).astype(np.float32)
+model = _model([n("MatMul", ["x", "W"], ["t"]), n("Softmax", ["t"], ["y"], axis=-1)], [("x", [512, 1024])],
+               [("W", np.eye(1024, dtype=np.float32))])
+poly = framework.InferenceSession(model, jit_level="O1", graph_kernel_flags="--kernel_generator=poly")
+assert poly.stats["backends"].get("poly", 0) == 1, poly.stats
+before = count()
+got = poly.run(None, {{"x": x}})[0]
+e = np.exp(x - x.max(-1, keepdims=True))
+np.testing.assert_allclose(got, e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-7)
+sys.exit(0 if count() - before == 2 else 10 + count() - before)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="counts threads in /proc/self/status")
+def test_generated_loops_and_gemm_share_the_vm_pool(cache_dir):
+    """A session's poly library runs its parallel loops on the DVM's pool, where its GEMMs run: 3 threads
+    add 2 workers to the process, not 2 per pool."""
+    proc = subprocess.run([sys.executable, "-c", _SHARED_POOL_SCRIPT.format(root=os.getcwd())], timeout=120,
+                          capture_output=True, text=True, env={**os.environ, "MSGX_NUM_THREADS": "3"})
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
