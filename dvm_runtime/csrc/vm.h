@@ -57,6 +57,7 @@ typedef struct {
     size_t ptr_offset;     /* then where each register's elements are (its arena slot or an aliased buffer) */
     size_t arena_bytes;
     int n_named;           /* registers the program names: 0 .. n_named - 1 */
+    int64_t work;          /* estimated cost per element of the space (vm_execute's thread count) */
 } vm_prog_t;
 
 enum { VM_OK = 0, VM_INVALID = -1, VM_NOMEM = -2 };

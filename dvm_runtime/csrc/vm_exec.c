@@ -331,11 +331,16 @@ static void run_tile(void *ctx, int tid, void *arena, int64_t tile) {
 }
 
 #define VM_CLAIM_ELEMS ((int64_t)1 << 16)
+/* a 2-op elementwise program (work 6) broke even on 2 threads at 8192 elements and gained 14% at 16384 (the
+ * worker polling); the 6-op chain with a tanh (work 18) ran 12.9 -> 8.1 us at 16384 */
+#define VM_THREAD_WORK ((int64_t)1 << 16)
 
 int vm_execute(const vm_prog_t *p, char *const *bufs, int nthreads) {
     if (p->rows * p->cols == 0) return VM_OK;
-    /* waking threads costs microseconds: small programs run on the caller's thread alone */
-    int64_t per_thread = 16384, want = (p->rows * p->cols + per_thread - 1) / per_thread;
+    /* handing work to a worker costs microseconds: each thread gets at least VM_THREAD_WORK of estimated
+     * work (vm_prog_t.work per element), so small or cheap programs run on the caller's thread alone */
+    int64_t per_thread = VM_THREAD_WORK / p->work + 1;
+    int64_t want = (p->rows * p->cols + per_thread - 1) / per_thread;
     if (nthreads > want) nthreads = (int)want;
     exec_ctx_t ctx = {p, bufs, {0, vm_row_pass(VM_FUSE_SUB_EXP_RSUM), vm_row_pass(VM_FUSE_SUB_SQUARE_RSUM)},
                       vm_chain_kernel()};

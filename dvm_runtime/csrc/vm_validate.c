@@ -567,6 +567,25 @@ static int scalar_registers(vm_prog_t *p) {
     return VM_OK;
 }
 
+/* A cost per element of the space: each instruction that runs per element counts 1, a transcendental
+ * function or a division 8 (measured: an exp or tanh element costs about as much as 8 adds). */
+static int64_t program_work(const vm_prog_t *p) {
+    int64_t work = 1;
+    for (int k = 0; k < p->n_ins; k++) {
+        const vm_ins_t *in = &p->ins[k];
+        if (in->scalar || in->op == DVM_OP_END) continue;   /* skipped ones run inside a fused one */
+        switch (in->op) {
+        case DVM_OP_EXP: case DVM_OP_LOG: case DVM_OP_TANH: case DVM_OP_ERF: case DVM_OP_SIGMOID:
+        case DVM_OP_POW: case DVM_OP_POW_IMM: case DVM_OP_DIV: case DVM_OP_SQRT: case DVM_OP_RSQRT:
+            work += 8;
+            break;
+        default:
+            work += 1;
+        }
+    }
+    return work;
+}
+
 int vm_decode(const uint64_t *w, int64_t nw, vm_prog_t *p, char *err, size_t en) {
     memset(p, 0, sizeof *p);
     int e;
@@ -659,6 +678,7 @@ int vm_decode(const uint64_t *w, int64_t nw, vm_prog_t *p, char *err, size_t en)
     fuse_scale_shift(p);
     if (fuse_chains(p) != VM_OK) { vm_prog_free(p); return VM_NOMEM; }
     for (int k = 0; k < p->n_ins; k++) p->ins[k].rare = p->ins[k].expand || p->ins[k].expand_scalar || p->ins[k].fused;
+    p->work = program_work(p);
     p->reg_stride = ((size_t)(p->tr * p->tc) * 8 + 63) & ~(size_t)63;
     /* registers a multiple of 4 KiB apart would put element i of every register at the same 4 KiB offset,
      * where loads wait on unrelated stores (4K aliasing); three cache lines more staggers them */
