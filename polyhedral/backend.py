@@ -5,6 +5,7 @@ compiled, else on the first run) builds all pending functions as one translation
 A missing or failing compiler hands the clusters to the DVM (or the reference) with the reason recorded."""
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -18,11 +19,14 @@ from .config import Config
 from .lower import lower
 from .stmt import ScopError
 
-VERSION = 10  # bump when lowering, scheduling or code generation changes the C they produce
+VERSION = 11  # bump when lowering, scheduling or code generation changes the C they produce
 FN = "msgx_poly_fn"
-# row-wise clusters gain nothing from tiling (each row is touched once or twice, in cache)
+# Row-wise clusters gain nothing from tiling (each row is touched once or twice, in cache). Their loops run
+# on the DVM's pool, whose workers poll between jobs: a loop of 8192 plain instances gains from a second
+# thread (as a 2-op DVM program of 8192 elements breaks even), where PolyBench's standalone kernels keep the
+# library's own pool and Config's higher threshold.
 CLUSTER_CONFIG = Config("cluster", objectives=(("contiguity", "proximity", "big-loops", "sum"),),
-                        fusion="max")
+                        fusion="max", min_parallel_work=1 << 13)
 
 
 class PolyBackend:
@@ -106,23 +110,24 @@ def _fallback_backend(node):
     return dvm if dvm.supports(node) else NUMPY
 
 
-def _matmul(a: np.ndarray, b: np.ndarray, shape, out: np.ndarray | None) -> np.ndarray:
-    """ONNX MatMul into `out` (a float32 array of `shape`, or None: a new one): on our GEMM (framework.ops.gemm,
-    as the DVM's host matmuls) when it takes the product, else on BLAS. Rows against one matrix are a single
-    product (np.matmul would loop over the batch)."""
-    if b.ndim == 2:
-        a = a.reshape(-1, a.shape[-1])
-    natural = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
-    product = gemm.matmul(a, b, None if out is None else out.reshape(natural))
-    if product is not None:
-        return product.reshape(shape)
-    out = np.empty(shape, np.float32) if out is None else out
-    np.matmul(a, b, out=out.reshape(natural))
-    return out
+def _product(a_shape: tuple, b_shape: tuple):
+    """f(a, b, out): ONNX MatMul of arrays of these (static) shapes into `out` (a C-contiguous float32 array
+    of the product's size), on our GEMM (framework.ops.gemm, as the DVM's host matmuls) when it takes the
+    product, else on BLAS. Rows against one matrix are a single product (np.matmul would loop over the
+    batch); the shapes are worked out once here, not per call."""
+    if len(b_shape) == 2:
+        a_shape = (math.prod(a_shape[:-1]), a_shape[-1])
+    natural = np.broadcast_shapes(a_shape[:-2], b_shape[:-2]) + (a_shape[-2], b_shape[-1])
+
+    def product(a, b, out):
+        a, out = a.reshape(a_shape), out.reshape(natural)
+        if gemm.matmul(a, b, out) is None:
+            np.matmul(a, b, out=out)
+    return product
 
 
 def _runner(k: build.Kernel, scop, feeds: list, out_shapes: list):
-    """The cluster's host path: inputs as float32 C arrays, matmul products (_matmul), then the C function
+    """The cluster's host path: inputs as float32 C arrays, matmul products (_product), then the C function
     called with the arrays (k.caller: their addresses taken in C). Every array here is made C-contiguous
     float32 of its scop shape, so the per-array checks of Kernel.call (8-13 us a call for 4 arrays, measured)
     are not needed. Temporaries and products are nobody's after the call: a set of them is kept for the next
@@ -144,7 +149,8 @@ def _runner(k: build.Kernel, scop, feeds: list, out_shapes: list):
         else:  # a temporary, or ("matmul", a, b) whose operands are earlier arrays
             temps_at.append((pos, shape))
             if f is not None:
-                products.append((pos, f[1], f[2], shape))
+                a_shape, b_shape = (k.shapes[scop.arrays[j].name] for j in f[1:3])
+                products.append((pos, f[1], f[2], _product(a_shape, b_shape)))
     reshapes = [tuple(s) if tuple(s) != shape else None for s, (_, shape) in zip(out_shapes, outputs_at)]
     spare: list[list] = []
     call, f32 = k.caller(), np.float32
@@ -160,8 +166,8 @@ def _runner(k: build.Kernel, scop, feeds: list, out_shapes: list):
         temps = spare.pop() if spare else [np.empty(shape, f32) for _, shape in temps_at]
         for (pos, _), x in zip(temps_at, temps):
             arrays[pos] = x
-        for pos, a, b, shape in products:
-            _matmul(arrays[a], arrays[b], shape, arrays[pos])
+        for pos, a, b, product in products:
+            product(arrays[a], arrays[b], arrays[pos])
         call(arrays)
         spare.append(temps)
         return [o if s is None else o.reshape(s) for o, s in zip(outs, reshapes)]

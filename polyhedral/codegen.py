@@ -220,6 +220,14 @@ def _children(node: isl.AstNode) -> list:
     return [lst.get_at(k) for k in range(lst.n_ast_node())]
 
 
+def _sequence(node: isl.AstNode) -> list:
+    """A block's statements with nested blocks spliced in (isl nests a sequence of n as blocks of two)."""
+    out = []
+    for c in _children(node):
+        out += _sequence(c) if c.get_type() == isl.ast_node_type.block else [c]
+    return out
+
+
 def _has_loop(node: isl.AstNode) -> bool:
     t = node.get_type()
     if t == isl.ast_node_type.for_:
@@ -250,6 +258,24 @@ def _reduction(st) -> tuple[str, str, str] | None:
         red = "+" if expr.startswith("acc + ") else "max" if expr.startswith("msgx_max(acc,") else \
             "min" if expr.startswith("msgx_min(acc,") else ""
     return lhs, expr, red
+
+
+def _loop_reduction(node, stmts: dict, it: str) -> tuple[str, str, str] | None:
+    """(target, accumulate-into-`acc` expression, OpenMP reduction op or "") of a loop whose body is one
+    statement accumulating into an element the loop iterator does not index; else None."""
+    body = node.for_get_body()
+    if body.get_type() != isl.ast_node_type.user:
+        return None
+    call = body.user_get_expr()
+    st = stmts.get(call.get_op_arg(0).get_id().get_name())
+    red = _reduction(st) if st else None
+    if red is None:
+        return None
+    args = [call.get_op_arg(k).to_C_str() for k in range(1, call.get_op_n_arg())]
+    target = _subst(red[0], st.iters, args)
+    if re.search(rf"\b{re.escape(it)}\b", target):
+        return None
+    return target, _subst(red[1], st.iters, args), red[2]
 
 
 def _subst(text: str, iters, args) -> str:
@@ -288,34 +314,84 @@ class _Printer:
         self.stmts = {st.name: st for st in scop.statements}
         self.dtype = scop.dtype
 
-    def _scalar_reduction(self, node, it, init, pad) -> bool:
+    def _scalar_reduction(self, node, it, init, pad, pre: str = "") -> bool:
         """An innermost loop whose one statement accumulates into an element it does not index: emit it
-        with the element in a local (vectorisable reduction) instead of a load/store per iteration."""
-        body = node.for_get_body()
-        if body.get_type() != isl.ast_node_type.user:
-            return False
-        call = body.user_get_expr()
-        st = self.stmts.get(call.get_op_arg(0).get_id().get_name())
-        red = _reduction(st) if st else None
+        with the element in a local (vectorisable reduction) instead of a load/store per iteration. `pre`:
+        a statement call run first in each iteration (a producer fused into the loop)."""
+        red = _loop_reduction(node, self.stmts, it)
         if red is None:
             return False
-        args = [call.get_op_arg(k).to_C_str() for k in range(1, call.get_op_n_arg())]
-        target, expr = _subst(red[0], st.iters, args), _subst(red[1], st.iters, args)
-        if re.search(rf"\b{re.escape(it)}\b", target):
-            return False
+        target, expr, op = red
         cond, inc = node.for_get_cond().to_C_str(), node.for_get_inc().to_C_str()
         self.lines.append(f"{pad}{{ {self.dtype} acc = {target};")
         start = init
-        if self.res.config.vectorize and red[2] and inc == "1" and _upper_bound(node):
+        if self.res.config.vectorize and op and inc == "1" and _upper_bound(node):
             start = "msgx_b"
-            self._split_accumulators(node, it, init, expr, red[2], pad)
-        if red[2] in ("max", "min"):  # gcc vectorises sums itself (reassociation on) but refuses them
-            self.lines.append(f"{pad}  #pragma omp simd reduction({red[2]}:acc)")  # under this pragma
-        self.lines.append(f"{pad}  for (long {it} = {start}; {cond}; {it} += {inc}) acc = {expr};")
+            self._split_accumulators(node, it, init, expr, op, pad, pre)
+        if op in ("max", "min"):  # gcc vectorises sums itself (reassociation on) but refuses them
+            self.lines.append(f"{pad}  #pragma omp simd reduction({op}:acc)")  # under this pragma
+        self.lines.append(f"{pad}  for (long {it} = {start}; {cond}; {it} += {inc}) {{ {pre}acc = {expr}; }}")
         self.lines.append(f"{pad}  {target} = acc; }}")
         return True
 
-    def _split_accumulators(self, node, it, init, expr, op, pad) -> None:
+    def _producer_into_reduction(self, kids: list, k: int, depth: int, in_par: bool) -> int:
+        """Fuses an elementwise loop into the reduction loop after it when the reduction reads, of what the
+        loop writes, only the element written in the same iteration (softmax: t = exp(x - max) then sum(t)
+        over the row): one pass over the row instead of two. Statements between them must not touch the
+        loop's arrays; they run before the fused loop. Returns the children consumed (0: not this case).
+        Off with `vectorize=False` (the `original` baseline keeps its loops as written)."""
+        if not self.res.config.vectorize or kids[k].get_type() != isl.ast_node_type.for_:
+            return 0
+        mid = k + 1
+        while mid < len(kids) and kids[mid].get_type() == isl.ast_node_type.user:
+            mid += 1
+        if mid >= len(kids) or kids[mid].get_type() != isl.ast_node_type.for_:
+            return 0
+        prod, red_loop = kids[k], kids[mid]
+        it = prod.for_get_iterator().get_id().get_name()
+        if prod.for_is_degenerate() or red_loop.for_is_degenerate() or \
+                red_loop.for_get_iterator().get_id().get_name() != it or \
+                any(a.for_get_init().to_C_str() != b.for_get_init().to_C_str() or
+                    a.for_get_cond().to_C_str() != b.for_get_cond().to_C_str() or
+                    a.for_get_inc().to_C_str() != b.for_get_inc().to_C_str()
+                    for a, b in [(prod, red_loop)]) or \
+                self._wants_threads(prod, in_par) or self._wants_threads(red_loop, in_par):
+            return 0
+        body = prod.for_get_body()
+        if body.get_type() != isl.ast_node_type.user:
+            return 0
+        p_call = body.user_get_expr()
+        p_st = self.stmts[p_call.get_op_arg(0).get_id().get_name()]
+        red = _loop_reduction(red_loop, self.stmts, it)
+        if red is None or _reduction(p_st) is not None:
+            return 0
+        p_args = [p_call.get_op_arg(j).to_C_str() for j in range(1, p_call.get_op_n_arg())]
+        (x, x_subs), p_reads = accesses(self.scop, p_st)
+        written = _subst(f"{x}[{']['.join(x_subs)}]", p_st.iters, p_args)
+        if not re.search(rf"\b{re.escape(it)}\b", written) or any(a == x for a, _ in p_reads):
+            return 0
+        r_call = red_loop.for_get_body().user_get_expr()
+        r_st = self.stmts[r_call.get_op_arg(0).get_id().get_name()]
+        r_args = [r_call.get_op_arg(j).to_C_str() for j in range(1, r_call.get_op_n_arg())]
+        (t, _), r_reads = accesses(self.scop, r_st)
+        if any(a == x and _subst(f"{a}[{']['.join(subs)}]", r_st.iters, r_args) != written
+               for a, subs in r_reads) or t in {a for a, _ in p_reads}:
+            return 0
+        p_arrays = {x} | {a for a, _ in p_reads}
+        for u in kids[k + 1:mid]:  # hoisted above the fused loop: none may touch the producer's arrays
+            (w, _), reads = accesses(self.scop, self.stmts[u.user_get_expr().get_op_arg(0).get_id().get_name()])
+            if w in p_arrays or x in {a for a, _ in reads}:
+                return 0
+        for u in kids[k + 1:mid]:
+            self.emit(u, depth, in_par)
+        pad = "  " * depth
+        init = red_loop.for_get_init().to_C_str()
+        self.bound.append(it)
+        self._scalar_reduction(red_loop, it, init, pad, f"{p_call.to_C_str()}; ")
+        self.bound.pop()
+        return mid - k + 1
+
+    def _split_accumulators(self, node, it, init, expr, op, pad, pre: str = "") -> None:
         """The bulk of a reduction loop into SPLIT_LANES partial results, folded into `acc` after; the caller
         emits the remainder from `msgx_b`. gcc vectorises a reduction into one vector register, so each
         iteration waits for the previous one's add (or compare and select): with several registers the
@@ -331,7 +407,7 @@ class _Printer:
             f"{pad}  for (; msgx_b + {lanes - 1} {cmp} {bound}; msgx_b += {lanes})",
             f"{pad}    for (long msgx_k = 0; msgx_k < {lanes}; msgx_k++) {{",
             f"{pad}      const long {it} = msgx_b + msgx_k;",
-            f"{pad}      msgx_part[msgx_k] = {part};",
+            f"{pad}      {pre}msgx_part[msgx_k] = {part};",
             f"{pad}    }}"]
         if op in ("max", "min"):
             self.lines.append(f"{pad}  #pragma omp simd reduction({op}:acc)")
@@ -397,8 +473,10 @@ class _Printer:
         pad = "  " * depth
         t = node.get_type()
         if t == isl.ast_node_type.block:
-            for c in _children(node):
-                self.emit(c, depth, in_par)
+            kids, k = _sequence(node), 0
+            while k < len(kids):
+                k += self._producer_into_reduction(kids, k, depth, in_par) or (self.emit(kids[k], depth, in_par)
+                                                                              or 1)
         elif t == isl.ast_node_type.user:
             self.lines.append(f"{pad}{node.user_get_expr().to_C_str()};")
         elif t == isl.ast_node_type.if_:

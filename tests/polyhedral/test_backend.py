@@ -166,14 +166,16 @@ def test_kept_buffers_never_leak_into_returned_outputs(name, cache_dir):
 
 
 def test_instances_with_transcendental_calls_count_more_towards_threads():
-    """A 256x256 erf nest (65K instances, each a call) reaches Config.min_parallel_work (512K) by
-    codegen.CALL_COST and runs on threads; the same nest of additions stays serial."""
+    """An n x n erf nest with half of Config.min_parallel_work instances, each a call, reaches the threshold
+    by codegen.CALL_COST and runs on threads; the same nest of additions stays serial."""
     from polyhedral import backend, codegen
     from polyhedral.stmt import Array, Scop, Statement
+    n = int((backend.CLUSTER_CONFIG.min_parallel_work / 2) ** 0.5)
+    assert n * n < backend.CLUSTER_CONFIG.min_parallel_work <= n * n * (1 + codegen.CALL_COST)
 
     def nest(body):
-        scop = Scop("s", (), (Array("x", (256, 256), "in"), Array("y", (256, 256), "out")), (Statement(
-            "S0", ("i", "j"), "0 <= i < 256 and 0 <= j < 256", body, (0, "i", 0, "j", 0)),), dtype="float")
+        scop = Scop("s", (), (Array("x", (n, n), "in"), Array("y", (n, n), "out")), (Statement(
+            "S0", ("i", "j"), f"0 <= i < {n} and 0 <= j < {n}", body, (0, "i", 0, "j", 0)),), dtype="float")
         return codegen.function(scop, {}, scheduler.schedule(scop, {}, backend.CLUSTER_CONFIG), "k")
     assert "msgx_parallel(" in nest("y[i][j] = msgx_erff(x[i][j])")
     assert "msgx_parallel(" not in nest("y[i][j] = x[i][j] + 1.0f")
@@ -251,3 +253,40 @@ def test_generated_loops_and_gemm_share_the_vm_pool(cache_dir):
     proc = subprocess.run([sys.executable, "-c", _SHARED_POOL_SCRIPT.format(root=os.getcwd())], timeout=120,
                           capture_output=True, text=True, env={**os.environ, "MSGX_NUM_THREADS": "3"})
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+
+
+def test_softmax_sums_its_exponentials_in_the_loop_that_computes_them(cache_dir):
+    """codegen fuses the exp loop into the sum after it (the sum reads each exponential in the iteration
+    that writes it): the function has one loop fewer, and the result still matches O0."""
+    from polyhedral import codegen
+    from polyhedral.backend import CLUSTER_CONFIG
+    from polyhedral.lower import lower
+
+    model, feed = CASES["softmax"]
+    sess = framework.InferenceSession(model, jit_level="O1", graph_kernel_flags=POLY)
+    fused = next(n for n in sess.graph.nodes if n.op == "Fused")
+    scop = lower(fused.attrs["body"], "softmax").scop
+    text = codegen.function(scop, {}, scheduler.schedule(scop, {}, CLUSTER_CONFIG), "k")
+    exp_stmt = next(st.name for st in scop.statements if "msgx_expf" in st.body)
+    calls = [line for line in text.splitlines() if f"{exp_stmt}(" in line and not line.startswith("#")]
+    assert calls and all("acc = " in line or "msgx_part[msgx_k] = msgx_part[msgx_k] +" in line
+                         for line in calls), text
+    want = framework.InferenceSession(model, jit_level="O0").run(None, feed)[0]
+    np.testing.assert_allclose(sess.run(None, feed)[0], want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("read", ["t[i]", "t[15 - i]"])
+def test_producer_fused_into_a_reduction_only_when_it_reads_the_same_element(read, cache_dir):
+    """s = sum(t) after t[i] = x[i] * 2 (t read at i: fusable) or reversed (t[15 - i]: the sum would read
+    elements not yet written): both give numpy's result whatever the schedule and codegen do."""
+    from polyhedral.backend import CLUSTER_CONFIG
+    from polyhedral.stmt import Array, Scop, Statement
+    scop = Scop("p", (), (Array("x", (16,), "in"), Array("t", (16,), "temp"), Array("s", (1,), "out")), (
+        Statement("S0", ("i",), "0 <= i < 16", "t[i] = x[i] * 2.0f", (0, "i", 0)),
+        Statement("S1", ("z",), "0 <= z < 1", "s[z] = 0.0f", (1, "z", 0)),
+        Statement("S2", ("i",), "0 <= i < 16", f"s[0] = s[0] + {read}", (2, "i", 0))), dtype="float")
+    k = build.compile_scops([(scop, {}, scheduler.schedule(scop, {}, CLUSTER_CONFIG), "k")])[0]
+    x = _r(16)
+    arrays = {"x": x, "t": np.zeros(16, np.float32), "s": np.zeros(1, np.float32)}
+    k(arrays)
+    np.testing.assert_allclose(arrays["s"][0], np.sum(x * 2), rtol=1e-5)
