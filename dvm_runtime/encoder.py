@@ -155,7 +155,19 @@ def _flat_dot(k: int):
     def direct(a, b):
         out = gemm.matmul(a, b)
         return np.dot(a.reshape(-1, k), b) if out is None else out
+    return _with_direct(direct)
 
+
+@functools.lru_cache(maxsize=1024)
+def _small_dot(rows: int, k: int):
+    """_flat_dot for a product our GEMM leaves to numpy (gemm.BLAS_ONE_THREAD_MACS): np.dot straight away
+    (a program is encoded for one shape, so the choice is made once; at sequence length 1 the transformer's
+    12 host products each saved the call into gemm.matmul)."""
+    shape = (rows, k)
+    return _with_direct(lambda a, b: np.dot(a.reshape(shape), b))
+
+
+def _with_direct(direct):
     def kernel(a, b):
         return [direct(a, b)]
     kernel.direct = direct
@@ -517,7 +529,9 @@ class _Encoder:
                 kernel = self.memo[(n, "kernel", id(self.target))] = self.target[1](n)
         elif n.op == "MatMul" and len(ins[0].shape) >= 2 and len(ins[1].shape) == 2 \
                 and ins[0].dtype == ins[1].dtype and ins[0].dtype.kind == "f":
-            kernel = _flat_dot(ins[0].shape[-1])
+            (*lead, k), n_cols = ins[0].shape, ins[1].shape[-1]
+            rows = math.prod(lead)
+            kernel = _small_dot(rows, k) if rows * k * n_cols <= gemm.BLAS_ONE_THREAD_MACS else _flat_dot(k)
         if n.op == "MatMul":  # its infer's shape rule without building TensorTypes (a new shape each time)
             out = [(_matmul_shape(ins[0].shape, ins[1].shape), ins[0].dtype)]
         else:  # output types of this host node for these input types (pure, so memoized)
