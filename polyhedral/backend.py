@@ -163,7 +163,10 @@ def _runner(k: build.Kernel, scop, feeds: list, out_shapes: list):
         for pos, shape in outputs_at:
             arrays[pos] = o = np.empty(shape, f32)
             outs.append(o)
-        temps = spare.pop() if spare else [np.empty(shape, f32) for _, shape in temps_at]
+        try:
+            temps = spare.pop()
+        except IndexError:  # the first call, or another thread's call holds the kept set
+            temps = [np.empty(shape, f32) for _, shape in temps_at]
         for (pos, _), x in zip(temps_at, temps):
             arrays[pos] = x
         for pos, a, b, product in products:

@@ -349,13 +349,10 @@ class _Printer:
             return 0
         prod, red_loop = kids[k], kids[mid]
         it = prod.for_get_iterator().get_id().get_name()
-        if prod.for_is_degenerate() or red_loop.for_is_degenerate() or \
-                red_loop.for_get_iterator().get_id().get_name() != it or \
-                any(a.for_get_init().to_C_str() != b.for_get_init().to_C_str() or
-                    a.for_get_cond().to_C_str() != b.for_get_cond().to_C_str() or
-                    a.for_get_inc().to_C_str() != b.for_get_inc().to_C_str()
-                    for a, b in [(prod, red_loop)]) or \
-                self._wants_threads(prod, in_par) or self._wants_threads(red_loop, in_par):
+        same_range = all(f(prod).to_C_str() == f(red_loop).to_C_str() for f in (
+            isl.AstNode.for_get_init, isl.AstNode.for_get_cond, isl.AstNode.for_get_inc))
+        if prod.for_is_degenerate() or red_loop.for_get_iterator().get_id().get_name() != it or \
+                not same_range or self._wants_threads(prod, in_par) or self._wants_threads(red_loop, in_par):
             return 0
         body = prod.for_get_body()
         if body.get_type() != isl.ast_node_type.user:
@@ -384,11 +381,8 @@ class _Printer:
                 return 0
         for u in kids[k + 1:mid]:
             self.emit(u, depth, in_par)
-        pad = "  " * depth
-        init = red_loop.for_get_init().to_C_str()
-        self.bound.append(it)
-        self._scalar_reduction(red_loop, it, init, pad, f"{p_call.to_C_str()}; ")
-        self.bound.pop()
+        self._scalar_reduction(red_loop, it, red_loop.for_get_init().to_C_str(), "  " * depth,
+                               f"{p_call.to_C_str()}; ")
         return mid - k + 1
 
     def _split_accumulators(self, node, it, init, expr, op, pad, pre: str = "") -> None:
@@ -475,8 +469,10 @@ class _Printer:
         if t == isl.ast_node_type.block:
             kids, k = _sequence(node), 0
             while k < len(kids):
-                k += self._producer_into_reduction(kids, k, depth, in_par) or (self.emit(kids[k], depth, in_par)
-                                                                              or 1)
+                fused = self._producer_into_reduction(kids, k, depth, in_par)
+                if not fused:
+                    self.emit(kids[k], depth, in_par)
+                k += fused or 1
         elif t == isl.ast_node_type.user:
             self.lines.append(f"{pad}{node.user_get_expr().to_C_str()};")
         elif t == isl.ast_node_type.if_:
