@@ -82,6 +82,16 @@ class OptionalBuildExt(build_ext):
             pass
 
 
+def numpy_include() -> list[str]:
+    """numpy's C headers (the VM reads arrays' fields directly); none where numpy is missing, which fails only
+    the optional VM build (numpy is a build requirement in pyproject.toml)."""
+    try:
+        import numpy
+    except ImportError:
+        return []
+    return [numpy.get_include()]
+
+
 def cvm_extension() -> Extension:
     sources = sorted(os.path.join(CSRC, f) for f in os.listdir(os.path.join(ROOT, CSRC)) if f.endswith(".c"))
     flags, libs = [], []
@@ -92,7 +102,7 @@ def cvm_extension() -> Extension:
         flags = ["-O3", "-std=gnu11", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
                  "-fopenmp-simd", "-pthread", "-Wall", "-Wno-unknown-pragmas"]
         libs = ["m"]
-    return Extension("dvm_runtime._cvm", sources=sources, include_dirs=[CSRC],
+    return Extension("dvm_runtime._cvm", sources=sources, include_dirs=[CSRC] + numpy_include(),
                      extra_compile_args=flags, extra_link_args=["-pthread"] if flags else [], libraries=libs,
                      depends=[os.path.join(CSRC, f) for f in os.listdir(os.path.join(ROOT, CSRC))
                               if f.endswith(".h")])

@@ -44,8 +44,7 @@ def _c_run():
         ext, threads = cvm.extension(), cpu_threads()
         run = functools.partial(ext.run, nthreads=threads)
         # a kernel's program is validated and decoded once, then only its buffers are checked per call
-        run.prepare = lambda code, convert=None: functools.partial(ext.Program(code, convert).run,
-                                                                   nthreads=threads)
+        run.prepare = lambda code, convert=None: ext.Program(code, convert, threads)
         run.converts = True  # prepare takes convert(array, slot), which the VM calls on inputs it cannot take
         return run
     except Exception:  # noqa: BLE001 - a missing or broken extension: the numpy VM takes over
@@ -64,10 +63,11 @@ class _NeverRaised(Exception):
 
 @functools.lru_cache(maxsize=None)
 def _signature(n: int):
-    """(a0, ..., a{n-1}) -> ((a0.shape, a0.dtype), ...): a kernel's cache key, as one generated expression
-    (a generator over the arrays cost a microsecond per call, a real share of a small kernel's time)."""
+    """(a0, ..., a{n-1}) -> (a0.shape, a0.dtype, a1.shape, ...): a kernel's cache key, as one generated
+    expression (a generator over the arrays cost a microsecond per call, a real share of a small kernel's
+    time), flat (a tuple per array was one more object for each cached key to create and the GC to walk)."""
     names = [f"a{i}" for i in range(n)]
-    return eval(f"lambda {', '.join(names)}: ({''.join(f'({a}.shape, {a}.dtype), ' for a in names)})")
+    return eval(f"lambda {', '.join(names)}: ({''.join(f'{a}.shape, {a}.dtype, ' for a in names)})")
 
 
 def _shape_inputs(body) -> set[int]:
@@ -119,11 +119,15 @@ class DvmBackend:
         signature = _signature(len(node.inputs))
         c_error = _c_error()
 
-        def kernel(*arrays):
+        def key_of(arrays) -> tuple:
             key = signature(*arrays)
             if shape_in:
                 key += tuple(tuple(np.asarray(arrays[i]).reshape(-1).tolist()) for i in shape_in)
-            run_program = cache.get(key)  # the program's bound run(arrays): one call less than prog.run
+            return key
+
+        def kernel(*arrays):
+            key = key_of(arrays)
+            run_program = cache.get(key)  # the program's bound run(*arrays): one call less than prog.run
             if run_program is None:
                 t0 = time.perf_counter()
                 try:
@@ -131,7 +135,8 @@ class DvmBackend:
                                           {i: arrays[i] for i in shape_in})
                 except encoder.UnsupportedError as e:  # this shape only (rows too long...): the reference runs it
                     prog = _Reference(node, run_graph)
-                    fallbacks[node.name or "cluster"] = f"shape {key[:len(arrays)]} ran on the reference: {e}"
+                    fallbacks[node.name or "cluster"] = \
+                        f"shape {tuple(a.shape for a in arrays)} ran on the reference: {e}"
                 times.append(time.perf_counter() - t0)
                 compile_event(f"encode {node.name or 'cluster'}", "encode", times[-1], t0,
                               input_shapes=[list(a.shape) for a in arrays], backend="dvm",
@@ -141,11 +146,17 @@ class DvmBackend:
                 cache[key] = run_program = prog.runner(run)
                 run_program.program = prog
             try:
-                return run_program(arrays)
+                return run_program(*arrays)
             except c_error as e:
                 from .cvm import BytecodeError
                 raise BytecodeError(f"bad DVM program: {e}") from None
-        kernel.cache = cache
+
+        def specialize(*arrays):
+            """The kernel for later calls with arrays of this signature (and shape-operand values): the
+            program a call with them encoded, bound, without the per-call signature and cache lookup (0.7 µs
+            of a small kernel's 3). A buffer the VM rejects then surfaces as its own BytecodeError."""
+            return cache.get(key_of(arrays), kernel)
+        kernel.cache, kernel.specialize = cache, specialize
         return kernel
 
     def listing(self, node: Node, kernel=None) -> dict[str, str]:
@@ -155,9 +166,10 @@ class DvmBackend:
                  if not isinstance(f.program, _Reference)]
         if not progs:
             shapes, dtypes, values = _trial(node.attrs["body"])
-            progs = [(tuple(zip(shapes, dtypes)), encoder.encode(node.attrs["body"], shapes, dtypes, values))]
+            progs = [((*itertools.chain(*zip(shapes, dtypes)),), encoder.encode(node.attrs["body"], shapes, dtypes,
+                                                                              values))]
         n = len(node.inputs)
-        return {"DVM bytecode, inputs " + ", ".join(f"{list(s)}" for s, _ in key[:n]): disasm(prog)
+        return {"DVM bytecode, inputs " + ", ".join(f"{list(s)}" for s in key[:2 * n:2]): disasm(prog)
                 for key, prog in progs}
 
 
@@ -237,4 +249,4 @@ class _Reference:
         self.kernel = NUMPY.compile(node, run_graph)
 
     def runner(self, _vm):
-        return lambda arrays: self.kernel(*arrays)
+        return self.kernel

@@ -53,28 +53,38 @@ class UnsupportedError(MsgxError):
     """The encoder cannot express this fused body; the DVM backend declines the node."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Program:
     """Bytecode plus how to bind it. A source is ("in", k) (body input), ("host", k) (host node output),
     ("const", array) or ("slot", i). slots[i] = (role, source or None, shape, dtype); outputs[j] = (source,
-    shape); host[k] = (kernel, input sources, n_outputs), run before the VM (an epilogue's MatMul/Conv)."""
+    shape); host[k] = (kernel, input sources, n_outputs), run before the VM (an epilogue's MatMul/Conv).
+    An encoded program's tables are tuples of ints, strings, arrays and dtypes where they can be: a session
+    keeps every program it encodes, and the garbage collector stops tracking such tuples (its collections
+    walk every tracked object younger than they are; they came to a millisecond inside a new shape's
+    encodes)."""
 
     code: np.ndarray
-    slots: list = field(default_factory=list)
-    host: list = field(default_factory=list)
-    outputs: list = field(default_factory=list)
+    slots: list | tuple = field(default_factory=list)
+    host: list | tuple = field(default_factory=list)
+    outputs: list | tuple = field(default_factory=list)
+    _bound: tuple | None = field(default=None, repr=False, compare=False)  # (vm_run, its runner)
+
+    def final(self) -> "Program":
+        """The program with its tables made tuples (encoding is done)."""
+        self.slots, self.host, self.outputs = tuple(self.slots), tuple(self.host), tuple(self.outputs)
+        return self
 
     def run(self, arrays, vm_run) -> list:
         """Run host nodes, bind buffers, call vm_run(code, buffers), return the body's outputs. A vm_run
         with a `prepare(code) -> run(buffers)` attribute gets the code once (the C VM decodes it once)."""
-        return self.runner(vm_run)(arrays)
+        return self.runner(vm_run)(*arrays)
 
     def runner(self, vm_run):
-        """run(arrays) -> outputs bound to vm_run, generated on first use (a program is final once
+        """run(*arrays) -> outputs bound to vm_run, generated on first use (a program is final once
         encoded)."""
-        bound = self.__dict__.get("_bound")
+        bound = self._bound
         if bound is None or bound[0] is not vm_run:
-            bound = self.__dict__["_bound"] = (vm_run, _bind(self, vm_run))
+            bound = self._bound = (vm_run, _bind(self, vm_run))
         return bound[1]
 
 
@@ -85,8 +95,8 @@ def _bind(prog: Program, vm_run):
     # a VM that converts inputs itself does so only for those that are not C-contiguous arrays of their slot's
     # dtype (most are): asc here cost 0.2 µs per input and call
     converts = getattr(vm_run, "converts", False)
-    dtypes = [dtype for _, _, _, dtype in prog.slots]
-    vm = prepare(prog.code, lambda a, i: np.ascontiguousarray(a, dtypes[i])) if converts else \
+    dtypes = tuple(dtype for _, _, _, dtype in prog.slots)
+    vm = prepare(prog.code, functools.partial(_to_slot_dtype, dtypes)) if converts else \
         prepare(prog.code) if prepare is not None else functools.partial(vm_run, prog.code)
     env = {"np": np, "asc": np.ascontiguousarray, "empty": np.empty, "take": recycle.take,
            "give": recycle.give, "VM": vm}
@@ -142,9 +152,13 @@ def _bind(prog: Program, vm_run):
         wrap = "np.array" if src[0] == "const" else "" if src[0] == "slot" else "np.asarray"
         outs.append(f"{wrap}({ref(src)}).reshape(S{k})")
     lines.append(f"return [{', '.join(outs)}]")
-    exec(compile("def run(arrays):\n" + "\n".join("    " + line for line in lines),
+    exec(compile("def run(*arrays):\n" + "\n".join("    " + line for line in lines),
                  "<dvm program binding>", "exec"), env)
     return env["run"]
+
+
+def _to_slot_dtype(dtypes: tuple, a, slot: int) -> np.ndarray:
+    return np.ascontiguousarray(a, dtypes[slot])
 
 
 @functools.lru_cache(maxsize=None)
@@ -413,12 +427,12 @@ class _Encoder:
         key = self._signature()
         template = self.templates.get(key)
         if template is not None:
-            return template.fill(self)
+            return template.fill(self).final()
         prog = self._encode(compute)
         if len(self.templates) >= TEMPLATES_KEPT:
             self.templates.clear()
         self.templates[key] = Template(self)
-        return prog
+        return prog.final()
 
     def _signature(self) -> tuple:
         """What every decision but sizes depends on: the target, the input dtypes (the others follow),
@@ -546,7 +560,7 @@ class _Encoder:
                     self.memo[n] = (infer, ctx, cpu_kernel)
                 self.memo[key] = out
         base = sum(h[2] for h in self.prog.host)
-        self.prog.host.append((kernel, [x.src if x is not None else None for x in ins], len(out)))
+        self.prog.host.append((kernel, tuple(x.src if x is not None else None for x in ins), len(out)))
         for i, (v, (shape, dtype)) in enumerate(zip(n.outputs, out)):
             self.vals[v] = _V("buf", shape, dtype, ("host", base + i))
 
@@ -671,7 +685,8 @@ class _Encoder:
         if role == isa.Role.INPUT and key in self.slot_of:
             return self.slot_of[key]
         _dt(dtype)
-        self.prog.slots.append((role, src if role == isa.Role.INPUT else None, shape, np.dtype(dtype)))
+        # the role as a plain int: an enum member is an object the GC tracks, and so the tuple holding it
+        self.prog.slots.append((int(role), src if role == isa.Role.INPUT else None, shape, np.dtype(dtype)))
         self.slot_owners.append(owner)
         if role == isa.Role.INPUT:
             self.slot_of[key] = len(self.prog.slots) - 1

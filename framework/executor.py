@@ -127,19 +127,31 @@ class GraphExecutor:
         self._shape_cache: dict = {}
         self._step_info: dict = {}  # shape key -> (step, ins, outs) of the fast steps, from a profiled run
         self._lines: dict = {}
+        # Where every value's shape is a function of the input shapes, a run whose input shapes were seen
+        # before sees the same shape at every kernel: kernels that can be specialised for their arguments'
+        # shapes are, once per input-shape signature (shape_kernels). Data-dependent shapes rule it out.
+        fixed = all(v is None or shape_follows_inputs(v, input_symbols)
+                    for st in self.steps for v in list(st.node.inputs) + list(st.node.outputs))
+        self._specialize = frozenset(i for i, (_, k, *_) in enumerate(self._flat)
+                                     if fixed and i not in shape_steps and hasattr(k, "specialize")
+                                     and getattr(k, "direct", None) is None)
+        self._fast_index = [i for i in range(len(self._flat)) if i not in shape_steps]
+        self._shape_kernels: dict = {}  # shape key -> the fast steps' kernels, specialised where they can be
 
     def forget_shapes(self) -> None:
         """Drop the shape cache: the next run of every input-shape signature recomputes its shape values."""
         self._shape_cache.clear()
         self._step_info.clear()
+        self._shape_kernels.clear()
 
     def _line(self, fast: bool, timing: str) -> Callable:
         """The straight-line function over all steps or (fast) over those the shape cache does not skip, with
-        the per-kernel timing `timing` ("", "records" or "times", see straight_line); generated on first use."""
+        the per-kernel timing `timing` ("", "records" or "times", see straight_line); generated on first use.
+        The full line specialises the kernels that can be (see _plan_shape_cache)."""
         fn = self._lines.get((fast, timing))
         if fn is None:
-            flat, keep = (self._flat_fast, ()) if fast else (self._flat, self._shape_needed)
-            fn = self._lines[(fast, timing)] = straight_line(flat, self.output_slots, keep, timing)
+            flat, keep, spec = (self._flat_fast, (), ()) if fast else (self._flat, self._shape_needed, self._specialize)
+            fn = self._lines[(fast, timing)] = straight_line(flat, self.output_slots, keep, timing, spec)
         return fn
 
     def _run_shape_cached(self, env: list, inputs: Sequence, profile: Callable | None) -> list:
@@ -151,20 +163,22 @@ class GraphExecutor:
         if cached is not None:
             for s, a in cached.items():
                 env[s] = a
+            kernels = self._shape_kernels[key]
             info = self._step_info.get(key) if profile is not None else None
             if info is None:
-                return self._line(True, timing)(env, None, profile)
+                return self._line(True, timing)(env, None, profile, kernels)
             # the shapes of a cache hit are those of the run that filled the cache: only times are taken
             times: list = []
-            outs = self._line(True, "times")(env, None, times.append)
+            outs = self._line(True, "times")(env, None, times.append, kernels)
             profile(StepTimes(info, times))
             return outs
         record: dict = {}
+        specialized: dict = {}
         if profile is None:
-            outs = self._line(False, "")(env, record, None)
+            outs = self._line(False, "")(env, record, None, None, specialized)
         else:
             mine: list = []
-            outs = self._line(False, "records")(env, record, mine.append)
+            outs = self._line(False, "records")(env, record, mine.append, None, specialized)
             for r in mine:
                 profile(r)
             fast = {id(f[0]) for f in self._flat_fast}
@@ -173,7 +187,9 @@ class GraphExecutor:
             old = next(iter(self._shape_cache))
             self._shape_cache.pop(old)
             self._step_info.pop(old, None)
+            self._shape_kernels.pop(old, None)
         self._shape_cache[key] = record
+        self._shape_kernels[key] = tuple(specialized.get(i, self._flat[i][1]) for i in self._fast_index)
         return outs
 
     def run(self, inputs: Sequence, outer_env: dict | None = None, profile: Callable | None = None) -> list:
@@ -204,12 +220,15 @@ class GraphExecutor:
         return [env[s] for s in self.output_slots]
 
 
-def straight_line(flat: list, output_slots: list, keep: set = frozenset(), timing: str = "") -> Callable:
+def straight_line(flat: list, output_slots: list, keep: set = frozenset(), timing: str = "",
+                  specialize: frozenset = frozenset()) -> Callable:
     """The hot loop for graphs without control flow, generated as straight-line Python: slots become local
     variables, each step one call, each buffer dropped after its last use, one try around everything. (A
     loop over the steps spends more time indexing and unpacking than small kernels take to run.) The
-    function run(env, record, hook=None) takes the slot list (constants and inputs filled in) and a dict
-    that receives the values of the slots in `keep` as they are produced; it returns the output values.
+    function run(env, record, hook=None, kernels=None, specialized=None) takes the slot list (constants and
+    inputs filled in) and a dict that receives the values of the slots in `keep` as they are produced; it
+    returns the output values. kernels replaces the steps' kernels for this call (same calling convention);
+    for each step index in `specialize`, specialized[index] receives kernel.specialize(*its arguments).
     timing "records": each call is bracketed by clock reads and reported as hook((step, t0, t1, ins, outs)),
     ins and outs being (shape, dtype) per value (attribute reads only); "times": only hook(t0) and hook(t1),
     for runs whose shapes are known. Little time passes between kernels, so the profile's kernel times cover
@@ -239,6 +258,8 @@ def straight_line(flat: list, output_slots: list, keep: set = frozenset(), timin
         body.append(f"i = {i}; t0 = clock(); {call}; t1 = clock()" if timing else f"i = {i}; {call}")
         if direct:  # a reference kernel's bare result: only non-arrays need converting
             body.append(f"if type(v{outs[0]}) is not ndarray: v{outs[0]} = first(v{outs[0]})")
+        if i in specialize:
+            body.append(f"if specialized is not None: specialized[{i}] = k{i}.specialize({args})")
         for j, s in enumerate(outs):
             if not direct:
                 body.append(f"v{s} = r[{j}]")
@@ -255,9 +276,9 @@ def straight_line(flat: list, output_slots: list, keep: set = frozenset(), timin
             body.append(", ".join(f"v{s}" for s in free) + " = " + ", ".join("None" for _ in free))
     result = "[" + ", ".join(ref(s) for s in output_slots) + "]"
     kernels = ", ".join(f"k{i}" for i in range(len(flat)))
-    src = ["def make(steps, kernels, typed, MsgxError, clock, sd, ndarray, first):",
-           f"    {kernels}{',' if len(flat) == 1 else ''} = kernels" if flat else "    pass",
-           "    def run(env, record, hook=None):",
+    src = ["def make(steps, defaults, typed, MsgxError, clock, sd, ndarray, first):",
+           "    def run(env, record, hook=None, kernels=None, specialized=None):",
+           f"        {kernels}{',' if len(flat) == 1 else ''} = kernels or defaults" if flat else "        pass",
            "        i = -1",
            "        try:"]
     src += [f"            {line}" for line in body] + [f"            return {result}",

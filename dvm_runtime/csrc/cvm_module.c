@@ -2,6 +2,8 @@
  * caller's buffers against its buffer table, then executes with the GIL released. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -96,24 +98,44 @@ static int get_buffer(PyObject *o, const vm_prog_t *p, int i, PyObject *convert,
     }
 }
 
+/* A numpy array that the VM takes as it is (C-contiguous, aligned, native byte order, writable where written,
+ * of slot i's kind and size): its data and element count read from the array itself. Exporting a buffer
+ * (format string included) cost about 0.1 µs per array, a real share of a small kernel's call. */
+static int plain_array(PyObject *o, const vm_prog_t *p, int i, char **data, Py_ssize_t *n) {
+    if (!PyArray_Check(o)) return 0;
+    PyArrayObject *a = (PyArrayObject *)o;
+    PyArray_Descr *d = PyArray_DESCR(a);
+    int need = NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | (p->buf_role[i] != DVM_ROLE_INPUT ? NPY_ARRAY_WRITEABLE : 0);
+    int dt = p->buf_dt[i];
+    if (!PyArray_CHKFLAGS(a, need) || !PyArray_ISNBO(d->byteorder) || d->kind != DT_KIND[dt]
+        || PyArray_ITEMSIZE(a) != DVM_DTYPE_SIZE[dt] || PyDataType_HASFIELDS(d))
+        return 0;
+    *data = PyArray_DATA(a);
+    *n = PyArray_SIZE(a);
+    return 1;
+}
+
 static int get_buffers(PyObject *seq, const vm_prog_t *p, PyObject *convert, Py_buffer *views, char **ptrs,
-                       PyObject **converted, int *got) {
-    *got = 0;
+                       PyObject **converted, char *viewed) {
     if (PySequence_Fast_GET_SIZE(seq) != p->n_bufs) {
         PyErr_Format(BytecodeError, "program has %d buffer slots, %zd buffers given", p->n_bufs,
                      PySequence_Fast_GET_SIZE(seq));
         return -1;
     }
     for (int i = 0; i < p->n_bufs; i++) {
-        if (get_buffer(PySequence_Fast_GET_ITEM(seq, i), p, i, convert, &views[i], &converted[i]) < 0) return -1;
-        (*got)++;
-        Py_ssize_t isz = views[i].itemsize;
-        if (views[i].len / isz != p->buf_n[i]) {
+        PyObject *o = PySequence_Fast_GET_ITEM(seq, i);
+        Py_ssize_t n;
+        if (!plain_array(o, p, i, &ptrs[i], &n)) {
+            if (get_buffer(o, p, i, convert, &views[i], &converted[i]) < 0) return -1;
+            viewed[i] = 1;
+            n = views[i].len / views[i].itemsize;
+            ptrs[i] = views[i].buf;
+        }
+        if (n != p->buf_n[i]) {
             PyErr_Format(BytecodeError, "buffer %d must have %lld elements, got %zd", i,
-                         (long long)p->buf_n[i], views[i].len / isz);
+                         (long long)p->buf_n[i], n);
             return -1;
         }
-        ptrs[i] = views[i].buf;
     }
     return 0;
 }
@@ -139,11 +161,11 @@ static PyObject *execute(const vm_prog_t *prog, PyObject *bufs_obj, int nthreads
     Py_buffer views[DVM_MAX_BUFFERS];
     char *ptrs[DVM_MAX_BUFFERS];
     PyObject *converted[DVM_MAX_BUFFERS];   /* the first n_bufs set to NULL: this runs on every call */
-    for (int i = 0; i < prog->n_bufs; i++) converted[i] = NULL;
-    int got = 0;
+    char viewed[DVM_MAX_BUFFERS];           /* 1 where views[i] holds an exported buffer to release */
+    for (int i = 0; i < prog->n_bufs; i++) converted[i] = NULL, viewed[i] = 0;
     PyObject *result = NULL;
     PyObject *seq = PySequence_Fast(bufs_obj, "buffers must be a list of arrays");
-    if (!seq || get_buffers(seq, prog, convert, views, ptrs, converted, &got) < 0) goto out;
+    if (!seq || get_buffers(seq, prog, convert, views, ptrs, converted, viewed) < 0) goto out;
     int rc;
     Py_BEGIN_ALLOW_THREADS
     rc = vm_execute(prog, ptrs, nthreads);
@@ -152,7 +174,8 @@ static PyObject *execute(const vm_prog_t *prog, PyObject *bufs_obj, int nthreads
     result = Py_None;
     Py_INCREF(result);
 out:
-    for (int i = 0; i < got; i++) PyBuffer_Release(&views[i]);
+    for (int i = 0; i < prog->n_bufs; i++)
+        if (viewed[i]) PyBuffer_Release(&views[i]);
     for (int i = 0; i < prog->n_bufs; i++) Py_XDECREF(converted[i]);
     Py_XDECREF(seq);
     return result;
@@ -178,13 +201,16 @@ typedef struct {
     PyObject_HEAD
     vm_prog_t prog;
     int decoded;
+    int nthreads;      /* threads of a call: run()'s default, and what calling the program uses */
     PyObject *convert; /* None or convert(obj, i): an input made a C-contiguous array of slot i's dtype */
 } ProgramObject;
 
 static int program_init(ProgramObject *self, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"program", "convert", NULL};
-    PyObject *obj, *convert = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:Program", kwlist, &obj, &convert)) return -1;
+    static char *kwlist[] = {"program", "convert", "nthreads", NULL};
+    PyObject *obj, *convert = Py_None, *nt_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O|OO:Program", kwlist, &obj, &convert, &nt_obj)
+        || thread_count(nt_obj, &self->nthreads) < 0)
+        return -1;
     if (convert != Py_None && !PyCallable_Check(convert)) {
         PyErr_SetString(PyExc_TypeError, "convert must be callable or None");
         return -1;
@@ -207,32 +233,46 @@ static void program_dealloc(ProgramObject *self) {
 
 static PyObject *program_run(ProgramObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"buffers", "nthreads", NULL};
-    PyObject *bufs_obj, *nt_obj = Py_None;
-    int nthreads;
+    PyObject *bufs_obj, *nt_obj = NULL;
+    int nthreads = self->nthreads;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "O|O:run", kwlist, &bufs_obj, &nt_obj)
-        || thread_count(nt_obj, &nthreads) < 0)
+        || (nt_obj && thread_count(nt_obj, &nthreads) < 0))
         return NULL;
     if (!self->decoded) return PyErr_Format(BytecodeError, "Program was not initialised");
     return execute(&self->prog, bufs_obj, nthreads, self->convert);
 }
 
+/* program(buffers): run() on the program's own thread count, without keyword parsing (every kernel call). */
+static PyObject *program_call(ProgramObject *self, PyObject *args, PyObject *kw) {
+    PyObject *bufs_obj;
+    if ((kw && PyDict_GET_SIZE(kw)) || !PyArg_UnpackTuple(args, "Program", 1, 1, &bufs_obj)) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "a Program is called with its buffers only");
+        return NULL;
+    }
+    if (!self->decoded) return PyErr_Format(BytecodeError, "Program was not initialised");
+    return execute(&self->prog, bufs_obj, self->nthreads, self->convert);
+}
+
 static PyMethodDef program_methods[] = {
     {"run", (PyCFunction)(void (*)(void))program_run, METH_VARARGS | METH_KEYWORDS,
-     "run(buffers, nthreads=None): check the buffers against the program's table, then execute."},
+     "run(buffers, nthreads=None): check the buffers against the program's table, then execute (on the "
+     "program's nthreads where none is given)."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyTypeObject ProgramType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "dvm_runtime._cvm.Program",
-    .tp_doc = "Program(words, convert=None): a DVM program validated and decoded once (BytecodeError if it is "
-              "bad). An input buffer that is not a C-contiguous array of its slot's dtype is replaced by "
-              "convert(buffer, slot) for the call, where convert is given.",
+    .tp_doc = "Program(words, convert=None, nthreads=None): a DVM program validated and decoded once "
+              "(BytecodeError if it is bad); program(buffers) runs it on nthreads (None: all CPUs). An input "
+              "buffer that is not a C-contiguous array of its slot's dtype is replaced by convert(buffer, slot) "
+              "for the call, where convert is given.",
     .tp_basicsize = sizeof(ProgramObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)program_init,
     .tp_dealloc = (destructor)program_dealloc,
+    .tp_call = (ternaryfunc)program_call,
     .tp_methods = program_methods,
 };
 
@@ -269,6 +309,7 @@ static int add_pool_capsule(PyObject *m) {
 }
 
 PyMODINIT_FUNC PyInit__cvm(void) {
+    import_array();
     int missing = vm_kernels_missing();
     if (missing >= 0)
         return PyErr_Format(PyExc_ImportError, "dvm_runtime._cvm lacks a kernel for opcode 0x%02x dtype %d",

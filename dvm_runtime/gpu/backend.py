@@ -205,7 +205,7 @@ class GpuDvmBackend:
                     cache.pop(next(iter(cache)))
                 cache[key] = prog
             if isinstance(prog, _Reference):
-                return prog.runner(None)([to_host(a) for a in arrays])
+                return prog.runner(None)(*[to_host(a) for a in arrays])
             return self.run_program(prog, arrays)
         kernel.cache = cache
         return kernel

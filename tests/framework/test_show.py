@@ -111,9 +111,9 @@ def test_html_click_through_holds_body_and_bytecode(o1_session, tmp_path):
             listing = html.unescape(re.search(r'<pre class="listing">(.*?)</pre>', section, re.S).group(1))
             (key,) = st.kernel.cache
             n_in = len(st.node.inputs)
-            shapes, dtypes = [k[0] for k in key[:n_in]], [k[1] for k in key[:n_in]]
+            shapes, dtypes = key[:2 * n_in:2], key[1:2 * n_in:2]  # the key: shape, dtype per input, then values
             body_graph = st.node.attrs["body"]
-            values = {j: np.array(v, np.int64) for j, v in zip(sorted(_shape_inputs(body_graph)), key[n_in:])}
+            values = {j: np.array(v, np.int64) for j, v in zip(sorted(_shape_inputs(body_graph)), key[2 * n_in:])}
             assert listing == disasm(encoder.encode(body_graph, shapes, dtypes, values))
             assert 8 in shapes[0]  # the run's sequence length, not a trial binding
 

@@ -1,0 +1,67 @@
+"""Per-shape kernel specialisation in the graph executor: where every shape follows the input shapes, a repeated
+input-shape signature runs each DVM kernel's bound program directly; data-dependent shapes rule it out."""
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+import framework
+
+
+def _model(nodes, inputs, inits=()):
+    g = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _heads_softmax_model():
+    """Shape -> Concat -> Reshape splitting heads, then a fusable scale + bias + softmax over them."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Slice", ["s", "zero", "two"], ["bt"]),
+             helper.make_node("Concat", ["bt", "heads"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["h"]),
+             helper.make_node("Mul", ["h", "scale"], ["m"]),
+             helper.make_node("Add", ["m", "bias"], ["a"]),
+             helper.make_node("Softmax", ["a"], ["y"], axis=-1)]
+    inits = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+             (("zero", [0]), ("two", [2]), ("heads", [4, 16]))]
+    inits += [numpy_helper.from_array(np.float32(0.5), "scale"),
+              numpy_helper.from_array(np.linspace(-1, 1, 16, dtype=np.float32), "bias")]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", "t", 64])], inits)
+
+
+def test_repeated_shapes_run_the_bound_programs_and_alternating_shapes_stay_correct():
+    m = _heads_softmax_model()
+    fused = framework.InferenceSession(m, jit_level="O1", graph_kernel_flags="--kernel_generator=dvm")
+    plain = framework.InferenceSession(m, jit_level="O0")
+    ex = fused._executor
+    dvm_steps = [i for i, (st, *_) in enumerate(ex._flat) if st.backend == "dvm"]
+    assert dvm_steps and set(dvm_steps) <= ex._specialize
+    rng = np.random.default_rng(0)
+    for b, t in [(1, 3), (2, 5), (1, 3), (2, 5), (3, 1), (1, 3)]:
+        x = rng.standard_normal((b, t, 64)).astype(np.float32)
+        np.testing.assert_allclose(fused.run(None, {"x": x})[0], plain.run(None, {"x": x})[0], rtol=1e-5, atol=1e-6)
+    kernels = ex._shape_kernels[((1, 3, 64),)]
+    for i in dvm_steps:
+        original = ex._flat[i][1]
+        bound = kernels[ex._fast_index.index(i)]
+        assert bound is not original and bound.program is not None  # the program encoded for (1, 3, 64)
+        assert bound in original.cache.values()
+
+
+def test_data_dependent_shapes_are_not_specialised():
+    """NonZero's length changes with the data at one input shape: its consumers keep their shape lookup."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Reshape", ["x", "s"], ["xr"]),
+             helper.make_node("NonZero", ["xr"], ["nz"]),
+             helper.make_node("Cast", ["nz"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["f", "two"], ["m"]),
+             helper.make_node("Add", ["m", "one"], ["a"]),
+             helper.make_node("Tanh", ["a"], ["y"])]
+    inits = [numpy_helper.from_array(np.float32(2), "two"), numpy_helper.from_array(np.float32(1), "one")]
+    s = framework.InferenceSession(_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+                                          inits), jit_level="O1", graph_kernel_flags="--kernel_generator=dvm")
+    assert s._executor.shape_steps and not s._executor._specialize
+    assert "dvm" in {st.backend for st in s._executor.steps}
+    for x in ([1, 0, 0, 0], [1, 1, 1, 0], [0, 1, 0, 1], [1, 0, 0, 0]):
+        x = np.array(x, np.float32)
+        want = np.tanh(np.nonzero(x)[0].astype(np.float32)[None] * 2 + 1)
+        np.testing.assert_allclose(s.run(None, {"x": x})[0], want, rtol=1e-6)
