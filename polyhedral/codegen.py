@@ -23,12 +23,17 @@ PRELUDE = """#include <math.h>
 #define floord(n, d) (((n) < 0) ? -((-(n) + (d) - 1) / (d)) : (n) / (d))
 #define min(a, b) ((a) < (b) ? (a) : (b))
 #define max(a, b) ((a) > (b) ? (a) : (b))
-/* NaN-propagating, as numpy's maximum/minimum and ONNX Relu/Max/Min are (fmaxf drops NaN) */
+/* NaN-propagating, as numpy's maximum/minimum and ONNX Relu/Max/Min are (fmaxf drops NaN). Written as
+   the max instruction's own select (b > a ? b : a keeps a NaN a) then b where b is NaN: three vector
+   instructions; the one-condition form (a != a || a > b) compiled to two compares, an or and a blend,
+   and a row max of softmax 256x1024 took 8% of its time more. */
 static inline __attribute__((always_inline)) float msgx_max(float a, float b) {
-  return (a != a || a > b) ? a : b;
+  float m = b > a ? b : a;
+  return b != b ? b : m;
 }
 static inline __attribute__((always_inline)) float msgx_min(float a, float b) {
-  return (a != a || a < b) ? a : b;
+  float m = b < a ? b : a;
+  return b != b ? b : m;
 }
 static inline __attribute__((always_inline)) float msgx_relu(float a) { return a < 0.0f ? 0.0f : a; }
 /* Branch-free exp/erf/tanh (libm's are calls that block vectorisation): exp by 2^n * polynomial on
@@ -37,7 +42,7 @@ static inline __attribute__((always_inline)) float msgx_relu(float a) { return a
    1 - p(t) exp(-x^2) lost digits near 0 and cost an exp and two divisions). */
 static inline __attribute__((always_inline)) float msgx_expf(float x) {
   /* x clamped to [-88, 88] on its bits, one integer min each (float clamps vectorised as a compare and a
-     blend apiece, and gcc merged them into the steps after: 27 vector instructions, now 20; exp of 262144
+     blend apiece, and gcc merged them into the steps after: 27 vector instructions, then 20; exp of 262144
      floats 70 -> 55 us): as unsigned, negative floats order by magnitude above every positive one; as
      signed, positive floats order by magnitude above every negative one. One select at the end gives NaN
      for NaN and inf from 88.72 up; from -88 down 2^n is 0 (n = -127: zero exponent bits), and from 88 to
@@ -51,12 +56,18 @@ static inline __attribute__((always_inline)) float msgx_expf(float x) {
   s = s < 0x42B00000 ? s : 0x42B00000;    /* 88.0f */
   float c;
   __builtin_memcpy(&c, &s, sizeof c);
-  float n = __builtin_rintf(c * 1.44269504088896341f);
+  /* n = rint(c log2 e) as the low bits of t: adding 1.5 * 2^23 rounds to an integer, and the 127 of the
+     exponent bias rides along, so 2^n's bits are t's shifted left by 23 (the bits above shift out): a
+     multiply, a round, a conversion and an add fewer (exp of softmax 256x1024, one thread: 5% faster) */
+  float t = __builtin_fmaf(c, 1.44269504088896341f, 12583039.0f);
+  float n = t - 12583039.0f;
   float r = __builtin_fmaf(n, -0.693145751953125f, c);
   r = __builtin_fmaf(n, -1.428606765330187e-06f, r);
   float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666671633f + r * (0.0416664853692f
             + r * (0.00833336077631f + r * 0.00139304355f)))));
-  int bits = ((int)n + 127) << 23;
+  unsigned bits;
+  __builtin_memcpy(&bits, &t, sizeof bits);
+  bits <<= 23;
   float scale;
   __builtin_memcpy(&scale, &bits, sizeof scale);
   return !(x <= 88.72f) ? x + INFINITY : p * scale;
