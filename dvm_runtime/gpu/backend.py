@@ -7,6 +7,7 @@ to the numpy reference for that shape, with the reason in `shape_fallbacks`.
 """
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -24,10 +25,11 @@ TILE_BYTES = 96 * 1024
 MIN_TILE, MAX_TILE = 256, 8192
 MAX_TILE_ROWS = 1024     # each tile row also takes 24 bytes of shared memory (its d0, d1, d2)
 BLAS_OPS = frozenset({"MatMul", "Gemm"})
-# Known cold-start cost: on a freshly started machine (cold page cache) the bundled transformer's first call at
-# seq 256 took 13-18 ms where other lengths took 4-8 ms: the code of cuBLAS's kernel for the bigger product
-# is read from libcublasLt on first use (gone when the page cache was warm or the cuBLAS libraries were read
-# in beforehand). Setup trials at dims 64 and 512 did not load that kernel and tripled the setup time.
+# Cold start: on a freshly started machine (cold page cache) the bundled transformer's first call at seq 256
+# took 13-19 ms where other lengths took 4-8 ms: CUDA loads cuBLAS's kernel for the bigger product from
+# libcublasLt on first use, reading its pages from disk (4-5 ms when the page cache already held them). Setup
+# trials at dims 64 and 512 did not load that kernel and tripled the setup time; _prefetch_libraries asks the
+# kernel to read the cuBLAS libraries in while setup goes on.
 
 
 def gpu_tiling(rows: int, cols: int, n_regs: int, reduces: bool) -> tuple[int, int]:
@@ -100,6 +102,33 @@ _WARM: list = []
 POOL_RESERVE = 256 << 20
 
 
+def _prefetch_libraries(marks=("cublas",)) -> list[str]:
+    """Starts the OS reading the mapped shared libraries whose names contain one of `marks` into the page
+    cache (posix_fadvise WILLNEED: asynchronous, no copy), so kernels loaded from them on first use do not
+    wait on the disk. Returns the files it asked for (none where /proc or fadvise is missing)."""
+    if not hasattr(os, "posix_fadvise"):
+        return []
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            paths = {line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6}
+    except OSError:
+        return []
+    asked = []
+    for path in sorted(p for p in paths if p.startswith("/") and any(m in os.path.basename(p) for m in marks)):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            asked.append(path)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return asked
+
+
 def _warm_up(cp) -> None:
     """Once per process, so a session's setup pays for them rather than its first call: cuBLAS handles and a
     few small matmuls, the VM's module load, CuPy's kernels for dtype conversion and Gemm's scaling, and a
@@ -110,6 +139,7 @@ def _warm_up(cp) -> None:
         a = cp.ones((2,) * (nd - 2) + (4, 8), cp.float32)
         cp.matmul(a, a.swapaxes(-1, -2))
         cp.matmul(a[..., :1, :], a.swapaxes(-1, -2))
+    _prefetch_libraries()  # cuBLAS is loaded by now
     y = cp.matmul(a, a.swapaxes(-1, -2))
     y *= y.dtype.type(0.5)
     y += y * y.dtype.type(2.0)

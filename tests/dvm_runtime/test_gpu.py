@@ -92,6 +92,15 @@ def test_kernel_source_embeds_the_isa_header():
     assert "static __constant__ const uint8_t DVM_OPCODE_WORDS" in src and "#include" not in src
 
 
+def test_library_prefetch_asks_for_mapped_files_only():
+    """Setup asks the OS to read cuBLAS's mapped libraries in; the scan is plain /proc reading, tested here
+    on libraries this process has mapped (the VM extension and libc)."""
+    asked = gb._prefetch_libraries(("_cvm", "libc.so"))
+    assert any("_cvm" in p for p in asked) and any("libc.so" in p for p in asked)
+    assert all(p.startswith("/") for p in asked)
+    assert gb._prefetch_libraries(("no-library-is-called-this",)) == []
+
+
 def test_unknown_device_is_a_context_error():
     with pytest.raises(ContextError, match="device must be one of"):
         framework.set_context(device="tpu")
