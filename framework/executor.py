@@ -122,11 +122,6 @@ class GraphExecutor:
         needed = {s for i, st in enumerate(self.steps) if i not in shape_steps for s in st.ins
                   if s in known and s not in const_slots}
         self.shape_steps = shape_steps
-        self._flat_fast = [f for i, f in enumerate(self._flat) if i not in shape_steps] if shape_steps else None
-        self._shape_needed = needed
-        self._shape_cache: dict = {}
-        self._step_info: dict = {}  # shape key -> (step, ins, outs) of the fast steps, from a profiled run
-        self._lines: dict = {}
         # Where every value's shape is a function of the input shapes, a run whose input shapes were seen
         # before sees the same shape at every kernel: kernels that can be specialised for their arguments'
         # shapes are, once per input-shape signature (shape_kernels). Data-dependent shapes rule it out.
@@ -135,8 +130,15 @@ class GraphExecutor:
         self._specialize = frozenset(i for i, (_, k, *_) in enumerate(self._flat)
                                      if fixed and i not in shape_steps and hasattr(k, "specialize")
                                      and getattr(k, "direct", None) is None)
+        # the fast path: the steps a repeated input-shape signature runs (all, for a static graph)
+        self._flat_fast = [f for i, f in enumerate(self._flat) if i not in shape_steps] \
+            if shape_steps or self._specialize else None
         self._fast_index = [i for i in range(len(self._flat)) if i not in shape_steps]
+        self._shape_needed = needed
+        self._shape_cache: dict = {}
+        self._step_info: dict = {}  # shape key -> (step, ins, outs) of the fast steps, from a profiled run
         self._shape_kernels: dict = {}  # shape key -> the fast steps' kernels, specialised where they can be
+        self._lines: dict = {}
 
     def forget_shapes(self) -> None:
         """Drop the shape cache: the next run of every input-shape signature recomputes its shape values."""
@@ -156,9 +158,9 @@ class GraphExecutor:
 
     def _run_shape_cached(self, env: list, inputs: Sequence, profile: Callable | None) -> list:
         timing = "records" if profile is not None else ""
-        if not all(isinstance(a, np.ndarray) for a in inputs):
+        key = tuple([a.shape for a in inputs if isinstance(a, np.ndarray)])  # (a list: no generator frame)
+        if len(key) != len(inputs):
             return self._line(False, timing)(env, {}, profile)
-        key = tuple(a.shape for a in inputs)
         cached = self._shape_cache.get(key)
         if cached is not None:
             for s, a in cached.items():

@@ -1,5 +1,6 @@
-"""Per-shape kernel specialisation in the graph executor: where every shape follows the input shapes, a repeated
-input-shape signature runs each DVM kernel's bound program directly; data-dependent shapes rule it out."""
+"""Per-shape kernel specialisation in the graph executor: where every shape follows the input shapes (static
+graphs included), a repeated input-shape signature runs each DVM kernel's bound program directly;
+data-dependent shapes rule it out."""
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
@@ -65,3 +66,22 @@ def test_data_dependent_shapes_are_not_specialised():
         x = np.array(x, np.float32)
         want = np.tanh(np.nonzero(x)[0].astype(np.float32)[None] * 2 + 1)
         np.testing.assert_allclose(s.run(None, {"x": x})[0], want, rtol=1e-6)
+
+
+def test_static_graphs_specialise_their_kernels_too():
+    """No shape computations to skip, but every shape is fixed: the second run calls the bound programs."""
+    nodes = [helper.make_node("Mul", ["x", "scale"], ["m"]), helper.make_node("Add", ["m", "bias"], ["a"]),
+             helper.make_node("Softmax", ["a"], ["y"], axis=-1)]
+    inits = [numpy_helper.from_array(np.float32(0.5), "scale"),
+             numpy_helper.from_array(np.linspace(-1, 1, 16, dtype=np.float32), "bias")]
+    s = framework.InferenceSession(_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 16])],
+                                          inits), jit_level="O1", graph_kernel_flags="--kernel_generator=dvm")
+    ex = s._executor
+    assert not ex.shape_steps and ex._specialize
+    x = np.random.default_rng(0).standard_normal((3, 16)).astype(np.float32)
+    first, second = s.run(None, {"x": x})[0], s.run(None, {"x": x})[0]
+    (kernels,) = ex._shape_kernels.values()
+    assert all(getattr(k, "program", None) is not None for k, i in zip(kernels, ex._fast_index) if i in ex._specialize)
+    np.testing.assert_array_equal(first, second)
+    e = np.exp((a := x * 0.5 + np.linspace(-1, 1, 16, dtype=np.float32)) - a.max(-1, keepdims=True))
+    np.testing.assert_allclose(second, e / e.sum(-1, keepdims=True), rtol=1e-5)
