@@ -166,8 +166,8 @@ class DvmBackend:
                  if not isinstance(f.program, _Reference)]
         if not progs:
             shapes, dtypes, values = _trial(node.attrs["body"])
-            progs = [((*itertools.chain(*zip(shapes, dtypes)),), encoder.encode(node.attrs["body"], shapes, dtypes,
-                                                                              values))]
+            key = tuple(itertools.chain(*zip(shapes, dtypes)))  # the kernel cache's key layout
+            progs = [(key, encoder.encode(node.attrs["body"], shapes, dtypes, values))]
         n = len(node.inputs)
         return {"DVM bytecode, inputs " + ", ".join(f"{list(s)}" for s in key[:2 * n:2]): disasm(prog)
                 for key, prog in progs}

@@ -152,7 +152,8 @@ class GraphExecutor:
         The full line specialises the kernels that can be (see _plan_shape_cache)."""
         fn = self._lines.get((fast, timing))
         if fn is None:
-            flat, keep, spec = (self._flat_fast, (), ()) if fast else (self._flat, self._shape_needed, self._specialize)
+            flat, keep, spec = (self._flat_fast, (), ()) if fast else \
+                (self._flat, self._shape_needed, self._specialize)
             fn = self._lines[(fast, timing)] = straight_line(flat, self.output_slots, keep, timing, spec)
         return fn
 
