@@ -129,3 +129,37 @@ def test_convert_replaces_only_inputs_the_vm_cannot_take():
         ext.Program(prog.code, lambda a, slot: 1 / 0).run(mine, 1)
     with pytest.raises(ext.BytecodeError, match="float32"):  # a conversion that does not convert is an error
         ext.Program(prog.code, lambda a, slot: a).run([*bufs[:i], x.astype(np.float64), *bufs[i + 1:]], 1)
+
+
+def test_calling_a_program_runs_it_on_its_threads_and_arrays_it_cannot_take_are_refused_or_converted():
+    """Program(code, convert, nthreads)(buffers) is run() on the program's thread count. Arrays are read
+    through numpy's fields where the VM takes them as they are; a byte-swapped input goes through convert, a
+    misaligned one through the buffer protocol (the VM loads unaligned), and an output the VM cannot write
+    (read-only) is an error, never a silent write."""
+    prog, bufs, x = _program_and_buffers(rows=9, cols=40)
+    ext = cvm.extension()
+    want = [b.copy() for b in bufs]
+    cvm.run(prog.code, want, 1)
+    i = next(k for k, b in enumerate(bufs) if b is x or b.base is x)
+    out = next(k for k, b in enumerate(bufs) if k != i and b.size == x.size and b.flags.writeable)
+    mine = [b.copy() for b in bufs]
+    ext.Program(prog.code, None, 2)(mine)
+    np.testing.assert_array_equal(mine[out], want[out])
+    calls = []
+    p = ext.Program(prog.code, lambda a, slot: calls.append(slot) or np.ascontiguousarray(a, np.float32), 1)
+    raw = np.zeros(x.size * 4 + 1, np.uint8)
+    misaligned = raw[1:].view(np.float32).reshape(x.shape)
+    misaligned[...] = x
+    for given, converted in ((x.astype(x.dtype.newbyteorder()), True), (misaligned, False)):
+        mine = [b.copy() for b in bufs]
+        mine[i] = given
+        p(mine)
+        assert calls == ([i] if converted else [])
+        calls.clear()
+        np.testing.assert_array_equal(mine[out], want[out])
+    frozen = [b.copy() for b in bufs]
+    frozen[out].flags.writeable = False
+    with pytest.raises(ext.BytecodeError, match="writable"):
+        p(frozen)
+    with pytest.raises(TypeError):
+        p(bufs, 1)
