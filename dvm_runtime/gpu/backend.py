@@ -110,7 +110,7 @@ def _prefetch_libraries(marks=("cublas",)) -> list[str]:
         return []
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
-            paths = {line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6}
+            paths = {fields[5].strip() for fields in (line.split(None, 5) for line in f) if len(fields) == 6}
     except OSError:
         return []
     asked = []
