@@ -115,7 +115,10 @@ class DvmBackend:
         if _symbols(body):  # dynamic shapes: finish() encodes its templates (PyNative's bodies are concrete)
             self._bodies.append(body)
         shape_in = sorted(_shape_inputs(body))
-        cache: dict = {}
+        cache: dict = {}  # key -> the program's bound run(*arrays)
+        # key -> its bytecode, for listing(): only the bound run(*arrays) and the code outlive an encode, so a new
+        # shape leaves few objects for the garbage collector to walk
+        codes: dict = {}
         signature = _signature(len(node.inputs))
         c_error = _c_error()
 
@@ -142,9 +145,12 @@ class DvmBackend:
                               input_shapes=[list(a.shape) for a in arrays], backend="dvm",
                               reference=isinstance(prog, _Reference))
                 if len(cache) >= CACHE_MAX:
-                    cache.pop(next(iter(cache)))
-                cache[key] = run_program = prog.runner(run)
-                run_program.program = prog
+                    oldest = next(iter(cache))
+                    del cache[oldest]
+                    codes.pop(oldest, None)
+                run_program = cache[key] = prog.runner(run)
+                if not isinstance(prog, _Reference):
+                    codes[key] = prog.code
             try:
                 return run_program(*arrays)
             except c_error as e:
@@ -156,14 +162,13 @@ class DvmBackend:
             program a call with them encoded, bound, without the per-call signature and cache lookup (0.7 µs
             of a small kernel's 3). A buffer the VM rejects then surfaces as its own BytecodeError."""
             return cache.get(key_of(arrays), kernel)
-        kernel.cache, kernel.specialize = cache, specialize
+        kernel.cache, kernel.codes, kernel.specialize = cache, codes, specialize
         return kernel
 
     def listing(self, node: Node, kernel=None) -> dict[str, str]:
         """Disassembly of the bytecode encoded so far for `kernel` (per shape), else of a trial encode."""
         from .disasm import disasm
-        progs = [(k, f.program) for k, f in getattr(kernel, "cache", {}).items()
-                 if not isinstance(f.program, _Reference)]
+        progs = list(getattr(kernel, "codes", {}).items())
         if not progs:
             shapes, dtypes, values = _trial(node.attrs["body"])
             key = tuple(itertools.chain(*zip(shapes, dtypes)))  # the kernel cache's key layout

@@ -58,16 +58,15 @@ class Program:
     """Bytecode plus how to bind it. A source is ("in", k) (body input), ("host", k) (host node output),
     ("const", array) or ("slot", i). slots[i] = (role, source or None, shape, dtype); outputs[j] = (source,
     shape); host[k] = (kernel, input sources, n_outputs), run before the VM (an epilogue's MatMul/Conv).
-    An encoded program's tables are tuples of ints, strings, arrays and dtypes where they can be: a session
-    keeps every program it encodes, and the garbage collector stops tracking such tuples (its collections
-    walk every tracked object younger than they are; they came to a millisecond inside a new shape's
-    encodes)."""
+    An encoded program's tables are tuples of ints, strings, arrays and dtypes where they can be, which the
+    garbage collector stops tracking (its collections walk every tracked object younger than they are; they
+    came to a millisecond inside a new shape's encodes). The CPU backend keeps only a program's bound runner
+    and code; the GPU backend keeps the program."""
 
     code: np.ndarray
     slots: list | tuple = field(default_factory=list)
     host: list | tuple = field(default_factory=list)
     outputs: list | tuple = field(default_factory=list)
-    _bound: tuple | None = field(default=None, repr=False, compare=False)  # (vm_run, its runner)
 
     def final(self) -> "Program":
         """The program with its tables made tuples (encoding is done)."""
@@ -80,12 +79,8 @@ class Program:
         return self.runner(vm_run)(*arrays)
 
     def runner(self, vm_run):
-        """run(*arrays) -> outputs bound to vm_run, generated on first use (a program is final once
-        encoded)."""
-        bound = self._bound
-        if bound is None or bound[0] is not vm_run:
-            bound = self._bound = (vm_run, _bind(self, vm_run))
-        return bound[1]
+        """run(*arrays) -> outputs, bound to vm_run (the backend keeps it per shape)."""
+        return _bind(self, vm_run)
 
 
 def _bind(prog: Program, vm_run):
@@ -96,7 +91,7 @@ def _bind(prog: Program, vm_run):
     # dtype (most are): asc here cost 0.2 µs per input and call
     converts = getattr(vm_run, "converts", False)
     dtypes = tuple(dtype for _, _, _, dtype in prog.slots)
-    vm = prepare(prog.code, functools.partial(_to_slot_dtype, dtypes)) if converts else \
+    vm = prepare(prog.code, _slot_converter(dtypes)) if converts else \
         prepare(prog.code) if prepare is not None else functools.partial(vm_run, prog.code)
     env = {"np": np, "asc": np.ascontiguousarray, "empty": np.empty, "take": recycle.take,
            "give": recycle.give, "VM": vm}
@@ -157,8 +152,10 @@ def _bind(prog: Program, vm_run):
     return env["run"]
 
 
-def _to_slot_dtype(dtypes: tuple, a, slot: int) -> np.ndarray:
-    return np.ascontiguousarray(a, dtypes[slot])
+@functools.lru_cache(maxsize=256)
+def _slot_converter(dtypes: tuple):
+    """convert(array, slot) for programs with these slot dtypes: shared, not one more object per program."""
+    return lambda a, slot: np.ascontiguousarray(a, dtypes[slot])
 
 
 @functools.lru_cache(maxsize=None)
