@@ -835,6 +835,13 @@ class _Encoder:
                                           and n.attrs.get("detect_positive", 1)):
                     raise UnsupportedError("IsInf detecting one sign only")
                 self._ins(isa.word0(UNARY[op], cdt, fl, d, r))
+        if nv.dtype == np.float16 and op != "Cast":
+            # ONNX rounds every float16 result, and registers hold float32 (isa.COMPUTE): unrounded, a fused
+            # chain kept more precision than op-by-op execution and differed from it by ulps
+            self.tmp.append(d)
+            d = self._reg()
+            self._ins(isa.word0(O.CAST, DType.F16, isa.F_ROW | isa.F_A_ROW if cls == "R" else 0, d,
+                                self.tmp[-1], DType.F32))
         self.free.extend(self.tmp)
         return d
 

@@ -109,3 +109,24 @@ def test_session_setup_encodes_each_symbol_pattern_so_serving_only_refills():
         want = e / e.sum(1, keepdims=True) * x
         np.testing.assert_allclose(s.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-6)
     assert len(templates) == 2
+
+
+@pytest.mark.parametrize("vm", VMS)
+def test_float16_chains_round_every_result_as_op_by_op_execution_does(vm):
+    """Registers hold float32; each float16 result is rounded, so a fused chain gives op-by-op's exact bits
+    (+ - * / of float16 values rounded once from float32 are correctly rounded)."""
+    from onnx import TensorProto, helper
+    nodes = [helper.make_node("Mul", ["x", "y"], ["m"]), helper.make_node("Add", ["m", "x"], ["a"]),
+             helper.make_node("Add", ["y", "three"], ["d"]), helper.make_node("Div", ["a", "d"], ["q"]),
+             helper.make_node("Sub", ["q", "x"], ["z"])]
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT16, [64, 37]) for n in ("x", "y")]
+    three = helper.make_tensor("three", TensorProto.FLOAT16, [], [3.0])
+    model = helper.make_model(helper.make_graph(nodes, "f16", vi, [helper.make_tensor_value_info(
+        "z", TensorProto.FLOAT16, [64, 37])], [three]), opset_imports=[helper.make_opsetid("", 17)])
+    graph = InferenceSession(model, jit_level="O1").graph
+    assert [n.op for n in graph.nodes] == ["Fused"]
+    rng = np.random.default_rng(0)
+    x, y = (rng.uniform(0.5, 4, (64, 37)).astype(np.float16) for _ in range(2))
+    (z,) = GraphExecutor(graph, backends=(DvmBackend(vm), NUMPY)).run([x, y])
+    three = np.float16(3)
+    np.testing.assert_array_equal(z, (x * y + x) / (y + three) - x)
