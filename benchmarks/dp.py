@@ -29,12 +29,20 @@ def run_job(ranks: int, args) -> float:
            "-n", str(ranks), sys.executable, str(ROOT / "examples" / "train_dp.py"), "--model", args.model,
            "--steps", str(args.steps), "--global-batch", str(args.global_batch), "--threads", "1", "--quiet",
            "--mode", "graph", "--jit-level", args.jit_level]
+    # the ranks import this checkout (a script's sys.path starts at examples/, not here): an install that
+    # points elsewhere made every job fail
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MSGX_NUM_THREADS": "1"}
+           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MSGX_NUM_THREADS": "1", "PYTHONPATH": path}
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     found = re.search(r"samples/s ([0-9.]+)", proc.stdout)
     if proc.returncode != 0 or not found:
-        raise RuntimeError(f"{ranks}-rank job failed (exit {proc.returncode}): {proc.stderr[-800:]}")
+        # the exception's own line first: a table cell shows one line, and a traceback's first (or mpirun's
+        # closing banner) says nothing
+        lines = [ln.strip() for ln in proc.stderr.splitlines() if re.search(r"[A-Za-z]", ln)]
+        why = next((ln for ln in reversed(lines) if re.match(r"([\w.]+(Error|Exception)\b|.*\berror: )", ln)),
+                   lines[-1] if lines else "no output")
+        raise RuntimeError(f"{ranks}-rank job failed (exit {proc.returncode}): {why}\n{proc.stderr[-800:]}")
     return float(found.group(1))
 
 
