@@ -209,6 +209,23 @@ def _swish(b, n, a):
     b.op("Div", x, b.op("Add", e, b.scalar(1, dt)), out=n.outputs[0])
 
 
+@expander("Sum", "Mean")
+def _sum_mean(b, n, a):
+    """A left fold of Adds in input order, as the kernel adds; Mean then divides by the count."""
+    x, dt, _ = _x(n)
+    xs, out = n.inputs, n.outputs[0]
+    if len(xs) == 1:
+        b.op("Identity", x, out=out)
+        return
+    total = x
+    for v in xs[1:-1]:
+        total = b.op("Add", total, v)
+    if n.op == "Sum":
+        b.op("Add", total, xs[-1], out=out)
+    else:
+        b.op("Div", b.op("Add", total, xs[-1]), b.scalar(len(xs), dt), out=out)
+
+
 @expander("Sigmoid", default=False)
 def _sigmoid(b, n, a):
     x, dt, _ = _x(n)

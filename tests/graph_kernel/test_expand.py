@@ -20,7 +20,7 @@ from graph_kernel.flags import parse_flags
 F16, F32, F64 = np.float16, np.float32, np.float64
 PRIMITIVES = {"Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Exp", "Log", "Tanh", "Erf", "Reciprocal", "Neg",
               "Abs", "Max", "Min", "Where", "Greater", "GreaterOrEqual", "Less", "ReduceSum", "ReduceMax",
-              "Cast", "Unsqueeze", "Squeeze"}
+              "Cast", "Unsqueeze", "Squeeze", "Identity"}
 TOL = {F32: dict(rtol=1e-5, atol=1e-7), F16: dict(rtol=2e-3, atol=2e-3), F64: dict(rtol=1e-12, atol=1e-15)}
 
 
@@ -75,6 +75,10 @@ def _clip(rng, dt):
     return np.array(-0.5, dt), np.array(0.7, dt)
 
 
+def _two_broadcast(rng, dt):
+    return rng.standard_normal(1).astype(dt), np.array(rng.standard_normal(), dt)
+
+
 # id: (op, attrs, opset, extra inputs (rng, dtype) -> arrays, shapes, dtypes)
 S3, S4 = [(7,), (3, 5), (2, 3, 4, 6)], [(3, 6), (2, 3, 4, 6)]
 CASES = {
@@ -111,6 +115,9 @@ CASES = {
     "reduce_sum_square": ("ReduceSumSquare", {}, 18, _axes(0, 1), S4, (F32, F16)),
     "reduce_log_sum_exp": ("ReduceLogSumExp", {"keepdims": 0}, 18, _axes(1), S4, (F32, F16, F64)),
     "reduce_log_sum_exp13": ("ReduceLogSumExp", {"axes": [-1]}, 13, None, S4, (F32,)),
+    "sum1": ("Sum", {}, 13, None, S3, (F32,)),
+    "sum3_broadcast": ("Sum", {}, 13, _two_broadcast, S3, (F32, F16, F64)),
+    "mean3_broadcast": ("Mean", {}, 13, _two_broadcast, S3, (F32, F16, F64)),
 }
 PARAMS = [pytest.param(k, shape, dt, id=f"{k}-{'x'.join(map(str, shape))}-{np.dtype(dt).name}")
           for k, (_, _, _, _, shapes, dts) in CASES.items() for shape in shapes for dt in dts]
