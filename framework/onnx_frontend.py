@@ -305,7 +305,7 @@ def import_model(model, base_dir=None) -> Graph:
     proto, _ = load_model(model, base_dir)
     importer = _Importer(proto)
     try:
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(_typed_view(proto), strict_mode=False, data_prop=True)
     except Exception:  # ONNX's inference is advisory; ours runs after it either way
         inferred = proto
     hints = {vi.name: vi.type for vi in list(inferred.graph.value_info) + list(inferred.graph.input)}
@@ -325,6 +325,34 @@ def import_model(model, base_dir=None) -> Graph:
     for n in _all_nodes(graph):
         ops.get(n.op, n.domain, n.opset, n.name or n.op)
     return infer_shapes(graph)
+
+
+# initializers up to this many elements keep their data for ONNX's inference (shape operands, axes, pads)
+INFERENCE_DATA_ELEMS = 1024
+_INT_TENSORS = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
+
+
+def _typed_view(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The model for ONNX's shape inference: its big float initializers declared as typed graph inputs
+    instead. Inference serializes the model it is given and parses the result: zfnet512's 330 MB of weights
+    made that 2.3 s of a 2.9 s session setup, and inference needs only their types."""
+    graph = proto.graph
+    big = [t for t in graph.initializer
+           if t.data_type not in _INT_TENSORS and int(np.prod(t.dims)) > INFERENCE_DATA_ELEMS]
+    if not big:
+        return proto
+    view = onnx.ModelProto(ir_version=proto.ir_version, opset_import=proto.opset_import,
+                           functions=proto.functions)
+    g = view.graph
+    g.name = graph.name
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(g, field).extend(getattr(graph, field))
+    dropped = {t.name for t in big}
+    g.initializer.extend(t for t in graph.initializer if t.name not in dropped)
+    declared = {i.name for i in graph.input}
+    g.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                   for t in big if t.name not in declared)
+    return view
 
 
 def _proto_nodes(g: onnx.GraphProto):

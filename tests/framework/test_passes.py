@@ -192,3 +192,27 @@ def test_reshape_of_unknown_rank_to_a_full_target_is_that_shape():
     assert s.get_outputs()[0].shape == [2, 3]
     x = np.arange(6, dtype=np.float32)
     np.testing.assert_array_equal(s.run(None, {"x": x, "s": np.array([3, 2], np.int64)})[0], x.reshape(2, 3))
+
+
+def test_onnx_inference_sees_big_weights_as_typed_inputs_and_types_are_unchanged():
+    """ONNX's shape inference gets the model without big float weights (it serializes what it is given);
+    shape operands keep their data, and the imported types are the same as with the weights."""
+    from framework.onnx_frontend import INFERENCE_DATA_ELEMS, _typed_view
+    w = np.random.default_rng(0).standard_normal((2048, 6)).astype(np.float32)
+    assert w.size > INFERENCE_DATA_ELEMS
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Reshape", ["m", "shape"], ["y"])]
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array([-1, 3], np.int64), "shape"),
+             numpy_helper.from_array(np.float32([0.5]), "small")]
+    model = helper.make_model(helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 2048])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits))
+    view = _typed_view(model)
+    assert [t.name for t in view.graph.initializer] == ["shape", "small"]
+    assert [(i.name, [d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim])
+            for i in view.graph.input] == [("x", ["b", 2048]), ("w", [2048, 6])]
+    g = import_model(model)
+    (y,) = g.outputs
+    assert y.type.dtype == np.float32 and len(y.type.shape) == 2 and y.type.shape[1] == 3
+    x = np.ones((2, 2048), np.float32)
+    (out,) = framework.InferenceSession(model).run(None, {"x": x})
+    np.testing.assert_allclose(out, (x @ w).reshape(-1, 3), rtol=1e-5)
