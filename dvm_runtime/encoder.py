@@ -129,13 +129,15 @@ def _bind(prog: Program, vm_run):
         elif role == isa.Role.INPUT:  # the VMs take any C-contiguous array with the slot's element count
             lines.append(f"b{i} = {ref(src)}" if converts else f"b{i} = asc({ref(src)}, D{i})")
         elif n * dtype.itemsize >= recycle.MIN_BYTES:
-            lines.append(f"b{i} = take({n}, D{i})")
+            env[f"N{i}"] = n
+            lines.append(f"b{i} = take(N{i}, D{i})")
             recycled.append(i)
         elif i in shaped:
             env[f"E{i}"] = shaped[i]
             lines.append(f"b{i} = empty(E{i}, D{i})")
         else:
-            lines.append(f"b{i} = empty({n}, D{i})")
+            env[f"N{i}"] = n
+            lines.append(f"b{i} = empty(N{i}, D{i})")
     lines.append(f"VM([{', '.join(f'b{i}' for i in range(len(prog.slots)))}])")
     lines += [f"give(b{i})" for i in recycled]
     outs = []
@@ -147,9 +149,15 @@ def _bind(prog: Program, vm_run):
         wrap = "np.array" if src[0] == "const" else "" if src[0] == "slot" else "np.asarray"
         outs.append(f"{wrap}({ref(src)}).reshape(S{k})")
     lines.append(f"return [{', '.join(outs)}]")
-    exec(compile("def run(*arrays):\n" + "\n".join("    " + line for line in lines),
-                 "<dvm program binding>", "exec"), env)
+    exec(_compiled("def run(*arrays):\n" + "\n".join("    " + line for line in lines)), env)
     return env["run"]
+
+
+@functools.lru_cache(maxsize=1024)
+def _compiled(source: str):
+    """The binding's code: sizes and constants are names in its globals, so the programs of one body at every
+    shape share one source, compiled once (compiling took ~100 µs per kernel, more than its encode)."""
+    return compile(source, "<dvm program binding>", "exec")
 
 
 @functools.lru_cache(maxsize=256)
