@@ -209,21 +209,25 @@ def _swish(b, n, a):
     b.op("Div", x, b.op("Add", e, b.scalar(1, dt)), out=n.outputs[0])
 
 
-@expander("Sum", "Mean")
-def _sum_mean(b, n, a):
-    """A left fold of Adds in input order, as the kernel adds; Mean then divides by the count."""
+@expander("Sum", "Mean", "Max", "Min")
+def _variadic(b, n, a):
+    """A left fold of binary ops in input order, as the kernels fold (Sum and Mean add, Mean then divides by
+    the count); the DVM and the polyhedral backend take binary ops only."""
     x, dt, _ = _x(n)
     xs, out = n.inputs, n.outputs[0]
+    if n.op in ("Max", "Min") and len(xs) == 2:
+        raise Skip("two inputs: a primitive already")
     if len(xs) == 1:
         b.op("Identity", x, out=out)
         return
-    total = x
+    op = "Add" if n.op in ("Sum", "Mean") else n.op
+    acc = x
     for v in xs[1:-1]:
-        total = b.op("Add", total, v)
-    if n.op == "Sum":
-        b.op("Add", total, xs[-1], out=out)
+        acc = b.op(op, acc, v)
+    if n.op == "Mean":
+        b.op("Div", b.op("Add", acc, xs[-1]), b.scalar(len(xs), dt), out=out)
     else:
-        b.op("Div", b.op("Add", total, xs[-1]), b.scalar(len(xs), dt), out=out)
+        b.op(op, acc, xs[-1], out=out)
 
 
 @expander("Sigmoid", default=False)

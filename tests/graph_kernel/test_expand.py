@@ -118,6 +118,9 @@ CASES = {
     "sum1": ("Sum", {}, 13, None, S3, (F32,)),
     "sum3_broadcast": ("Sum", {}, 13, _two_broadcast, S3, (F32, F16, F64)),
     "mean3_broadcast": ("Mean", {}, 13, _two_broadcast, S3, (F32, F16, F64)),
+    "max3_broadcast": ("Max", {}, 13, _two_broadcast, S3, (F32, F16)),
+    "min3_broadcast": ("Min", {}, 13, _two_broadcast, S3, (F32,)),
+    "max1": ("Max", {}, 13, None, S3, (F32,)),
 }
 PARAMS = [pytest.param(k, shape, dt, id=f"{k}-{'x'.join(map(str, shape))}-{np.dtype(dt).name}")
           for k, (_, _, _, _, shapes, dts) in CASES.items() for shape in shapes for dt in dts]
