@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from framework import ops
-from framework.dtypes import np_dtype
+from framework.dtypes import np_dtype, onnx_elem_type
 from framework.errors import ContextError
 from framework.ir import Graph, Node, TensorType, Value
 
@@ -228,6 +228,14 @@ def _variadic(b, n, a):
         b.op("Div", b.op("Add", acc, xs[-1]), b.scalar(len(xs), dt), out=out)
     else:
         b.op(op, acc, xs[-1], out=out)
+
+
+@expander("CastLike")
+def _cast_like(b, n, a):
+    """Cast to the second input's dtype (the same conversion); exporters emit CastLike around constants."""
+    x, like = n.inputs
+    extra = {k: a[k] for k, default in (("saturate", 1), ("round_mode", "up")) if a.get(k, default) != default}
+    b.op("Cast", x, to=onnx_elem_type(like.type.dtype), out=n.outputs[0], **extra)
 
 
 @expander("Sigmoid", default=False)

@@ -121,6 +121,8 @@ CASES = {
     "max3_broadcast": ("Max", {}, 13, _two_broadcast, S3, (F32, F16)),
     "min3_broadcast": ("Min", {}, 13, _two_broadcast, S3, (F32,)),
     "max1": ("Max", {}, 13, None, S3, (F32,)),
+    "cast_like_f16": ("CastLike", {}, 15, lambda rng, dt: (np.zeros(1, F16),), S3, (F32, F64)),
+    "cast_like_i64": ("CastLike", {}, 15, lambda rng, dt: (np.zeros(1, np.int64),), S3, (F32,)),
 }
 PARAMS = [pytest.param(k, shape, dt, id=f"{k}-{'x'.join(map(str, shape))}-{np.dtype(dt).name}")
           for k, (_, _, _, _, shapes, dts) in CASES.items() for shape in shapes for dt in dts]
