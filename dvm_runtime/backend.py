@@ -75,7 +75,7 @@ def _shape_inputs(body) -> set[int]:
     idx = {v: i for i, v in enumerate(body.inputs)}
     out = set()
     for n in body.nodes:
-        if n.op in ("Reshape", "Squeeze", "Unsqueeze") or n.op in encoder.REDUCE:
+        if n.op in encoder.SHAPE_OPERAND_OPS or n.op in encoder.REDUCE:
             if len(n.inputs) > 1 and n.inputs[1] in idx:
                 out.add(idx[n.inputs[1]])
     return out
@@ -241,7 +241,7 @@ def _trial(body, sizes: dict | None = None):
     values = {}
     for i in _shape_inputs(body):
         user = next(n for n in body.nodes if len(n.inputs) > 1 and n.inputs[1] is body.inputs[i])
-        values[i] = np.array(conc(user.outputs[0].type.shape), np.int64) if user.op == "Reshape" else \
+        values[i] = np.array(conc(user.outputs[0].type.shape), np.int64) if user.op in ("Reshape", "Expand") else \
             np.zeros(shapes[i], np.int64)
     return shapes, [v.type.dtype for v in body.inputs], values
 

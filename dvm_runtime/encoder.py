@@ -35,7 +35,7 @@ L1_MIN_PER_INSTR = 32
 TEMPLATES_KEPT = 64  # per body: signatures (dtypes, which dims are 0 or 1) whose bytecode layout is cached
 HOST_OPS = frozenset({"MatMul", "Gemm", "Conv", "FusedConv"})
 RESHAPES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
-SHAPE_OPERAND_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze"})  # input 1 gives the output shape
+SHAPE_OPERAND_OPS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Expand"})  # input 1 gives the output shape
 UNARY = {"Exp": O.EXP, "Log": O.LOG, "Sqrt": O.SQRT, "Tanh": O.TANH, "Erf": O.ERF, "Sigmoid": O.SIGMOID,
          "Abs": O.ABS, "Neg": O.NEG, "Reciprocal": O.RECIP, "Floor": O.FLOOR, "Ceil": O.CEIL,
          "Round": O.ROUND,
@@ -46,7 +46,7 @@ BINARY = {"Add": O.ADD, "Sub": O.SUB, "Mul": O.MUL, "Div": O.DIV, "Pow": O.POW, 
 COMMUTATIVE = frozenset({O.ADD, O.MUL, O.MAX, O.MIN, O.AND, O.OR, O.XOR, O.EQ})
 REDUCE = {"ReduceSum": O.RSUM, "ReduceMax": O.RMAX, "ReduceMin": O.RMIN, "ReduceProd": O.RPROD,
           "GlobalAveragePool": O.RSUM, "GlobalMaxPool": O.RMAX}
-SUPPORTED_OPS = HOST_OPS | RESHAPES | set(UNARY) | set(BINARY) | set(REDUCE) | {"Where", "Cast", "Relu"}
+SUPPORTED_OPS = HOST_OPS | RESHAPES | set(UNARY) | set(BINARY) | set(REDUCE) | {"Where", "Cast", "Relu", "Expand"}
 
 
 class UnsupportedError(MsgxError):
@@ -313,6 +313,14 @@ def _mean_scale(shape, cdt) -> int:
     return isa.imm_bits(1.0 / count, cdt)
 
 
+def _operand_values(node: Node, vals) -> tuple | None:
+    """The integers of a shape/axes operand (input 1), or None where it is omitted; a constant is needed."""
+    arg = vals[node.inputs[1]] if len(node.inputs) > 1 and node.inputs[1] is not None else None
+    if arg is not None and arg.kind not in ("const", "imm"):
+        raise UnsupportedError(f"{node.op} with a computed shape operand")
+    return None if arg is None else tuple(map(int, np.asarray(arg.src[1]).reshape(-1).tolist()))
+
+
 def _reshape_target(node: Node, x: _V, vals) -> tuple:
     s, op = x.shape, node.op
     if op == "Identity":
@@ -320,10 +328,7 @@ def _reshape_target(node: Node, x: _V, vals) -> tuple:
     if op == "Flatten":
         ax = node.attrs.get("axis", 1) % (len(s) or 1) if s else 0
         return (math.prod(s[:ax]), math.prod(s[ax:]))
-    arg = vals[node.inputs[1]] if len(node.inputs) > 1 and node.inputs[1] is not None else None
-    if arg is not None and arg.kind not in ("const", "imm"):
-        raise UnsupportedError(f"{op} with a computed shape operand")
-    arg = None if arg is None else list(map(int, np.asarray(arg.src[1]).reshape(-1).tolist()))
+    arg = _operand_values(node, vals)
     if op == "Reshape":
         tgt = [s[i] if d == 0 and not node.attrs.get("allowzero", 0) else d for i, d in enumerate(arg)]
         if -1 in tgt:
@@ -470,6 +475,12 @@ class _Encoder:
                         raise UnsupportedError(f"{op} of a computed value feeding further compute")
                     nv = _V("alias", shape, x.dtype, base=x.base or x)
                 vals[n.outputs[0]] = nv
+            elif op == "Expand":  # a move whose operand loads broadcast into the larger result
+                if x.kind in ("imm", "alias"):
+                    raise UnsupportedError(f"Expand of a {'scalar' if x.kind == 'imm' else 'reshaped value'}")
+                nv = _V("reg", _bcast(x.pshape, _operand_values(n, vals)), x.dtype)
+                vals[n.outputs[0]] = nv
+                compute.append((n, [x], nv))
             else:
                 scalars_only = True
                 for y in ins:
@@ -833,6 +844,8 @@ class _Encoder:
             d = self._reg()
             if op == "Relu":
                 self._ins(isa.word0(O.MAX_IMM, cdt, fl, d, r), isa.imm_bits(0, cdt))
+            elif op == "Expand":
+                self._ins(isa.word0(O.MOV, cdt, fl, d, r))
             elif op == "Cast":
                 to = _dt(nv.dtype)
                 code = O.MOV if isa.COMPUTE[to] == cdt and to != DType.F16 else O.CAST

@@ -130,3 +130,28 @@ def test_float16_chains_round_every_result_as_op_by_op_execution_does(vm):
     (z,) = GraphExecutor(graph, backends=(DvmBackend(vm), NUMPY)).run([x, y])
     three = np.float16(3)
     np.testing.assert_array_equal(z, (x * y + x) / (y + three) - x)
+
+
+@pytest.mark.parametrize("vm", VMS)
+def test_expand_of_inputs_and_computed_values_broadcasts_into_the_kernel(vm):
+    """Expand is a move whose operand loads broadcast; its shape operand is a constant or a kernel input whose
+    values key the program (two shapes of a symbolic model)."""
+    from onnx import TensorProto, helper, numpy_helper
+    nodes = [helper.make_node("Expand", ["x", "heads"], ["xe"]), helper.make_node("Exp", ["x"], ["ex"]),
+             helper.make_node("Expand", ["ex", "heads"], ["ee"]), helper.make_node("Mul", ["xe", "y"], ["m"]),
+             helper.make_node("Add", ["m", "ee"], ["z"])]
+    model = helper.make_model(helper.make_graph(
+        nodes, "expand", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 1, "s"]),
+                          helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 4, "s"])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.array([1, 4, 1], np.int64), "heads")]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    graph = InferenceSession(model, jit_level="O1").graph
+    ex = GraphExecutor(graph, backends=(DvmBackend(vm), NUMPY))
+    assert [st.backend for st in ex.steps if st.node.op == "Fused"] == ["dvm"]
+    rng = np.random.default_rng(0)
+    for b, s in [(2, 5), (1, 7)]:
+        x, y = rng.standard_normal((b, 1, s)).astype(np.float32), rng.standard_normal((b, 4, s)).astype(np.float32)
+        (z,) = ex.run([x, y])
+        np.testing.assert_allclose(z, x * y + np.exp(x), rtol=1e-6, atol=1e-6)
+        assert z.shape == (b, 4, s)
