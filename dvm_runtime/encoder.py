@@ -470,6 +470,8 @@ class _Encoder:
                     raise UnsupportedError(f"{op} changes the element count {x.shape} -> {shape}")
                 if x.kind in ("buf", "const", "imm"):
                     nv = _V(x.kind, shape, x.dtype, x.src, x.imm)
+                elif op == "Identity" and x.kind == "reg" and n.outputs[0] not in self.body.outputs:
+                    nv = x  # the same value under another name (a body output needs its own store)
                 else:  # a computed value: only outputs may see the new shape (same flat layout)
                     if any(u.op not in RESHAPES for u in users.get(n.outputs[0], ())):
                         raise UnsupportedError(f"{op} of a computed value feeding further compute")

@@ -125,6 +125,16 @@ def test_golden_disasm_and_result(make, shape, golden):
     np.testing.assert_allclose(prog.run([x], pyvm.run)[0], ref[0], rtol=1e-5, atol=1e-6)
 
 
+def test_identity_of_a_computed_value_is_that_value():
+    """Identity(exp(x)) feeding a Mul reads exp's register (no copy, no decline)."""
+    x, e, i, y = _v((B, 8)), _v((B, 8)), _v((B, 8)), _v((B, 8))
+    body = Graph((x,), (y,), (_n("Exp", (x,), e), _n("Identity", (e,), i), _n("Mul", (i, x), y)), {})
+    prog = encoder.encode(body, [(3, 8)], [F32])
+    xs = np.random.default_rng(2).standard_normal((3, 8)).astype(np.float32)
+    np.testing.assert_allclose(prog.run([xs], pyvm.run)[0], np.exp(xs) * xs, rtol=1e-6)
+    assert "mov" not in disasm(prog)
+
+
 def test_broadcast_and_transposed_views():
     a, b, o = _v((B, 1, 8)), _v((B, 5, 1)), _v((B, 5, 8))
     body = Graph((a, b), (o,), (_n("Sub", (a, b), o),), {})
