@@ -617,10 +617,14 @@ class _Encoder:
         """Whether x is constant along the reduced axes (so it can live in a ROW register)."""
         if x.kind == "reg":
             return x.cls == "R"
-        pad = len(self.P) - len(x.shape)
+        return self._row_shape(x.shape)
+
+    def _row_shape(self, shape) -> bool:
+        """Whether a value of this shape is constant along the reduced axes."""
+        pad = len(self.P) - len(shape)
         if self.row_one:  # rows of one element: FULL is as cheap
             return False
-        return all(x.shape[a - pad] == 1 for a in self.reduce_axes if a >= pad)
+        return all(shape[a - pad] == 1 for a in self.reduce_axes if a >= pad)
 
     def _classify(self, compute, out_set):
         P, red = self.P, self.reduce_axes
@@ -637,7 +641,9 @@ class _Encoder:
                 nv.cls = "R"
             else:
                 srcs = [x for x in ins if x is not None and x.kind != "imm"]
-                nv.cls = "R" if all(self._rowlike(x) for x in srcs) else "F"
+                # an Expand's result can be larger than its operand: a row value broadcast along its rows
+                row = all(self._rowlike(x) for x in srcs) and (n.op != "Expand" or self._row_shape(nv.shape))
+                nv.cls = "R" if row else "F"
             if nv.cls == "F" and id(nv) in outs and math.prod(nv.pshape) != math.prod(P):
                 raise UnsupportedError(f"output {nv.shape} is smaller than the kernel space {P}")
 
@@ -846,8 +852,9 @@ class _Encoder:
             d = self._reg()
             if op == "Relu":
                 self._ins(isa.word0(O.MAX_IMM, cdt, fl, d, r), isa.imm_bits(0, cdt))
-            elif op == "Expand":
-                self._ins(isa.word0(O.MOV, cdt, fl, d, r))
+            elif op == "Expand":  # a row operand of a full result: BCAST_ROW (a unary keeps its class)
+                code = O.BCAST_ROW if is_row and cls != "R" else O.MOV
+                self._ins(isa.word0(code, cdt, isa.F_A_ROW if code == O.BCAST_ROW else fl, d, r))
             elif op == "Cast":
                 to = _dt(nv.dtype)
                 code = O.MOV if isa.COMPUTE[to] == cdt and to != DType.F16 else O.CAST

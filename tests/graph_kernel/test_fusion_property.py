@@ -16,7 +16,7 @@ UNARY = ("Tanh", "Neg", "Abs", "Sigmoid", "Relu", "Sin")
 BINARY = ("Add", "Sub", "Mul", "Max", "Min")
 REDUCE = ("ReduceSum", "ReduceMax", "ReduceMin")
 STEPS = ("unary", "binary", "bias", "reduce", "reshape", "transpose", "slice", "matmul", "concat", "where",
-         "maybe_equal", "round_trip")
+         "maybe_equal", "round_trip", "expand")
 
 
 def _same(a, b) -> bool:
@@ -68,6 +68,8 @@ def build(recipe, symbolic: bool, outs: int) -> Graph:
             v = bld.op("Concat", a, other, axis=rank - 1)
         elif step == "where":
             v = bld.op("Where", bld.op("Greater", a, other), a, other)
+        elif step == "expand" and rank == 3:  # a reduced [.., 1] broadcast back to 4 columns, else a no-op
+            v = bld.op("Expand", a, i64(1, 1, 4 if shape[-1] == 1 else 1))
         elif step == "maybe_equal" and shape == (b_, s_, 4):
             v = bld.op("Add", a, z)  # [b, max(s, t), 4]: s and t might be equal; nothing proves it
         elif step == "round_trip" and shape == (b_, s_, 4):
