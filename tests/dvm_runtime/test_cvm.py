@@ -46,6 +46,9 @@ class Asm:
         return np.array(head + table + words, np.uint64)
 
 
+EPS32 = float(np.finfo(np.float32).eps)
+
+
 def run_both(code, bufs, exact=True, nthreads=(1, 2, 3)):
     """Run the numpy VM and the C VM (several thread counts) on copies of bufs; assert equal outputs."""
     ref = [b.copy() for b in bufs]
@@ -56,8 +59,11 @@ def run_both(code, bufs, exact=True, nthreads=(1, 2, 3)):
         for i, (g, r) in enumerate(zip(got, ref)):
             if exact or g.dtype.kind != "f":
                 np.testing.assert_array_equal(g, r, err_msg=f"buffer {i}, {nt} threads")
-            else:
-                np.testing.assert_allclose(g, r, rtol=2e-6, atol=1e-37, equal_nan=True,
+            else:  # the numpy VM takes numpy's exp/tanh, the C VM its own (an ulp or two apart), and a
+                # subtraction that cancels grows that: slack of a few ulps of the buffer's largest finite value
+                finite = np.abs(r[np.isfinite(r)])
+                scale = float(finite.max()) if finite.size else 0.0
+                np.testing.assert_allclose(g, r, rtol=2e-6, atol=max(1e-37, 4 * EPS32 * scale), equal_nan=True,
                                            err_msg=f"buffer {i}, {nt} threads")
     return ref
 
