@@ -293,6 +293,12 @@ class HostBackend:
         return lambda *arrays: kernel(*[to_host(a) for a in arrays])
 
 
+# the large trial runs at setup: every symbolic dim at each size, where the inputs stay within WARM_MAX_ELEMS
+# elements (a [batch, seq] model gets 128 x 128, not 512 x 512); a trial the graph cannot run is skipped
+WARM_SIZES = (128, 512)
+WARM_MAX_ELEMS = 1 << 16
+
+
 def warm(session, executor, backends) -> None:
     """At session setup: run the session on trial inputs (zeros; each pattern of the symbolic dims being 1 or
     more, see symbol_patterns), then forget what those runs encoded and cached. The one-time costs of a
@@ -308,9 +314,15 @@ def warm(session, executor, backends) -> None:
         shapes[v.name] = (t.shape, t.dtype)
     syms = sorted({str(d) for shape, _ in shapes.values() for d in shape if not isinstance(d, int)})
     try:
-        for sizes in symbol_patterns(syms, base=2) or [{}]:
+        # the patterns at small sizes, then every symbol at each WARM_SIZES entry: cuBLAS loads a kernel the
+        # first time a product reaches a bigger size class (a seq-256 transformer call once took 9.5 ms,
+        # the other new lengths 3-4)
+        trials = (symbol_patterns(syms, base=2) or [{}]) + [{s: n for s in syms} for n in WARM_SIZES if syms]
+        for sizes in trials:
             feed = {name: np.zeros(tuple(d if isinstance(d, int) else sizes.get(str(d), 2) for d in shape), dt)
                     for name, (shape, dt) in shapes.items()}
+            if sum(a.size for a in feed.values()) > WARM_MAX_ELEMS:
+                continue
             try:
                 session.run(None, feed)
             except Exception:  # noqa: BLE001 - a trial that cannot run leaves the session as it was
