@@ -192,7 +192,7 @@ class GraphExecutor:
             self._step_info.pop(old, None)
             self._shape_kernels.pop(old, None)
         self._shape_cache[key] = record
-        self._shape_kernels[key] = tuple(specialized.get(i, self._flat[i][1]) for i in self._fast_index)
+        self._shape_kernels[key] = tuple(specialized.get(i) or _callable(self._flat[i]) for i in self._fast_index)
         return outs
 
     def run(self, inputs: Sequence, outer_env: dict | None = None, profile: Callable | None = None) -> list:
@@ -221,6 +221,13 @@ class GraphExecutor:
             for s in st.free:
                 env[s] = None
         return [env[s] for s in self.output_slots]
+
+
+def _callable(entry) -> Callable:
+    """What the straight-line code calls for a step: a single-output kernel's bare `direct` function where it
+    has one (its result converted only when not an array), else the kernel (a list of outputs)."""
+    _, kernel, _, outs, _ = entry
+    return (getattr(kernel, "direct", None) if len(outs) == 1 else None) or kernel
 
 
 def straight_line(flat: list, output_slots: list, keep: set = frozenset(), timing: str = "",
@@ -256,7 +263,7 @@ def straight_line(flat: list, output_slots: list, keep: set = frozenset(), timin
     for i, (st, kernel, ins, outs, free) in enumerate(flat):
         args = ", ".join(ref(s) for s in ins)
         direct = getattr(kernel, "direct", None) if len(outs) == 1 else None
-        callables.append(direct or kernel)
+        callables.append(_callable(flat[i]))
         call = f"v{outs[0]} = k{i}({args})" if direct else f"r = k{i}({args})"
         body.append(f"i = {i}; t0 = clock(); {call}; t1 = clock()" if timing else f"i = {i}; {call}")
         if direct:  # a reference kernel's bare result: only non-arrays need converting

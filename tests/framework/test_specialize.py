@@ -88,3 +88,16 @@ def test_static_graphs_specialise_their_kernels_too():
     np.testing.assert_array_equal(first, second)
     e = np.exp((a := x * 0.5 + np.linspace(-1, 1, 16, dtype=np.float32)) - a.max(-1, keepdims=True))
     np.testing.assert_allclose(second, e / e.sum(-1, keepdims=True), rtol=1e-5)
+
+
+def test_cached_shapes_call_reference_kernels_bare_as_the_first_run_does():
+    """A shape-cache hit passes the fast line the same callables it was generated for: a single-output
+    reference kernel's `direct` function (a bare array), not its list-returning kernel (converted each call)."""
+    s = framework.InferenceSession(_heads_softmax_model(), jit_level="O0")
+    ex = s._executor
+    x = np.random.default_rng(0).standard_normal((2, 3, 64)).astype(np.float32)
+    first, again = s.run(None, {"x": x})[0], s.run(None, {"x": x})[0]
+    np.testing.assert_array_equal(first, again)
+    (kernels,) = ex._shape_kernels.values()
+    directs = [(k, ex._flat[i]) for k, i in zip(kernels, ex._fast_index) if hasattr(ex._flat[i][1], "direct")]
+    assert directs and all(k is entry[1].direct for k, entry in directs if len(entry[3]) == 1)
