@@ -262,8 +262,8 @@ def straight_line(flat: list, output_slots: list, keep: set = frozenset(), timin
     callables = []
     for i, (st, kernel, ins, outs, free) in enumerate(flat):
         args = ", ".join(ref(s) for s in ins)
-        direct = getattr(kernel, "direct", None) if len(outs) == 1 else None
         callables.append(_callable(flat[i]))
+        direct = callables[-1] is not kernel
         call = f"v{outs[0]} = k{i}({args})" if direct else f"r = k{i}({args})"
         body.append(f"i = {i}; t0 = clock(); {call}; t1 = clock()" if timing else f"i = {i}; {call}")
         if direct:  # a reference kernel's bare result: only non-arrays need converting
