@@ -58,9 +58,12 @@ SEMANTICS (per element, dtype = the instruction's dtype = the dtype of its regis
 - SELECT D = A ? B : C with A BOOL (C register in word 1). *_IMM: B must be 0 (A op imm) or 1 (imm op A).
 - Fields and words a form does not use must be 0 (e.g. A and B of CONST, the C word's high bits).
 - Reductions (RSUM/RMAX/RMIN/RPROD): FULL source -> ROW result, one value per tile row over its nc elements;
-  require TC == COLS. Fixed order: 8 lane accumulators start at the identity (-0.0/-inf/+inf/1 for floats,
-  0/MIN/MAX/1 for ints); element j goes into lane j % 8 in increasing j; then
-  ((l0 op l4) op (l2 op l6)) op ((l1 op l5) op (l3 op l7)).
+  require TC == COLS. Fixed order: the row is cut into chunks of REDUCE_CHUNK elements; in each chunk 8 lane
+  accumulators start at the identity (-0.0/-inf/+inf/1 for floats, 0/MIN/MAX/1 for ints) and element j goes
+  into lane j % 8 in increasing j; lane l's chunk results are combined in chunk order (starting from the
+  identity, which changes nothing); then ((l0 op l4) op (l2 op l6)) op ((l1 op l5) op (l3 op l7)). Rows of up
+  to REDUCE_CHUNK elements are one chunk. The chunks are independent chains, so a GPU spreads one long row over
+  many threads; integer ops are associative, so only float results depend on the order.
 - BCAST_ROW: ROW source -> FULL result (each row's value repeated over the row).
 - The encoder never makes D equal a source register; other programs may (results then unspecified, and the
   VM must still stay in bounds).
@@ -96,6 +99,7 @@ MAX_BUFFERS = 256
 MAX_TILE_ELEMS = 1 << 20
 MAX_DIMS = 4
 REDUCE_LANES = 8
+REDUCE_CHUNK = 128  # elements per chunk of a reduction (a multiple of 16: one AVX-512 vector feeds two lane sets)
 
 # Header word index -> name. Names a reader uses: H[name] gives the index.
 header_fields = ("magic", "version", "n_words", "n_instr", "n_buffers", "n_regs", "tile_rows", "tile_cols",
@@ -344,6 +348,7 @@ def c_header() -> str:
            f"#define DVM_CODE_START {CODE_START}", f"#define DVM_MAX_REGS {MAX_REGS}",
            f"#define DVM_MAX_BUFFERS {MAX_BUFFERS}", f"#define DVM_MAX_TILE_ELEMS {MAX_TILE_ELEMS}",
            f"#define DVM_MAX_DIMS {MAX_DIMS}", f"#define DVM_REDUCE_LANES {REDUCE_LANES}",
+           f"#define DVM_REDUCE_CHUNK {REDUCE_CHUNK}",
            f"#define DVM_IMM_DELTA 0x{IMM_DELTA:02X}", "#define DVM_REG_BYTES_PER_ELEM 8", ""]
     out += [f"#define DVM_H_{n.upper()} {i}" for i, n in enumerate(header_fields)] + [""]
     out += [f"#define DVM_{n} {v}" for n, v in

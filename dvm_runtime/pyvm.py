@@ -304,15 +304,21 @@ _RED = {O.RSUM: np.add, O.RMAX: np.maximum, O.RMIN: np.minimum, O.RPROD: np.mult
 
 
 def _reduce(op, x, dt):
-    """The ISA's fixed order: 8 lanes, element j into lane j % 8 sequentially, then a fixed lane tree."""
-    t, fn = NP[dt], _RED[op]
+    """The ISA's fixed order: chunks of REDUCE_CHUNK elements, in each 8 lanes with element j into lane j % 8
+    sequentially, the chunks' lanes combined in chunk order, then a fixed lane tree."""
+    t, fn, lanes, chunk = NP[dt], _RED[op], isa.REDUCE_LANES, isa.REDUCE_CHUNK
     rows, n = x.shape
-    m = -(-n // isa.REDUCE_LANES)
-    pad = np.full((rows, m * isa.REDUCE_LANES), isa.REDUCE_IDENTITY[op][dt], t)
+    identity = isa.REDUCE_IDENTITY[op][dt]
+    per = chunk if n > chunk else max(lanes, -(-n // lanes) * lanes)  # one short chunk: no identity steps
+    n_chunks = max(1, -(-n // per))
+    pad = np.full((rows, n_chunks * per), identity, t)
     pad[:, :n] = x
-    pad = pad.reshape(rows, m, isa.REDUCE_LANES)
-    acc = np.full((rows, isa.REDUCE_LANES), isa.REDUCE_IDENTITY[op][dt], t)
-    for k in range(m):
-        acc = fn(acc, pad[:, k]).astype(t, copy=False)
+    pad = pad.reshape(rows, n_chunks, per // lanes, lanes)
+    part = np.full((rows, n_chunks, lanes), identity, t)
+    for k in range(per // lanes):  # every chunk's lanes at once
+        part = fn(part, pad[:, :, k]).astype(t, copy=False)
+    acc = np.full((rows, lanes), identity, t)
+    for k in range(n_chunks):
+        acc = fn(acc, part[:, k]).astype(t, copy=False)
     L = [acc[:, i:i + 1] for i in range(8)]
     return fn(fn(fn(L[0], L[4]), fn(L[2], L[6])), fn(fn(L[1], L[5]), fn(L[3], L[7]))).astype(t, copy=False)

@@ -227,7 +227,8 @@ vm_un_fn vm_cast[VM_NDT][VM_NDT] = {
     [B][F] = c_b8_f32, [B][I4] = c_b8_i32, [B][I8] = c_b8_i64, [B][B] = mov_b8,
 };
 
-/* ---- reductions: 8 lanes, element j into lane j % 8, then a fixed pairwise tree (isa.py) ---- */
+/* ---- reductions: 8 lanes, element j into lane j % 8, then a fixed pairwise tree (isa.py). Integer ops are
+ * associative, so their rows need not be cut into isa.py's chunks; float rows are (RED_F32 below). ---- */
 #define TREE(name, T, OP)                                                                       \
     static inline T name##_tree(const T *l) {                                                   \
         return OP(OP(OP(l[0], l[4]), OP(l[2], l[6])), OP(OP(l[1], l[5]), OP(l[3], l[7])));      \
@@ -273,38 +274,46 @@ typedef i32 vi8 __attribute__((vector_size(32)));
 #define V_MUL(x, y) ((x) * (y))
 #define V_MAX(x, y) VF8_PICK(((x) >= (y)) | ((x) != (x)), x, y)
 #define V_MIN(x, y) VF8_PICK(((x) <= (y)) | ((x) != (x)), x, y)
+/* The end of the reduction chunk that starts at c0 (isa.py: each chunk's lanes start at the identity and
+ * are combined into the row's lanes in chunk order). */
+#define CHUNK_END(c0, nc) ((nc) - (c0) < DVM_REDUCE_CHUNK ? (nc) : (c0) + DVM_REDUCE_CHUNK)
 #define RED_F32(name, ID, OP, VOP)                                                              \
+    /* p[r] op= row r's elements c0 .. end - 1 (one chunk), the tail's element j + k into lane k */     \
+    static inline __attribute__((always_inline)) void name##_chunk(vf8 *p, const f32 *x, int64_t nc,   \
+                                                                   int64_t c0, int64_t end, const int g) { \
+        int64_t j = c0;                                                                         \
+        for (; j + 8 <= end; j += 8)                                                            \
+            for (int r = 0; r < g; r++) p[r] = VOP(p[r], vf8_load(x + r * nc + j));            \
+        if (j < end)                                                                            \
+            for (int r = 0; r < g; r++) {                                                       \
+                f32 l[8];                                                                       \
+                memcpy(l, &p[r], sizeof l);                                                     \
+                for (int k = 0; j + k < end; k++) l[k] = OP(l[k], x[r * nc + j + k]);           \
+                memcpy(&p[r], l, sizeof l);                                                     \
+            }                                                                                   \
+    }                                                                                           \
+    static inline __attribute__((always_inline)) void name##_group(f32 *d, const f32 *x, int64_t nc, \
+                                                                   const int g) {               \
+        const vf8 id = {ID, ID, ID, ID, ID, ID, ID, ID};                                        \
+        vf8 v[4], p[4];                                                                         \
+        for (int r = 0; r < g; r++) v[r] = id;                                                  \
+        name##_chunk(v, x, nc, 0, CHUNK_END(0, nc), g);   /* the first chunk: OP(id, p) is p */  \
+        for (int64_t c0 = DVM_REDUCE_CHUNK; c0 < nc; c0 += DVM_REDUCE_CHUNK) {                  \
+            for (int r = 0; r < g; r++) p[r] = id;                                              \
+            name##_chunk(p, x, nc, c0, CHUNK_END(c0, nc), g);                                   \
+            for (int r = 0; r < g; r++) v[r] = VOP(v[r], p[r]);                                 \
+        }                                                                                       \
+        for (int r = 0; r < g; r++) {                                                           \
+            f32 l[8];                                                                           \
+            memcpy(l, &v[r], sizeof l);                                                         \
+            d[r] = name##_tree(l);                                                              \
+        }                                                                                       \
+    }                                                                                           \
     static VM_CLONES void name(void *dv, const void *av, int64_t nr, int64_t nc) {             \
         f32 *d = dv; const f32 *a = av;                                                         \
-        const vf8 id = {ID, ID, ID, ID, ID, ID, ID, ID};                                        \
         int64_t i = 0;                                                                          \
-        for (; i + 4 <= nr; i += 4) {                                                           \
-            const f32 *x = a + i * nc;                                                          \
-            vf8 v[4] = {id, id, id, id};                                                        \
-            int64_t j = 0;                                                                      \
-            for (; j + 8 <= nc; j += 8) {                                                       \
-                v[0] = VOP(v[0], vf8_load(x + j));                                              \
-                v[1] = VOP(v[1], vf8_load(x + nc + j));                                         \
-                v[2] = VOP(v[2], vf8_load(x + 2 * nc + j));                                     \
-                v[3] = VOP(v[3], vf8_load(x + 3 * nc + j));                                     \
-            }                                                                                   \
-            for (int r = 0; r < 4; r++) {                                                       \
-                f32 l[8];                                                                       \
-                memcpy(l, &v[r], sizeof l);                                                     \
-                for (int k = 0; j + k < nc; k++) l[k] = OP(l[k], x[r * nc + j + k]);            \
-                d[i + r] = name##_tree(l);                                                      \
-            }                                                                                   \
-        }                                                                                       \
-        for (; i < nr; i++) {   /* the last rows one at a time, still one vector per row */      \
-            const f32 *x = a + i * nc;                                                          \
-            vf8 v = id;                                                                         \
-            int64_t j = 0;                                                                      \
-            for (; j + 8 <= nc; j += 8) v = VOP(v, vf8_load(x + j));                            \
-            f32 l[8];                                                                           \
-            memcpy(l, &v, sizeof l);                                                            \
-            for (int k = 0; j + k < nc; k++) l[k] = OP(l[k], x[j + k]);                         \
-            d[i] = name##_tree(l);                                                              \
-        }                                                                                       \
+        for (; i + 4 <= nr; i += 4) name##_group(d + i, a + i * nc, nc, 4);                     \
+        for (; i < nr; i++) name##_group(d + i, a + i * nc, nc, 1);                             \
     }
 RED_F32(rsum_f32, -0.0f, F_ADD, V_ADD) RED_F32(rprod_f32, 1.0f, F_MUL, V_MUL)
 #define rmax_f32_any_tree rmax_f32_tree
@@ -318,29 +327,43 @@ RED_F32(rmax_f32_any, -INFINITY, F_MAX, V_MAX) RED_F32(rmin_f32_any, INFINITY, F
 /* OP(x, y) of the scalar form (F_MAX/F_MIN: x where x wins or is NaN, else y) on 4 lanes, for the tree */
 #define MINMAX4(CMP, x, y) \
     _mm_blendv_ps((y), (x), _mm_or_ps(_mm_cmp_ps((x), (y), CMP), _mm_cmp_ps((x), (x), _CMP_UNORD_Q)))
+/* OP(acc, y) on 8 lanes: vmaxps(y, acc) is F_MAX(acc, y) except for a NaN y, which the blend puts in */
+#define MINMAX_STEP(INTR, acc, y) _mm256_blendv_ps(INTR((y), (acc)), (y), _mm256_cmp_ps((y), (y), _CMP_UNORD_Q))
 #define MINMAX_ROWS(name, INTR, ID, CMP)                                                        \
-    static inline AVX2 __attribute__((always_inline)) void name##_group(f32 *d, const f32 *x, int64_t nc, \
-                                                                        const int g) {          \
-        __m256 v[4];                                                                            \
-        for (int r = 0; r < g; r++) v[r] = _mm256_set1_ps(ID);                                  \
-        int64_t j = 0;                                                                          \
-        for (; j + 8 <= nc; j += 8)                                                             \
+    /* p[r] = OP(p[r], row r's elements c0 .. end - 1), the tail's element j + k into lane k (ID elsewhere: \
+     * OP(l, ID) is l) */                                                                       \
+    static inline AVX2 __attribute__((always_inline)) void name##_chunk(__m256 *p, const f32 *x, int64_t nc, \
+                                                                        int64_t c0, int64_t end, const int g) { \
+        int64_t j = c0;                                                                         \
+        for (; j + 8 <= end; j += 8)                                                            \
             for (int r = 0; r < g; r++) {                                                       \
                 __m256 y = _mm256_loadu_ps(x + r * nc + j);                                     \
-                v[r] = _mm256_blendv_ps(INTR(y, v[r]), y, _mm256_cmp_ps(y, y, _CMP_UNORD_Q));   \
+                p[r] = MINMAX_STEP(INTR, p[r], y);                                              \
             }                                                                                   \
-        /* the tail's element j + k into lane k (ID elsewhere: OP(l, ID) is l), then the fixed tree     \
-         * OP(OP(OP(l0, l4), OP(l2, l6)), OP(OP(l1, l5), OP(l3, l7))) on vectors: a scalar tree per row   \
-         * was most of softmax's time on rows of 16 */                                          \
-        const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);                          \
-        const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(nc - j)), lane);         \
-        for (int r = 0; r < g; r++) {                                                           \
-            if (j < nc) {                                                                       \
-                __m256 y = _mm256_blendv_ps(_mm256_set1_ps(ID),                                 \
-                                            _mm256_maskload_ps(x + r * nc + j, tail),           \
+        if (j < end) {                                                                          \
+            const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);                      \
+            const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(end - j)), lane);    \
+            for (int r = 0; r < g; r++) {                                                       \
+                __m256 y = _mm256_blendv_ps(_mm256_set1_ps(ID), _mm256_maskload_ps(x + r * nc + j, tail), \
                                             _mm256_castsi256_ps(tail));                         \
-                v[r] = _mm256_blendv_ps(INTR(y, v[r]), y, _mm256_cmp_ps(y, y, _CMP_UNORD_Q));   \
+                p[r] = MINMAX_STEP(INTR, p[r], y);                                              \
             }                                                                                   \
+        }                                                                                       \
+    }                                                                                           \
+    static inline AVX2 __attribute__((always_inline)) void name##_group(f32 *d, const f32 *x, int64_t nc, \
+                                                                        const int g) {          \
+        const __m256 id = _mm256_set1_ps(ID);                                                   \
+        __m256 v[4], p[4];                                                                      \
+        for (int r = 0; r < g; r++) v[r] = id;                                                  \
+        name##_chunk(v, x, nc, 0, CHUNK_END(0, nc), g);   /* the first chunk: OP(id, p) is p */  \
+        for (int64_t c0 = DVM_REDUCE_CHUNK; c0 < nc; c0 += DVM_REDUCE_CHUNK) {                  \
+            for (int r = 0; r < g; r++) p[r] = id;                                              \
+            name##_chunk(p, x, nc, c0, CHUNK_END(c0, nc), g);                                   \
+            for (int r = 0; r < g; r++) v[r] = MINMAX_STEP(INTR, v[r], p[r]);                   \
+        }                                                                                       \
+        /* the fixed tree OP(OP(OP(l0, l4), OP(l2, l6)), OP(OP(l1, l5), OP(l3, l7))) on vectors: a scalar \
+         * tree per row was most of softmax's time on rows of 16 */                             \
+        for (int r = 0; r < g; r++) {                                                           \
             __m128 h = MINMAX4(CMP, _mm256_castps256_ps128(v[r]), _mm256_extractf128_ps(v[r], 1)); \
             h = MINMAX4(CMP, h, _mm_movehl_ps(h, h));                                           \
             h = MINMAX4(CMP, h, _mm_shuffle_ps(h, h, 1));                                       \
@@ -380,31 +403,53 @@ static inline AVX512 __m256 add_lanes(__m256 acc, __m512 y) {   /* elements j an
     acc = _mm256_add_ps(acc, _mm512_castps512_ps256(y));
     return _mm256_add_ps(acc, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1)));
 }
+/* Elements j .. end - 1 of a row (in one of rsum_f32's chunks): their values to e, their sums into ACC's lanes */
+#define ROW_CHUNK(ACC, KEPT, SUMMED)                                                            \
+    for (; j + 16 <= end; j += 16) {                                                            \
+        __m512 v = _mm512_sub_ps(_mm512_loadu_ps(x + j), b), y = KEPT;                          \
+        __builtin_prefetch(x + nr * nc + j, 0, 2);   /* the next tile's row i: see above */     \
+        _mm512_storeu_ps(e + j, y);                                                             \
+        ACC = add_lanes(ACC, SUMMED);                                                           \
+    }                                                                                           \
+    if (j < end) {   /* the tail, -0.0 (which adds nothing) past its end */                     \
+        __mmask16 m = (__mmask16)((1u << (end - j)) - 1);                                       \
+        __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), b), y = KEPT;                 \
+        _mm512_mask_storeu_ps(e + j, m, y);                                                     \
+        ACC = add_lanes(ACC, _mm512_mask_mov_ps(_mm512_set1_ps(-0.0f), m, SUMMED));             \
+    }
+/* rsum_f32_tree's pairs on the 8 lanes as vectors (a scalar tree per row dominated rows of 16) */
+static inline AVX512 float tree_sum8(__m256 acc) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ps(h, _mm_shuffle_ps(h, h, 1));
+    return _mm_cvtss_f32(h);
+}
+/* Rows of one chunk and longer rows in loops of their own: with the chunk loop in it (or a call), the loop over
+ * softmax's rows of 16 no longer kept exp16's constants in registers and took 10% longer. */
 #define ROW_PASS(name, KEPT, SUMMED)                                                            \
     static AVX512 void name(f32 *d, f32 *sums, const f32 *a, const f32 *row, int64_t nr, int64_t nc) { \
-        for (int64_t i = nr - 1; i >= 0; i--) {                                                 \
+        for (int64_t i = nr - 1; i >= 0 && nc <= DVM_REDUCE_CHUNK; i--) {                       \
             const f32 *x = a + i * nc;                                                          \
             f32 *e = d + i * nc;                                                                \
             const __m512 b = _mm512_set1_ps(row[i]);                                            \
             __m256 acc = _mm256_set1_ps(-0.0f);                                                 \
-            int64_t j = 0;                                                                      \
-            for (; j + 16 <= nc; j += 16) {                                                     \
-                __m512 v = _mm512_sub_ps(_mm512_loadu_ps(x + j), b), y = KEPT;                  \
-                __builtin_prefetch(x + nr * nc + j, 0, 2);   /* the next tile's row i: see above */ \
-                _mm512_storeu_ps(e + j, y);                                                     \
-                acc = add_lanes(acc, SUMMED);                                                   \
+            int64_t j = 0, end = nc;                                                            \
+            ROW_CHUNK(acc, KEPT, SUMMED)                                                        \
+            sums[i] = tree_sum8(acc);                                                           \
+        }                                                                                       \
+        for (int64_t i = nr - 1; i >= 0 && nc > DVM_REDUCE_CHUNK; i--) {                        \
+            const f32 *x = a + i * nc;                                                          \
+            f32 *e = d + i * nc;                                                                \
+            const __m512 b = _mm512_set1_ps(row[i]);                                            \
+            __m256 acc = _mm256_set1_ps(-0.0f);                                                 \
+            for (int64_t j = 0, end; j < nc;) {   /* chunk by chunk, combined in order */       \
+                __m256 part = _mm256_set1_ps(-0.0f);                                            \
+                end = CHUNK_END(j, nc);                                                         \
+                ROW_CHUNK(part, KEPT, SUMMED)                                                   \
+                acc = _mm256_add_ps(acc, part);                                                 \
+                j = end;                                                                        \
             }                                                                                   \
-            if (j < nc) {   /* the tail, -0.0 (which adds nothing) past its end */              \
-                __mmask16 m = (__mmask16)((1u << (nc - j)) - 1);                                \
-                __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), b), y = KEPT;         \
-                _mm512_mask_storeu_ps(e + j, m, y);                                             \
-                acc = add_lanes(acc, _mm512_mask_mov_ps(_mm512_set1_ps(-0.0f), m, SUMMED));     \
-            }                                                                                   \
-            /* rsum_f32_tree's pairs on vectors (a scalar tree per row dominated rows of 16) */ \
-            __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));  \
-            h = _mm_add_ps(h, _mm_movehl_ps(h, h));                                             \
-            h = _mm_add_ps(h, _mm_shuffle_ps(h, h, 1));                                         \
-            sums[i] = _mm_cvtss_f32(h);                                                         \
+            sums[i] = tree_sum8(acc);                                                           \
         }                                                                                       \
     }
 /* softmax: d = exp(a - row), sums of d */

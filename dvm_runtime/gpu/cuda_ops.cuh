@@ -21,6 +21,7 @@ static_assert(sizeof(Ins) == 64, "vm.py sizes shared memory with 64-byte instruc
 
 struct Ctx {
     char *regs;
+    char *scratch;                  /* reductions' chunk results: tr * chunks * DVM_REDUCE_LANES elements */
     long long *idx;                 /* d0, d1, d2 of each tile row: idx[k * tr + i] */
     unsigned long long *bufs;
     long long rows, cols, r0, c0, tr;
@@ -391,8 +392,11 @@ template <class T> __device__ void exec_const(const Ctx &c, const Ins &in) {
     FOR_ELEMS(c, { put4(d, e0, cnt, r); })
 }
 
-/* Row reductions in the ISA's order: 8 threads per row, lane l sums elements l, l+8, ... in order, then the
- * fixed tree ((l0 op l4) op (l2 op l6)) op ((l1 op l5) op (l3 op l7)) through shuffles, lower lane left. */
+/* Row reductions in the ISA's order (isa.py). Rows of one chunk: 8 threads per row, lane l sums elements l,
+ * l+8, ... in order. Longer rows: every (row, chunk, lane) is a chain of its own, spread over all threads into
+ * c.scratch (a 1-row tile of 8192 has 512 chains where 8 threads would each add 1024 elements in turn); then
+ * the row's 8 threads combine their lane's chunk results in chunk order. Last the fixed tree
+ * ((l0 op l4) op (l2 op l6)) op ((l1 op l5) op (l3 op l7)) through shuffles, lower lane left. */
 template <class T, int OP> __device__ __forceinline__ T red1(T a, T b) {
     if constexpr (OP == DVM_OP_RSUM) return arith<T, DVM_OP_ADD>(a, b);
     else if constexpr (OP == DVM_OP_RPROD) return arith<T, DVM_OP_MUL>(a, b);
@@ -419,14 +423,38 @@ template <class T, int OP> __device__ __forceinline__ T red_identity() {
     }
 }
 
+#define PER_CHAIN (DVM_REDUCE_CHUNK / DVM_REDUCE_LANES)
+
 template <class T, int OP> __device__ void reduce(const Ctx &c, const Ins &in) {
     const T *a = reg<T>(c, in.a);
-    T *d = reg<T>(c, in.d);
+    T *d = reg<T>(c, in.d), *part = (T *)c.scratch;
+    const int nch = (c.nc + DVM_REDUCE_CHUNK - 1) / DVM_REDUCE_CHUNK;
+    if (nch > 1) {
+        for (int q = c.t; q < c.nr * nch * DVM_REDUCE_LANES; q += NT) {
+            const int l = q % DVM_REDUCE_LANES, rk = q / DVM_REDUCE_LANES, i = rk / nch, k = rk - i * nch;
+            const T *x = a + (size_t)i * c.nc + k * DVM_REDUCE_CHUNK + l;
+            const int n = min(c.nc - k * DVM_REDUCE_CHUNK - l, DVM_REDUCE_CHUNK - l);  /* elements past l */
+            /* a warp holds four chunks at the same banks: each starts 0-3 steps late (no conflicts) */
+            const int late = rk & 3;
+            T acc = red_identity<T, OP>();
+#pragma unroll
+            for (int it = 0; it < PER_CHAIN + 3; it++) {
+                const int s = (it - late) * DVM_REDUCE_LANES;
+                if (s >= 0 && s < n) acc = red1<T, OP>(acc, x[s]);
+            }
+            part[q] = acc;
+        }
+        __syncthreads();
+    }
     int g = c.t / DVM_REDUCE_LANES, l = c.t % DVM_REDUCE_LANES;
     for (int base = 0; base < c.nr; base += REDUCE_GROUPS) {
         int i = base + g;
         T acc = red_identity<T, OP>();
-        if (i < c.nr) {
+        if (i < c.nr && nch > 1) {
+            const T *p = part + (size_t)i * nch * DVM_REDUCE_LANES + l;
+#pragma unroll 8
+            for (int k = 0; k < nch; k++) acc = red1<T, OP>(acc, p[k * DVM_REDUCE_LANES]);
+        } else if (i < c.nr) {
             const T *row = a + (size_t)i * c.nc;
 #pragma unroll 8
             for (int j = l; j < c.nc; j += DVM_REDUCE_LANES) acc = red1<T, OP>(acc, row[j]);
@@ -438,6 +466,7 @@ template <class T, int OP> __device__ void reduce(const Ctx &c, const Ins &in) {
         }
         if (i < c.nr && l == 0) d[i] = acc;
     }
+    if (nch > 1) __syncthreads();   /* the next reduction writes c.scratch again */
 }
 
 template <class T> __device__ void exec_reduce(const Ctx &c, const Ins &in) {

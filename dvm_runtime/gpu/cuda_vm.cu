@@ -234,7 +234,10 @@ __device__ void decode(const unsigned long long *w, int nb, int n_instr, Ins *in
 
 __device__ __forceinline__ size_t align16(size_t x) { return (x + 15) & ~(size_t)15; }
 
-extern "C" __global__ void __launch_bounds__(NT)
+#ifndef DVM_MIN_BLOCKS
+#define DVM_MIN_BLOCKS 2   /* resident blocks per SM the register budget is set for (backend.py's TILE_BYTES) */
+#endif
+extern "C" __global__ void __launch_bounds__(NT, DVM_MIN_BLOCKS)
 dvm_vm(const unsigned long long *__restrict__ code, int n_words, int reg_bytes,
        const unsigned long long *__restrict__ table, unsigned long long p0, unsigned long long p1,
        unsigned long long p2, unsigned long long p3, unsigned long long p4, unsigned long long p5,
@@ -259,6 +262,7 @@ dvm_vm(const unsigned long long *__restrict__ code, int n_words, int reg_bytes,
     c.idx = (long long *)(sm + o_idx);
     c.regs = (char *)(sm + o_regs);
     c.regstride = (unsigned)align16((size_t)(tr * tc) * reg_bytes);
+    c.scratch = c.regs + (size_t)n_regs * c.regstride;   /* after the registers (vm.py's shared_bytes) */
     c.rows = rows; c.cols = cols; c.tr = tr; c.t = t;
     if (t < nb) {
         const unsigned long long inl[16] = {p0, p1, p2, p3, p4, p5, p6, p7,

@@ -48,11 +48,13 @@ def _align16(x: int) -> int:
 def shared_bytes(n_words: int, n_instr: int, n_bufs: int, tr: int, tc: int, n_regs: int,
                  reg_bytes: int) -> int:
     """Dynamic shared memory of one block; the same layout as the kernel's (code, instructions, buffer
-    pointers, row indices, registers)."""
+    pointers, row indices, registers, then the chunk results of reductions over rows longer than a chunk)."""
     o_ins = _align16(n_words * 8)
     o_idx = _align16(o_ins + n_instr * INS_BYTES + n_bufs * 8)
     o_regs = _align16(o_idx + 3 * tr * 8)
-    return o_regs + n_regs * _align16(tr * tc * reg_bytes)
+    chunks = -(-tc // isa.REDUCE_CHUNK)
+    scratch = tr * chunks * isa.REDUCE_LANES * reg_bytes if chunks > 1 else 0
+    return o_regs + n_regs * _align16(tr * tc * reg_bytes) + scratch
 
 
 def _validate(code: np.ndarray) -> None:

@@ -140,7 +140,7 @@ def test_casts_between_every_dtype_pair():
 @pytest.mark.parametrize("op", isa.REDUCE_OPS)
 def test_reductions_keep_the_fixed_lane_order(op, dt):
     rng = np.random.default_rng(1)
-    for cols in (1, 3, 8, 9, 17, 64, 1000):
+    for cols in (1, 3, 8, 9, 17, 64, 128, 129, 1000):   # rows past isa.REDUCE_CHUNK: several chunks
         rows = 7
         if dt == F32:
             x = rng.standard_normal(rows * cols).astype(np.float32) * (1 if op != O.RPROD else 1.1)
@@ -204,7 +204,7 @@ def _row_pass_program(kind, rows, cols, mov):
 
 
 @pytest.mark.parametrize("kind", ["exp", "square"])
-@pytest.mark.parametrize("cols", [50, 61, 64, 7, 16])
+@pytest.mark.parametrize("cols", [50, 61, 64, 7, 16, 300])
 def test_fused_row_passes_give_the_bits_of_the_three_instructions(kind, cols):
     """SUB of a ROW, then EXP or a square, then RSUM, run as one kernel where the machine allows (the EXP's
     values written straight into the output, where the MUL by the row rescales them); the same program with a
@@ -249,7 +249,7 @@ def _layer_norm_program(rows, cols, mov, direct):
 
 
 @pytest.mark.parametrize("direct", [True, False])
-@pytest.mark.parametrize("cols", [50, 64, 7])
+@pytest.mark.parametrize("cols", [50, 64, 7, 300])
 def test_fused_layer_norm_gives_the_bits_of_its_instructions(cols, direct):
     """The variance (SUB, square, RSUM) and the affine end (MUL by 1/std, scale, shift) run as one kernel
     each where the machine allows; the same program with a MOV that keeps the affine end from that kernel

@@ -224,6 +224,37 @@ def test_random_programs_match_the_numpy_vm(exact):
 
 
 @needs_gpu
+@pytest.mark.parametrize("dt", [isa.DType.F32, isa.DType.I32, isa.DType.I64])
+@pytest.mark.parametrize("op", isa.REDUCE_OPS)
+def test_reductions_over_long_rows_give_the_cpu_vms_bits(op, dt):
+    """Rows of one chunk and of many (isa.REDUCE_CHUNK): the GPU spreads a long row's chunks over its threads
+    and must still combine them in the ISA's order."""
+    import cupy
+
+    from tests.dvm_runtime.test_cvm import IN, OUT, Asm
+    rng = np.random.default_rng(4)
+    for cols in (1, 9, 128, 129, 300, 1000, 8192):
+        rows = 5
+        if dt == isa.DType.F32:
+            x = (rng.standard_normal(rows * cols) * 10.0 ** (np.arange(rows * cols) % 7)).astype(np.float32)
+            if op == isa.Opcode.RPROD:
+                x = (1 + rng.standard_normal(rows * cols).astype(np.float32) / 64)
+            if op in (isa.Opcode.RMAX, isa.Opcode.RMIN) and cols > 8:
+                x[3], x[cols + 200 if cols > 200 else -1] = np.nan, -0.0
+        else:
+            x = rng.integers(-1000, 1000, rows * cols).astype(isa.NUMPY_DTYPE[dt])
+        tr, tc = gb.gpu_tiling(rows, cols, 2, True)
+        a = Asm([1, 1, rows, cols], (tr, tc), [(dt, IN, x.size), (dt, OUT, rows)])
+        a.ins(isa.Opcode.LOAD, dt, 0, 0, 0).ins(op, dt, isa.F_ROW, 1, 0)
+        code = a.ins(isa.Opcode.STORE_ROW, dt, 0, 1, 1, 0, 0, 0, 0, 1).code(n_regs=2)
+        want = [x, np.zeros(rows, x.dtype)]
+        _cpu_run(code, want)
+        got = cupy.zeros(rows, x.dtype)
+        gvm.get_vm().run(code, [cupy.asarray(x), got])
+        np.testing.assert_array_equal(got.get(), want[1], err_msg=f"{cols} columns")
+
+
+@needs_gpu
 def test_a_register_reused_at_another_element_size_is_not_raced():
     """Regression: cast.i64 r1 then const.bool r1 (8-byte then 4-byte elements in one register) needs a barrier
     between the two writers; without it some booleans came back False on an H100."""

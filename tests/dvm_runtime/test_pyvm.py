@@ -92,21 +92,33 @@ def _prog(D, tile, bufs, instrs, n_regs=4):
 IN, OUT = isa.Role.INPUT, isa.Role.OUTPUT
 
 
-def test_reduction_order_and_row_broadcast():
-    x = np.random.default_rng(0).standard_normal((3, 21)).astype(np.float32)
-    code = _prog([1, 1, 3, 21], (3, 21), [(DType.F32, IN, 63), (DType.F32, OUT, 63), (DType.F32, OUT, 3)], [
+@pytest.mark.parametrize("cols", [21, 300])
+def test_reduction_order_and_row_broadcast(cols):
+    """isa.py's order: chunks of REDUCE_CHUNK elements, 8 lanes each, the chunks' lanes combined in order,
+    then the lane tree (300 columns: three chunks, the last one short)."""
+    scale = 10.0 ** (np.arange(cols) % 7)   # magnitudes 1..1e6: the order of the adds shows in the bits
+    x = (np.random.default_rng(0).standard_normal((3, cols)) * scale).astype(np.float32)
+    n = 3 * cols
+    code = _prog([1, 1, 3, cols], (3, cols), [(DType.F32, IN, n), (DType.F32, OUT, n), (DType.F32, OUT, 3)], [
         ((O.LOAD, DType.F32, 0, 0, 0), [0]), ((O.RSUM, DType.F32, isa.F_ROW, 1, 0), []),
         ((O.SUB, DType.F32, isa.F_B_ROW, 2, 0, 1), []), ((O.STORE, DType.F32, 0, 1, 2), [0]),
         ((O.STORE_ROW, DType.F32, 0, 2, 1), [0, 0, 0, 1, 0]), ((O.END,), [])])
-    out, rows = np.empty(63, np.float32), np.empty(3, np.float32)
+    out, rows = np.empty(n, np.float32), np.empty(3, np.float32)
     pyvm.run(code, [x.reshape(-1), out, rows])
-    lanes = np.zeros((3, 8), np.float32)
-    for j in range(21):
-        lanes[:, j % 8] += x[:, j]
+    lanes = np.full((3, 8), -0.0, np.float32)
+    for c0 in range(0, cols, 128):
+        part = np.full((3, 8), -0.0, np.float32)
+        for j in range(c0, min(cols, c0 + 128)):
+            part[:, j % 8] += x[:, j]
+        lanes += part
     L = [lanes[:, i] for i in range(8)]
     want = ((L[0] + L[4]) + (L[2] + L[6])) + ((L[1] + L[5]) + (L[3] + L[7]))
     np.testing.assert_array_equal(rows, want)
-    np.testing.assert_array_equal(out.reshape(3, 21), x - want[:, None])
+    np.testing.assert_array_equal(out.reshape(3, cols), x - want[:, None])
+    flat = np.zeros(3, np.float32)   # a sequential sum differs: the test can tell the orders apart
+    for j in range(cols):
+        flat += x[:, j]
+    assert cols < 128 or not np.array_equal(rows, flat)
 
 
 def test_integer_semantics_and_f16_store():
