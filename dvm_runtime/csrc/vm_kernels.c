@@ -403,19 +403,23 @@ static inline AVX512 __m256 add_lanes(__m256 acc, __m512 y) {   /* elements j an
     acc = _mm256_add_ps(acc, _mm512_castps512_ps256(y));
     return _mm256_add_ps(acc, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(y), 1)));
 }
-/* Elements j .. end - 1 of a row (in one of rsum_f32's chunks): their values to e, their sums into ACC's lanes */
-#define ROW_CHUNK(ACC, KEPT, SUMMED)                                                            \
-    for (; j + 16 <= end; j += 16) {                                                            \
-        __m512 v = _mm512_sub_ps(_mm512_loadu_ps(x + j), b), y = KEPT;                          \
-        __builtin_prefetch(x + nr * nc + j, 0, 2);   /* the next tile's row i: see above */     \
-        _mm512_storeu_ps(e + j, y);                                                             \
+/* One step of a row pass: elements J .. J + 15 of the row, their values to e, their sums into ACC's lanes */
+#define ROW_STEP(ACC, J, KEPT, SUMMED)                                                          \
+    {                                                                                           \
+        __m512 v = _mm512_sub_ps(_mm512_loadu_ps(x + (J)), b), y = KEPT;                        \
+        __builtin_prefetch(x + nr * nc + (J), 0, 2);   /* the next tile's row i: see above */   \
+        _mm512_storeu_ps(e + (J), y);                                                           \
         ACC = add_lanes(ACC, SUMMED);                                                           \
-    }                                                                                           \
+    }
+/* Elements j .. end - 1 of a row (in one of rsum_f32's chunks) */
+#define ROW_CHUNK(ACC, KEPT, SUMMED)                                                            \
+    for (; j + 16 <= end; j += 16) ROW_STEP(ACC, j, KEPT, SUMMED)                               \
     if (j < end) {   /* the tail, -0.0 (which adds nothing) past its end */                     \
         __mmask16 m = (__mmask16)((1u << (end - j)) - 1);                                       \
         __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + j), b), y = KEPT;                 \
         _mm512_mask_storeu_ps(e + j, m, y);                                                     \
         ACC = add_lanes(ACC, _mm512_mask_mov_ps(_mm512_set1_ps(-0.0f), m, SUMMED));             \
+        j = end;                                                                                \
     }
 /* rsum_f32_tree's pairs on the 8 lanes as vectors (a scalar tree per row dominated rows of 16) */
 static inline AVX512 float tree_sum8(__m256 acc) {
@@ -442,12 +446,21 @@ static inline AVX512 float tree_sum8(__m256 acc) {
             f32 *e = d + i * nc;                                                                \
             const __m512 b = _mm512_set1_ps(row[i]);                                            \
             __m256 acc = _mm256_set1_ps(-0.0f);                                                 \
-            for (int64_t j = 0, end; j < nc;) {   /* chunk by chunk, combined in order */       \
+            int64_t j = 0, end;                                                                 \
+            /* two full chunks at a time: independent chains (one alone waits on each add) */   \
+            for (; j + 2 * DVM_REDUCE_CHUNK <= nc; j += 2 * DVM_REDUCE_CHUNK) {                 \
+                __m256 p0 = _mm256_set1_ps(-0.0f), p1 = p0;                                     \
+                for (int64_t s = j; s < j + DVM_REDUCE_CHUNK; s += 16) {                        \
+                    ROW_STEP(p0, s, KEPT, SUMMED)                                               \
+                    ROW_STEP(p1, s + DVM_REDUCE_CHUNK, KEPT, SUMMED)                            \
+                }                                                                               \
+                acc = _mm256_add_ps(_mm256_add_ps(acc, p0), p1);   /* in chunk order */          \
+            }                                                                                   \
+            while (j < nc) {   /* the rest chunk by chunk */                                    \
                 __m256 part = _mm256_set1_ps(-0.0f);                                            \
                 end = CHUNK_END(j, nc);                                                         \
                 ROW_CHUNK(part, KEPT, SUMMED)                                                   \
                 acc = _mm256_add_ps(acc, part);                                                 \
-                j = end;                                                                        \
             }                                                                                   \
             sums[i] = tree_sum8(acc);                                                           \
         }                                                                                       \

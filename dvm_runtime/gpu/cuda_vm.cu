@@ -124,7 +124,12 @@ __device__ void exec_mem(const Ctx &c, const Ins &in) {
 
 /* By value: a copy in registers, which stores to shared memory cannot alias (through references every loop
  * would re-read the context and the instruction after each store). */
-__device__ void exec(const Ctx c, const Ins in) {
+#ifdef DVM_INLINE_EXEC   /* inlined into the tile loop: no call, no copy of the arguments per instruction */
+#define EXEC_ATTR __forceinline__
+#else
+#define EXEC_ATTR
+#endif
+__device__ EXEC_ATTR void exec(const Ctx c, const Ins in) {
     switch (in.form) {
     case DVM_FORM_LOAD: case DVM_FORM_STORE: case DVM_FORM_VIEW: exec_mem(c, in); break;
     case DVM_FORM_CONST: BY_DTYPE(in.dt, exec_const, c, in) break;
