@@ -277,6 +277,16 @@ typedef i32 vi8 __attribute__((vector_size(32)));
 /* The end of the reduction chunk that starts at c0 (isa.py: each chunk's lanes start at the identity and
  * are combined into the row's lanes in chunk order). */
 #define CHUNK_END(c0, nc) ((nc) - (c0) < DVM_REDUCE_CHUNK ? (nc) : (c0) + DVM_REDUCE_CHUNK)
+/* v[r] (r < g) = the lanes of row r: each chunk's lanes from id (CHUNK(p, x, nc, c0, end, g) adds a chunk
+ * to p), combined in chunk order by COMBINE (of v[r] and p[r]); the first chunk goes into v directly */
+#define FOLD_CHUNKS(CHUNK, COMBINE)                                                             \
+    for (int r = 0; r < g; r++) v[r] = id;                                                      \
+    CHUNK(v, x, nc, 0, CHUNK_END(0, nc), g);   /* OP(id, p) is p */                              \
+    for (int64_t c0 = DVM_REDUCE_CHUNK; c0 < nc; c0 += DVM_REDUCE_CHUNK) {                      \
+        for (int r = 0; r < g; r++) p[r] = id;                                                  \
+        CHUNK(p, x, nc, c0, CHUNK_END(c0, nc), g);                                              \
+        for (int r = 0; r < g; r++) v[r] = COMBINE;                                             \
+    }
 #define RED_F32(name, ID, OP, VOP)                                                              \
     /* p[r] op= row r's elements c0 .. end - 1 (one chunk), the tail's element j + k into lane k */     \
     static inline __attribute__((always_inline)) void name##_chunk(vf8 *p, const f32 *x, int64_t nc,   \
@@ -296,13 +306,7 @@ typedef i32 vi8 __attribute__((vector_size(32)));
                                                                    const int g) {               \
         const vf8 id = {ID, ID, ID, ID, ID, ID, ID, ID};                                        \
         vf8 v[4], p[4];                                                                         \
-        for (int r = 0; r < g; r++) v[r] = id;                                                  \
-        name##_chunk(v, x, nc, 0, CHUNK_END(0, nc), g);   /* the first chunk: OP(id, p) is p */  \
-        for (int64_t c0 = DVM_REDUCE_CHUNK; c0 < nc; c0 += DVM_REDUCE_CHUNK) {                  \
-            for (int r = 0; r < g; r++) p[r] = id;                                              \
-            name##_chunk(p, x, nc, c0, CHUNK_END(c0, nc), g);                                   \
-            for (int r = 0; r < g; r++) v[r] = VOP(v[r], p[r]);                                 \
-        }                                                                                       \
+        FOLD_CHUNKS(name##_chunk, VOP(v[r], p[r]))                                              \
         for (int r = 0; r < g; r++) {                                                           \
             f32 l[8];                                                                           \
             memcpy(l, &v[r], sizeof l);                                                         \
@@ -354,13 +358,7 @@ RED_F32(rmax_f32_any, -INFINITY, F_MAX, V_MAX) RED_F32(rmin_f32_any, INFINITY, F
                                                                         const int g) {          \
         const __m256 id = _mm256_set1_ps(ID);                                                   \
         __m256 v[4], p[4];                                                                      \
-        for (int r = 0; r < g; r++) v[r] = id;                                                  \
-        name##_chunk(v, x, nc, 0, CHUNK_END(0, nc), g);   /* the first chunk: OP(id, p) is p */  \
-        for (int64_t c0 = DVM_REDUCE_CHUNK; c0 < nc; c0 += DVM_REDUCE_CHUNK) {                  \
-            for (int r = 0; r < g; r++) p[r] = id;                                              \
-            name##_chunk(p, x, nc, c0, CHUNK_END(c0, nc), g);                                   \
-            for (int r = 0; r < g; r++) v[r] = MINMAX_STEP(INTR, v[r], p[r]);                   \
-        }                                                                                       \
+        FOLD_CHUNKS(name##_chunk, MINMAX_STEP(INTR, v[r], p[r]))                                \
         /* the fixed tree OP(OP(OP(l0, l4), OP(l2, l6)), OP(OP(l1, l5), OP(l3, l7))) on vectors: a scalar \
          * tree per row was most of softmax's time on rows of 16 */                             \
         for (int r = 0; r < g; r++) {                                                           \
