@@ -124,12 +124,7 @@ __device__ void exec_mem(const Ctx &c, const Ins &in) {
 
 /* By value: a copy in registers, which stores to shared memory cannot alias (through references every loop
  * would re-read the context and the instruction after each store). */
-#ifdef DVM_INLINE_EXEC   /* inlined into the tile loop: no call, no copy of the arguments per instruction */
-#define EXEC_ATTR __forceinline__
-#else
-#define EXEC_ATTR
-#endif
-__device__ EXEC_ATTR void exec(const Ctx c, const Ins in) {
+__device__ void exec(const Ctx c, const Ins in) {
     switch (in.form) {
     case DVM_FORM_LOAD: case DVM_FORM_STORE: case DVM_FORM_VIEW: exec_mem(c, in); break;
     case DVM_FORM_CONST: BY_DTYPE(in.dt, exec_const, c, in) break;
@@ -239,10 +234,7 @@ __device__ void decode(const unsigned long long *w, int nb, int n_instr, Ins *in
 
 __device__ __forceinline__ size_t align16(size_t x) { return (x + 15) & ~(size_t)15; }
 
-#ifndef DVM_MIN_BLOCKS
-#define DVM_MIN_BLOCKS 2   /* resident blocks per SM the register budget is set for (backend.py's TILE_BYTES) */
-#endif
-extern "C" __global__ void __launch_bounds__(NT, DVM_MIN_BLOCKS)
+extern "C" __global__ void __launch_bounds__(NT)
 dvm_vm(const unsigned long long *__restrict__ code, int n_words, int reg_bytes,
        const unsigned long long *__restrict__ table, unsigned long long p0, unsigned long long p1,
        unsigned long long p2, unsigned long long p3, unsigned long long p4, unsigned long long p5,
