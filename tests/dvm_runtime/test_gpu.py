@@ -235,10 +235,10 @@ def test_reductions_over_long_rows_give_the_cpu_vms_bits(op, dt):
     rng = np.random.default_rng(4)
     for cols in (1, 9, 128, 129, 300, 1000, 8192):
         rows = 5
-        if dt == isa.DType.F32:
+        if dt == isa.DType.F32 and op == isa.Opcode.RPROD:   # near 1: products neither overflow nor vanish
+            x = 1 + rng.standard_normal(rows * cols).astype(np.float32) / 64
+        elif dt == isa.DType.F32:
             x = (rng.standard_normal(rows * cols) * 10.0 ** (np.arange(rows * cols) % 7)).astype(np.float32)
-            if op == isa.Opcode.RPROD:
-                x = (1 + rng.standard_normal(rows * cols).astype(np.float32) / 64)
             if op in (isa.Opcode.RMAX, isa.Opcode.RMIN) and cols > 8:
                 x[3], x[cols + 200 if cols > 200 else -1] = np.nan, -0.0
         else:
