@@ -255,6 +255,36 @@ def test_reductions_over_long_rows_give_the_cpu_vms_bits(op, dt):
 
 
 @needs_gpu
+@pytest.mark.parametrize("dt", list(isa.DType))
+def test_scalar_views_over_many_tiles_give_the_cpu_vms_bits(dt):
+    """x + s over more tiles than the grid has blocks (each block runs several, the last tile is partial), s
+    one element of an input read through a view with zero strides (a 0-d input, as Adam's hyper-parameters):
+    the CPU VM's bits for every dtype."""
+    import cupy
+
+    from tests.dvm_runtime.test_cvm import Asm
+    O, R = isa.Opcode, isa.Role
+    n, cdt = 2048 * 1500 + 7, isa.COMPUTE[dt]
+    a = Asm([1, 1, 1, n], (1, 2048), [(dt, R.OUTPUT, n), (dt, R.INPUT, n), (dt, R.INPUT, 5)])
+    a.ins(O.LOAD, dt, 0, 0, 1, 0, 0).ins(O.LOAD_VIEW, dt, 0, 1, 2, 0, 3, 0, 0, 0, 0)
+    if dt == isa.DType.BOOL:
+        a.ins(O.STORE, dt, 0, 0, 1, 0, 0)   # the scalar broadcast
+    else:
+        a.ins(O.ADD, cdt, 0, 2, 0, 1).ins(O.STORE, dt, 0, 0, 2, 0, 0)
+    code = a.code(n_regs=3)
+    rng = np.random.default_rng(int(dt))
+    x = (rng.standard_normal(n) * 100).astype(pyvm.NP[dt])
+    s = (rng.standard_normal(5) * 100).astype(pyvm.NP[dt])
+    s[3] = s[3] or 1
+    want = np.zeros(n, pyvm.NP[dt])
+    _cpu_run(code, [want, x, s])
+    got = cupy.zeros(n, want.dtype)
+    gvm.get_vm().run(code, [got, cupy.asarray(x), cupy.asarray(s)])
+    np.testing.assert_array_equal(got.get(), want)
+    assert gvm.get_vm().prepare(code).grid < n // 2048   # blocks run several tiles
+
+
+@needs_gpu
 def test_a_register_reused_at_another_element_size_is_not_raced():
     """Regression: cast.i64 r1 then const.bool r1 (8-byte then 4-byte elements in one register) needs a barrier
     between the two writers; without it some booleans came back False on an H100."""
