@@ -7,7 +7,7 @@ import re
 
 import islpy as isl
 
-from . import regtile
+from . import contract, regtile
 from .lower import EXPENSIVE
 from .scheduler import Result
 from .stmt import _ASSIGN, Scop, ScopError, accesses
@@ -316,8 +316,10 @@ class _Printer:
     with a range of its iterations; the helper takes the arrays as restrict parameters (each thread works
     on disjoint iterations), so its loops vectorise as the kernel function's do."""
 
-    def __init__(self, res: Result, scop: Scop, binding: dict, fn: str):
+    def __init__(self, res: Result, scop: Scop, binding: dict, fn: str, rows: dict, ast: isl.AstNode):
         self.res, self.scop, self.binding, self.fn = res, scop, binding, fn
+        self.rows = rows  # contracted scratch arrays (contract.private_rows)
+        self.everywhere = contract.user_calls(ast) if rows else None
         self.lines: list[str] = []
         self.helpers: list[str] = []  # C text of the parallel loops' helpers, emitted before `fn`
         self.loops = 0  # enclosing non-degenerate loops
@@ -515,7 +517,13 @@ class _Printer:
         return dim >= 0 and self.res.loop_parallel(dim, calls) and \
             self.res.work_per_entry(dim, calls) * cost >= self.res.config.min_parallel_work
 
-    def _parallel(self, node, depth: int, simd: bool) -> None:
+    def _row_buffers(self, node, dim: int) -> list[str]:
+        """Declarations of the row buffers this loop owns (contract.py), for the top of its body."""
+        if not self.rows:
+            return []
+        return contract.declarations(self.scop, self.binding, self.rows, node, dim, self.everywhere)
+
+    def _parallel(self, node, depth: int, simd: bool, rows: list[str]) -> None:
         """The loop as helper `fn_par<k>(arrays..., outer iterators..., lo, hi)` over its iterations
         [lo, hi), and here a `msgx_parallel` call over all of them."""
         name = f"{self.fn}_par{len(self.helpers)}"
@@ -526,6 +534,7 @@ class _Printer:
         outer, saved = self.bound[:], self.lines
         self.lines = [f"  for (long {it} = ({init}) + msgx_lo * ({inc}); "
                       f"{it} <= min({last}, ({init}) + (msgx_hi - 1) * ({inc})); {it} += {inc}) {{"]
+        self.lines += [f"    {d}" for d in rows]
         if simd:
             self.lines.insert(0, "  #pragma omp simd")
         self.bound.append(it)
@@ -557,32 +566,35 @@ class _Printer:
         it = node.for_get_iterator().get_id().get_name()
         init = node.for_get_init().to_C_str()
         body = node.for_get_body()
+        dim = int(it[1:]) if it[1:].isdigit() else -1
+        rows = self._row_buffers(node, dim)
         if node.for_is_degenerate():
             self.lines.append(f"{pad}{{ const long {it} = {init};")
+            self.lines += [f"{pad}  {d}" for d in rows]
             self.bound.append(it)
             self.emit(body, depth + 1, in_par)
             self.bound.pop()
             self.lines.append(f"{pad}}}")
             return
         threads = self._wants_threads(node, in_par)
-        if not threads and not _has_loop(body) and (self._scalar_reduction(node, it, init, pad)
-                                                     or self._fused_reductions(node, it, init, pad)):
+        special = not threads and not rows  # the loop shapes below have no place for row buffers
+        if special and not _has_loop(body) and (self._scalar_reduction(node, it, init, pad)
+                                                or self._fused_reductions(node, it, init, pad)):
             return
-        nest = None if threads or not self.res.config.register_tile else \
-            regtile.match(node, self.stmts, self.dtype)
+        nest = regtile.match(node, self.stmts, self.dtype) if special and self.res.config.register_tile else None
         if nest is not None:
             self.lines += regtile.emit(nest, self.dtype, *self.res.config.register_tile, pad)
             return
-        dim = int(it[1:]) if it[1:].isdigit() else -1
-        simd = self.res.config.vectorize and not _has_loop(body) and dim >= 0 and \
+        simd = self.res.config.vectorize and not _has_loop(body) and not rows and dim >= 0 and \
             self.res.loop_parallel(dim, frozenset(_calls(body)))
         if threads:
-            self._parallel(node, depth, simd)
+            self._parallel(node, depth, simd, rows)
             return
         if simd:
             self.lines.append(f"{pad}#pragma omp simd")
         cond, inc = node.for_get_cond().to_C_str(), node.for_get_inc().to_C_str()
         self.lines.append(f"{pad}for (long {it} = {init}; {cond}; {it} += {inc}) {{")
+        self.lines += [f"{pad}  {d}" for d in rows]
         self.loops += 1
         self.bound.append(it)
         self.emit(body, depth + 1, in_par)
@@ -632,14 +644,17 @@ def function(scop: Scop, binding: dict, res: Result, fn: str) -> str:
             raise ScopError(f"scop {scop.name!r}: {name!r} is not a C identifier")
     args = [f"{scop.dtype} *restrict {a.name}_" for a in scop.arrays]
     args += [f"{scop.dtype} {s}" for s in scop.scalars]
+    ast = _ast(scop, binding, res)
+    rows = contract.private_rows(scop, binding, res.schedule, ast) if res.config.contract else {}
+    scop = contract.rewrite(scop, rows)
     out = []
     for st in scop.statements:
         body = st.body.rstrip().rstrip(";")
         for it in st.iters:
             body = re.sub(rf"\b{re.escape(it)}\b", f"({it})", body)
         out.append(f"#define {st.name}({', '.join(st.iters)}) {body}")
-    pr = _Printer(res, scop, binding, fn)
-    pr.emit(_ast(scop, binding, res), 1, False)
+    pr = _Printer(res, scop, binding, fn, rows, ast)
+    pr.emit(ast, 1, False)
     out += pr.helpers
     out.append(f"void {fn}({', '.join(args) or 'void'}) {{")
     out += _prologue(scop, binding)

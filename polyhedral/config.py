@@ -43,6 +43,8 @@ class Config:
     # ~0.3 ms (the time steps of stencils, atax/bicg/mvt) ran up to 2x slower on 2 threads than on 1.
     min_parallel_work: int = 1 << 19
     vectorize: bool = True  # `omp simd` on innermost loops that carry no dependence
+    # scratch arrays whose rows belong to one loop's iterations kept as one row per thread (contract.py)
+    contract: bool = True
     # (rows, columns) of the register blocks of reduction nests (regtile.py); () leaves them as scheduled
     register_tile: tuple[int, ...] = ()
     # a statement whose innermost loop carries a dependence (not a reduction) is a latency-bound chain: take
@@ -91,7 +93,7 @@ class Config:
 
 
 PRESETS: dict[str, Config] = {c.name: c for c in (
-    Config("original", algorithm="original", parallel=False, vectorize=False),
+    Config("original", algorithm="original", parallel=False, vectorize=False, contract=False),
     Config("isl", algorithm="isl"),
     Config("feautrier", objectives=(("feautrier", "sum"),), fusion="max"),
     Config("pluto-like", objectives=(("proximity", "sum"),), fusion="smart", tile_sizes=(32,)),

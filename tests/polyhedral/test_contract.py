@@ -1,0 +1,75 @@
+"""Array contraction (polyhedral/contract.py): a scratch array whose rows belong to one loop's iterations is
+kept as one row per thread; one read across rows keeps the whole array. Results are numpy's either way."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from polyhedral import build, codegen, contract, scheduler
+from polyhedral.backend import CLUSTER_CONFIG
+from polyhedral.stmt import Array, Scop, Statement
+
+N = 24
+CFG = replace(CLUSTER_CONFIG, min_parallel_work=0)  # threads on the row loop even at this size
+
+
+def _scop(read: str) -> Scop:
+    """T[i][j] = 2 X[i][j] + 1, then Y[i][j] = T[i][j] + `read` (a second element of T)."""
+    arrays = (Array("X", (N, N), "in"), Array("T", (N, N), "temp"), Array("Y", (N, N), "out"))
+    return Scop("c", (), arrays, (
+        Statement("S0", ("i", "j"), f"0 <= i < {N} and 0 <= j < {N}", "T[i][j] = X[i][j] * 2.0f + 1.0f",
+                  (0, "i", 0, "j", 0)),
+        Statement("S1", ("i", "j"), f"0 <= i < {N} and 0 <= j < {N}", f"Y[i][j] = T[i][j] + {read}",
+                  (1, "i", 0, "j", 0))), dtype="float")
+
+
+READS = {  # second read of T -> (is T contracted, numpy of Y from T)
+    "T[i][23 - j]": (True, lambda t: t + t[:, ::-1]),  # same row, reversed
+    "T[j][i]": (False, lambda t: t + t.T),  # a column: rows of other iterations
+}
+
+
+def _compile(scop, cache_dir, monkeypatch):
+    monkeypatch.setenv("MSGX_CACHE_DIR", str(cache_dir))
+    res = scheduler.schedule(scop, {}, CFG)
+    text = codegen.function(scop, {}, res, "k")
+    (k,) = build.compile_scops([(scop, {}, res, "k")])
+    return res, text, k
+
+
+@pytest.mark.parametrize("read", sorted(READS))
+@pytest.mark.parametrize("threads", [1, 2])
+def test_row_private_scratch_is_contracted_and_matches_numpy(read, threads, tmp_path, monkeypatch):
+    contracted, want = READS[read]
+    scop = _scop(read)
+    res, text, k = _compile(scop, tmp_path, monkeypatch)
+    rows = contract.private_rows(scop, {}, res.schedule, codegen._ast(scop, {}, res))
+    assert ("T" in rows) == contracted, (rows, text)
+    assert ("float T[1][24]" in text) == contracted, text
+    x = np.random.default_rng(3).standard_normal((N, N)).astype(np.float32)
+    t = np.full((N, N), np.nan, np.float32)  # a contracted T is never touched
+    arrays = {"X": x, "T": t, "Y": np.zeros((N, N), np.float32)}
+    k.set_threads(threads)
+    k(arrays)
+    np.testing.assert_allclose(arrays["Y"], want(x * 2 + 1), rtol=1e-6)
+    assert np.isnan(t).all() == contracted
+
+
+def test_outputs_and_shifted_rows_are_not_contracted(tmp_path, monkeypatch):
+    """A row read one iteration later (T[i - 1]) crosses iterations; an `out` array is the caller's."""
+    shifted = _scop("T[i][j]")
+    shifted = replace(shifted, statements=(shifted.statements[0], replace(
+        shifted.statements[1], domain=f"1 <= i < {N} and 0 <= j < {N}", body="Y[i][j] = T[i - 1][j]")))
+    res = scheduler.schedule(shifted, {}, CFG)
+    assert contract.private_rows(shifted, {}, res.schedule, codegen._ast(shifted, {}, res)) == {}
+    as_output = replace(shifted, arrays=(shifted.arrays[0], replace(shifted.arrays[1], role="out"),
+                                         shifted.arrays[2]))
+    same_row = replace(as_output, statements=_scop("T[i][j]").statements)
+    res = scheduler.schedule(same_row, {}, CFG)
+    assert contract.private_rows(same_row, {}, res.schedule, codegen._ast(same_row, {}, res)) == {}
+
+
+def test_config_switch_turns_contraction_off(tmp_path, monkeypatch):
+    scop = _scop("T[i][23 - j]")
+    res = scheduler.schedule(scop, {}, replace(CFG, contract=False))
+    assert "float T[1]" not in codegen.function(scop, {}, res, "k")
