@@ -140,7 +140,11 @@ static inline AVX512 __m512 exp16(__m512 x) {
     static const float c[] = {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f,
                               5.0000001201e-1f, 1.0f, 1.0f};
     for (int k = 0; k < 7; k++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c[k]));
-    return _mm512_scalef_ps(p, n);
+    /* x <= VM_EXP_LO (softmax's masked -inf and -1e9 among them) gives 0 by the mask, not by scalef: a scalef
+     * that underflows takes a microcode assist on Intel cores, and a causal softmax (half its elements
+     * masked) ran 6x slower (512x1024: 1.3 ms, 0.22 unmasked). NaN compares unordered: it stays computed. */
+    __mmask16 live = _mm512_cmp_ps_mask(x, _mm512_set1_ps(VM_EXP_LO), _CMP_NLE_UQ);
+    return _mm512_maskz_scalef_ps(live, p, n);
 }
 static AVX512 void exp_f32_avx512(void *dv, const void *av, int64_t n) {
     f32 *d = dv; const f32 *a = av;
