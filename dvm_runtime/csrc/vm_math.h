@@ -121,7 +121,10 @@ static inline float vm_exp_fma(float x) {
      * add n + 64 and scale by 2^-64 (one rounding, as scalef) */
     uint32_t ni = vm_f2u(t) - vm_f2u(VM_EXP_SHIFTER);
     int tiny = n < -125.0f;
-    float y = vm_u2f(vm_f2u(p) + ((ni + (tiny ? 64u : 0u)) << 23));
+    /* x <= VM_EXP_LO, where exp rounds to 0: 0 on the bits, so the scaling below does not underflow (an
+     * underflowing multiply takes a microcode assist on Intel cores: masked softmax elements cost 10x) */
+    uint32_t keep = xc > VM_EXP_LO ? ~0u : 0u;
+    float y = vm_u2f((vm_f2u(p) + ((ni + (tiny ? 64u : 0u)) << 23)) & keep);
     y = tiny ? y * 5.42101086e-20f : y;
     y = xc >= 88.7228394f ? __builtin_inff() : y;   /* the first float whose exp overflows */
     return xc != xc ? xc : y;   /* a NaN's payload bits would have shifted into the exponent above */
