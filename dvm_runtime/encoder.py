@@ -193,6 +193,18 @@ def _with_direct(direct):
     return kernel
 
 
+def _reciprocal_product(c) -> tuple:
+    """(opcode, immediate) for x / c: x * (1 / c) where 1 / c is a normal float32 (a vector division costs as
+    much as a GELU's other steps together: bias+GELU's x / sqrt(2)), else the division. The product is within
+    an ulp of the quotient, as the VM's exp and erf are of libm's."""
+    c = np.float32(c)
+    with np.errstate(all="ignore"):
+        r = np.float32(1) / c
+    if np.isfinite(c) and np.isfinite(r) and abs(r) >= np.finfo(np.float32).tiny:
+        return O.MUL, float(r)
+    return O.DIV, float(c)
+
+
 _NO_CODE = np.zeros(0, np.uint64)  # a Program's code until it is encoded
 
 
@@ -823,10 +835,13 @@ class _Encoder:
                 cdt = isa.COMPUTE[_dt(x.dtype)]
                 if code == O.POW and imm.dtype.kind != "f":
                     imm = _V("imm", (), np.dtype(np.float32), imm=float(imm.imm))
+                value = imm.imm
+                if code == O.DIV and not rev and cdt == DType.F32:
+                    code, value = _reciprocal_product(value)
                 r, is_row = self._operand(x, cls)
                 d = self._reg()
                 fl = row | (isa.F_A_ROW if is_row else 0)
-                self._ins(isa.word0(code + isa.IMM_DELTA, cdt, fl, d, r, rev), isa.imm_bits(imm.imm, cdt))
+                self._ins(isa.word0(code + isa.IMM_DELTA, cdt, fl, d, r, rev), isa.imm_bits(value, cdt))
             else:
                 if a.dtype != b.dtype:
                     raise UnsupportedError(f"{op} of {a.dtype} and {b.dtype}")

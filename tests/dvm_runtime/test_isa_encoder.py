@@ -125,6 +125,25 @@ def test_golden_disasm_and_result(make, shape, golden):
     np.testing.assert_allclose(prog.run([x], pyvm.run)[0], ref[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("c, becomes_mul", [(1.4142135, True), (-3.0, True), (0.0, False), (np.inf, False),
+                                             (1e-40, False), (3e38, False), (np.nan, False)])
+def test_division_by_a_constant_is_a_product_when_the_reciprocal_is_normal(c, becomes_mul):
+    """x / c is encoded as x * (1 / c) (within an ulp of the quotient) unless 1 / c is not a normal float
+    (c zero, infinite, NaN, subnormal, or so large that 1 / c is subnormal): those stay divisions."""
+    x, k, y = _v((B, 8), name="x"), _v(()), _v((B, 8))
+    body = Graph((x,), (y,), (_n("Div", (x, k), y),), {k: np.float32(c)}, "div")
+    text = disasm(encoder.encode(body, [(3, 8)], [F32]))
+    assert ("mul_imm" in text, "div_imm" in text) == (becomes_mul, not becomes_mul), text
+    xs = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32) * 100
+    with np.errstate(all="ignore"):
+        want = xs / np.float32(c)
+        got = encoder.encode(body, [(3, 8)], [F32]).run([xs], pyvm.run)[0]
+    ulp = np.spacing(np.abs(want).astype(np.float32))
+    finite = np.isfinite(want)
+    assert np.all(np.abs(got[finite] - want[finite]) <= ulp[finite]), (got, want)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+
+
 def test_identity_of_a_computed_value_is_that_value():
     """Identity(exp(x)) feeding a Mul reads exp's register (no copy, no decline)."""
     x, e, i, y = _v((B, 8)), _v((B, 8)), _v((B, 8)), _v((B, 8))
