@@ -581,7 +581,8 @@ class _Printer:
         if special and not _has_loop(body) and (self._scalar_reduction(node, it, init, pad)
                                                 or self._fused_reductions(node, it, init, pad)):
             return
-        nest = regtile.match(node, self.stmts, self.dtype) if special and self.res.config.register_tile else None
+        nest = regtile.match(node, self.stmts, self.dtype) \
+            if special and self.res.config.register_tile else None
         if nest is not None:
             self.lines += regtile.emit(nest, self.dtype, *self.res.config.register_tile, pad)
             return

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
+from dataclasses import replace
 
 import islpy as isl
 
@@ -28,7 +29,8 @@ def private_rows(scop: Scop, binding: dict, schedule: isl.UnionMap, ast: isl.Ast
     by_stmt: dict[str, isl.Map] = {}
     schedule.foreach_map(lambda m: by_stmt.__setitem__(m.get_tuple_name(isl.dim_type.in_), m))
     accesses: dict[str, list[isl.Map]] = {}
-    writes.union(reads).foreach_map(lambda m: accesses.setdefault(m.get_tuple_name(isl.dim_type.out), []).append(m))
+    writes.union(reads).foreach_map(
+        lambda m: accesses.setdefault(m.get_tuple_name(isl.dim_type.out), []).append(m))
     everywhere = user_calls(ast)
     out = {}
     for a in scop.arrays:
@@ -37,7 +39,8 @@ def private_rows(scop: Scop, binding: dict, schedule: isl.UnionMap, ast: isl.Ast
                 math.prod(shape[1:]) * _ITEMSIZE.get(scop.dtype, 8) > MAX_ROW_BYTES:
             continue
         # element -> schedule point, per accessing statement
-        placed = [m.reverse().apply_range(by_stmt[m.get_tuple_name(isl.dim_type.in_)]) for m in accesses[a.name]]
+        placed = [m.reverse().apply_range(by_stmt[m.get_tuple_name(isl.dim_type.in_)])
+                  for m in accesses[a.name]]
         dim = _owning_dim(scop, a.name, len(shape), placed)
         users = {m.get_tuple_name(isl.dim_type.in_) for m in accesses[a.name]}
         if dim is not None and _one_loop_holds(ast, f"c{dim}", users, everywhere):
@@ -82,7 +85,7 @@ def user_calls(node: isl.AstNode) -> Counter:
     return n
 
 
-def holds_all(node: isl.AstNode, users: set[str], everywhere: Counter) -> bool:
+def _holds_all(node: isl.AstNode, users: set[str], everywhere: Counter) -> bool:
     """Every call of `users` in the whole AST (`everywhere`) is under `node`."""
     here = user_calls(node)
     return all(here[u] == everywhere[u] for u in users)
@@ -107,14 +110,13 @@ def _loops(node: isl.AstNode, iterator: str):
 
 
 def _one_loop_holds(ast: isl.AstNode, iterator: str, users: set[str], everywhere: Counter) -> bool:
-    return any(holds_all(loop, users, everywhere) for loop in _loops(ast, iterator))
+    return any(_holds_all(loop, users, everywhere) for loop in _loops(ast, iterator))
 
 
 def rewrite(scop: Scop, rows: dict) -> Scop:
     """The scop with every reference to a contracted array reading row 0 (its row buffer)."""
     if not rows:
         return scop
-    from dataclasses import replace
 
     def sub(m: re.Match) -> str:
         return f"{m.group(1)}[0]" if m.group(1) in rows else m.group(0)
@@ -132,7 +134,7 @@ def declarations(scop: Scop, binding: dict, rows: dict, node: isl.AstNode, dim: 
     the arrays' views for the loop body."""
     out = []
     for name, (d, users) in rows.items():
-        if d == dim and holds_all(node, users, everywhere):
+        if d == dim and _holds_all(node, users, everywhere):
             tail = "".join(f"[{n}]" for n in scop.shape(name, binding)[1:])
             out.append(f"{scop.dtype} {name}[1]{tail} __attribute__((aligned(64)));")
     return out
