@@ -175,7 +175,14 @@ def _mm(a, b):
 
 
 def reference(name: str, arrays: dict[str, np.ndarray], binding: dict) -> dict[str, np.ndarray]:
-    """The kernel's equations in numpy on copies of `arrays`; returns every array the kernel writes."""
+    """The kernel's equations in numpy on copies of `arrays`; returns every array the kernel writes except
+    its scratch (role temp): what a scratch array holds after the call is unspecified (contract.py may keep
+    only one row of it)."""
+    roles = {a.name: a.role for a in SCOPS[name].arrays}
+    return {k: v for k, v in _equations(name, arrays, binding).items() if roles[k] != "temp"}
+
+
+def _equations(name: str, arrays: dict[str, np.ndarray], binding: dict) -> dict[str, np.ndarray]:
     x = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in arrays.items()}
     al, be = ALPHA, BETA
     if name == "gemm":

@@ -73,3 +73,23 @@ def test_config_switch_turns_contraction_off(tmp_path, monkeypatch):
     scop = _scop("T[i][23 - j]")
     res = scheduler.schedule(scop, {}, replace(CFG, contract=False))
     assert "float T[1]" not in codegen.function(scop, {}, res, "k")
+
+
+def test_polybench_2mm_under_isl_keeps_tmp_as_rows_and_matches_numpy(tmp_path, monkeypatch):
+    """isl fuses 2mm's two products along i: tmp's rows belong to i's iterations and are contracted; D (the
+    kernel's result; tmp is scratch) is numpy's, on 1 and 2 threads."""
+    from polyhedral import config, polybench
+
+    monkeypatch.setenv("MSGX_CACHE_DIR", str(tmp_path))
+    scop, b = polybench.SCOPS["2mm"], dict(NI=20, NJ=19, NK=21, NL=22)
+    res = scheduler.schedule(scop, b, replace(config.preset("isl"), min_parallel_work=0))
+    assert "double tmp[1][19]" in codegen.function(scop, b, res, "k")
+    (k,) = build.compile_scops([(scop, b, res, "k")])
+    x = polybench.inputs(scop, b, seed=2)
+    want = polybench.reference("2mm", x, b)
+    assert set(want) == {"D"}
+    for threads in (1, 2):
+        arrays = {a.name: x[a.name].copy() for a in scop.arrays}
+        k.set_threads(threads)
+        k(arrays, x)
+        np.testing.assert_allclose(arrays["D"], want["D"], rtol=1e-12)
