@@ -193,15 +193,19 @@ def _with_direct(direct):
     return kernel
 
 
-def _reciprocal_product(c) -> tuple:
+_TINY32 = float(np.finfo(np.float32).tiny)
+
+
+@functools.lru_cache(maxsize=256)
+def _reciprocal_product(c: float) -> tuple:
     """(opcode, immediate) for x / c: x * (1 / c) where 1 / c is a normal float32 (a vector division costs as
     much as a GELU's other steps together: bias+GELU's x / sqrt(2)), else the division. The product is within
     an ulp of the quotient, as the VM's exp and erf are of libm's."""
     c = np.float32(c)
-    with np.errstate(all="ignore"):
+    if math.isfinite(c) and abs(c) >= _TINY32:  # then 1 / c is finite
         r = np.float32(1) / c
-    if np.isfinite(c) and np.isfinite(r) and abs(r) >= np.finfo(np.float32).tiny:
-        return O.MUL, float(r)
+        if abs(r) >= _TINY32:
+            return O.MUL, float(r)
     return O.DIV, float(c)
 
 
@@ -837,7 +841,7 @@ class _Encoder:
                     imm = _V("imm", (), np.dtype(np.float32), imm=float(imm.imm))
                 value = imm.imm
                 if code == O.DIV and not rev and cdt == DType.F32:
-                    code, value = _reciprocal_product(value)
+                    code, value = _reciprocal_product(float(value))
                 r, is_row = self._operand(x, cls)
                 d = self._reg()
                 fl = row | (isa.F_A_ROW if is_row else 0)
