@@ -127,9 +127,10 @@ class GraphExecutor:
         # shapes are, once per input-shape signature (shape_kernels). Data-dependent shapes rule it out.
         fixed = all(v is None or shape_follows_inputs(v, input_symbols)
                     for st in self.steps for v in list(st.node.inputs) + list(st.node.outputs))
-        self._specialize = frozenset(i for i, (_, k, *_) in enumerate(self._flat)
-                                     if fixed and i not in shape_steps and hasattr(k, "specialize")
-                                     and getattr(k, "direct", None) is None)
+        # (what a step's line calls, its kernel or `direct`, may offer specialize(*args) -> a replacement of
+        # the same calling convention)
+        self._specialize = frozenset(i for i, f in enumerate(self._flat)
+                                     if fixed and i not in shape_steps and hasattr(_callable(f), "specialize"))
         # the fast path: the steps a repeated input-shape signature runs (all, for a static graph)
         self._flat_fast = [f for i, f in enumerate(self._flat) if i not in shape_steps] \
             if shape_steps or self._specialize else None

@@ -6,6 +6,7 @@ exported transformer's Shape -> Gather -> Unsqueeze -> Concat -> Reshape chain y
 from __future__ import annotations
 
 import math
+import operator
 
 import numpy as np
 import sympy
@@ -113,7 +114,7 @@ def _reshape_v1(ctx, x):
 
 
 @op("Reshape", since=5, fusion=INJ, attrs={"allowzero": 0}, shape_op=True, grad=_reshape_grad,
-    infer=lambda ctx, x, s: _infer_reshape_from(ctx, x, ctx.const(1)))
+    bind=lambda ctx: _bind_reshape(ctx), infer=lambda ctx, x, s: _infer_reshape_from(ctx, x, ctx.const(1)))
 def _reshape(ctx, x, shape):
     if type(shape) is np.ndarray and shape.dtype.kind == "i":  # the run-time case: skip the per-dim Python
         t = shape.tolist()
@@ -207,9 +208,31 @@ def _bind_transpose(ctx):
             perm = perms[x.ndim] = _perm(ctx, x.ndim)
         return np.asarray(x).transpose(perm)
 
+    def specialize(x):
+        """For later calls on arrays of x's shape (the executor's shape cache): the array's own transpose."""
+        return operator.methodcaller("transpose", _perm(ctx, x.ndim)) if type(x) is np.ndarray else direct
+
     def kernel(x):
         return [direct(x)]
-    kernel.direct = direct
+    kernel.direct, direct.specialize = direct, specialize
+    return kernel
+
+
+def _bind_reshape(ctx):
+    """Reshape (opset 5+) with a specialisation: where the input shape and the shape operand are fixed (a
+    repeated input-shape signature of a graph whose shapes follow its inputs'), the target is too."""
+    def direct(x, shape):
+        return _reshape(ctx, x, shape)
+
+    def specialize(x, shape):
+        if type(x) is not np.ndarray:
+            return direct
+        target = direct(x, shape).shape
+        return lambda x, shape: x.reshape(target)
+
+    def kernel(x, shape):
+        return [direct(x, shape)]
+    kernel.direct, direct.specialize = direct, specialize
     return kernel
 
 

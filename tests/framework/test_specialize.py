@@ -91,8 +91,9 @@ def test_static_graphs_specialise_their_kernels_too():
 
 
 def test_cached_shapes_call_reference_kernels_bare_as_the_first_run_does():
-    """A shape-cache hit passes the fast line the same callables it was generated for: a single-output
-    reference kernel's `direct` function (a bare array), not its list-returning kernel (converted each call)."""
+    """A shape-cache hit passes the fast line callables of the convention it was generated for: a
+    single-output reference kernel's `direct` function (a bare array) or what that function's `specialize`
+    returned for these shapes (Reshape, Transpose), never its list-returning kernel (converted each call)."""
     s = framework.InferenceSession(_heads_softmax_model(), jit_level="O0")
     ex = s._executor
     x = np.random.default_rng(0).standard_normal((2, 3, 64)).astype(np.float32)
@@ -100,4 +101,21 @@ def test_cached_shapes_call_reference_kernels_bare_as_the_first_run_does():
     np.testing.assert_array_equal(first, again)
     (kernels,) = ex._shape_kernels.values()
     directs = [(k, ex._flat[i]) for k, i in zip(kernels, ex._fast_index) if hasattr(ex._flat[i][1], "direct")]
-    assert directs and all(k is entry[1].direct for k, entry in directs if len(entry[3]) == 1)
+    single = [(k, entry) for k, entry in directs if len(entry[3]) == 1]
+    assert single and all(k is entry[1].direct or (hasattr(entry[1].direct, "specialize") and k is not entry[1])
+                          for k, entry in single)
+    assert any(k is not entry[1].direct for k, entry in single), "no Reshape/Transpose was specialised"
+
+
+def test_specialised_reshape_follows_each_input_shape():
+    """Reshape's specialisation (a fixed target per input-shape signature) gives numpy's result for every
+    signature, each seen again after another: batch 2, 5, 2, 5 and sequence 3, 7."""
+    s = framework.InferenceSession(_heads_softmax_model(), jit_level="O0")
+    rng = np.random.default_rng(1)
+    bias = np.linspace(-1, 1, 16, dtype=np.float32)
+    for b, t in [(2, 3), (5, 7), (2, 3), (5, 7), (2, 3)]:
+        x = rng.standard_normal((b, t, 64)).astype(np.float32)
+        a = x.reshape(b, t, 4, 16) * np.float32(0.5) + bias
+        e = np.exp(a - a.max(-1, keepdims=True))
+        np.testing.assert_allclose(s.run(None, {"x": x})[0], e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-7)
+    assert len(s._executor._shape_kernels) == 2
