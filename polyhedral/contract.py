@@ -65,24 +65,28 @@ def _owning_dim(scop: Scop, name: str, rank: int, placed: list[isl.Map]) -> int 
     return None
 
 
-def user_calls(node: isl.AstNode) -> Counter:
-    """How often each statement is called under an AST node (isl may split a statement's instances)."""
-    t, n = node.get_type(), Counter()
-    if t == isl.ast_node_type.user:
-        n[node.user_get_expr().get_op_arg(0).get_id().get_name()] += 1
-    elif t == isl.ast_node_type.block:
+def _nodes(node: isl.AstNode):
+    """The node and every node under it."""
+    yield node
+    t = node.get_type()
+    if t == isl.ast_node_type.block:
         lst = node.block_get_children()
         for k in range(lst.n_ast_node()):
-            n += user_calls(lst.get_at(k))
+            yield from _nodes(lst.get_at(k))
     elif t == isl.ast_node_type.for_:
-        n += user_calls(node.for_get_body())
+        yield from _nodes(node.for_get_body())
     elif t == isl.ast_node_type.if_:
-        n += user_calls(node.if_get_then())
+        yield from _nodes(node.if_get_then())
         if node.if_has_else():
-            n += user_calls(node.if_get_else())
+            yield from _nodes(node.if_get_else())
     elif t == isl.ast_node_type.mark:
-        n += user_calls(node.mark_get_node())
-    return n
+        yield from _nodes(node.mark_get_node())
+
+
+def user_calls(node: isl.AstNode) -> Counter:
+    """How often each statement is called under an AST node (isl may split a statement's instances)."""
+    return Counter(n.user_get_expr().get_op_arg(0).get_id().get_name() for n in _nodes(node)
+                   if n.get_type() == isl.ast_node_type.user)
 
 
 def _holds_all(node: isl.AstNode, users: set[str], everywhere: Counter) -> bool:
@@ -91,26 +95,9 @@ def _holds_all(node: isl.AstNode, users: set[str], everywhere: Counter) -> bool:
     return all(here[u] == everywhere[u] for u in users)
 
 
-def _loops(node: isl.AstNode, iterator: str):
-    t = node.get_type()
-    if t == isl.ast_node_type.for_:
-        if node.for_get_iterator().get_id().get_name() == iterator:
-            yield node
-        yield from _loops(node.for_get_body(), iterator)
-    elif t == isl.ast_node_type.block:
-        lst = node.block_get_children()
-        for k in range(lst.n_ast_node()):
-            yield from _loops(lst.get_at(k), iterator)
-    elif t == isl.ast_node_type.if_:
-        yield from _loops(node.if_get_then(), iterator)
-        if node.if_has_else():
-            yield from _loops(node.if_get_else(), iterator)
-    elif t == isl.ast_node_type.mark:
-        yield from _loops(node.mark_get_node(), iterator)
-
-
 def _one_loop_holds(ast: isl.AstNode, iterator: str, users: set[str], everywhere: Counter) -> bool:
-    return any(_holds_all(loop, users, everywhere) for loop in _loops(ast, iterator))
+    return any(n.get_type() == isl.ast_node_type.for_ and n.for_get_iterator().get_id().get_name() == iterator
+               and _holds_all(n, users, everywhere) for n in _nodes(ast))
 
 
 def rewrite(scop: Scop, rows: dict) -> Scop:
