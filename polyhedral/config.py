@@ -38,10 +38,12 @@ class Config:
     fusion: str = "smart"
     tile_sizes: tuple[int, ...] = ()
     parallel: bool = True  # threads on the outermost parallel loop of each nest
-    # Statement instances per entry of a parallel loop below which it stays serial. On the shared 2-vCPU
-    # machine two threads ran at ~1.1x one and a job waited 5-20 us for a slow worker's chunk: loops under
-    # ~0.3 ms (the time steps of stencils, atax/bicg/mvt) ran up to 2x slower on 2 threads than on 1.
-    min_parallel_work: int = 1 << 19
+    # Statement instances per entry of a parallel loop below which it stays serial (a job costs a few
+    # microseconds). With the library's pool (codegen.py: the caller never waits for a worker that is slow
+    # to wake), 2 threads at 32K ran the MEDIUM stencils' time steps 1.3-1.5x faster than 1 (jacobi-2d 3.14
+    # -> 2.18 ms, heat-3d 4.65 -> 3.03, fdtd-2d 3.86 -> 2.56) and atax/bicg/mvt/gesummv (40 us) no slower;
+    # below that a job's wake-up is a large share of the loop.
+    min_parallel_work: int = 1 << 15
     vectorize: bool = True  # `omp simd` on innermost loops that carry no dependence
     # scratch arrays whose rows belong to one loop's iterations kept as one row per thread (contract.py)
     contract: bool = True
