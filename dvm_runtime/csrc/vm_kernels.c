@@ -136,10 +136,10 @@ static inline AVX512 __m512 exp16(__m512 x) {
                                              _mm512_set1_ps(VM_EXP_SHIFTER)), _mm512_set1_ps(VM_EXP_SHIFTER));
     __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), xc);
     r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    static const float c[] = {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f,
-                              5.0000001201e-1f, 1.0f, 1.0f};
-    for (int k = 0; k < 7; k++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c[k]));
+    __m512 p = _mm512_set1_ps(VM_EXP_Q[0]);
+    for (int k = 1; k < VM_EXP_QN; k++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(VM_EXP_Q[k]));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     /* x <= VM_EXP_LO (softmax's masked -inf and -1e9 among them) gives 0 by the mask, not by scalef: a scalef
      * that underflows takes a microcode assist on Intel cores, and a causal softmax (half its elements
      * masked) ran 6x slower (512x1024: 1.3 ms, 0.22 unmasked). NaN compares unordered: it stays computed. */
@@ -492,10 +492,8 @@ static inline AVX512 __m512 tanh16(__m512 x) {
     __m512 n = _mm512_sub_ps(t, _mm512_set1_ps(VM_EXP_SHIFTER));
     __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), z);
     r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    static const float c[] = {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f,
-                              5.0000001201e-1f};
-    for (int k = 0; k < 5; k++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c[k]));
+    __m512 p = _mm512_set1_ps(VM_EXP_Q[0]);
+    for (int k = 1; k < VM_EXP_QN; k++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(VM_EXP_Q[k]));
     __m512 q = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
     __m512i e = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32((int)vm_f2u(VM_EXP_SHIFTER)));
     __m512 s = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(e, _mm512_set1_epi32(127)), 23));
