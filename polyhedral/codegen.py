@@ -3,11 +3,12 @@ loop that carries no dependence runs its iterations on a thread pool, and `omp s
 dependence-free loops."""
 from __future__ import annotations
 
+import math
 import re
 
 import islpy as isl
 
-from . import contract, regtile
+from . import contract, privatize, regtile
 from .lower import EXPENSIVE
 from .scheduler import Result
 from .stmt import _ASSIGN, Scop, ScopError, accesses
@@ -17,6 +18,7 @@ PRELUDE = """#include <math.h>
 #include <sched.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -164,9 +166,11 @@ static void msgx_pool_tile(void *ctx, int tid, void *arena, int64_t c) {
   (void)tid, (void)arena;
   j->fn(j->ctx, c * j->n / j->chunks, (c + 1) * j->n / j->chunks);
 }
-/* fn(ctx, lo, hi) over [0, n) in chunks (a few per thread, handed out dynamically) */
+/* The chunks msgx_parallel cuts n iterations into, a few per thread: chunk c is [c n / C, (c+1) n / C) */
+static long msgx_chunks(long n) { return n < 8L * msgx_threads ? n : 8L * msgx_threads; }
+/* fn(ctx, lo, hi) over [0, n) in chunks (handed out dynamically) */
 static void msgx_parallel(msgx_chunk_fn fn, void *ctx, long n) {
-  long chunks = n < 8L * msgx_threads ? n : 8L * msgx_threads;
+  long chunks = msgx_chunks(n);
   msgx_job job = {fn, ctx, n, chunks, (unsigned long long)chunks};
   pthread_once(&msgx_once, msgx_init);
   /* the shared pool fails (-1) only before it runs a chunk: its memory ran out; the loop then runs here */
@@ -214,6 +218,11 @@ void msgx_poly_threads(int n) {
 # an element of bias+GELU (one erf) took 0.5 ns, a plain elementwise op 0.05-0.1 ns: instances with such
 # calls count this many times towards Config.min_parallel_work
 CALL_COST = 8
+# a loop's chunks get copies of the arrays it accumulates into (privatize.py) only where this many copies
+# cost at most the loop's work and one copy fits an L2 (covariance's 16 MB `cov` over its k loop: 8 copies to
+# zero and add made it 3x slower)
+PRIVATE_CHUNKS_MAX = 64
+PRIVATE_BYTES_MAX = 256 << 10
 # partial results of a split reduction (float; half for double): 4 AVX-512 or 8 AVX2 registers
 SPLIT_LANES = 64
 _NAME = re.compile(r"^[A-Za-z_]\w*$")
@@ -503,19 +512,35 @@ class _Printer:
             raise ScopError(f"unexpected isl AST node {t}")
 
     def _wants_threads(self, node, in_par: bool) -> bool:
-        """threads only on loops at most one sequential loop deep (a time loop) that hold a loop nest or are
-        outermost, with enough statement instances per entry (a job costs a few microseconds) and a bound
-        of the form `it <= e` or `it < e`, which the helper narrows to its range"""
+        return self._threading(node, in_par) is not None
+
+    def _threading(self, node, in_par: bool) -> frozenset | None:
+        """None where the loop stays serial, else the arrays its chunks accumulate into copies of
+        (privatize.py; usually none). Threads only on loops at most one sequential loop deep (a time loop)
+        that hold a loop nest or are outermost, with enough statement instances per entry (a job costs a
+        few microseconds) and a bound of the form `it <= e` or `it < e`, which the helper narrows to its
+        range."""
         it = node.for_get_iterator().get_id().get_name()
         body = node.for_get_body()
         dim = int(it[1:]) if it[1:].isdigit() else -1
         nested = self.loops > 1 or (not _has_loop(body) and self.loops > 0)
-        if in_par or nested or not self.res.config.parallel or _upper_bound(node) is None:
-            return False
+        if in_par or nested or not self.res.config.parallel or _upper_bound(node) is None or dim < 0:
+            return None
         calls = frozenset(_calls(body))
         cost = max(_instance_cost(self.stmts[c]) for c in calls)
-        return dim >= 0 and self.res.loop_parallel(dim, calls) and \
-            self.res.work_per_entry(dim, calls) * cost >= self.res.config.min_parallel_work
+        work = self.res.work_per_entry(dim, calls)
+        if work * cost < self.res.config.min_parallel_work:
+            return None
+        if self.res.loop_parallel(dim, calls):
+            return frozenset()
+        if not _has_loop(body) or self.res.dep is None or any(
+                d.kind in ("serial", "reduce") for d in self.res.config.directives):
+            return None
+        priv = privatize.arrays(self.scop, self.binding, self.res.schedule, dim, calls)
+        elems = sum(math.prod(self.scop.shape(a, self.binding)) for a in priv)
+        item = 8 if self.dtype == "double" else 4
+        small = elems * PRIVATE_CHUNKS_MAX <= work and elems * item <= PRIVATE_BYTES_MAX
+        return priv if priv and small else None
 
     def _row_buffers(self, node, dim: int) -> list[str]:
         """Declarations of the row buffers this loop owns (contract.py), for the top of its body."""
@@ -523,9 +548,10 @@ class _Printer:
             return []
         return contract.declarations(self.scop, self.binding, self.rows, node, dim, self.everywhere)
 
-    def _parallel(self, node, depth: int, simd: bool, rows: list[str]) -> None:
+    def _parallel(self, node, depth: int, simd: bool, rows: list[str], private: frozenset) -> None:
         """The loop as helper `fn_par<k>(arrays..., outer iterators..., lo, hi)` over its iterations
-        [lo, hi), and here a `msgx_parallel` call over all of them."""
+        [lo, hi), and here a `msgx_parallel` call over all of them; each chunk of it accumulates into its own
+        zeroed copy of the `private` arrays, added to them after the loop in chunk order (privatize.py)."""
         name = f"{self.fn}_par{len(self.helpers)}"
         it = node.for_get_iterator().get_id().get_name()
         init, inc = node.for_get_init().to_C_str(), node.for_get_inc().to_C_str()
@@ -548,18 +574,53 @@ class _Printer:
         names = [f"{a.name}_" for a in self.scop.arrays] + list(self.scop.scalars) + outer
         params = [f"{self.dtype} *restrict {a.name}_" for a in self.scop.arrays]
         params += [f"{self.dtype} {x}" for x in self.scop.scalars] + [f"long {b}" for b in outer]
+        size = {a: math.prod(self.scop.shape(a, self.binding)) for a in sorted(private)}
+        passed = [f"msgx_a->{x}" for x in names]
+        if private:  # the chunk's copies in place of the arrays (msgx_parallel's chunk c is [c n / C, ..))
+            fields += ["long msgx_n", "long msgx_chunks"]
+            passed = [f"msgx_a->{a.name}_ + msgx_c * {size[a.name]}L" if a.name in size else p
+                      for a, p in zip(self.scop.arrays, passed)] + passed[len(self.scop.arrays):]
+        chunk = ["  long msgx_c = (msgx_lo * msgx_a->msgx_chunks + msgx_a->msgx_n - 1) / msgx_a->msgx_n;"] \
+            if private else []
         self.helpers.append("\n".join(
             [f"typedef struct {{ {' '.join(f + ';' for f in fields)} }} {name}_args;",
              f"static void {name}_range({', '.join(params + ['long msgx_lo', 'long msgx_hi'])}) {{"]
             + _prologue(self.scop, self.binding) + body + ["}",
              f"static void {name}(void *msgx_p, long msgx_lo, long msgx_hi) {{",
-             f"  {name}_args *msgx_a = msgx_p;",
-             f"  {name}_range({', '.join([f'msgx_a->{x}' for x in names] + ['msgx_lo', 'msgx_hi'])});", "}"])
+             f"  {name}_args *msgx_a = msgx_p;"] + chunk +
+            [f"  {name}_range({', '.join(passed + ['msgx_lo', 'msgx_hi'])});", "}"])
             + "\n")
         pad = "  " * depth
-        self.lines.append(f"{pad}{{ {name}_args msgx_a = {{{', '.join(names)}}};")
         trips = f"{last} >= ({init}) ? ({last} - ({init})) / ({inc}) + 1 : 0"
-        self.lines.append(f"{pad}  msgx_parallel({name}, &msgx_a, {trips}); }}")
+        if not private:
+            self.lines.append(f"{pad}{{ {name}_args msgx_a = {{{', '.join(names)}}};")
+            self.lines.append(f"{pad}  msgx_parallel({name}, &msgx_a, {trips}); }}")
+            return
+        self._private_call(name, names, size, trips, pad)
+
+    def _private_call(self, name: str, names: list[str], size: dict, trips: str, pad: str) -> None:
+        """The call of a parallel helper whose chunks take copies of the arrays in `size` (their element
+        counts): zeroed copies, the pool over the chunks, then the copies added in chunk order. One thread, or
+        no memory for the copies: the loop runs in order on the arrays themselves."""
+        t, offset, copies = self.dtype, 0, []
+        for a, n in size.items():
+            copies.append(f"{pad}    {t} *msgx_{a} = msgx_priv + {offset}L * msgx_ch;")
+            offset += n
+        args = [f"msgx_{x[:-1]}" if x[:-1] in size else x for x in names]
+        self.lines += [
+            f"{pad}{{ const long msgx_n = {trips}, msgx_ch = msgx_threads > 1 ? msgx_chunks(msgx_n) : 1;",
+            f"{pad}  {t} *msgx_priv = msgx_ch > 1 ? calloc((size_t)msgx_ch * {offset}, sizeof({t})) : NULL;",
+            f"{pad}  if (msgx_priv == NULL) {{",
+            f"{pad}    {name}_range({', '.join(names + ['0', 'msgx_n'])});",
+            f"{pad}  }} else {{", *copies,
+            f"{pad}    {name}_args msgx_a = {{{', '.join(args)}, msgx_n, msgx_ch}};",
+            f"{pad}    msgx_parallel({name}, &msgx_a, msgx_n);",
+            f"{pad}    for (long msgx_k = 0; msgx_k < msgx_ch; msgx_k++) {{"]
+        for a, n in size.items():
+            self.lines += [f"{pad}      #pragma omp simd",
+                           f"{pad}      for (long msgx_i = 0; msgx_i < {n}L; msgx_i++)",
+                           f"{pad}        (({t} *){a})[msgx_i] += msgx_{a}[msgx_k * {n}L + msgx_i];"]
+        self.lines += [f"{pad}    }}", f"{pad}    free(msgx_priv);", f"{pad}  }} }}"]
 
     def _for(self, node, depth, in_par):
         pad = "  " * depth
@@ -576,8 +637,8 @@ class _Printer:
             self.bound.pop()
             self.lines.append(f"{pad}}}")
             return
-        threads = self._wants_threads(node, in_par)
-        special = not threads and not rows  # the loop shapes below have no place for row buffers
+        threads = self._threading(node, in_par)
+        special = threads is None and not rows  # the loop shapes below have no place for row buffers
         if special and not _has_loop(body) and (self._scalar_reduction(node, it, init, pad)
                                                 or self._fused_reductions(node, it, init, pad)):
             return
@@ -588,8 +649,8 @@ class _Printer:
             return
         simd = self.res.config.vectorize and not _has_loop(body) and not rows and dim >= 0 and \
             self.res.loop_parallel(dim, frozenset(_calls(body)))
-        if threads:
-            self._parallel(node, depth, simd, rows)
+        if threads is not None:
+            self._parallel(node, depth, simd, rows, threads)
             return
         if simd:
             self.lines.append(f"{pad}#pragma omp simd")

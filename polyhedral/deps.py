@@ -29,11 +29,12 @@ class Deps:
         return self.flow.union(self.anti).union(self.output)
 
 
-def compute(scop: Scop, binding: dict | None = None) -> Deps:
+def compute(scop: Scop, binding: dict | None = None, exclude: frozenset = frozenset()) -> Deps:
     """Direct dependences: the last write before each read (flow), and for each write the previous write
     (output) and the reads since it (anti). Every other memory dependence is their transitive consequence,
-    so a schedule respecting these respects all; they are far smaller, which keeps the Farkas sets cheap."""
-    writes, reads = access_maps(scop, binding)
+    so a schedule respecting these respects all; they are far smaller, which keeps the Farkas sets cheap.
+    `exclude`: arrays whose accesses are left out (privatize.py: those a loop's chunks get copies of)."""
+    writes, reads = (_without(m, exclude) for m in access_maps(scop, binding))
     orig = original_schedule(scop, binding)
     flow = isl.UnionAccessInfo.from_sink(reads).set_must_source(writes).set_schedule_map(orig).compute_flow()
     wr = isl.UnionAccessInfo.from_sink(writes).set_must_source(writes).set_may_source(reads) \
@@ -73,6 +74,17 @@ def maps(u: isl.UnionMap) -> list[isl.Map]:
     out: list[isl.Map] = []
     u.foreach_map(out.append)
     return out
+
+
+def _without(accesses: isl.UnionMap, arrays: frozenset) -> isl.UnionMap:
+    """The accesses to arrays other than `arrays`."""
+    if not arrays:
+        return accesses
+    kept = isl.UnionMap("{ }").align_params(accesses.get_space())
+    for m in maps(accesses):
+        if m.get_tuple_name(isl.dim_type.out) not in arrays:
+            kept = kept.union(isl.UnionMap.from_map(m))
+    return kept
 
 
 def _dims(schedule: isl.UnionMap) -> int:
