@@ -58,6 +58,41 @@ static void stream_copy(char *dst, const char *src, size_t n) {
 #endif
 }
 
+/* Copies n x nc elements of an sz-byte type, row i of d (nc apart) from s + i + j * stride (elements): the
+ * columns of a run of tile rows that start at consecutive elements. In blocks of 16 columns, so each source
+ * line brings in the elements of every row it holds and each destination row gets whole lines. */
+#define GATHER_COLS(T)                                                                                 \
+    static void gather_cols_##T(T *d, const T *s, int64_t n, int64_t nc, int64_t stride) {             \
+        for (int64_t j0 = 0; j0 < nc; j0 += 16) {                                                      \
+            int64_t j1 = j0 + 16 < nc ? j0 + 16 : nc;                                                  \
+            for (int64_t i = 0; i < n; i++)                                                            \
+                for (int64_t j = j0; j < j1; j++) d[i * nc + j] = s[i + j * stride];                   \
+        }                                                                                              \
+    }
+GATHER_COLS(uint32_t)
+GATHER_COLS(uint64_t)
+
+/* A strided LOAD_VIEW (a reduction along an outer axis: tile rows are columns of the buffer): a tile row by
+ * itself reads one element per cache line, 8 rows x 4096 of a column sum in 1.5 ns an element. Rows that start
+ * at consecutive elements are read together, a column at a time (a no-conversion load: the register type is
+ * the buffer's); a row that starts a run of its own reads as before. */
+static void gather_strided(char *reg, char *buf, const vm_ins_t *in, const tile_t *t, vm_mem_fn fn, int sz) {
+    int64_t nc = t->nc;
+    for (int64_t i = 0; i < t->nr;) {
+        int64_t b0 = row_base(in, t, i), n = 1;
+        while (i + n < t->nr && row_base(in, t, i + n) == b0 + n) n++;
+        char *d = reg + i * nc * sz, *s = buf + b0 * sz;
+        if (n == 1 || (sz != 4 && sz != 8)) {
+            for (int64_t k = 0; k < n; k++) fn(d + k * nc * sz, s + k * sz, in->s[3], nc);
+        } else if (sz == 4) {
+            gather_cols_uint32_t((uint32_t *)d, (const uint32_t *)s, n, nc, in->s[3]);
+        } else {
+            gather_cols_uint64_t((uint64_t *)d, (const uint64_t *)s, n, nc, in->s[3]);
+        }
+        i += n;
+    }
+}
+
 /* rp[r]: where register r's elements are this tile (its arena slot, or the input buffer a LOAD aliased). */
 static void memory(const vm_prog_t *p, const vm_ins_t *in, char *const *bufs, char *regs, char **rp,
                    const tile_t *t) {
@@ -79,6 +114,8 @@ static void memory(const vm_prog_t *p, const vm_ins_t *in, char *const *bufs, ch
         rp[in->d] = buf + in->off * bsz;   /* the one element every tile element reads */
     } else if (in->row_view) {
         rp[in->d] = buf + (in->off + t->c0) * bsz;   /* the one row every tile row reads */
+    } else if (load && bsz == rsz && in->s[3] != 0 && in->s[3] != 1) {
+        gather_strided(reg, buf, in, t, fn, bsz);
     } else {
         for (int64_t i = 0; i < t->nr; i++)
             fn(reg + i * t->nc * rsz, buf + row_base(in, t, i) * bsz, in->s[3], t->nc);

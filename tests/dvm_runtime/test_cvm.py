@@ -331,6 +331,26 @@ def test_views_strides_broadcast_rows_and_partial_tiles():
                             np.zeros(30, np.float32)])
 
 
+@pytest.mark.parametrize("dt", [F32, I32, I64, F16, BOOL])
+def test_transposed_views_read_column_runs_as_the_numpy_vm_does(dt):
+    """A view with the last two axes swapped (what a reduction along an outer axis loads): consecutive tile rows
+    start at consecutive elements until a d1 boundary, and the C VM reads such runs a column at a time."""
+    rng = np.random.default_rng(int(dt))
+    D = [2, 3, 5, 7]
+    n = int(np.prod(D))
+    x = {F32: rng.standard_normal(n).astype(np.float32), F16: rng.standard_normal(n).astype(np.float16),
+         I32: rng.integers(-2**31, 2**31, n, dtype=np.int32), I64: rng.integers(-2**63, 2**63, n, dtype=np.int64),
+         BOOL: rng.integers(0, 2, n).astype(np.bool_)}[dt]
+    rdt = F32 if dt == F16 else dt
+    for tr, tc in [(1, 7), (2, 7), (3, 7), (4, 7), (8, 7), (30, 7), (1, 3), (1, 1)]:
+        a = Asm(D, (tr, tc), [(dt, IN, n), (rdt, OUT, n)])
+        a.ins(O.LOAD_VIEW, dt, 0, 0, 0, 0, 0, 105, 35, 1, 5)   # the buffer is [2, 3, 7, 5]
+        a.ins(O.STORE, rdt, 0, 1, 0)
+        out = run_both(a.code(), [x, np.zeros(n, isa.NUMPY_DTYPE[rdt])])[1]
+        want = x.reshape(2, 3, 7, 5).transpose(0, 1, 3, 2).reshape(-1)
+        np.testing.assert_array_equal(out, want.astype(out.dtype), err_msg=f"tile {tr}x{tc}")
+
+
 def test_big_outputs_stream_and_loads_alias_their_inputs():
     """A STORE into a buffer past the VM's non-temporal threshold (16 MiB), at an offset that leaves every
     tile's run unaligned, and LOADs that read the input in place, one into a register later overwritten
