@@ -47,6 +47,19 @@ class OpDef:
     bind: Callable | None = None
 
 
+def single_output_kernel(direct: Callable, specialize: Callable | None = None) -> Callable:
+    """A bound kernel for a one-output op from its bare `direct(*inputs) -> array` (what the graph executor
+    calls). `specialize(*inputs)`, where given, returns the function later calls on inputs of the same shapes
+    may use instead (the executor's shape cache asks once per input-shape signature)."""
+    def kernel(*args):
+        out = direct(*args)
+        return [out if type(out) is np.ndarray else np.asarray(out)]   # numpy scalars (a 1-D @ 1-D product)
+    kernel.direct = direct
+    if specialize is not None:
+        direct.specialize = specialize
+    return kernel
+
+
 class Ctx:
     """What a kernel or an inference rule sees of its node: attributes (defaults filled in), output count,
     opset, constant inputs (inference only) and a way to run subgraphs (control flow)."""

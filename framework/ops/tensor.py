@@ -14,7 +14,7 @@ import sympy
 from ..errors import KernelError, ShapeError
 from ..ir import TensorType
 from .infer import broadcast_shapes, norm_axis, numel, same
-from .registry import Fusion, op
+from .registry import Fusion, op, single_output_kernel
 
 INJ = Fusion.INJECTIVE
 I64 = np.dtype(np.int64)
@@ -211,11 +211,7 @@ def _bind_transpose(ctx):
     def specialize(x):
         """For later calls on arrays of x's shape (the executor's shape cache): the array's own transpose."""
         return operator.methodcaller("transpose", _perm(ctx, x.ndim)) if type(x) is np.ndarray else direct
-
-    def kernel(x):
-        return [direct(x)]
-    kernel.direct, direct.specialize = direct, specialize
-    return kernel
+    return single_output_kernel(direct, specialize)
 
 
 def _bind_reshape(ctx):
@@ -229,11 +225,7 @@ def _bind_reshape(ctx):
             return direct
         target = direct(x, shape).shape
         return lambda x, shape: x.reshape(target)
-
-    def kernel(x, shape):
-        return [direct(x, shape)]
-    kernel.direct, direct.specialize = direct, specialize
-    return kernel
+    return single_output_kernel(direct, specialize)
 
 
 @op("Transpose", fusion=INJ, shape_op=True, grad=_transpose_grad, bind=_bind_transpose,
@@ -433,14 +425,33 @@ def _gather_grad(b, n, g):
     return [b.op("ScatterElements", b.fill(data, 0), flat, g2, axis=axis, reduction="add"), None]
 
 
-@op("Gather", fusion=INJ, attrs={"axis": 0}, shape_op=True, infer=_infer_gather, grad=_gather_grad)
-def _gather(ctx, data, indices):
-    axis = norm_axis(ctx["axis"], data.ndim)
+def _take(data, indices, axis):
     try:  # numpy's take accepts [-n, n) as ONNX does and checks the range itself
-        return np.take(data, np.asarray(indices, dtype=np.int64), axis=axis)
+        return data.take(indices, axis=axis)
     except IndexError:
         n = data.shape[axis]
         raise KernelError(f"Gather index out of range [{-n}, {n - 1}] on axis {axis}") from None
+
+
+def _bind_gather(ctx):
+    """Gather with a specialisation for fixed shapes (an embedding lookup per decoding step): the axis
+    worked out once, and int64 index arrays taken as they are."""
+    def direct(data, indices):
+        return _gather(ctx, data, indices)
+
+    def specialize(data, indices):
+        if type(data) is not np.ndarray or type(indices) is not np.ndarray or indices.dtype != np.int64:
+            return direct
+        axis = norm_axis(ctx["axis"], data.ndim)
+        return lambda data, indices: _take(data, indices, axis) if indices.dtype == np.int64 else \
+            direct(data, indices)
+    return single_output_kernel(direct, specialize)
+
+
+@op("Gather", fusion=INJ, attrs={"axis": 0}, shape_op=True, infer=_infer_gather, grad=_gather_grad,
+    bind=_bind_gather)
+def _gather(ctx, data, indices):
+    return _take(np.asarray(data), np.asarray(indices, dtype=np.int64), norm_axis(ctx["axis"], np.ndim(data)))
 
 
 # ---------------------------------------------------------------- ConstantOfShape, Range

@@ -2,6 +2,7 @@
 graphs included), a repeated input-shape signature runs each DVM kernel's bound program directly;
 data-dependent shapes rule it out."""
 import numpy as np
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import framework
@@ -119,3 +120,49 @@ def test_specialised_reshape_follows_each_input_shape():
         e = np.exp(a - a.max(-1, keepdims=True))
         np.testing.assert_allclose(s.run(None, {"x": x})[0], e / e.sum(-1, keepdims=True), rtol=1e-5, atol=1e-7)
     assert len(s._executor._shape_kernels) == 2
+
+
+def _bound(op, **attrs):
+    """The reference backend's kernel for one node of `op` (no graph needed)."""
+    from framework.backends import NUMPY
+    from framework.ir import Node, Value
+    return NUMPY.compile(Node(op, [Value("a"), Value("b")], [Value("y")], attrs=attrs))
+
+
+def test_specialised_matmul_gives_the_general_kernels_results_for_every_layout():
+    """Per shape, MatMul's specialisation (np.dot on 2-D, one flattened np.dot for [..., K] @ [K, N], else
+    np.matmul) equals the general kernel, also for later calls with non-contiguous arrays of the same shape;
+    products past our GEMM's threshold and mixed dtypes keep the general kernel."""
+    rng = np.random.default_rng(2)
+    k = _bound("MatMul")
+    cases = [((3, 5), (5, 4)), ((2, 3, 5), (5, 4)), ((2, 3, 5), (2, 5, 4)), ((5,), (5, 4)), ((3, 5), (5,)),
+             ((5,), (5,))]
+    for sa, sb in cases:
+        a, b = rng.standard_normal(sa).astype(np.float32), rng.standard_normal(sb).astype(np.float32)
+        fast = k.direct.specialize(a, b)
+        assert fast is not k.direct
+        np.testing.assert_array_equal(np.asarray(fast(a, b)), k(a, b)[0], err_msg=f"{sa} @ {sb}")
+        if a.ndim >= 2:
+            a2 = np.asfortranarray(a) if a.ndim == 2 else \
+                np.ascontiguousarray(a.swapaxes(0, 1)).swapaxes(0, 1)
+            np.testing.assert_allclose(fast(a2, b), k(a2, b)[0], rtol=1e-6, err_msg=f"{sa} @ {sb} strided")
+    big = np.zeros((600, 600), np.float32)
+    assert k.direct.specialize(big, big) is k.direct
+    assert k.direct.specialize(np.zeros((3, 5), np.float64), np.zeros((5, 4), np.float32)) is k.direct
+    one = np.ones(3, np.float32)
+    assert type(k(one, one)[0]) is np.ndarray   # a 1-D @ 1-D product: a 0-d array, not a numpy scalar
+
+
+def test_specialised_gather_keeps_its_range_check_and_axis():
+    from framework.errors import KernelError
+    data = np.arange(24, dtype=np.float32).reshape(4, 6)
+    for axis in (0, 1, -1):
+        k = _bound("Gather", axis=axis)
+        idx = np.array([[0, -1], [2, 3]], np.int64)
+        fast = k.direct.specialize(data, idx)
+        assert fast is not k.direct
+        np.testing.assert_array_equal(fast(data, idx), np.take(data, idx, axis=axis))
+        with pytest.raises(KernelError, match="out of range"):
+            fast(data, np.array([[0, 7], [1, 1]], np.int64))
+    k = _bound("Gather")
+    assert k.direct.specialize(data, np.array([1], np.int32)) is k.direct   # other index dtypes: general
