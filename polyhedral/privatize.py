@@ -31,7 +31,7 @@ def reduction_target(scop: Scop, st: Statement) -> str | None:
     if not m:
         return None
     lhs, op, rhs = (g.strip() for g in m.groups())
-    write, reads = accesses(scop, st)
+    target = accesses(scop, st)[0][0]
     if op == "=":
         head = re.match(rf"^{re.escape(lhs)}\s*\+(.*)$", rhs, re.S)
         if not head:
@@ -39,9 +39,9 @@ def reduction_target(scop: Scop, st: Statement) -> str | None:
         rhs = head.group(1)
     elif op != "+=":
         return None
-    if _LOOSE.search(rhs) or any(r.group(1) == write[0] for r in _REF.finditer(rhs)):
+    if _LOOSE.search(rhs) or any(r.group(1) == target for r in _REF.finditer(rhs)):
         return None
-    return write[0]
+    return target
 
 
 def arrays(scop: Scop, binding: dict, schedule, dim: int, stmts: frozenset) -> frozenset:

@@ -86,8 +86,8 @@ def _bind_matmul(ctx):
 
     def specialize(a, b):
         if type(a) is not np.ndarray or type(b) is not np.ndarray or a.dtype != b.dtype or a.dtype == object \
-                or a.size * b.shape[-1] > gemm.BLAS_ONE_THREAD_MACS:
-            return direct
+                or min(a.ndim, b.ndim) == 0 or a.size * b.shape[-1] > gemm.BLAS_ONE_THREAD_MACS:
+            return direct   # (scalars: the general kernel's error)
         if a.ndim == 2 and b.ndim == 2:
             return np.dot
         if a.ndim > 2 and b.ndim == 2:

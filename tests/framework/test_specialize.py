@@ -149,6 +149,7 @@ def test_specialised_matmul_gives_the_general_kernels_results_for_every_layout()
     big = np.zeros((600, 600), np.float32)
     assert k.direct.specialize(big, big) is k.direct
     assert k.direct.specialize(np.zeros((3, 5), np.float64), np.zeros((5, 4), np.float32)) is k.direct
+    assert k.direct.specialize(np.zeros(()), np.zeros(())) is k.direct
     one = np.ones(3, np.float32)
     assert type(k(one, one)[0]) is np.ndarray   # a 1-D @ 1-D product: a 0-d array, not a numpy scalar
 
