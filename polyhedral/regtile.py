@@ -21,7 +21,10 @@ from dataclasses import dataclass
 
 import islpy as isl
 
-VECTOR_BYTES = 32  # AVX2 width; a 4 x 4 block of sums and its operands needs ~21 of AVX-512VL's 32 registers
+VECTOR_BYTES = 32  # AVX2 width: single-row blocks (doitgen's 16 sums: 64-byte vectors made it 25% slower)
+# blocks of rows on AVX-512: a 4 x 4 block of sums and its operands needs ~24 of its 32 registers (gemm LARGE on
+# one thread: 68 -> 46 ms, syr2k 68 -> 51, 3mm 129 -> 108)
+WIDE_BYTES = 64
 _REF = re.compile(r"\b([A-Za-z_]\w*)((?:\[[^\[\]]*\])+)")
 _CALL = re.compile(r"\b[A-Za-z_]\w*\s*\(")
 _BARE_DOUBLE = re.compile(r"(?<![\w.])(\d+\.\d*|\.\d+|\d+[eE][-+]?\d+|\d+\.\d*[eE][-+]?\d+)(?![\w.])")
@@ -148,19 +151,21 @@ def match(node, stmts: dict, dtype: str) -> Nest | None:
 
 def emit(nest: Nest, dtype: str, rows: int, cols: int, pad: str) -> list[str]:
     """C lines of the blocked nest (UP = rows when P exists, UQ = cols vectors or elements)."""
-    w = VECTOR_BYTES // (8 if dtype == "double" else 4)
-    v = "msgx_vd" if dtype == "double" else "msgx_vf"
+    size = 8 if dtype == "double" else 4
+    # lanes per vector, as C: the wide width is the compiler's (MSGX_WIDE in PRELUDE)
+    w = f"(MSGX_WIDE / {size})" if nest.p else str(VECTOR_BYTES // size)
+    v = ("msgx_wd" if dtype == "double" else "msgx_wf") if nest.p else ("msgx_vd" if dtype == "double" else "msgx_vf")
     up = rows if nest.p else 1
     cols = cols if nest.p else rows * cols  # no rows to unroll: as many independent sums, all columns
     p, q, r = nest.p, nest.q, nest.r
-    step_q = cols * w if not nest.dot else cols
+    step_q = f"{cols} * {w}" if not nest.dot else str(cols)
     out: list[str] = []
 
     def at_row(text: str, a: int) -> str:
         return _sub(text, p.it, f"msgx_p + {a}") if p else text
 
     def q_col(b: int) -> str:
-        return f"msgx_q0 + {b * w}" if not nest.dot else f"msgx_q0 + {b}"
+        return f"msgx_q0 + {b} * {w}" if not nest.dot else f"msgx_q0 + {b}"
 
     def vec_refs(text: str, it: str, at: str) -> str:
         """References that use `it` (stride 1) become vector loads at `it` = `at`."""
@@ -186,7 +191,7 @@ def emit(nest: Nest, dtype: str, rows: int, cols: int, pad: str) -> list[str]:
     else:
         blk += [f"{v} {accs[c]} = {{0}};" for c in cells]
         blk.append(f"long {r.it} = {r.lo};")
-        blk.append(f"for (; {r.it} + {w - 1} <= {r.hi}; {r.it} += {w}) {{")
+        blk.append(f"for (; {r.it} + {w} - 1 <= {r.hi}; {r.it} += {w}) {{")
         vec_rhs = vec_refs(nest.rhs, r.it, r.it)
         blk += [f"  {accs[a, b]} = {accs[a, b]} + ({at_row(_sub(vec_rhs, q.it, q_col(b)), a)});" for a, b in cells]
         blk.append("}")
@@ -232,7 +237,7 @@ def emit(nest: Nest, dtype: str, rows: int, cols: int, pad: str) -> list[str]:
         ind = "      "
     out.append(f"{ind}msgx_qlo = {bound(q.lo, 'max')};")
     out.append(f"{ind}const long msgx_qhi = {bound(q.hi, 'min')};")
-    out.append(f"{ind}for (msgx_q0 = msgx_qlo; msgx_q0 + {step_q - 1} <= msgx_qhi; msgx_q0 += {step_q}) {{")
+    out.append(f"{ind}for (msgx_q0 = msgx_qlo; msgx_q0 + {step_q} - 1 <= msgx_qhi; msgx_q0 += {step_q}) {{")
     out += [f"{ind}  {x}" for x in blk]
     out.append(f"{ind}}}")
     out.append("    }")
@@ -248,19 +253,26 @@ def emit(nest: Nest, dtype: str, rows: int, cols: int, pad: str) -> list[str]:
     return [pad + x for x in out]
 
 
-PRELUDE = f"""/* register tiling (regtile.py): unaligned vector loads/stores and a horizontal sum */
+def _vector_helpers(v: str, t: str) -> str:
+    """Unaligned load/store and horizontal sum of vector type v with elements of type t."""
+    return (f"static inline __attribute__((always_inline)) {v} msgx_ld_{v}(const {t} *p) {{\n"
+            f"  {v} x; __builtin_memcpy(&x, p, sizeof x); return x; }}\n"
+            f"static inline __attribute__((always_inline)) void msgx_st_{v}({t} *p, {v} x) {{\n"
+            f"  __builtin_memcpy(p, &x, sizeof x); }}\n"
+            f"static inline __attribute__((always_inline)) {t} msgx_hsum_{v}({v} x) {{\n"
+            f"  {t} s = 0; for (int k = 0; k < (int)(sizeof x / sizeof s); k++) s += x[k]; return s; }}\n")
+
+
+PRELUDE = f"""/* register tiling (regtile.py): unaligned vector loads/stores and a horizontal sum; blocks of rows use
+   the widest vectors the compiler targets (msgx_w*), single rows 32-byte ones (msgx_v*) */
+#if defined(__AVX512F__)
+#define MSGX_WIDE {WIDE_BYTES}
+#else
+#define MSGX_WIDE {VECTOR_BYTES}
+#endif
 typedef double msgx_vd __attribute__((vector_size({VECTOR_BYTES})));
 typedef float msgx_vf __attribute__((vector_size({VECTOR_BYTES})));
-static inline __attribute__((always_inline)) msgx_vd msgx_ld_msgx_vd(const double *p) {{
-  msgx_vd v; __builtin_memcpy(&v, p, sizeof v); return v; }}
-static inline __attribute__((always_inline)) msgx_vf msgx_ld_msgx_vf(const float *p) {{
-  msgx_vf v; __builtin_memcpy(&v, p, sizeof v); return v; }}
-static inline __attribute__((always_inline)) void msgx_st_msgx_vd(double *p, msgx_vd v) {{
-  __builtin_memcpy(p, &v, sizeof v); }}
-static inline __attribute__((always_inline)) void msgx_st_msgx_vf(float *p, msgx_vf v) {{
-  __builtin_memcpy(p, &v, sizeof v); }}
-static inline __attribute__((always_inline)) double msgx_hsum_msgx_vd(msgx_vd v) {{
-  double s = 0.0; for (int k = 0; k < (int)(sizeof v / sizeof s); k++) s += v[k]; return s; }}
-static inline __attribute__((always_inline)) float msgx_hsum_msgx_vf(msgx_vf v) {{
-  float s = 0.0f; for (int k = 0; k < (int)(sizeof v / sizeof s); k++) s += v[k]; return s; }}
-"""
+typedef double msgx_wd __attribute__((vector_size(MSGX_WIDE)));
+typedef float msgx_wf __attribute__((vector_size(MSGX_WIDE)));
+""" + "".join(_vector_helpers(v, t) for v, t in (("msgx_vd", "double"), ("msgx_vf", "float"),
+                                                 ("msgx_wd", "double"), ("msgx_wf", "float")))

@@ -46,8 +46,8 @@ def test_both_register_tile_flavours_and_the_switch_off():
     gemm, syrk = polybench.SCOPS["gemm"], polybench.SCOPS["syrk"]
     g = codegen.function(gemm, ODD["gemm"], scheduler.schedule(gemm, ODD["gemm"], OURS), "k")
     s = codegen.function(syrk, ODD["syrk"], scheduler.schedule(syrk, ODD["syrk"], OURS), "k")
-    assert "msgx_st_msgx_vd(&C" in g and "msgx_hsum_msgx_vd(msgx_acc" not in g
-    assert "msgx_hsum_msgx_vd(msgx_acc" in s
+    assert "msgx_st_msgx_wd(&C" in g and "msgx_hsum_msgx_wd(msgx_acc" not in g
+    assert "msgx_hsum_msgx_wd(msgx_acc" in s
     for scop in (gemm, syrk):
         b = ODD[scop.name]
         assert "msgx_acc" not in codegen.function(scop, b, scheduler.schedule(scop, b, OFF), "k")
@@ -87,8 +87,17 @@ def test_seidel_gets_a_legal_schedule_with_free_innermost_loops(tmp_path, monkey
     assert scheduler._recurrences(scop, off) == ["S0"] and not off.notes
 
 
-def test_vector_width_matches_the_prelude():
-    assert f"vector_size({regtile.VECTOR_BYTES})" in codegen.translation_unit([])
+def test_vector_widths_match_the_prelude():
+    """Single-row blocks (doitgen) use VECTOR_BYTES-wide vectors, blocks of rows the wide ones: WIDE_BYTES
+    where the compiler targets AVX-512, else VECTOR_BYTES; the emitted lane counts follow MSGX_WIDE."""
+    tu = codegen.translation_unit([])
+    assert f"vector_size({regtile.VECTOR_BYTES})" in tu and "vector_size(MSGX_WIDE)" in tu
+    assert f"#define MSGX_WIDE {regtile.WIDE_BYTES}" in tu and f"#define MSGX_WIDE {regtile.VECTOR_BYTES}" in tu
+    doit, gemm = polybench.SCOPS["doitgen"], polybench.SCOPS["gemm"]
+    d = codegen.function(doit, ODD["doitgen"], scheduler.schedule(doit, ODD["doitgen"], OURS), "k")
+    g = codegen.function(gemm, ODD["gemm"], scheduler.schedule(gemm, ODD["gemm"], OURS), "k")
+    assert "msgx_vd msgx_acc" in d and "msgx_wd" not in d
+    assert "msgx_wd msgx_acc" in g and "(MSGX_WIDE / 8)" in g
 
 
 def test_tiles_only_where_a_band_has_reuse(tmp_path, monkeypatch):
