@@ -600,8 +600,8 @@ class _Printer:
 
     def _private_call(self, name: str, names: list[str], size: dict, trips: str, pad: str) -> None:
         """The call of a parallel helper whose chunks take copies of the arrays in `size` (their element
-        counts): zeroed copies, the pool over the chunks, then the copies added in chunk order. One chunk, or no
-        memory for the copies: the loop runs in order on the arrays themselves."""
+        counts): zeroed copies, the pool over the chunks, then the copies added in chunk order. One chunk, or
+        no memory for the copies: the loop runs in order on the arrays themselves."""
         t, offset, copies = self.dtype, 0, []
         for a, n in size.items():
             copies.append(f"{pad}    {t} *msgx_{a} = msgx_priv + {offset}L * msgx_ch;")

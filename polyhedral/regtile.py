@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import islpy as isl
 
 VECTOR_BYTES = 32  # AVX2 width: single-row blocks (doitgen's 16 sums: 64-byte vectors made it 25% slower)
-# blocks of rows on AVX-512: a 4 x 4 block of sums and its operands needs ~24 of its 32 registers (gemm LARGE on
-# one thread: 68 -> 46 ms, syr2k 68 -> 51, 3mm 129 -> 108)
+# blocks of rows on AVX-512: a 4 x 4 block of sums and its operands needs ~24 of its 32 registers
+# (gemm LARGE on one thread: 68 -> 46 ms, syr2k 68 -> 51, 3mm 129 -> 108)
 WIDE_BYTES = 64
 _REF = re.compile(r"\b([A-Za-z_]\w*)((?:\[[^\[\]]*\])+)")
 _CALL = re.compile(r"\b[A-Za-z_]\w*\s*\(")
@@ -154,7 +154,7 @@ def emit(nest: Nest, dtype: str, rows: int, cols: int, pad: str) -> list[str]:
     size = 8 if dtype == "double" else 4
     # lanes per vector, as C: the wide width is the compiler's (MSGX_WIDE in PRELUDE)
     w = f"(MSGX_WIDE / {size})" if nest.p else str(VECTOR_BYTES // size)
-    v = ("msgx_wd" if dtype == "double" else "msgx_wf") if nest.p else ("msgx_vd" if dtype == "double" else "msgx_vf")
+    v = ("msgx_w" if nest.p else "msgx_v") + ("d" if dtype == "double" else "f")
     up = rows if nest.p else 1
     cols = cols if nest.p else rows * cols  # no rows to unroll: as many independent sums, all columns
     p, q, r = nest.p, nest.q, nest.r
@@ -263,8 +263,8 @@ def _vector_helpers(v: str, t: str) -> str:
             f"  {t} s = 0; for (int k = 0; k < (int)(sizeof x / sizeof s); k++) s += x[k]; return s; }}\n")
 
 
-PRELUDE = f"""/* register tiling (regtile.py): unaligned vector loads/stores and a horizontal sum; blocks of rows use
-   the widest vectors the compiler targets (msgx_w*), single rows 32-byte ones (msgx_v*) */
+PRELUDE = f"""/* register tiling (regtile.py): unaligned vector loads/stores and a horizontal sum; blocks of
+   rows use the widest vectors the compiler targets (msgx_w*), single rows 32-byte ones (msgx_v*) */
 #if defined(__AVX512F__)
 #define MSGX_WIDE {WIDE_BYTES}
 #else
