@@ -533,8 +533,7 @@ class _Printer:
             return None
         if self.res.loop_parallel(dim, calls):
             return frozenset()
-        if not _has_loop(body) or self.res.dep is None or any(
-                d.kind in ("serial", "reduce") for d in self.res.config.directives):
+        if not _has_loop(body) or any(d.kind in ("serial", "reduce") for d in self.res.config.directives):
             return None
         priv = privatize.arrays(self.scop, self.binding, self.res.schedule, dim, calls)
         elems = sum(math.prod(self.scop.shape(a, self.binding)) for a in priv)
