@@ -58,8 +58,9 @@ def cpu_count() -> int:
 
 
 def validate(program) -> dict:
-    """Validate a program without running it: {'ntiles', 'arena_bytes', 'n_instr', 'fused'} or BytecodeError
-    ('fused': instruction groups the VM runs as one kernel on this machine)."""
+    """Validate a program without running it: {'ntiles', 'arena_bytes', 'n_instr', 'fused', 'softmax'} or
+    BytecodeError ('fused': instruction groups the VM runs as one kernel on this machine, 'softmax' of them
+    softmax's four steps a row at a time)."""
     if _mod is None:
         raise RuntimeError(f"the DVM C VM is unavailable: {_why}")
     try:

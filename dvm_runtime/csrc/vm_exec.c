@@ -14,6 +14,7 @@ typedef struct {
     char *const *bufs;
     vm_row_pass_fn row_pass[VM_FUSE_SCALE_SHIFT];   /* by VM_FUSE_* kind */
     vm_chain_fn chain;
+    vm_softmax_fn softmax;
 } exec_ctx_t;
 
 static const int REG_SIZE[VM_NDT] = {0, 4, 4, 4, 8, 1};   /* register element size by compute dtype */
@@ -278,6 +279,15 @@ static void run_tile(void *ctx, int tid, void *arena, int64_t tile) {
                 run_chain(ex, k, regs, rp, &t);
                 continue;
             }
+            if (in->fused == VM_FUSE_SOFTMAX) {   /* RMAX .. MUL (vm_decode checked), into the MUL's place */
+                const vm_ins_t *mul = in + 5;
+                char *y = in->kept_to ? direct_dest(p, &p->ins[in->kept_to], ex->bufs, &t)
+                                      : regs + (size_t)mul->d * p->reg_stride;
+                int stream = !mul->direct && in->kept_to && ((uintptr_t)y & 63) == 0 && t.nc % 16 == 0;
+                ex->softmax((float *)y, (float *)tmp, (const float *)a, t.nr, t.nc, stream);
+                rp[mul->d] = y;
+                continue;
+            }
             if (in->fused == VM_FUSE_SCALE_SHIFT) {   /* MUL, LOAD_VIEW, MUL, LOAD_VIEW, ADD (vm_decode checked) */
                 const vm_ins_t *l1 = in + 1, *m2 = in + 2, *l2 = in + 3, *m3 = in + 4;
                 const char *row = rp[in->b];
@@ -383,7 +393,7 @@ int vm_execute(const vm_prog_t *p, char *const *bufs, int nthreads) {
     int64_t want = (p->rows * p->cols + per_thread - 1) / per_thread;
     if (nthreads > want) nthreads = (int)want;
     exec_ctx_t ctx = {p, bufs, {0, vm_row_pass(VM_FUSE_SUB_EXP_RSUM), vm_row_pass(VM_FUSE_SUB_SQUARE_RSUM)},
-                      vm_chain_kernel()};
+                      vm_chain_kernel(), vm_softmax_kernel()};
     /* A thread claims tiles of up to VM_CLAIM_ELEMS elements at a time: one tile each made the two threads'
      * tiles alternate, and prefetchers following those gapped streams halved the memory bandwidth. */
     int64_t tile = p->tr * p->tc, chunk = (VM_CLAIM_ELEMS + tile - 1) / tile;

@@ -409,7 +409,7 @@ static inline AVX512 __m256 add_lanes(__m256 acc, __m512 y) {   /* elements j an
 #define ROW_STEP(ACC, J, KEPT, SUMMED)                                                          \
     {                                                                                           \
         __m512 v = _mm512_sub_ps(_mm512_loadu_ps(x + (J)), b), y = KEPT;                        \
-        __builtin_prefetch(x + nr * nc + (J), 0, 2);   /* the next tile's row i: see above */   \
+        __builtin_prefetch(x + ahead + (J), 0, 2);   /* the next tile's row i: see above */   \
         _mm512_storeu_ps(e + (J), y);                                                           \
         ACC = add_lanes(ACC, SUMMED);                                                           \
     }
@@ -430,53 +430,101 @@ static inline AVX512 float tree_sum8(__m256 acc) {
     h = _mm_add_ps(h, _mm_shuffle_ps(h, h, 1));
     return _mm_cvtss_f32(h);
 }
-/* Rows of one chunk and longer rows in loops of their own: with the chunk loop in it (or a call), the loop over
- * softmax's rows of 16 no longer kept exp16's constants in registers and took 10% longer. */
-#define ROW_PASS(name, KEPT, SUMMED)                                                            \
+/* One row of a pass: e = KEPT of (x - b), returns the RSUM of SUMMED. Rows of one chunk and longer rows go
+ * in loops of their own (ROW_PASS): with the chunk loop in it, the loop over softmax's rows of 16 no longer
+ * kept exp16's constants in registers and took 10% longer. `ahead` elements on is what to prefetch. */
+#define ROW_FNS(name, KEPT, SUMMED)                                                             \
+    static inline __attribute__((always_inline)) AVX512 f32 name##_short(f32 *e, const f32 *x, __m512 b, \
+                                                                         int64_t nc, int64_t ahead) { \
+        __m256 acc = _mm256_set1_ps(-0.0f);                                                     \
+        int64_t j = 0, end = nc;                                                                \
+        ROW_CHUNK(acc, KEPT, SUMMED)                                                            \
+        return tree_sum8(acc);                                                                  \
+    }                                                                                           \
+    static inline __attribute__((always_inline)) AVX512 f32 name##_long(f32 *e, const f32 *x, __m512 b, \
+                                                                        int64_t nc, int64_t ahead) { \
+        __m256 acc = _mm256_set1_ps(-0.0f);                                                     \
+        int64_t j = 0, end;                                                                     \
+        /* two full chunks at a time: independent chains (one alone waits on each add) */       \
+        for (; j + 2 * DVM_REDUCE_CHUNK <= nc; j += 2 * DVM_REDUCE_CHUNK) {                     \
+            __m256 p0 = _mm256_set1_ps(-0.0f), p1 = p0;                                         \
+            for (int64_t s = j; s < j + DVM_REDUCE_CHUNK; s += 16) {                            \
+                ROW_STEP(p0, s, KEPT, SUMMED)                                                   \
+                ROW_STEP(p1, s + DVM_REDUCE_CHUNK, KEPT, SUMMED)                                \
+            }                                                                                   \
+            acc = _mm256_add_ps(_mm256_add_ps(acc, p0), p1);   /* in chunk order */              \
+        }                                                                                       \
+        while (j < nc) {   /* the rest chunk by chunk */                                        \
+            __m256 part = _mm256_set1_ps(-0.0f);                                                \
+            end = CHUNK_END(j, nc);                                                             \
+            ROW_CHUNK(part, KEPT, SUMMED)                                                       \
+            acc = _mm256_add_ps(acc, part);                                                     \
+        }                                                                                       \
+        return tree_sum8(acc);                                                                  \
+    }
+#define ROW_PASS(name)                                                                          \
     static AVX512 void name(f32 *d, f32 *sums, const f32 *a, const f32 *row, int64_t nr, int64_t nc) { \
-        for (int64_t i = nr - 1; i >= 0 && nc <= DVM_REDUCE_CHUNK; i--) {                       \
-            const f32 *x = a + i * nc;                                                          \
-            f32 *e = d + i * nc;                                                                \
-            const __m512 b = _mm512_set1_ps(row[i]);                                            \
-            __m256 acc = _mm256_set1_ps(-0.0f);                                                 \
-            int64_t j = 0, end = nc;                                                            \
-            ROW_CHUNK(acc, KEPT, SUMMED)                                                        \
-            sums[i] = tree_sum8(acc);                                                           \
-        }                                                                                       \
-        for (int64_t i = nr - 1; i >= 0 && nc > DVM_REDUCE_CHUNK; i--) {                        \
-            const f32 *x = a + i * nc;                                                          \
-            f32 *e = d + i * nc;                                                                \
-            const __m512 b = _mm512_set1_ps(row[i]);                                            \
-            __m256 acc = _mm256_set1_ps(-0.0f);                                                 \
-            int64_t j = 0, end;                                                                 \
-            /* two full chunks at a time: independent chains (one alone waits on each add) */   \
-            for (; j + 2 * DVM_REDUCE_CHUNK <= nc; j += 2 * DVM_REDUCE_CHUNK) {                 \
-                __m256 p0 = _mm256_set1_ps(-0.0f), p1 = p0;                                     \
-                for (int64_t s = j; s < j + DVM_REDUCE_CHUNK; s += 16) {                        \
-                    ROW_STEP(p0, s, KEPT, SUMMED)                                               \
-                    ROW_STEP(p1, s + DVM_REDUCE_CHUNK, KEPT, SUMMED)                            \
-                }                                                                               \
-                acc = _mm256_add_ps(_mm256_add_ps(acc, p0), p1);   /* in chunk order */          \
-            }                                                                                   \
-            while (j < nc) {   /* the rest chunk by chunk */                                    \
-                __m256 part = _mm256_set1_ps(-0.0f);                                            \
-                end = CHUNK_END(j, nc);                                                         \
-                ROW_CHUNK(part, KEPT, SUMMED)                                                   \
-                acc = _mm256_add_ps(acc, part);                                                 \
-            }                                                                                   \
-            sums[i] = tree_sum8(acc);                                                           \
-        }                                                                                       \
+        for (int64_t i = nr - 1; i >= 0 && nc <= DVM_REDUCE_CHUNK; i--)                         \
+            sums[i] = name##_short(d + i * nc, a + i * nc, _mm512_set1_ps(row[i]), nc, nr * nc); \
+        for (int64_t i = nr - 1; i >= 0 && nc > DVM_REDUCE_CHUNK; i--)                          \
+            sums[i] = name##_long(d + i * nc, a + i * nc, _mm512_set1_ps(row[i]), nc, nr * nc); \
     }
 /* softmax: d = exp(a - row), sums of d */
-ROW_PASS(sub_exp_rsum, exp16(v), y)
+ROW_FNS(sub_exp_rsum, exp16(v), y)
+ROW_PASS(sub_exp_rsum)
 /* LayerNorm's variance: d = a - row, sums of d * d */
-ROW_PASS(sub_square_rsum, v, _mm512_mul_ps(y, y))
+ROW_FNS(sub_square_rsum, v, _mm512_mul_ps(y, y))
+ROW_PASS(sub_square_rsum)
+
+/* The largest element of a row by four independent vmaxps chains (rmax_f32's one chain per row waits on each
+ * step). It can differ from rmax_f32's only where softmax's values cannot tell: in the sign of a zero max
+ * (x - 0 and x - -0 are equal for x != 0, exp(0) = exp(-0)) and for rows holding a NaN, which vmaxps passes
+ * over: such a row still sums to NaN, and every value of it is NaN, as with the ISA's max. */
+static inline AVX512 f32 max_any_order(const f32 *x, int64_t nc) {
+    const __m512 lo = _mm512_set1_ps(-INFINITY);
+    __m512 a0 = lo, a1 = lo, a2 = lo, a3 = lo;
+    int64_t j = 0;
+    for (; j + 64 <= nc; j += 64) {
+        a0 = _mm512_max_ps(_mm512_loadu_ps(x + j), a0);
+        a1 = _mm512_max_ps(_mm512_loadu_ps(x + j + 16), a1);
+        a2 = _mm512_max_ps(_mm512_loadu_ps(x + j + 32), a2);
+        a3 = _mm512_max_ps(_mm512_loadu_ps(x + j + 48), a3);
+    }
+    for (; j + 16 <= nc; j += 16) a0 = _mm512_max_ps(_mm512_loadu_ps(x + j), a0);
+    if (j < nc) a1 = _mm512_max_ps(_mm512_mask_loadu_ps(lo, (__mmask16)((1u << (nc - j)) - 1), x + j), a1);
+    return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(a0, a1), _mm512_max_ps(a2, a3)));
+}
+/* softmax a row at a time (vm_validate.c's VM_FUSE_SOFTMAX: RMAX, the SUB-EXP-RSUM pass, RECIP of the sums,
+ * MUL by them), so the row stays in L1 from its max to its scaled values: the three passes over a tile went
+ * to L2 and back (1024x1024 on one thread: 0.42 -> 0.28 ms). y may not overlap x; with `stream` (y's rows
+ * 64-byte aligned, whole vectors) the values wait in tmp (nc elements) and go out with non-temporal stores.
+ * Every value is rounded as by the instructions one by one: the same bits (NaN payloads aside). */
+static AVX512 void softmax_rows(f32 *y, f32 *tmp, const f32 *x, int64_t nr, int64_t nc, int stream) {
+    for (int64_t i = 0; i < nr; i++) {
+        const f32 *xi = x + i * nc;
+        f32 *yi = y + i * nc, *e = stream ? tmp : yi;
+        __m512 b = _mm512_set1_ps(max_any_order(xi, nc));
+        f32 s = nc <= DVM_REDUCE_CHUNK ? sub_exp_rsum_short(e, xi, b, nc, nr * nc)
+                                       : sub_exp_rsum_long(e, xi, b, nc, nr * nc);
+        const __m512 r = _mm512_set1_ps(1.0f / s);
+        int64_t j = 0;
+        if (stream)
+            for (; j + 16 <= nc; j += 16) _mm512_stream_ps(yi + j, _mm512_mul_ps(_mm512_loadu_ps(e + j), r));
+        for (; j + 16 <= nc; j += 16) _mm512_storeu_ps(yi + j, _mm512_mul_ps(_mm512_loadu_ps(e + j), r));
+        if (j < nc) {
+            __mmask16 t = (__mmask16)((1u << (nc - j)) - 1);
+            _mm512_mask_storeu_ps(yi + j, t, _mm512_mul_ps(_mm512_maskz_loadu_ps(t, e + j), r));
+        }
+    }
+}
+vm_softmax_fn vm_softmax_kernel(void) { return __builtin_cpu_supports("avx512f") ? softmax_rows : 0; }
 vm_row_pass_fn vm_row_pass(int kind) {
     if (!__builtin_cpu_supports("avx512f")) return 0;
     return kind == VM_FUSE_SUB_EXP_RSUM ? sub_exp_rsum : kind == VM_FUSE_SUB_SQUARE_RSUM ? sub_square_rsum : 0;
 }
 #else
 vm_row_pass_fn vm_row_pass(int kind) { (void)kind; return 0; }
+vm_softmax_fn vm_softmax_kernel(void) { return 0; }
 #endif
 
 /* ---- elementwise chains: one pass over 64-element strips (vm_validate.c forms them) ---- */

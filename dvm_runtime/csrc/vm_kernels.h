@@ -28,9 +28,17 @@ extern vm_mem_fn vm_load[VM_NDT], vm_store[VM_NDT];       /* by buffer dtype */
  * then EXP of it (SUB_EXP_RSUM, kept in d instead) or a square (SUB_SQUARE_RSUM, d keeps the difference);
  * sums[i] = the RSUM of row i of the EXP or square. NULL where the machine has no AVX-512 (the three
  * instructions then run one by one). */
-enum { VM_FUSE_NONE, VM_FUSE_SUB_EXP_RSUM, VM_FUSE_SUB_SQUARE_RSUM, VM_FUSE_SCALE_SHIFT, VM_FUSE_CHAIN };
+enum { VM_FUSE_NONE, VM_FUSE_SUB_EXP_RSUM, VM_FUSE_SUB_SQUARE_RSUM, VM_FUSE_SCALE_SHIFT, VM_FUSE_CHAIN,
+       VM_FUSE_SOFTMAX };
 typedef void (*vm_row_pass_fn)(float *d, float *sums, const float *a, const float *row, int64_t nr, int64_t nc);
 vm_row_pass_fn vm_row_pass(int kind);
+
+/* Softmax over nr rows of nc, a row at a time: RMAX of x, the SUB-EXP-RSUM pass, RECIP of the sums and MUL of
+ * the values by them (y must not overlap x), with the instructions' bits; with `stream`, y's rows are
+ * 64-byte aligned whole vectors written with non-temporal stores, tmp holding a row first. NULL without
+ * AVX-512. */
+typedef void (*vm_softmax_fn)(float *y, float *tmp, const float *x, int64_t nr, int64_t nc, int stream);
+vm_softmax_fn vm_softmax_kernel(void);
 
 /* d = ((a * row[i]) * scale[j]) + shift[j] over nr rows of nc: MUL by a ROW operand, MUL and ADD of repeated
  * rows (LayerNorm's affine end) in one pass, with the three instructions' roundings. */

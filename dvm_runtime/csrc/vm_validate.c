@@ -358,6 +358,42 @@ static void row_pass_outputs(vm_prog_t *p) {
     }
 }
 
+/* Softmax as the encoder writes it: RMAX of x, the fused SUB-EXP-RSUM pass over x and that max, RECIP of the
+ * sums, MUL of the values by the reciprocals: one kernel that takes each row through all four while it is in
+ * L1 (vm_softmax_kernel). The max, the values, the sums and their reciprocals must be dead after the MUL,
+ * whose result may not share x's register; it goes to the register, or where the MUL is direct or a
+ * streamed STORE of it follows (the result dead after), to that STORE's destination (kept_to). */
+static void fuse_softmax(vm_prog_t *p) {
+    if (!vm_softmax_kernel() || p->n_ins > UINT16_MAX) return;
+    for (int k = 0; k + 5 < p->n_ins; k++) {
+        vm_ins_t *mx = &p->ins[k], *s = mx + 1, *c = mx + 4, *m = mx + 5;
+        unsigned kept = p->ins[k + 2].d, sums = p->ins[k + 3].d;
+        if (mx->op != DVM_OP_RMAX || mx->dt != DVM_DT_F32 || mx->skip || mx->fused || mx->expand || mx->via_tmp ||
+            broadcast(mx) || s->fused != VM_FUSE_SUB_EXP_RSUM || s->a != mx->a || s->b != mx->d ||
+            c->op != DVM_OP_RECIP || c->form != DVM_FORM_UNARY || c->dt != DVM_DT_F32 || c->flags != (DVM_F_ROW | DVM_F_A_ROW) ||
+            c->a != sums || c->skip || c->fused || c->expand || c->via_tmp || c->direct || broadcast(c) ||
+            m->op != DVM_OP_MUL || m->form != DVM_FORM_BINARY || m->dt != DVM_DT_F32 || m->flags != DVM_F_B_ROW ||
+            m->a != kept || m->b != c->d || m->d == mx->a || m->skip || m->fused || m->expand || m->via_tmp ||
+            broadcast(m) || m->rep_a || m->rep_b)
+            continue;
+        unsigned dead[4] = {mx->d, kept, sums, c->d};
+        int live = 0;
+        for (int j = 0; j < 4; j++) live |= dead[j] != m->d && read_before_written(p, k + 6, dead[j]);
+        if (live) continue;
+        const vm_ins_t *st = k + 6 < p->n_ins ? &p->ins[k + 6] : NULL;
+        if (m->direct)
+            mx->kept_to = (uint16_t)(k + 6);
+        else if (st && st->op == DVM_OP_STORE && st->stream && st->a == m->d && !read_before_written(p, k + 7, m->d)) {
+            mx->kept_to = (uint16_t)(k + 6);
+            p->ins[k + 6].skip = 1;
+        }
+        mx->fused = VM_FUSE_SOFTMAX;
+        s->fused = 0;
+        for (int j = 1; j <= 5; j++) p->ins[k + j].skip = 1;
+        k += 5;
+    }
+}
+
 /* MUL by a ROW, then MUL and ADD of rows that every tile row reads, each LOAD_VIEW of one right before its
  * use (LayerNorm's scale and shift): one pass instead of three; the two products must be dead after it. */
 static void fuse_scale_shift(vm_prog_t *p) {
@@ -674,6 +710,7 @@ int vm_decode(const uint64_t *w, int64_t nw, vm_prog_t *p, char *err, size_t en)
     direct_stores(p);
     if (repeated_rows(p) != VM_OK || scalar_registers(p) != VM_OK) { vm_prog_free(p); return VM_NOMEM; }
     fuse_row_passes(p);
+    fuse_softmax(p);
     row_pass_outputs(p);
     fuse_scale_shift(p);
     if (fuse_chains(p) != VM_OK) { vm_prog_free(p); return VM_NOMEM; }

@@ -226,6 +226,55 @@ def test_fused_row_passes_give_the_bits_of_the_three_instructions(kind, cols):
     run_both(codes[0], got[0], exact=kind != "exp")
 
 
+def _softmax_program(rows, cols, tr, out, breaker):
+    """softmax as the encoder writes it (RMAX, SUB, EXP, RSUM, RECIP, MUL, STORE); out: "direct" (the MUL goes
+    straight to the STORE), "later" (an ADD reads the result before it is stored) or "stream" (the output
+    is big enough for non-temporal stores); breaker: a MOV of the sums after the RSUM, which keeps the four
+    steps from running as one kernel (the row pass still fuses)."""
+    a = Asm([1, 1, rows, cols], (tr, cols), [(F32, IN, rows * cols), (F32, OUT, rows * cols)])
+    a.ins(O.LOAD, F32, 0, 0, 0).ins(O.RMAX, F32, isa.F_ROW, 1, 0)
+    a.ins(O.SUB, F32, isa.F_B_ROW, 2, 0, 1).ins(O.EXP, F32, 0, 1, 2).ins(O.RSUM, F32, isa.F_ROW, 2, 1)
+    if breaker:
+        a.ins(O.MOV, F32, isa.F_ROW | isa.F_A_ROW, 3, 2)
+    a.ins(O.RECIP, F32, isa.F_ROW | isa.F_A_ROW, 0, 3 if breaker else 2).ins(O.MUL, F32, isa.F_B_ROW, 2, 1, 0)
+    if out == "later":
+        a.ins(O.ADD, F32, 0, 2, 2, 2)
+    return a.ins(O.STORE, F32, 0, 1, 2).code()
+
+
+@pytest.mark.parametrize("cols,tr,out", [(50, 8, "direct"), (7, 3, "direct"), (16, 8, "later"),
+                                         (300, 5, "direct"), (1000, 2, "later"), (4096, 1, "stream"),
+                                         (1021, 4, "stream")])
+def test_softmax_rows_give_the_bits_of_its_instructions(cols, tr, out):
+    """RMAX, the SUB-EXP-RSUM pass, RECIP and MUL run a row at a time as one kernel where the machine allows;
+    the same program with a MOV of the sums between runs as a row pass and instructions: the same bits,
+    for rows whose max is a zero of either sign, rows with NaN, infinities, all -inf, and the numpy VM agrees."""
+    rng = np.random.default_rng(8)
+    rows = (16 << 20) // 4 // cols + 3 if out == "stream" else 37
+    x = (rng.standard_normal((rows, cols)) * 30).astype(np.float32)
+    x[1] = -np.abs(x[1])
+    x[1, cols // 2] = 0.0   # the max is +0
+    x[2] = -np.abs(x[2])
+    x[2, ::3] = -0.0        # ... or -0 (the ISA's order picks which)
+    x[3, cols - 1] = np.nan
+    x[4] = -np.inf
+    x[5, 0] = np.inf
+    x[6, :] = 0.0
+    x[6, ::2] = -0.0
+    with open("/proc/cpuinfo") as f:
+        avx512 = " avx512f" in f.read()
+    codes = [_softmax_program(rows, cols, tr, out, breaker) for breaker in (False, True)]
+    assert [cvm.validate(c)["softmax"] for c in codes] == [int(avx512), 0]
+    got = []
+    for code in codes:
+        bufs = [x.ravel().copy(), np.zeros(x.size, np.float32)]
+        cvm.run(code, bufs, 2)
+        got.append(bufs[1])
+    np.testing.assert_array_equal(got[0], got[1])
+    if out != "stream":
+        run_both(codes[0], [x.ravel(), np.zeros(x.size, np.float32)], exact=False)
+
+
 def _layer_norm_program(rows, cols, mov, direct):
     """LayerNorm with registers reused as the encoder reuses them (the scale's row view overwrites the
     ROW of 1/std, the shift's the first product); mov: a MOV after the first product, which keeps the VM
