@@ -48,8 +48,10 @@ SEMANTICS (per element, dtype = the instruction's dtype = the dtype of its regis
   np.mod (x mod 0 = NaN); FMOD is C fmod
   (truncated; floats only). MAX/MIN propagate NaN (numpy maximum/minimum). POW is powf (F32 only).
 - ROUND is half to even; ERF is the rational fit of framework.ops.elementwise._erf (x clipped to [-4, 4],
-  float32 Horner acc = acc*z + c with z = x*x, then (x*P)/Q, no FMA contraction; NaN stays NaN,
-  coefficients ERF_P/ERF_Q); SIGMOID = 1/(1+exp(-x)); RSQRT = 1/sqrt(x); RECIP = 1/x.
+  Horner acc = acc*z + c with z = x*x, then (x*P)/Q, coefficients ERF_P/ERF_Q; NaN stays NaN): the numpy
+  VM rounds each float32 step (no FMA), a VM may fuse the steps and divide by a refined reciprocal (the C VM
+  with AVX-512: 3.3e-7 relative error of erf at most, the numpy VM's 4.2e-7);
+  SIGMOID = 1/(1+exp(-x)); RSQRT = 1/sqrt(x); RECIP = 1/x.
 - ISNAN/ISINF/compares produce BOOL; dtype is the operand dtype. AND/OR/XOR/NOT are BOOL only.
 - CAST (dtype = destination, field B = source compute dtype): destination F16 means an F32 register
   holding the value rounded to float16 (via F32; the register's dtype is F32); float->int truncates toward

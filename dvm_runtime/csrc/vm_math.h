@@ -70,8 +70,9 @@ static inline float vm_logf(float x) {
     return x != x ? x : y;
 }
 
-/* erf exactly as the ISA defines it (isa.py ERF_P/ERF_Q): x clipped to [-4, 4], Horner in float32, then
- * x*P/Q. Bit-exact with the numpy VM because the build disables FMA contraction. */
+/* erf as the ISA defines it (isa.py ERF_P/ERF_Q): x clipped to [-4, 4], Horner in float32, then x*P/Q, each
+ * step rounded as the numpy VM rounds it (the build disables FMA contraction); the AVX-512 kernels fuse the
+ * steps (vm_kernels.c erf16). */
 static inline float vm_erff(float x) {
     float xc = x < -4.0f ? -4.0f : x;
     xc = xc > 4.0f ? 4.0f : xc;

@@ -129,9 +129,12 @@ def test_transformer_gradients_match_torch(graph):
     assert len(params) == len(P) == 37
     for p, g in zip(params, grads):
         ref = P[p.name].grad.numpy()
-        # atol only absorbs float32 noise on gradients that are exactly zero in theory (the key bias: softmax
-        # ignores a per-query constant), six orders below the typical gradient
-        np.testing.assert_allclose(g.asnumpy(), ref, rtol=1e-3, atol=1e-7, err_msg=p.name)
+        # atol absorbs float32 noise, six orders below the parameter's largest gradient: on gradients that are
+        # exactly zero in theory (the key bias: softmax ignores a per-query constant) and on ones that cancel
+        # to a few 1e-5 (an embedding row whose largest gradient is 0.28 missed by 1.6e-7 when the VM's erf
+        # moved by an ulp)
+        atol = max(1e-7, 1e-6 * float(np.abs(ref).max()))
+        np.testing.assert_allclose(g.asnumpy(), ref, rtol=1e-3, atol=atol, err_msg=p.name)
 
 
 def _ort(path, *feeds):
