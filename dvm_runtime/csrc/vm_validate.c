@@ -622,6 +622,30 @@ static int64_t program_work(const vm_prog_t *p) {
     return work;
 }
 
+/* The encoder sizes an elementwise tile so its registers fit L1, each instruction being a pass over them. When
+ * elementwise chains cover every instruction that runs over the tile (the rest only point registers at
+ * buffers or compute one element), values stay in vector registers and a bigger tile only saves the per-tile
+ * work (the chain's step table, the dispatch): tiles of full rows of up to VM_CHAIN_TILE_ELEMS. Measured on 2
+ * threads, 8192x1024: bias+GELU 2.26 -> 1.86 ms, the 6-op chain 2.77 -> 2.38, SiLU-gated product 1.67 -> 1.48. */
+#define VM_CHAIN_TILE_ELEMS ((int64_t)1 << 14)
+static void coarsen_chain_tiles(vm_prog_t *p) {
+    if (p->n_chains == 0 || p->rows * p->cols == 0 || (p->tc != p->cols && p->tr != 1)) return;
+    for (int k = 0; k < p->n_ins; k++) {
+        const vm_ins_t *in = &p->ins[k];
+        if (!(in->skip || in->op == DVM_OP_END || in->fused == VM_FUSE_CHAIN || pointer_load(in) || in->scalar))
+            return;
+    }
+    int64_t tc = p->cols <= VM_CHAIN_TILE_ELEMS ? p->cols : p->tc;
+    int64_t tr = tc == p->cols ? VM_CHAIN_TILE_ELEMS / tc : 1;
+    if (tr > p->rows) tr = p->rows;
+    if (tr < 1) tr = 1;
+    if (tr * tc <= p->tr * p->tc) return;
+    p->tr = tr;
+    p->tc = tc;
+    p->cb = (p->cols + tc - 1) / tc;
+    p->ntiles = (p->rows + tr - 1) / tr * p->cb;
+}
+
 int vm_decode(const uint64_t *w, int64_t nw, vm_prog_t *p, char *err, size_t en) {
     memset(p, 0, sizeof *p);
     int e;
@@ -714,6 +738,7 @@ int vm_decode(const uint64_t *w, int64_t nw, vm_prog_t *p, char *err, size_t en)
     row_pass_outputs(p);
     fuse_scale_shift(p);
     if (fuse_chains(p) != VM_OK) { vm_prog_free(p); return VM_NOMEM; }
+    coarsen_chain_tiles(p);
     for (int k = 0; k < p->n_ins; k++) p->ins[k].rare = p->ins[k].expand || p->ins[k].expand_scalar || p->ins[k].fused;
     p->work = program_work(p);
     p->reg_stride = ((size_t)(p->tr * p->tc) * 8 + 63) & ~(size_t)63;
