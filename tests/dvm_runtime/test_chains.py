@@ -146,3 +146,24 @@ def test_a_chain_ending_in_a_streamed_store(tile, misalign):
     assert cvm.validate(codes[0])["fused"] == int(_avx512())
     assert_same_bits(got[0], got[1])
     np.testing.assert_allclose(got[0], np.exp(x * np.float32(0.5)), rtol=2e-6)
+
+
+@pytest.mark.parametrize("tile", [(1, 64), (3, 300), (1, 300)])
+def test_chains_covering_a_program_run_on_bigger_tiles(tile):
+    """Where chains cover every instruction that runs over the tile, the VM takes tiles of full rows bigger
+    than the program's L1-sized ones (fewer tiles: validate's count); a bias row every tile row reads, a
+    scalar, 137 rows (tiles of 54, a ragged last one) and row pieces in the header give the numpy VM's bits."""
+    rows, cols = 137, 300
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal(rows * cols).astype(np.float32)
+    b = rng.standard_normal(cols).astype(np.float32)
+    s = np.array([0.75], np.float32)
+    a = Asm([1, 1, rows, cols], tile, [(F32, IN, x.size), (F32, IN, cols), (F32, IN, 1), (F32, OUT, x.size)])
+    a.ins(O.LOAD, F32, 0, 0, 0).ins(O.LOAD_VIEW, F32, 0, 1, 1, 0, 0, 0, 0, 0, 1)
+    a.ins(O.LOAD_VIEW, F32, 0, 2, 2).ins(O.ADD, F32, 0, 3, 0, 1).ins(O.MUL, F32, 0, 3, 3, 2)
+    a.ins(O.SUB, F32, 0, 3, 3, 0).ins(O.STORE, F32, 0, 3, 3)
+    code = a.code()
+    header_tiles = -(-rows // tile[0]) * -(-cols // tile[1])
+    assert cvm.validate(code)["ntiles"] == (3 if _avx512() else header_tiles)   # 16384 // 300 = 54 rows
+    out = run_both(code, [x, b, s, np.zeros_like(x)], nthreads=(1, 2, 3))[3]
+    np.testing.assert_array_equal(out, (x + np.tile(b, rows)) * s[0] - x)
