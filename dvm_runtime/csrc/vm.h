@@ -67,6 +67,14 @@ enum { VM_OK = 0, VM_INVALID = -1, VM_NOMEM = -2 };
  * outputs stay cached for the kernel that reads them next. */
 #define VM_STREAM_BYTES ((int64_t)16 << 20)
 
+/* Estimated work (vm_prog_t.work per element) that makes handing a share of a program to another thread pay:
+ * vm_execute gives each thread at least this much. Measured inside a model, not on one kernel in a loop: the bundled transformer (best of 60x100 calls,
+ * processes alternating) at seq 64 / 128 / 256 took 289 / 601 / 951-963 us with 2^19, 290 / 605 / 972-985 with
+ * the former 16384 elements per thread, 312 / 621-685 / 974 with 2^16-2^18 and 294 / 593 / 1213-1239 on one
+ * thread. Alone in a loop, smaller programs gained from a second thread (6-op chain with a tanh, 16384
+ * elements: 12.9 -> 8.1 us), but between a model's other work they lost. */
+#define VM_THREAD_WORK ((int64_t)1 << 19)
+
 /* Validates the whole program and fills *p; on VM_INVALID, err holds the reason. */
 int vm_decode(const uint64_t *w, int64_t nw, vm_prog_t *p, char *err, size_t errlen);
 void vm_prog_free(vm_prog_t *p);

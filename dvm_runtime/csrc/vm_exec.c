@@ -378,12 +378,6 @@ static void run_tile(void *ctx, int tid, void *arena, int64_t tile) {
 }
 
 #define VM_CLAIM_ELEMS ((int64_t)1 << 16)
-/* Measured inside a model, not on one kernel in a loop: the bundled transformer (best of 60x100 calls,
- * processes alternating) at seq 64 / 128 / 256 took 289 / 601 / 951-963 us with 2^19, 290 / 605 / 972-985 with
- * the former 16384 elements per thread, 312 / 621-685 / 974 with 2^16-2^18 and 294 / 593 / 1213-1239 on one
- * thread. Alone in a loop, smaller programs gained from a second thread (6-op chain with a tanh, 16384
- * elements: 12.9 -> 8.1 us), but between a model's other work they lost. */
-#define VM_THREAD_WORK ((int64_t)1 << 19)
 
 int vm_execute(const vm_prog_t *p, char *const *bufs, int nthreads) {
     if (p->rows * p->cols == 0) return VM_OK;

@@ -626,7 +626,9 @@ static int64_t program_work(const vm_prog_t *p) {
  * elementwise chains cover every instruction that runs over the tile (the rest only point registers at
  * buffers or compute one element), values stay in vector registers and a bigger tile only saves the per-tile
  * work (the chain's step table, the dispatch): tiles of full rows of up to VM_CHAIN_TILE_ELEMS. Measured on 2
- * threads, 8192x1024: bias+GELU 2.26 -> 1.86 ms, the 6-op chain 2.77 -> 2.38, SiLU-gated product 1.67 -> 1.48. */
+ * threads, 8192x1024: bias+GELU 2.26 -> 1.86 ms, the 6-op chain 2.77 -> 2.38, SiLU-gated product 1.67 -> 1.48.
+ * A tile holds no more than one thread's share (VM_THREAD_WORK), so a program vm_execute would split still
+ * has a tile per thread (Adam over 64x256 ran on one thread in one tile: 18 -> 25 us). */
 #define VM_CHAIN_TILE_ELEMS ((int64_t)1 << 14)
 static void coarsen_chain_tiles(vm_prog_t *p) {
     if (p->n_chains == 0 || p->rows * p->cols == 0 || (p->tc != p->cols && p->tr != 1)) return;
@@ -635,8 +637,10 @@ static void coarsen_chain_tiles(vm_prog_t *p) {
         if (!(in->skip || in->op == DVM_OP_END || in->fused == VM_FUSE_CHAIN || pointer_load(in) || in->scalar))
             return;
     }
-    int64_t tc = p->cols <= VM_CHAIN_TILE_ELEMS ? p->cols : p->tc;
-    int64_t tr = tc == p->cols ? VM_CHAIN_TILE_ELEMS / tc : 1;
+    int64_t most = VM_THREAD_WORK / p->work + 1;
+    if (most > VM_CHAIN_TILE_ELEMS) most = VM_CHAIN_TILE_ELEMS;
+    int64_t tc = p->cols <= most ? p->cols : p->tc;
+    int64_t tr = tc == p->cols ? most / tc : 1;
     if (tr > p->rows) tr = p->rows;
     if (tr < 1) tr = 1;
     if (tr * tc <= p->tr * p->tc) return;
@@ -738,9 +742,9 @@ int vm_decode(const uint64_t *w, int64_t nw, vm_prog_t *p, char *err, size_t en)
     row_pass_outputs(p);
     fuse_scale_shift(p);
     if (fuse_chains(p) != VM_OK) { vm_prog_free(p); return VM_NOMEM; }
-    coarsen_chain_tiles(p);
     for (int k = 0; k < p->n_ins; k++) p->ins[k].rare = p->ins[k].expand || p->ins[k].expand_scalar || p->ins[k].fused;
     p->work = program_work(p);
+    coarsen_chain_tiles(p);
     p->reg_stride = ((size_t)(p->tr * p->tc) * 8 + 63) & ~(size_t)63;
     /* registers a multiple of 4 KiB apart would put element i of every register at the same 4 KiB offset,
      * where loads wait on unrelated stores (4K aliasing); three cache lines more staggers them */
