@@ -58,9 +58,10 @@ def cpu_count() -> int:
 
 
 def validate(program) -> dict:
-    """Validate a program without running it: {'ntiles', 'arena_bytes', 'n_instr', 'fused', 'softmax'} or
-    BytecodeError ('fused': instruction groups the VM runs as one kernel on this machine, 'softmax' of them
-    softmax's four steps a row at a time)."""
+    """Validate a program without running it: {'ntiles', 'arena_bytes', 'n_instr', 'fused', 'softmax',
+    'expands'} or BytecodeError ('fused': instruction groups the VM runs as one kernel on this machine,
+    'softmax' of them softmax's four steps a row at a time; 'expands': instructions that first copy a scalar
+    or a repeated row out to a whole tile)."""
     if _mod is None:
         raise RuntimeError(f"the DVM C VM is unavailable: {_why}")
     try:

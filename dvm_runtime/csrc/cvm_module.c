@@ -279,14 +279,15 @@ static PyTypeObject ProgramType = {
 static PyObject *py_validate(PyObject *self, PyObject *arg) {
     vm_prog_t prog;
     if (decode(arg, &prog) < 0) return NULL;
-    int fused = 0, softmax = 0;
+    int fused = 0, softmax = 0, expands = 0;
     for (int k = 0; k < prog.n_ins; k++) {
         fused += prog.ins[k].fused != 0;
         softmax += prog.ins[k].fused == VM_FUSE_SOFTMAX;
+        expands += prog.ins[k].expand != 0 || prog.ins[k].expand_scalar != 0;
     }
-    PyObject *result = Py_BuildValue("{s:L,s:n,s:i,s:i,s:i}", "ntiles", (long long)prog.ntiles, "arena_bytes",
-                                     (Py_ssize_t)prog.arena_bytes, "n_instr", prog.n_ins, "fused", fused,
-                                     "softmax", softmax);
+    PyObject *result = Py_BuildValue("{s:L,s:n,s:i,s:i,s:i,s:i}", "ntiles", (long long)prog.ntiles,
+                                     "arena_bytes", (Py_ssize_t)prog.arena_bytes, "n_instr", prog.n_ins,
+                                     "fused", fused, "softmax", softmax, "expands", expands);
     vm_prog_free(&prog);
     return result;
 }

@@ -262,6 +262,22 @@ static int reads_reg(const vm_ins_t *in, unsigned r) {
     }
 }
 
+/* How many of A, B, C are register sources of the instruction: a check of B or C by reads_reg alone would
+ * count a field that is not a source (an immediate form's B flag, an unused C of 0) whenever it happens to
+ * name the register A reads. */
+static int n_sources(const vm_ins_t *in) {
+    switch (in->form) {
+    case DVM_FORM_BINARY: return 2;
+    case DVM_FORM_SELECT: return 3;
+    case DVM_FORM_VIEW: return in->op == DVM_OP_STORE_VIEW || in->op == DVM_OP_STORE_ROW;
+    case DVM_FORM_STORE: case DVM_FORM_UNARY: case DVM_FORM_CAST: case DVM_FORM_BINARY_IMM:
+    case DVM_FORM_REDUCE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static int writes_reg(const vm_ins_t *in, unsigned r) {
     int store = in->op == DVM_OP_STORE || in->op == DVM_OP_STORE_VIEW || in->op == DVM_OP_STORE_ROW;
     return in->op != DVM_OP_END && !store && in->d == r;
@@ -540,8 +556,8 @@ static int repeated_rows(vm_prog_t *p) {
             in->rep_b = rep[in->b];
         } else {
             unsigned src[3] = {in->a, in->b, in->c};
-            for (int j = 0; j < 3; j++)
-                if (src[j] < (unsigned)p->n_regs && reads_reg(in, src[j]) && rep[src[j]]) {
+            for (int j = 0; j < n_sources(in); j++)
+                if (src[j] < (unsigned)p->n_regs && rep[src[j]]) {
                     in->expand |= (uint8_t)(1 << j);
                     in->expand_size = rep[src[j]];   /* one dtype: a CAST has one source, SELECT's agree */
                     rep[src[j]] = 0;
@@ -589,8 +605,8 @@ static int scalar_registers(vm_prog_t *p) {
             in->scalar = 1;
             keep = 1;
         }
-        for (int j = 0; j < 3; j++)
-            if (!(keep >> j & 1) && src[j] < (unsigned)p->n_regs && reads_reg(in, src[j]) && sc[src[j]]) {
+        for (int j = 0; j < n_sources(in); j++)
+            if (!(keep >> j & 1) && src[j] < (unsigned)p->n_regs && sc[src[j]]) {
                 in->expand_scalar |= (uint8_t)(1 << j);
                 in->expand_scalar_size = sc[src[j]];
                 sc[src[j]] = 0;
