@@ -57,11 +57,20 @@ def cpu_count() -> int:
     return _mod.cpu_count() if _mod is not None else (os.cpu_count() or 1)
 
 
+def stream_bytes(bytes_: int | None = None) -> int:
+    """The output size (bytes) from which the VM's STOREs bypass the caches (non-temporal); with an argument,
+    sets it for programs decoded from then on (<= 0: the default, 3/4 of the last-level cache, at least
+    16 MiB; $MSGX_STREAM_BYTES sets the default)."""
+    if _mod is None:
+        raise RuntimeError(f"the DVM C VM is unavailable: {_why}")
+    return _mod.stream_bytes() if bytes_ is None else _mod.stream_bytes(int(bytes_))
+
+
 def validate(program) -> dict:
     """Validate a program without running it: {'ntiles', 'arena_bytes', 'n_instr', 'fused', 'softmax',
-    'expands'} or BytecodeError ('fused': instruction groups the VM runs as one kernel on this machine,
-    'softmax' of them softmax's four steps a row at a time; 'expands': instructions that first copy a scalar
-    or a repeated row out to a whole tile)."""
+    'expands', 'streams'} or BytecodeError ('fused': instruction groups the VM runs as one kernel on this
+    machine, 'softmax' of them softmax's four steps a row at a time; 'expands': instructions that first copy
+    a scalar or a repeated row out to a whole tile; 'streams': STOREs past stream_bytes())."""
     if _mod is None:
         raise RuntimeError(f"the DVM C VM is unavailable: {_why}")
     try:

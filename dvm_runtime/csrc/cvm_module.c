@@ -279,26 +279,37 @@ static PyTypeObject ProgramType = {
 static PyObject *py_validate(PyObject *self, PyObject *arg) {
     vm_prog_t prog;
     if (decode(arg, &prog) < 0) return NULL;
-    int fused = 0, softmax = 0, expands = 0;
+    int fused = 0, softmax = 0, expands = 0, streams = 0;
     for (int k = 0; k < prog.n_ins; k++) {
         fused += prog.ins[k].fused != 0;
         softmax += prog.ins[k].fused == VM_FUSE_SOFTMAX;
         expands += prog.ins[k].expand != 0 || prog.ins[k].expand_scalar != 0;
+        streams += prog.ins[k].stream;
     }
-    PyObject *result = Py_BuildValue("{s:L,s:n,s:i,s:i,s:i,s:i}", "ntiles", (long long)prog.ntiles,
+    PyObject *result = Py_BuildValue("{s:L,s:n,s:i,s:i,s:i,s:i,s:i}", "ntiles", (long long)prog.ntiles,
                                      "arena_bytes", (Py_ssize_t)prog.arena_bytes, "n_instr", prog.n_ins,
-                                     "fused", fused, "softmax", softmax, "expands", expands);
+                                     "fused", fused, "softmax", softmax, "expands", expands, "streams", streams);
     vm_prog_free(&prog);
     return result;
 }
 
 static PyObject *py_cpu_count(PyObject *self, PyObject *unused) { return PyLong_FromLong(vm_cpu_count()); }
 
+static PyObject *py_stream_bytes(PyObject *self, PyObject *args) {
+    long long bytes = 0;
+    if (!PyArg_ParseTuple(args, "|L", &bytes)) return NULL;
+    if (PyTuple_GET_SIZE(args) > 0) vm_set_stream_bytes((int64_t)bytes);
+    return PyLong_FromLongLong((long long)vm_stream_bytes());
+}
+
 static PyMethodDef methods[] = {
     {"run", (PyCFunction)(void (*)(void))py_run, METH_VARARGS | METH_KEYWORDS,
      "run(program, buffers, nthreads=None): validate, then execute a DVM program on the buffers."},
     {"validate", py_validate, METH_O, "validate(program) -> dict: raises BytecodeError on a bad program."},
     {"cpu_count", py_cpu_count, METH_NOARGS, "Online CPUs (the default thread count)."},
+    {"stream_bytes", py_stream_bytes, METH_VARARGS,
+     "stream_bytes([n]) -> the buffer size from which STOREs bypass the caches; n sets it for programs "
+     "decoded later (<= 0: the default, 3/4 of the last-level cache)."},
     {NULL, NULL, 0, NULL},
 };
 

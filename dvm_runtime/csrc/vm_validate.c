@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vm.h"
 #include "vm_kernels.h"
@@ -41,6 +42,38 @@ static int view_range(const vm_prog_t *p, int64_t off, const int64_t *s, int ndi
     *hi = b;
     return 0;
 }
+
+static int64_t stream_bytes;   /* 0: not chosen yet */
+
+static int64_t default_stream_bytes(void) {
+    const char *text = getenv("MSGX_STREAM_BYTES");
+    if (text && *text) {
+        long long v = strtoll(text, NULL, 10);
+        if (v > 0) return (int64_t)v;
+    }
+    long long llc = 0;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+    llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+    if (llc <= 0) {   /* sysfs's "307200K" where the C library does not know */
+        FILE *f = fopen("/sys/devices/system/cpu/cpu0/cache/index3/size", "r");
+        char unit = 0;
+        if (f) {
+            if (fscanf(f, "%lld%c", &llc, &unit) < 1) llc = 0;
+            fclose(f);
+        }
+        llc *= unit == 'K' ? 1024 : unit == 'M' ? 1 << 20 : 1;
+    }
+    int64_t at_least = (int64_t)16 << 20;
+    return llc / 4 * 3 > at_least ? llc / 4 * 3 : at_least;
+}
+
+int64_t vm_stream_bytes(void) {
+    if (stream_bytes <= 0) stream_bytes = default_stream_bytes();
+    return stream_bytes;
+}
+
+void vm_set_stream_bytes(int64_t bytes) { stream_bytes = bytes > 0 ? bytes : default_stream_bytes(); }
 
 static int check_header(const uint64_t *w, int64_t nw, vm_prog_t *p, char *err, size_t en) {
     if (nw < DVM_HEADER_WORDS) return fail(err, en, "program has %lld words, the header alone needs %d",
@@ -170,7 +203,7 @@ static int memory_ins(vm_prog_t *p, reg_state_t *rs, int idx, vm_ins_t *in, cons
         return VM_OK;
     }
     in->stream = in->op == DVM_OP_STORE && same_layout &&
-                 p->buf_n[buf] >= VM_STREAM_BYTES / DVM_DTYPE_SIZE[in->dt];
+                 p->buf_n[buf] >= vm_stream_bytes() / DVM_DTYPE_SIZE[in->dt];
     return need_reg(p, rs, idx, reg, cdt, row, err, en);
 }
 

@@ -121,7 +121,7 @@ def test_a_chain_with_slots_reused_registers_direct_stores_and_later_readers():
 
 @pytest.mark.parametrize("tile", [4096, 1000])
 @pytest.mark.parametrize("misalign", [0, 1])
-def test_a_chain_ending_in_a_streamed_store(tile, misalign):
+def test_a_chain_ending_in_a_streamed_store(tile, misalign, stream_16mib):
     """A chain whose STORE goes to a buffer past the non-temporal threshold: streamed from the chain where
     the output is 64-byte aligned and tiles are whole vectors, stored plainly otherwise; same bits."""
     rng = np.random.default_rng(12)
@@ -144,6 +144,7 @@ def test_a_chain_ending_in_a_streamed_store(tile, misalign):
         cvm.run(code, [x, out], 2)
         got.append(out.copy())
     assert cvm.validate(codes[0])["fused"] == int(_avx512())
+    assert [cvm.validate(c)["streams"] for c in codes] == [1, 1]
     assert_same_bits(got[0], got[1])
     np.testing.assert_allclose(got[0], np.exp(x * np.float32(0.5)), rtol=2e-6)
 

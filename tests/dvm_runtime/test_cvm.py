@@ -246,7 +246,7 @@ def _softmax_program(rows, cols, tr, out, breaker):
 @pytest.mark.parametrize("cols,tr,out", [(50, 8, "direct"), (7, 3, "direct"), (16, 8, "later"),
                                          (300, 5, "direct"), (1000, 2, "later"), (4096, 1, "stream"),
                                          (1021, 4, "stream")])
-def test_softmax_rows_give_the_bits_of_its_instructions(cols, tr, out):
+def test_softmax_rows_give_the_bits_of_its_instructions(cols, tr, out, stream_16mib):
     """RMAX, the SUB-EXP-RSUM pass, RECIP and MUL run a row at a time as one kernel where the machine allows;
     the same program with a MOV of the sums between runs as a row pass and instructions: the same bits,
     for rows whose max is a zero of either sign, rows with NaN, infinities, all -inf, and the numpy VM agrees."""
@@ -266,6 +266,7 @@ def test_softmax_rows_give_the_bits_of_its_instructions(cols, tr, out):
         avx512 = " avx512f" in f.read()
     codes = [_softmax_program(rows, cols, tr, out, breaker) for breaker in (False, True)]
     assert [cvm.validate(c)["softmax"] for c in codes] == [int(avx512), 0]
+    assert cvm.validate(codes[1])["streams"] == (out == "stream")
     got = []
     for code in codes:
         bufs = [x.ravel().copy(), np.zeros(x.size, np.float32)]
@@ -417,8 +418,8 @@ def test_transposed_views_read_column_runs_as_the_numpy_vm_does(dt):
         np.testing.assert_array_equal(out, want.astype(out.dtype), err_msg=f"tile {tr}x{tc}")
 
 
-def test_big_outputs_stream_and_loads_alias_their_inputs():
-    """A STORE into a buffer past the VM's non-temporal threshold (16 MiB), at an offset that leaves every
+def test_big_outputs_stream_and_loads_alias_their_inputs(stream_16mib):
+    """A STORE into a buffer past the VM's non-temporal threshold (set to 16 MiB), at an offset that leaves every
     tile's run unaligned, and LOADs that read the input in place, one into a register later overwritten
     (run_both also checks that the input buffers come back unchanged)."""
     rng = np.random.default_rng(4)
@@ -432,6 +433,7 @@ def test_big_outputs_stream_and_loads_alias_their_inputs():
         a.ins(O.STORE, F32, 0, 1, 0, 0, 3)
         a.ins(O.LOAD, I32, 0, 2, 2).ins(O.ADD_IMM, I32, 0, 3, 2, 0, 7).ins(O.STORE, I32, 0, 3, 3)
         ints = rng.integers(-1000, 1000, n).astype(np.int32)
+        assert cvm.validate(a.code())["streams"] == 2
         out = run_both(a.code(), [x, np.zeros(n + 3, np.float32), ints, np.zeros(n, np.int32)],
                        nthreads=(1, 2))
         np.testing.assert_array_equal(out[1][3:], x * (x + np.float32(0.5)) - (x + np.float32(0.5)))
