@@ -150,15 +150,18 @@ static inline AVX512 __m512 exp16(__m512 x) {
     /* min/max return their second operand when one is NaN: a NaN x stays NaN through the clamps */
     return exp16_of(x, _mm512_max_ps(_mm512_set1_ps(VM_EXP_LO), _mm512_min_ps(_mm512_set1_ps(VM_EXP_HI), x)));
 }
-static AVX512 void exp_f32_avx512(void *dv, const void *av, int64_t n) {
-    f32 *d = dv; const f32 *a = av;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(d + i, exp16(_mm512_loadu_ps(a + i)));
-    if (i < n) {
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        _mm512_mask_storeu_ps(d + i, m, exp16(_mm512_maskz_loadu_ps(m, a + i)));
+/* d = FN(a) over n elements, 16 lanes at a time, the tail masked */
+#define UNARY16(name, FN)                                                                       \
+    static AVX512 void name(void *dv, const void *av, int64_t n) {                              \
+        f32 *d = dv; const f32 *a = av;                                                         \
+        int64_t i = 0;                                                                          \
+        for (; i + 16 <= n; i += 16) _mm512_storeu_ps(d + i, FN(_mm512_loadu_ps(a + i)));       \
+        if (i < n) {                                                                            \
+            __mmask16 m = (__mmask16)((1u << (n - i)) - 1);                                     \
+            _mm512_mask_storeu_ps(d + i, m, FN(_mm512_maskz_loadu_ps(m, a + i)));               \
+        }                                                                                       \
     }
-}
+UNARY16(exp_f32_avx512, exp16)
 static AVX512 void sigmoid_f32_avx512(void *dv, const void *av, int64_t n) {
     f32 *d = dv; const f32 *a = av;
     const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
@@ -194,15 +197,7 @@ static inline AVX512 __m512 erf16(__m512 x) {
         q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(DVM_ERF_Q[k]));
     return quotient16(_mm512_mul_ps(xc, p), q);
 }
-static AVX512 void erf_f32_avx512(void *dv, const void *av, int64_t n) {
-    f32 *d = dv; const f32 *a = av;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(d + i, erf16(_mm512_loadu_ps(a + i)));
-    if (i < n) {
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        _mm512_mask_storeu_ps(d + i, m, erf16(_mm512_maskz_loadu_ps(m, a + i)));
-    }
-}
+UNARY16(erf_f32_avx512, erf16)
 static void exp_f32(void *d, const void *a, int64_t n) {
     (__builtin_cpu_supports("avx512f") ? exp_f32_avx512 : exp_f32_any)(d, a, n);
 }
