@@ -72,8 +72,8 @@ int64_t vm_stream_bytes(void);
 void vm_set_stream_bytes(int64_t bytes);
 
 /* Estimated work (vm_prog_t.work per element) that makes handing a share of a program to another thread pay:
- * vm_execute gives each thread at least this much. Measured inside a model, not on one kernel in a loop: the bundled transformer (best of 60x100 calls,
- * processes alternating) at seq 64 / 128 / 256 took 289 / 601 / 951-963 us with 2^19, 290 / 605 / 972-985 with
+ * vm_execute gives each thread at least this much. Measured inside a model, not on one kernel in a loop: the
+ * bundled transformer (best of 60x100 calls, processes alternating) at seq 64 / 128 / 256 took 289 / 601 / 951-963 us with 2^19, 290 / 605 / 972-985 with
  * the former 16384 elements per thread, 312 / 621-685 / 974 with 2^16-2^18 and 294 / 593 / 1213-1239 on one
  * thread. Alone in a loop, smaller programs gained from a second thread (6-op chain with a tanh, 16384
  * elements: 12.9 -> 8.1 us), but between a model's other work they lost. */

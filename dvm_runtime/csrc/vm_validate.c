@@ -417,14 +417,16 @@ static void fuse_softmax(vm_prog_t *p) {
     for (int k = 0; k + 5 < p->n_ins; k++) {
         vm_ins_t *mx = &p->ins[k], *s = mx + 1, *c = mx + 4, *m = mx + 5;
         unsigned kept = p->ins[k + 2].d, sums = p->ins[k + 3].d;
-        if (mx->op != DVM_OP_RMAX || mx->dt != DVM_DT_F32 || mx->skip || mx->fused || mx->expand || mx->via_tmp ||
-            broadcast(mx) || s->fused != VM_FUSE_SUB_EXP_RSUM || s->a != mx->a || s->b != mx->d ||
-            c->op != DVM_OP_RECIP || c->form != DVM_FORM_UNARY || c->dt != DVM_DT_F32 || c->flags != (DVM_F_ROW | DVM_F_A_ROW) ||
-            c->a != sums || c->skip || c->fused || c->expand || c->via_tmp || c->direct || broadcast(c) ||
-            m->op != DVM_OP_MUL || m->form != DVM_FORM_BINARY || m->dt != DVM_DT_F32 || m->flags != DVM_F_B_ROW ||
-            m->a != kept || m->b != c->d || m->d == mx->a || m->skip || m->fused || m->expand || m->via_tmp ||
-            broadcast(m) || m->rep_a || m->rep_b)
-            continue;
+        int max = mx->op == DVM_OP_RMAX && mx->dt == DVM_DT_F32 && !mx->skip && !mx->fused && !mx->expand &&
+                  !mx->via_tmp && !broadcast(mx);
+        int pass = s->fused == VM_FUSE_SUB_EXP_RSUM && s->a == mx->a && s->b == mx->d;
+        int recip = c->op == DVM_OP_RECIP && c->form == DVM_FORM_UNARY && c->dt == DVM_DT_F32 &&
+                    c->flags == (DVM_F_ROW | DVM_F_A_ROW) && c->a == sums && !c->skip && !c->fused &&
+                    !c->expand && !c->via_tmp && !c->direct && !broadcast(c);
+        int mul = m->op == DVM_OP_MUL && m->form == DVM_FORM_BINARY && m->dt == DVM_DT_F32 &&
+                  m->flags == DVM_F_B_ROW && m->a == kept && m->b == c->d && m->d != mx->a && !m->skip &&
+                  !m->fused && !m->expand && !m->via_tmp && !broadcast(m) && !m->rep_a && !m->rep_b;
+        if (!max || !pass || !recip || !mul) continue;
         unsigned dead[4] = {mx->d, kept, sums, c->d};
         int live = 0;
         for (int j = 0; j < 4; j++) live |= dead[j] != m->d && read_before_written(p, k + 6, dead[j]);
@@ -432,7 +434,8 @@ static void fuse_softmax(vm_prog_t *p) {
         const vm_ins_t *st = k + 6 < p->n_ins ? &p->ins[k + 6] : NULL;
         if (m->direct)
             mx->kept_to = (uint16_t)(k + 6);
-        else if (st && st->op == DVM_OP_STORE && st->stream && st->a == m->d && !read_before_written(p, k + 7, m->d)) {
+        else if (st && st->op == DVM_OP_STORE && st->stream && st->a == m->d &&
+                 !read_before_written(p, k + 7, m->d)) {
             mx->kept_to = (uint16_t)(k + 6);
             p->ins[k + 6].skip = 1;
         }
@@ -683,8 +686,8 @@ static void coarsen_chain_tiles(vm_prog_t *p) {
     if (p->n_chains == 0 || p->rows * p->cols == 0 || (p->tc != p->cols && p->tr != 1)) return;
     for (int k = 0; k < p->n_ins; k++) {
         const vm_ins_t *in = &p->ins[k];
-        if (!(in->skip || in->op == DVM_OP_END || in->fused == VM_FUSE_CHAIN || pointer_load(in) || in->scalar))
-            return;
+        int in_registers = in->skip || in->fused == VM_FUSE_CHAIN || pointer_load(in) || in->scalar;
+        if (!in_registers && in->op != DVM_OP_END) return;
     }
     int64_t most = VM_THREAD_WORK / p->work + 1;
     if (most > VM_CHAIN_TILE_ELEMS) most = VM_CHAIN_TILE_ELEMS;
