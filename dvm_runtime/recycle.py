@@ -29,6 +29,7 @@ _getrefcount = sys.getrefcount
 def take(n: int, dtype) -> np.ndarray:
     """An uninitialized array of n elements of dtype: a recycled one nobody else holds, else a new one."""
     global _pool_bytes
+    dtype = np.dtype(dtype)   # the pool's keys hold dtypes: np.float32 (a type) hashes apart and never matched
     with _lock:
         kept = _pool.get((n, dtype), ())
         for i in range(len(kept)):   # not enumerate(): its reused result tuple holds one more reference

@@ -52,3 +52,12 @@ def test_outputs_of_a_big_program_stay_intact_while_held():
     np.testing.assert_allclose(again, np.e, rtol=1e-6)
     del held
     assert kernel(a)[0].__array_interface__["data"][0] != again.__array_interface__["data"][0]
+
+
+def test_a_dtype_given_as_a_type_finds_the_kept_arrays():
+    n = recycle.MIN_BYTES // 4
+    first = recycle.take(n, np.float32)
+    recycle.give(first)
+    address = first.__array_interface__["data"][0]
+    del first
+    assert recycle.take(n, np.float32).__array_interface__["data"][0] == address
