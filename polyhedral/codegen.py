@@ -43,30 +43,27 @@ static inline __attribute__((always_inline)) float msgx_relu(float a) { return a
    even degree-8 polynomial: one division, no exp; rel. error < 5e-7, where Abramowitz-Stegun 7.1.26's
    1 - p(t) exp(-x^2) lost digits near 0 and cost an exp and two divisions). */
 static inline __attribute__((always_inline)) float msgx_expf(float x) {
-  /* x clamped to [-88, 88] on its bits, one integer min each (float clamps vectorised as a compare and a
-     blend apiece, and gcc merged them into the steps after: 27 vector instructions, then 20; exp of 262144
-     floats 70 -> 55 us): as unsigned, negative floats order by magnitude above every positive one; as
-     signed, positive floats order by magnitude above every negative one. One select at the end gives NaN
-     for NaN and inf from 88.72 up; from -88 down 2^n is 0 (n = -127: zero exponent bits), and from 88 to
-     88.72 the result is exp(88): a wider clamp would need a second scale factor. The explicit fmas keep
-     ln2's two parts apart (-fassociative-math merged them: |n| ulps of error in r). */
+  /* 2^n p(r), r = x - n ln2, as 2^(n-1) (2 p(r)): the factor 2 rides in the polynomial's coefficients, so
+     2^(n-1)'s exponent bits stay in range up to n = 128 (x = 88.72, where exp overflows) without an upper
+     clamp. x is clamped below at -87.5 on its bits (as unsigned, negative floats order by magnitude above
+     every positive one: one integer min; float clamps vectorised as a compare and a blend): there n = -126
+     and 2^(n-1)'s bits are 0, so exp is 0 from 2^-126.5 down (flushed like a denormal). One select at the
+     end gives NaN for NaN and inf above 88.72. The explicit fmas keep ln2's two parts apart
+     (-fassociative-math merged them: |n| ulps of error in r). Rel. error ~2e-7. */
   unsigned u;
-  int s;
   __builtin_memcpy(&u, &x, sizeof u);
-  u = u < 0xC2B00000u ? u : 0xC2B00000u;  /* -88.0f */
-  __builtin_memcpy(&s, &u, sizeof s);
-  s = s < 0x42B00000 ? s : 0x42B00000;    /* 88.0f */
+  u = u < 0xC2AF0000u ? u : 0xC2AF0000u;  /* -87.5f */
   float c;
-  __builtin_memcpy(&c, &s, sizeof c);
-  /* n = rint(c log2 e) as the low bits of t: adding 1.5 * 2^23 rounds to an integer, and the 127 of the
-     exponent bias rides along, so 2^n's bits are t's shifted left by 23 (the bits above shift out): a
-     multiply, a round, a conversion and an add fewer (exp of softmax 256x1024, one thread: 5% faster) */
-  float t = __builtin_fmaf(c, 1.44269504088896341f, 12583039.0f);
-  float n = t - 12583039.0f;
+  __builtin_memcpy(&c, &u, sizeof c);
+  /* n = rint(c log2 e) as the low bits of t: adding 1.5 * 2^23 rounds to an integer, and the 126 of
+     2^(n-1)'s biased exponent rides along, so its bits are t's shifted left by 23 (the bits above shift
+     out): a multiply, a round, a conversion and an add fewer (exp of softmax 256x1024, one thread: 5% faster) */
+  float t = __builtin_fmaf(c, 1.44269504088896341f, 12583038.0f);
+  float n = t - 12583038.0f;
   float r = __builtin_fmaf(n, -0.693145751953125f, c);
   r = __builtin_fmaf(n, -1.428606765330187e-06f, r);
-  float p = 1.0f + r * (1.0f + r * (0.5f + r * (0.166666671633f + r * (0.0416664853692f
-            + r * (0.00833336077631f + r * 0.00139304355f)))));
+  float p = 2.0f + r * (2.0f + r * (1.0f + r * (0.333333343267f + r * (0.0833329707384f
+            + r * (0.0166667215526f + r * 0.0027860871f)))));
   unsigned bits;
   __builtin_memcpy(&bits, &t, sizeof bits);
   bits <<= 23;

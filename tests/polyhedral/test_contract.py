@@ -2,10 +2,11 @@
 kept as one row per thread; one read across rows keeps the whole array. Results are numpy's either way."""
 from dataclasses import replace
 
+import islpy as isl
 import numpy as np
 import pytest
 
-from polyhedral import build, codegen, contract, scheduler
+from polyhedral import build, codegen, contract, scheduler, stmt
 from polyhedral.backend import CLUSTER_CONFIG
 from polyhedral.stmt import Array, Scop, Statement
 
@@ -53,6 +54,54 @@ def test_row_private_scratch_is_contracted_and_matches_numpy(read, threads, tmp_
     k(arrays)
     np.testing.assert_allclose(arrays["Y"], want(x * 2 + 1), rtol=1e-6)
     assert np.isnan(t).all() == contracted
+
+
+def test_row_lives_in_the_output_row_written_from_it(tmp_path, monkeypatch):
+    """Y[i][j] = T[i][j] + T[i][j] reads T only at the element it writes and is Y's only access: T's row is
+    Y's row (no stack row, no T), and Y is numpy's. Reading T reversed (the test above) keeps the stack row."""
+    scop = _scop("T[i][j]")
+    res, text, k = _compile(scop, tmp_path, monkeypatch)
+    rows = contract.private_rows(scop, {}, res.schedule, codegen._ast(scop, {}, res))
+    assert rows["T"][2] == "Y", rows
+    assert "float (*T)[24] = (float (*)[24])&Y[c" in text and "float T[1]" not in text, text
+    x = np.random.default_rng(4).standard_normal((N, N)).astype(np.float32)
+    for threads in (1, 2):
+        arrays = {"X": x, "T": np.full((N, N), np.nan, np.float32), "Y": np.zeros((N, N), np.float32)}
+        k.set_threads(threads)
+        k(arrays)
+        np.testing.assert_allclose(arrays["Y"], 2 * (x * 2 + 1), rtol=1e-6)
+        assert np.isnan(arrays["T"]).all()
+
+
+@pytest.mark.parametrize("first", ["Y", "Z"])
+def test_row_lives_only_in_an_output_written_after_its_last_read(first, tmp_path, monkeypatch):
+    """T feeds two outputs, Y = 3 T and Z = T + 1, one written after the other in each iteration (the
+    schedule is given, both orders: whichever output the search meets first, one case offers it the wrong
+    one): a home in the first one written would hand the second its values in place of T's. T lives in the
+    one written later, and both outputs are numpy's."""
+    arrays = (Array("X", (N, N), "in"), Array("T", (N, N), "temp"), Array("Y", (N, N), "out"),
+              Array("Z", (N, N), "out"))
+    dom = f"0 <= i < {N} and 0 <= j < {N}"
+    scop = Scop("c2", (), arrays, (
+        Statement("S0", ("i", "j"), dom, "T[i][j] = X[i][j] * 2.0f + 1.0f", (0, "i", 0, "j", 0)),
+        Statement("S1", ("i", "j"), dom, "Y[i][j] = T[i][j] * 3.0f", (0, "i", 1, "j", 0)),
+        Statement("S2", ("i", "j"), dom, "Z[i][j] = T[i][j] + 1.0f", (0, "i", 2, "j", 0))), dtype="float")
+    monkeypatch.setenv("MSGX_CACHE_DIR", str(tmp_path))
+    res = scheduler.schedule(scop, {}, CFG)
+    pos = {"S1": 1, "S2": 2} if first == "Y" else {"S1": 2, "S2": 1}
+    res = replace(res, schedule=isl.UnionMap(
+        "{ " + "; ".join(f"{st}[i, j] -> [i, j, {p}]" for st, p in [("S0", 0), *pos.items()]) + " }")
+        .intersect_domain(stmt.domain(scop)))
+    rows = contract.private_rows(scop, {}, res.schedule, codegen._ast(scop, {}, res))
+    assert rows["T"][2] == ("Z" if first == "Y" else "Y"), rows
+    (k,) = build.compile_scops([(scop, {}, res, "k")])
+    x = np.random.default_rng(5).standard_normal((N, N)).astype(np.float32)
+    out = {"X": x, "T": np.zeros((N, N), np.float32), "Y": np.zeros((N, N), np.float32),
+           "Z": np.zeros((N, N), np.float32)}
+    k(out)
+    t = x * 2 + 1
+    np.testing.assert_allclose(out["Y"], 3 * t, rtol=1e-6)
+    np.testing.assert_allclose(out["Z"], t + 1, rtol=1e-6)
 
 
 def test_outputs_and_shifted_rows_are_not_contracted(tmp_path, monkeypatch):
