@@ -127,13 +127,13 @@ def _product(a_shape: tuple, b_shape: tuple):
 
 
 def _runner(k: build.Kernel, scop, feeds: list, out_shapes: list):
-    """The cluster's host path: inputs as float32 C arrays, matmul products (_product), then the C function
-    called with the arrays (k.caller: their addresses taken in C). Every array here is made C-contiguous
-    float32 of its scop shape, so the per-array checks of Kernel.call (8-13 us a call for 4 arrays, measured)
-    are not needed. Temporaries and products are nobody's after the call: a set of them is kept for the next
-    call (no allocation, no page faults per call). A call takes a set off `spare` and puts it back after
-    (list pop and append are atomic under the GIL), so a concurrent call of the same kernel allocates its
-    own."""
+    """The cluster's host path: matmul products (_product), then the C function called with the arrays
+    (k.caller: their addresses taken in C after a check that each is C-contiguous float32 of its element
+    count; an input that is not is converted and the call made again). Outputs are allocated in the shapes
+    they are returned in (the function reads flat memory). Temporaries and products are nobody's after the
+    call: a set of them is kept for the next call (no allocation, no page faults per call). A call takes a
+    set off `spare` and puts it back after (list pop and append are atomic under the GIL), so a concurrent
+    call of the same kernel allocates its own."""
     if scop.scalars:
         raise ScopError(f"cluster {scop.name!r}: lowered clusters pass no scalar arguments")
     base: list = [None] * len(scop.arrays)
@@ -145,22 +145,22 @@ def _runner(k: build.Kernel, scop, feeds: list, out_shapes: list):
         elif isinstance(f, np.ndarray):
             base[pos] = np.ascontiguousarray(f, np.float32).reshape(shape)
         elif a.role == "out" and f is None:
-            outputs_at.append((pos, shape))
+            outputs_at.append(pos)
         else:  # a temporary, or ("matmul", a, b) whose operands are earlier arrays
             temps_at.append((pos, shape))
             if f is not None:
                 a_shape, b_shape = (k.shapes[scop.arrays[j].name] for j in f[1:3])
                 products.append((pos, f[1], f[2], _product(a_shape, b_shape)))
-    reshapes = [tuple(s) if tuple(s) != shape else None for s, (_, shape) in zip(out_shapes, outputs_at)]
+    returned = list(zip(outputs_at, (tuple(s) for s in out_shapes)))
     spare: list[list] = []
     call, f32 = k.caller(), np.float32
 
     def run(*inputs):
         arrays = base.copy()
-        for pos, f, shape in inputs_at:
-            arrays[pos] = np.ascontiguousarray(inputs[f], f32).reshape(shape)
+        for pos, f, _ in inputs_at:
+            arrays[pos] = inputs[f]
         outs = []
-        for pos, shape in outputs_at:
+        for pos, shape in returned:
             arrays[pos] = o = np.empty(shape, f32)
             outs.append(o)
         try:
@@ -169,9 +169,16 @@ def _runner(k: build.Kernel, scop, feeds: list, out_shapes: list):
             temps = [np.empty(shape, f32) for _, shape in temps_at]
         for (pos, _), x in zip(temps_at, temps):
             arrays[pos] = x
-        for pos, a, b, product in products:
-            product(arrays[a], arrays[b], arrays[pos])
-        call(arrays)
+        if products:  # BLAS takes the operands in their scop shapes
+            for pos, f, shape in inputs_at:
+                arrays[pos] = np.ascontiguousarray(inputs[f], f32).reshape(shape)
+            for pos, a, b, product in products:
+                product(arrays[a], arrays[b], arrays[pos])
+        if not call(arrays):
+            for pos, f, shape in inputs_at:  # a view, another dtype: converted (a wrong size raises here)
+                arrays[pos] = np.ascontiguousarray(inputs[f], f32).reshape(shape)
+            if not call(arrays):
+                raise ScopError(f"cluster {scop.name!r}: arrays do not match the kernel's")
         spare.append(temps)
-        return [o if s is None else o.reshape(s) for o, s in zip(outs, reshapes)]
+        return outs
     return run

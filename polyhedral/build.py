@@ -111,16 +111,29 @@ class Kernel:
         self.fn(*args)
 
     def caller(self):
-        """f(arrays) calling the kernel on C-contiguous arrays of its dtype and shapes, in the scop's array order
-        (unchecked: for callers that made them so): through framework._ckernels.call_pointers, which takes
-        the addresses in C, where it is built and there are no scalars; else through ctypes."""
+        """f(arrays) -> bool: the kernel on arrays in the scop's array order where each is a C-contiguous array of
+        its dtype with its shape's element count (shapes are not checked: the function reads flat memory), else
+        False, calling nothing (the caller converts and calls again). Through
+        framework._ckernels.call_float32, which checks and takes the addresses in C, where it is built, the
+        dtype is float32 and there are no scalars; else through ctypes."""
+        import math
+
+        import numpy as np
+
         from framework.ops.nn_ckernels import _C
 
-        if _C is not None and not self.scop.scalars and 1 <= len(self.scop.arrays) <= 16:
-            address, call_pointers = ctypes.cast(self.fn, ctypes.c_void_p).value, _C.call_pointers
-            return lambda arrays: call_pointers(address, *arrays)
-        fn = self.fn
-        return lambda arrays: fn(*[x.ctypes.data for x in arrays])
+        counts = tuple(math.prod(self.shapes[a.name]) for a in self.scop.arrays)
+        if _C is not None and self.dtype is np.float32 and not self.scop.scalars and 1 <= len(counts) <= 16:
+            address, call = ctypes.cast(self.fn, ctypes.c_void_p).value, _C.call_float32
+            return lambda arrays: call(address, counts, *arrays)
+        fn, dtype = self.fn, np.dtype(self.dtype)
+
+        def call_ctypes(arrays):
+            if not all(x.dtype == dtype and x.size == c and x.flags.c_contiguous for x, c in zip(arrays, counts)):
+                return False
+            fn(*[x.ctypes.data for x in arrays])
+            return True
+        return call_ctypes
 
     def set_threads(self, n: int) -> None:
         self.lib.msgx_poly_threads(ctypes.c_int(int(n)))

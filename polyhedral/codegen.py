@@ -42,22 +42,15 @@ static inline __attribute__((always_inline)) float msgx_relu(float a) { return a
    [-ln2/2, ln2/2] (rel. error ~2e-7); erf by Eigen's rational function on [-4, 4] (odd degree-13 over
    even degree-8 polynomial: one division, no exp; rel. error < 5e-7, where Abramowitz-Stegun 7.1.26's
    1 - p(t) exp(-x^2) lost digits near 0 and cost an exp and two divisions). */
-static inline __attribute__((always_inline)) float msgx_expf(float x) {
-  /* 2^n p(r), r = x - n ln2, as 2^(n-1) (2 p(r)): the factor 2 rides in the polynomial's coefficients, so
-     2^(n-1)'s exponent bits stay in range up to n = 128 (x = 88.72, where exp overflows) without an upper
-     clamp. x is clamped below at -87.5 on its bits (as unsigned, negative floats order by magnitude above
-     every positive one: one integer min; float clamps vectorised as a compare and a blend): there n = -126
-     and 2^(n-1)'s bits are 0, so exp is 0 from 2^-126.5 down (flushed like a denormal). One select at the
-     end gives NaN for NaN and inf above 88.72. The explicit fmas keep ln2's two parts apart
-     (-fassociative-math merged them: |n| ulps of error in r). Rel. error ~2e-7. */
-  unsigned u;
-  __builtin_memcpy(&u, &x, sizeof u);
-  u = u < 0xC2AF0000u ? u : 0xC2AF0000u;  /* -87.5f */
-  float c;
-  __builtin_memcpy(&c, &u, sizeof c);
-  /* n = rint(c log2 e) as the low bits of t: adding 1.5 * 2^23 rounds to an integer, and the 126 of
-     2^(n-1)'s biased exponent rides along, so its bits are t's shifted left by 23 (the bits above shift
-     out): a multiply, a round, a conversion and an add fewer (exp of softmax 256x1024, one thread: 5% faster) */
+/* 2^n p(r), r = c - n ln2, as 2^(n-1) (2 p(r)): the factor 2 rides in the polynomial's coefficients, so
+   2^(n-1)'s exponent bits stay in range up to n = 128 (c = 88.72, where exp overflows) without an upper
+   clamp. The callers clamp c below at -87.5: there n = -126 and 2^(n-1)'s bits are 0, so exp is 0 from
+   2^-126.5 down (flushed like a denormal). n = rint(c log2 e) comes as the low bits of t: adding 1.5 * 2^23
+   rounds to an integer, and the 126 of 2^(n-1)'s biased exponent rides along, so its bits are t's shifted
+   left by 23 (the bits above shift out): a multiply, a round, a conversion and an add fewer (exp of softmax
+   256x1024, one thread: 5% faster). The explicit fmas keep ln2's two parts apart (-fassociative-math merged
+   them: |n| ulps of error in r). Rel. error ~2e-7; a NaN c gives NaN. */
+static inline __attribute__((always_inline)) float msgx_exp_clamped(float c) {
   float t = __builtin_fmaf(c, 1.44269504088896341f, 12583038.0f);
   float n = t - 12583038.0f;
   float r = __builtin_fmaf(n, -0.693145751953125f, c);
@@ -69,7 +62,27 @@ static inline __attribute__((always_inline)) float msgx_expf(float x) {
   bits <<= 23;
   float scale;
   __builtin_memcpy(&scale, &bits, sizeof scale);
-  return !(x <= 88.72f) ? x + INFINITY : p * scale;
+  return p * scale;
+}
+static inline __attribute__((always_inline)) float msgx_expf(float x) {
+  /* x clamped below on its bits (as unsigned, negative floats order by magnitude above every positive one:
+     one integer min, where a float clamp vectorised as a compare and a blend); one select at the end gives
+     NaN for NaN (a negative one was clamped) and inf above 88.72 */
+  unsigned u;
+  __builtin_memcpy(&u, &x, sizeof u);
+  u = u < 0xC2AF0000u ? u : 0xC2AF0000u;  /* -87.5f */
+  float c;
+  __builtin_memcpy(&c, &u, sizeof c);
+  return !(x <= 88.72f) ? x + INFINITY : msgx_exp_clamped(c);
+}
+/* exp of an x known <= 0 or NaN (x - max(x) over axes that hold x: softmax's, lower.py): no overflow to
+   select, and the clamp `lo > x ? lo : x` is the max instruction's own select, which passes a NaN of either
+   sign: two vector operations of 17 fewer. gcc vectorises it as one max only where lo is not a constant
+   (a constant became a compare and a blend): a `used` variable may change behind its back. */
+static float msgx_exp_lo __attribute__((used)) = -87.5f;
+static inline __attribute__((always_inline)) float msgx_expf_nonpos(float x) {
+  float lo = msgx_exp_lo;
+  return msgx_exp_clamped(lo > x ? lo : x);
 }
 static inline __attribute__((always_inline)) float msgx_erff(float x) {
   float c = x < -4.0f ? -4.0f : (x > 4.0f ? 4.0f : x), c2 = c * c;
@@ -336,20 +349,23 @@ class _Printer:
     def _scalar_reduction(self, node, it, init, pad, pre: str = "") -> bool:
         """An innermost loop whose one statement accumulates into an element it does not index: emit it
         with the element in a local (vectorisable reduction) instead of a load/store per iteration. `pre`:
-        a statement call run first in each iteration (a producer fused into the loop)."""
+        a statement call run first in each iteration (a producer fused into the loop). A max or min is
+        never under `omp simd reduction(max/min)` alone: OpenMP combines its lanes with a max that drops NaN
+        (a row max of [1, NaN] came out 1); split, it checks its partial results for NaN
+        (_split_accumulators), else it stays a scalar loop."""
         red = _loop_reduction(node, self.stmts, it)
         if red is None:
             return False
         target, expr, op = red
         cond, inc = node.for_get_cond().to_C_str(), node.for_get_inc().to_C_str()
         self.lines.append(f"{pad}{{ {self.dtype} acc = {target};")
-        start = init
         if self.res.config.vectorize and op and inc == "1" and _upper_bound(node):
-            start = "msgx_b"
             self._split_accumulators(node, it, init, expr, op, pad, pre)
-        if op in ("max", "min"):  # gcc vectorises sums itself (reassociation on) but refuses them
-            self.lines.append(f"{pad}  #pragma omp simd reduction({op}:acc)")  # under this pragma
-        self.lines.append(f"{pad}  for (long {it} = {start}; {cond}; {it} += {inc}) {{ {pre}acc = {expr}; }}")
+            if op in ("max", "min"):
+                self.lines.append(f"{pad}  {target} = acc; }}")
+                return True
+            init = "msgx_b"
+        self.lines.append(f"{pad}  for (long {it} = {init}; {cond}; {it} += {inc}) {{ {pre}acc = {expr}; }}")
         self.lines.append(f"{pad}  {target} = acc; }}")
         return True
 
@@ -406,9 +422,11 @@ class _Printer:
 
     def _split_accumulators(self, node, it, init, expr, op, pad, pre: str = "") -> None:
         """The bulk of a reduction loop into SPLIT_LANES partial results, folded into `acc` after; the caller
-        emits the remainder from `msgx_b`. gcc vectorises a reduction into one vector register, so each
+        emits a sum's remainder from `msgx_b`. gcc vectorises a reduction into one vector register, so each
         iteration waits for the previous one's add (or compare and select): with several registers the
-        adds overlap (a 256x1024 softmax: 127 -> 105 us on one thread)."""
+        adds overlap (a 256x1024 softmax: 127 -> 105 us on one thread). A max or min takes its remainder
+        into the partial results too and folds them pairwise (halves, a vector operation each), with
+        msgx_max/min's NaN: neither needs a reduction pragma."""
         lanes = SPLIT_LANES if self.dtype == "float" else SPLIT_LANES // 2
         cmp, bound = _upper_bound(node)
         identity = {"+": "0", "*": "1"}.get(op, "acc")  # max/min: acc itself is neutral
@@ -423,9 +441,22 @@ class _Printer:
             f"{pad}      {pre}msgx_part[msgx_k] = {part};",
             f"{pad}    }}"]
         if op in ("max", "min"):
-            self.lines.append(f"{pad}  #pragma omp simd reduction({op}:acc)")
-        fold = {"+": "acc + msgx_part[msgx_k]", "*": "acc * msgx_part[msgx_k]"}.get(
-            op, f"msgx_{op}(acc, msgx_part[msgx_k])")
+            self.lines += [
+                f"{pad}  for (long {it} = msgx_b; {it} {cmp} {bound}; {it}++) {{",
+                f"{pad}    const long msgx_k = {it} - msgx_b;",
+                f"{pad}    {pre}msgx_part[msgx_k] = {part};",
+                f"{pad}  }}"]
+            # the pragma's lane combine may drop a NaN: a NaN partial result (the initial acc's among them)
+            # is looked for apart, an or-reduction gcc vectorises (halving folds through memory: 8% slower)
+            self.lines += [
+                f"{pad}  int msgx_nan = 0;",
+                f"{pad}  for (long msgx_k = 0; msgx_k < {lanes}; msgx_k++) msgx_nan |= msgx_part[msgx_k] != "
+                f"msgx_part[msgx_k];",
+                f"{pad}  #pragma omp simd reduction({op}:acc)",
+                f"{pad}  for (long msgx_k = 0; msgx_k < {lanes}; msgx_k++) acc = msgx_{op}(acc, msgx_part[msgx_k]);",
+                f"{pad}  if (msgx_nan) acc = NAN;"]
+            return
+        fold = {"+": "acc + msgx_part[msgx_k]", "*": "acc * msgx_part[msgx_k]"}[op]
         self.lines.append(f"{pad}  for (long msgx_k = 0; msgx_k < {lanes}; msgx_k++) acc = {fold};")
 
     def _fused_reductions(self, node, it, init, pad) -> bool:
@@ -469,12 +500,12 @@ class _Printer:
         cond, inc = node.for_get_cond().to_C_str(), node.for_get_inc().to_C_str()
         self.lines.append(f"{pad}{{ " + " ".join(f"{self.dtype} msgx_acc{k} = {t};"
                                                   for k, (_, t, _e, _o) in enumerate(sums)))
-        if simd and any(op != "+" for *_r, op in sums):  # gcc vectorises sums without the pragma (it
-            by_op: dict[str, list[str]] = {}  # refuses max/min without it) and slower with it
-            for k, (*_r, op) in enumerate(sums):
-                by_op.setdefault(op, []).append(f"msgx_acc{k}")
-            self.lines.append(f"{pad}  #pragma omp simd " + " ".join(
-                f"reduction({op}:{', '.join(v)})" for op, v in by_op.items()))
+        ops = {op for *_r, op in sums}
+        # gcc vectorises sums without the pragma, and slower with it; max and min stay scalar here (their
+        # pragma's lane combine drops NaN: _scalar_reduction)
+        if simd and "*" in ops and not ops & {"max", "min"}:
+            self.lines.append(f"{pad}  #pragma omp simd reduction(*:" + ", ".join(
+                f"msgx_acc{k}" for k, (*_r, op) in enumerate(sums) if op == "*") + ")")
         self.lines.append(f"{pad}  for (long {it} = {init}; {cond}; {it} += {inc}) {{")
         self.lines += [f"{pad}    {x}" for x in parts]
         self.lines.append(f"{pad}  }}")

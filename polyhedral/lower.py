@@ -30,7 +30,7 @@ RESHAPES = ("Reshape", "Squeeze", "Unsqueeze", "Flatten")
 MAX_EXPR = 1500  # characters; a longer inlined expression is materialised into a temporary
 # calls worth computing once: a value with one of them and several consumers (softmax's exp, read by the
 # sum and by the division) is materialised instead of inlined into each consumer
-EXPENSIVE = ("msgx_expf(", "msgx_erff(", "msgx_tanhf(", "logf(", "powf(", "sqrtf(")
+EXPENSIVE = ("msgx_expf(", "msgx_expf_nonpos(", "msgx_erff(", "msgx_tanhf(", "logf(", "powf(", "sqrtf(")
 
 
 @dataclass
@@ -126,6 +126,7 @@ class _Lower:
             self._check(v)
             name = self.array("in", v.type.shape, "in", j)
             self.vals[v] = _Val(tuple(v.type.shape), _ref(name, v.type.shape), len(self.arrays) - 1)
+        self.producer = {o: n for n in self.body.nodes for o in n.outputs}
         uses: dict = {}
         for x in [i for n in self.body.nodes for i in n.inputs] + list(self.body.outputs):
             uses[x] = uses.get(x, 0) + 1
@@ -144,6 +145,14 @@ class _Lower:
             self.fail("nothing to compute")
         return Scop(self.name, (), tuple(self.arrays), tuple(self.stmts), (), "float")
 
+    def _minus_its_max(self, x) -> bool:
+        """x = a - ReduceMax(a, keepdims=1) (softmax's): every element is <= 0 or NaN, as the max it is
+        taken from covers it (keepdims puts the max's axes where a's are)."""
+        sub = self.producer.get(x)
+        top = sub and sub.op == "Sub" and self.producer.get(sub.inputs[1])
+        return bool(top) and top.op == "ReduceMax" and top.inputs[0] is sub.inputs[0] and \
+            bool(top.attrs.get("keepdims", 1)) and tuple(x.type.shape) == tuple(sub.inputs[0].type.shape)
+
     def _check(self, v):
         t = v.type
         if getattr(t, "dtype", None) != np.float32 or getattr(t, "shape", None) is None or \
@@ -156,7 +165,8 @@ class _Lower:
             self.fail(f"op {n.domain}::{n.op} is not lowered")
         if n.op in UNARY or (n.op == "Cast" and n.attrs.get("to") in (1, np.float32)):
             a = self.value(n.inputs[0])
-            fmt = UNARY.get(n.op, "{}")
+            fmt = "msgx_expf_nonpos({})" if n.op == "Exp" and self._minus_its_max(n.inputs[0]) else \
+                UNARY.get(n.op, "{}")
             return _Val(out, lambda idx: fmt.format(_broadcast(a, out, idx)))
         if n.op in BINARY:
             a, b = self.value(n.inputs[0]), self.value(n.inputs[1])

@@ -506,6 +506,9 @@ static PyMethodDef METHODS[] = {
     {"call_pointers", (PyCFunction)(void (*)(void))py_call_pointers, METH_FASTCALL,
      "call_pointers(address, *buffers): void f(void *, ...) at address called with the buffers' data pointers "
      "(1 to 16 C- or Fortran-contiguous buffers), GIL released; for compiled kernels the caller vouches for"},
+    {"call_float32", (PyCFunction)(void (*)(void))py_call_float32, METH_FASTCALL,
+     "call_float32(address, counts, *buffers) -> bool: call_pointers where every buffer is a C-contiguous float32 "
+     "buffer of its count of elements; False, calling nothing, where one is not"},
     {"maxpool_grad", py_maxpool_grad, METH_VARARGS,
      "maxpool_grad(x, y, gy, dx, geo): gy to the first maximum of each window"},
     {NULL, NULL, 0, NULL},

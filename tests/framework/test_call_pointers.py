@@ -37,3 +37,35 @@ def test_bad_calls_are_typed_errors_and_call_nothing():
     with pytest.raises(TypeError):
         _C.call_pointers("strcpy", dst, b"x\0")
     assert bytes(dst) == b"untouched\0"
+
+
+def _floats(*bits):
+    return np.array(bits, np.uint32).view(np.float32)
+
+
+def test_call_float32_calls_only_with_c_contiguous_float32_buffers_of_their_counts():
+    """strcpy copies src's bytes up to its zero float: called where both buffers qualify; False and nothing
+    written for a strided view, a float64 buffer or another element count."""
+    src = _floats(0x41414141, 0)
+    dst = np.zeros(2, np.float32)
+    assert _C.call_float32(_strcpy(), (2, 2), dst, src) is True
+    assert dst.view(np.uint32)[0] == 0x41414141
+    for counts, out in [((2, 2), np.zeros(4, np.float32)[::2]), ((2, 2), np.zeros(2, np.float64)),
+                        ((3, 2), np.zeros(2, np.float32))]:
+        assert _C.call_float32(_strcpy(), counts, out, src) is False
+        assert not out.any()
+
+
+def test_call_float32_bad_calls_are_typed_errors():
+    dst, src = np.zeros(2, np.float32), _floats(0x41414141, 0)
+    with pytest.raises(ValueError, match="counts"):
+        _C.call_float32(_strcpy(), (2,), dst, src)
+    with pytest.raises(ValueError, match="counts"):
+        _C.call_float32(_strcpy(), [2, 2], dst, src)
+    with pytest.raises(ValueError, match="1 to 16"):
+        _C.call_float32(_strcpy(), ())
+    with pytest.raises(TypeError):
+        _C.call_float32(_strcpy(), (2, 2), dst, 3)
+    with pytest.raises(TypeError):
+        _C.call_float32(_strcpy(), (2, "x"), dst, src)
+    assert not dst.any()

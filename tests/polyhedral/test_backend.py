@@ -148,6 +148,62 @@ def test_exp_matches_libm_to_float_precision(cache_dir):
     assert np.all(got[k + len(edge):-5] == 0.0) and np.all(got[-5:-1] == np.inf) and np.isnan(got[-1])
 
 
+@pytest.mark.parametrize("cols", [50, 200])  # a remainder only; three blocks of split partial results and one
+def test_softmax_exp_of_x_minus_its_max_and_special_rows(cols, cache_dir):
+    """Softmax lowers its exp(x - max x) to msgx_expf_nonpos (no overflow select); rows with a NaN of either
+    sign are NaN throughout, -inf entries weigh 0, an all -inf row is NaN (0/0), huge and tiny values are
+    numpy's in float64. A Sub of another array's max keeps the general exp."""
+    from framework.onnx_frontend import import_model
+    from polyhedral.lower import lower
+
+    x = _r(8, cols) * 4
+    x[0, 3] = np.nan
+    x[1, cols - 2] = -np.nan
+    x[2, ::3] = -np.inf
+    x[3] = -np.inf
+    x[4, 5], x[5] = 1e30, np.linspace(-200, 0, cols)
+    with np.errstate(invalid="ignore", over="ignore"):
+        x64 = x.astype(np.float64)
+        e = np.exp(x64 - x64.max(axis=1, keepdims=True))
+        want = e / e.sum(axis=1, keepdims=True)
+    model = _model([n("Softmax", ["x"], ["y"], axis=-1)], [("x", [8, cols])])
+    sess = framework.InferenceSession(model, jit_level="O1", graph_kernel_flags=POLY)
+    got = sess.run(None, {"x": x})[0]
+    assert sess.stats["backends"].get("poly", 0) == 1 and not sess.stats["fallbacks"]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-30)
+    assert np.isnan(got[[0, 1, 3]]).all() and (got[2, ::3] == 0).all()
+    direct = _model([n("ReduceMax", ["x"], ["m"], axes=[1], keepdims=1), n("Sub", ["x", "m"], ["d"]),
+                     n("Exp", ["d"], ["y"])], [("x", [8, cols])], opset=17)
+    other = _model([n("ReduceMax", ["z"], ["m"], axes=[1], keepdims=1), n("Sub", ["x", "m"], ["d"]),
+                    n("Exp", ["d"], ["y"])], [("x", [8, cols]), ("z", [8, cols])], opset=17)
+    for m, fn in ((direct, "msgx_expf_nonpos("), (other, "msgx_expf(")):
+        text = "".join(st.body for st in lower(import_model(m)).scop.statements)
+        assert fn in text and (fn == "msgx_expf_nonpos(" or "nonpos" not in text), text
+    with np.errstate(invalid="ignore"):  # x - max in float32, as the kernel rounds it
+        want = np.exp((x - x.max(axis=1, keepdims=True)).astype(np.float64))
+    sess = framework.InferenceSession(direct, jit_level="O1", graph_kernel_flags=POLY)
+    got = sess.run(None, {"x": x})[0]
+    assert sess.stats["backends"].get("poly", 0) == 1 and not sess.stats["fallbacks"]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))  # exp's own NaN, of either sign
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-37)
+
+
+def test_strided_and_contiguous_inputs_give_the_same_result(cache_dir):
+    """The kernel takes C-contiguous float32 arrays as they are and converts any other (here a strided view of
+    the same values): both calls match the reference."""
+    model, feed = CASES["softmax"]
+    sess = framework.InferenceSession(model, jit_level="O1", graph_kernel_flags=POLY)
+    ref = framework.InferenceSession(model, jit_level="O0")
+    (name, x), = feed.items()
+    wide = np.zeros((x.shape[0], 2 * x.shape[1]), np.float32)
+    wide[:, ::2] = x
+    want = ref.run(None, feed)[0]
+    for value in (x, wide[:, ::2]):
+        np.testing.assert_allclose(sess.run(None, {name: value})[0], want, rtol=1e-5, atol=1e-7)
+    assert sess.stats["backends"].get("poly", 0) == 1 and not sess.stats["fallbacks"]
+
+
 @pytest.mark.parametrize("name", ["matmul_bias_relu", "softmax"])
 def test_kept_buffers_never_leak_into_returned_outputs(name, cache_dir):
     """Temporaries and BLAS products are reused across calls; outputs are fresh arrays: a second call with
