@@ -53,6 +53,20 @@ def test_both_register_tile_flavours_and_the_switch_off():
         assert "msgx_acc" not in codegen.function(scop, b, scheduler.schedule(scop, b, OFF), "k")
 
 
+def test_factors_without_the_reduction_iterator_leave_the_sum():
+    """sum_k alpha A[i][k] B[k][j] = alpha sum_k A[i][k] B[k][j]: gemm's blocks add A B in the k loop and
+    scale once at the store; sums and quotients, or products whose every factor uses k, stay whole."""
+    assert regtile.split_invariant("(alpha * A[i][k]) * (B[k][j])", "k") == ("alpha", "A[i][k] * (B[k][j])")
+    assert regtile.split_invariant("A[i][k] * x[j] * 2.0", "k") == ("x[j] * 2.0", "A[i][k]")
+    for whole in ("alpha * A[i][k] + B[k][j]", "alpha * A[i][k] / B[k][j]", "A[i][k] * B[k][j]",
+                  "(a + k) * (b + k)", "alpha * beta"):
+        assert regtile.split_invariant(whole, "k") == ("", whole), whole
+    gemm = polybench.SCOPS["gemm"]
+    text = codegen.function(gemm, ODD["gemm"], scheduler.schedule(gemm, ODD["gemm"], OURS), "k")
+    loop = text[text.index("msgx_acc0_0 = msgx_acc0_0 +"):].split(";")[0]
+    assert "alpha" not in loop and "+ (alpha) * msgx_acc0_0)" in text, loop
+
+
 def test_register_tiling_declines_what_it_cannot_block():
     """A reduction whose operand uses the column iterator with a stride (not stride 1 in any loop), and a
     body with a call, stay as scheduled."""
