@@ -223,44 +223,54 @@ def emit(nest: Nest, dtype: str, rows: int, cols: int, pad: str) -> list[str]:
             return f"msgx_ld_{v}(&{_sub(ref, it, at)})" if _stride_one(ref, it) else ref
         return _REF.sub(one, text)
 
-    cells = [(a, b) for a in range(up) for b in range(cols)]  # the block's outputs, row by row
-    accs = {(a, b): f"msgx_acc{a}_{b}" for a, b in cells}
-
     def target(a: int, b: int) -> str:
         return at_row(_sub(nest.target, q.it, q_col(b)), a)
 
     # factors that do not use R multiply the block's sums once, after the R loop (gemm's alpha: a scalar
     # multiply and a broadcast per element took FMA-port slots; gemm LARGE one thread 66 -> 55 ms)
     outer, inner = split_invariant(nest.rhs, r.it)
-    blk: list[str] = []
-    if not nest.dot:
+
+    def vector_block(ncols: int) -> list[str]:
+        """UP rows x ncols vectors of sums in registers across the R loop."""
+        cells = [(a, b) for a in range(up) for b in range(ncols)]  # the block's outputs, row by row
+        acc = {(a, b): f"msgx_acc{a}_{b}" for a, b in cells}
         if outer:
-            blk += [f"{v} {accs[c]} = {{0}};" for c in cells]
+            lines = [f"{v} {acc[c]} = {{0}};" for c in cells]
         else:
-            blk += [f"{v} {accs[c]} = msgx_ld_{v}(&{target(*c)});" for c in cells]
-        blk.append(f"for (long {r.it} = {r.lo}; {r.it} <= {r.hi}; {r.it} += 1) {{")
-        blk += [f"  {accs[a, b]} = {accs[a, b]} + ({at_row(vec_refs(inner, q.it, q_col(b)), a)});"
-                for a, b in cells]
-        blk.append("}")
+            lines = [f"{v} {acc[c]} = msgx_ld_{v}(&{target(*c)});" for c in cells]
+        lines.append(f"for (long {r.it} = {r.lo}; {r.it} <= {r.hi}; {r.it} += 1) {{")
+        lines += [f"  {acc[a, b]} = {acc[a, b]} + ({at_row(vec_refs(inner, q.it, q_col(b)), a)});"
+                  for a, b in cells]
+        lines.append("}")
         if outer:
-            blk += [f"msgx_st_{v}(&{target(a, b)}, msgx_ld_{v}(&{target(a, b)}) + "
-                    f"({at_row(vec_refs(outer, q.it, q_col(b)), a)}) * {accs[a, b]});" for a, b in cells]
-        else:
-            blk += [f"msgx_st_{v}(&{target(*c)}, {accs[c]});" for c in cells]
-    else:
-        blk += [f"{v} {accs[c]} = {{0}};" for c in cells]
-        blk.append(f"long {r.it} = {r.lo};")
-        blk.append(f"for (; {r.it} + {w} - 1 <= {r.hi}; {r.it} += {w}) {{")
+            return lines + [f"msgx_st_{v}(&{target(a, b)}, msgx_ld_{v}(&{target(a, b)}) + "
+                            f"({at_row(vec_refs(outer, q.it, q_col(b)), a)}) * {acc[a, b]});" for a, b in cells]
+        return lines + [f"msgx_st_{v}(&{target(*c)}, {acc[c]});" for c in cells]
+
+    def dot_block() -> list[str]:
+        """UP x UQ dot products, each a vector of partial sums over R, summed across lanes at the end."""
+        cells = [(a, b) for a in range(up) for b in range(cols)]
+        acc = {(a, b): f"msgx_acc{a}_{b}" for a, b in cells}
+        lines = [f"{v} {acc[c]} = {{0}};" for c in cells]
+        lines.append(f"long {r.it} = {r.lo};")
+        lines.append(f"for (; {r.it} + {w} - 1 <= {r.hi}; {r.it} += {w}) {{")
         vec_rhs = vec_refs(inner, r.it, r.it)
-        blk += [f"  {accs[a, b]} = {accs[a, b]} + ({at_row(_sub(vec_rhs, q.it, q_col(b)), a)});" for a, b in cells]
-        blk.append("}")
+        lines += [f"  {acc[a, b]} = {acc[a, b]} + ({at_row(_sub(vec_rhs, q.it, q_col(b)), a)});"
+                  for a, b in cells]
+        lines.append("}")
         sums = {(a, b): f"msgx_s{a}_{b}" for a, b in cells}
-        blk += [f"{dtype} {sums[c]} = msgx_hsum_{v}({accs[c]});" for c in cells]
-        blk.append(f"for (; {r.it} <= {r.hi}; {r.it} += 1) {{")
-        blk += [f"  {sums[a, b]} = {sums[a, b]} + ({at_row(_sub(inner, q.it, q_col(b)), a)});" for a, b in cells]
-        blk.append("}")
+        lines += [f"{dtype} {sums[c]} = msgx_hsum_{v}({acc[c]});" for c in cells]
+        lines.append(f"for (; {r.it} <= {r.hi}; {r.it} += 1) {{")
+        lines += [f"  {sums[a, b]} = {sums[a, b]} + ({at_row(_sub(inner, q.it, q_col(b)), a)});"
+                  for a, b in cells]
+        lines.append("}")
         scale = {(a, b): f"({at_row(_sub(outer, q.it, q_col(b)), a)}) * " if outer else "" for a, b in cells}
-        blk += [f"{target(*c)} = {target(*c)} + {scale[c]}{sums[c]};" for c in cells]
+        return lines + [f"{target(*c)} = {target(*c)} + {scale[c]}{sums[c]};" for c in cells]
+
+    blk = dot_block() if nest.dot else vector_block(cols)
+    # columns past the last full block, one vector at a time before the scalar rest (gemm MEDIUM's 220
+    # columns left 28 of them, 13% of the work, to a loop that read and wrote C per step of R)
+    narrow = vector_block(1) if not nest.dot and cols > 1 else []
 
     # the scalar statement for one row's columns outside [msgx_qlo, msgx_q0)
     if not nest.dot:  # R outside, the columns inside (stride 1, vectorised by the compiler)
@@ -277,6 +287,10 @@ def emit(nest: Nest, dtype: str, rows: int, cols: int, pad: str) -> list[str]:
               f"{nest.target} = acc; }}"
         rest = [f"for (long {q.it} = {q.lo}; {q.it} <= min({q.hi}, msgx_qlo - 1); {q.it} += 1) {red}",
                 f"for (long {q.it} = max({q.lo}, msgx_q0); {q.it} <= {q.hi}; {q.it} += 1) {red}"]
+    # most rows have no columns left: the test spares their loops over R (gemm LARGE: 10% of the time went
+    # to empty column loops, per row and step of R)
+    rest = [f"if ({q.lo} <= min({q.hi}, msgx_qlo - 1) || max({q.lo}, msgx_q0) <= {q.hi}) {{",
+            *[f"  {x}" for x in rest], "}"]
 
     def bound(expr: str, op: str) -> str:
         terms = [at_row(expr, a) for a in range(up)]
@@ -289,7 +303,7 @@ def emit(nest: Nest, dtype: str, rows: int, cols: int, pad: str) -> list[str]:
         # block columns outer, rows inner: a column of blocks reads the same R x UQ-vector panel of the
         # operand that walks Q (gemm's B), which stays in L1 across the rows instead of streaming from L2
         # once per row block (one thread: gemm MEDIUM 0.58 -> 0.44 ms, 2mm LARGE 76 -> 67, doitgen LARGE
-        # 65 -> 49). The rows past the last full block, and every row's columns past the last full column
+        # 65 -> 49). The rows past the last full block, and every row's columns past the last vector
         # block, run the scalar statement after.
         out.append("{")
         out.append(f"  const long msgx_qfirst = {q.lo}, msgx_qhi = {q.hi};")
@@ -301,6 +315,13 @@ def emit(nest: Nest, dtype: str, rows: int, cols: int, pad: str) -> list[str]:
         out += [f"      {x}" for x in blk]
         out.append("    }")
         out.append("  }")
+        if narrow:
+            out.append(f"  for (; msgx_qend + {w} - 1 <= msgx_qhi; msgx_qend += {w}) {{")
+            out.append(f"    const long msgx_q0 = msgx_qend;")
+            out.append(f"    for (long msgx_p = {p.lo}; msgx_p < msgx_pend; msgx_p += {up}) {{")
+            out += [f"      {x}" for x in narrow]
+            out.append("    }")
+            out.append("  }")
         out.append(f"  for (long {p.it} = {p.lo}; {p.it} <= {p.hi}; {p.it}++) {{")
         out.append(f"    const long msgx_q0 = {p.it} < msgx_pend ? msgx_qend : {FAR};")
         out.append(f"    const long msgx_qlo = {p.it} < msgx_pend ? msgx_qfirst : {FAR};")
@@ -323,6 +344,10 @@ def emit(nest: Nest, dtype: str, rows: int, cols: int, pad: str) -> list[str]:
     out.append(f"{ind}for (msgx_q0 = msgx_qlo; msgx_q0 + {step_q} - 1 <= msgx_qhi; msgx_q0 += {step_q}) {{")
     out += [f"{ind}  {x}" for x in blk]
     out.append(f"{ind}}}")
+    if narrow:
+        out.append(f"{ind}for (; msgx_q0 + {w} - 1 <= msgx_qhi; msgx_q0 += {w}) {{")
+        out += [f"{ind}  {x}" for x in narrow]
+        out.append(f"{ind}}}")
     out.append("    }")
     if p:
         out.append(f"    for (long msgx_a = 0; msgx_a < {up} && msgx_p + msgx_a <= {p.hi}; msgx_a++) {{")
