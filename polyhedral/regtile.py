@@ -269,8 +269,9 @@ def emit(nest: Nest, dtype: str, rows: int, cols: int, pad: str) -> list[str]:
 
     blk = dot_block() if nest.dot else vector_block(cols)
     # columns past the last full block, one vector at a time before the scalar rest (gemm MEDIUM's 220
-    # columns left 28 of them, 13% of the work, to a loop that read and wrote C per step of R)
-    narrow = vector_block(1) if not nest.dot and cols > 1 else []
+    # columns left 28 of them, 13% of the work, to a loop that read and wrote C per step of R); only in
+    # blocks of rows, whose UP sums overlap their adds (doitgen's single row, one sum a step: 3x slower)
+    narrow = vector_block(1) if p and not nest.dot and cols > 1 else []
 
     # the scalar statement for one row's columns outside [msgx_qlo, msgx_q0)
     if not nest.dot:  # R outside, the columns inside (stride 1, vectorised by the compiler)
@@ -287,10 +288,10 @@ def emit(nest: Nest, dtype: str, rows: int, cols: int, pad: str) -> list[str]:
               f"{nest.target} = acc; }}"
         rest = [f"for (long {q.it} = {q.lo}; {q.it} <= min({q.hi}, msgx_qlo - 1); {q.it} += 1) {red}",
                 f"for (long {q.it} = max({q.lo}, msgx_q0); {q.it} <= {q.hi}; {q.it} += 1) {red}"]
-    # most rows have no columns left: the test spares their loops over R (gemm LARGE: 10% of the time went
-    # to empty column loops, per row and step of R)
-    rest = [f"if ({q.lo} <= min({q.hi}, msgx_qlo - 1) || max({q.lo}, msgx_q0) <= {q.hi}) {{",
-            *[f"  {x}" for x in rest], "}"]
+    if p:  # most rows have no columns left: the test spares their loops over R (gemm LARGE: 10% of the
+        # time went to empty column loops, per row and step of R); without rows the rest runs once a nest
+        rest = [f"if ({q.lo} <= min({q.hi}, msgx_qlo - 1) || max({q.lo}, msgx_q0) <= {q.hi}) {{",
+                *[f"  {x}" for x in rest], "}"]
 
     def bound(expr: str, op: str) -> str:
         terms = [at_row(expr, a) for a in range(up)]
