@@ -1,5 +1,5 @@
-/* framework._ckernels.call_pointers: call a compiled C function void f(void *, ..., void *) with the data
- * pointers of C-contiguous buffers, GIL released. For kernels the package generates and loads itself (the
+/* framework._ckernels.call_float32: call a compiled C function void f(void *, ..., void *) with the data
+ * pointers of C-contiguous float32 buffers, GIL released. For kernels the package generates and loads itself (the
  * polyhedral backend's), where ctypes' per-call argument conversion (an ndarray.ctypes object per array) cost
  * 4-5 us of a call. The caller vouches for the function: its address and its arity, the buffers' count. */
 #include "ckernels.h"
@@ -34,33 +34,6 @@ static void call_n(kernel_fn f, void **p, Py_ssize_t n) {
     }
 }
 
-/* call_pointers(address, *buffers) */
-PyObject *py_call_pointers(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    Py_ssize_t n = nargs - 1;
-    if (n < 1 || n > MAX_POINTERS)
-        return PyErr_Format(PyExc_ValueError, "call_pointers: 1 to %d buffers, got %zd", MAX_POINTERS, n);
-    void *fn = PyLong_AsVoidPtr(args[0]);
-    if (fn == NULL) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "call_pointers: null function address");
-        return NULL;
-    }
-    Py_buffer v[MAX_POINTERS];
-    void *p[MAX_POINTERS];
-    Py_ssize_t got = 0;
-    for (; got < n; got++) {
-        if (PyObject_GetBuffer(args[got + 1], &v[got], PyBUF_ANY_CONTIGUOUS) < 0) break;
-        p[got] = v[got].buf;
-    }
-    if (got == n) {
-        Py_BEGIN_ALLOW_THREADS
-        call_n((kernel_fn)fn, p, n);
-        Py_END_ALLOW_THREADS
-    }
-    for (Py_ssize_t k = 0; k < got; k++) PyBuffer_Release(&v[k]);
-    if (got < n) return NULL;
-    Py_RETURN_NONE;
-}
-
 /* a C-contiguous float32 buffer of `count` elements (struct format "f", native order) */
 static int is_float32(const Py_buffer *v, Py_ssize_t count) {
     const char *f = v->format ? v->format : "B";
@@ -68,9 +41,9 @@ static int is_float32(const Py_buffer *v, Py_ssize_t count) {
     return v->itemsize == 4 && f[0] == 'f' && f[1] == '\0' && v->len == count * 4;
 }
 
-/* call_float32(address, counts, *buffers) -> bool: as call_pointers, where every buffer must be a C-contiguous
- * float32 buffer of its count of elements (the kernel's arrays); False, calling nothing, where one is not (the
- * caller converts it and calls again). Checking here saved the polyhedral runner's per-input
+/* call_float32(address, counts, *buffers) -> bool: f at address called with the buffers' data pointers, where
+ * every buffer is a C-contiguous float32 buffer of its count of elements (the kernel's arrays); False, calling
+ * nothing, where one is not (the caller converts it and calls again). Checking here saved the polyhedral runner's per-input
  * ascontiguousarray and reshape (0.7 us each, measured). */
 PyObject *py_call_float32(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_ssize_t n = nargs - 2;

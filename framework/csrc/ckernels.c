@@ -503,12 +503,10 @@ static PyMethodDef METHODS[] = {
      "matmul(a, b, out, nthreads=None, isa=None): out = a @ b in float32 (a (..., M, K); b (K, N) or with a's "
      "batch shape; out (..., M, N), preallocated), GIL released; isa 'portable', 'avx2' or 'avx512' forces "
      "a micro-kernel family."},
-    {"call_pointers", (PyCFunction)(void (*)(void))py_call_pointers, METH_FASTCALL,
-     "call_pointers(address, *buffers): void f(void *, ...) at address called with the buffers' data pointers "
-     "(1 to 16 C- or Fortran-contiguous buffers), GIL released; for compiled kernels the caller vouches for"},
     {"call_float32", (PyCFunction)(void (*)(void))py_call_float32, METH_FASTCALL,
-     "call_float32(address, counts, *buffers) -> bool: call_pointers where every buffer is a C-contiguous float32 "
-     "buffer of its count of elements; False, calling nothing, where one is not"},
+     "call_float32(address, counts, *buffers) -> bool: void f(void *, ...) at address called with the buffers' "
+     "data pointers (1 to 16 C-contiguous float32 buffers of their counts of elements), GIL released; False, "
+     "calling nothing, where one is not; for compiled kernels the caller vouches for"},
     {"maxpool_grad", py_maxpool_grad, METH_VARARGS,
      "maxpool_grad(x, y, gy, dx, geo): gy to the first maximum of each window"},
     {NULL, NULL, 0, NULL},

@@ -28,7 +28,6 @@ int geo_from_bytes(geo_t *g, const char *bytes, Py_ssize_t len);
 
 /* matmul(a, b, out, nthreads=None, isa=None): matmul.c */
 PyObject *py_matmul(PyObject *self, PyObject *args, PyObject *kw);
-PyObject *py_call_pointers(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 PyObject *py_call_float32(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 
 /* 0, or -1 with a ValueError set, for a geometry whose sizes do not fit together */
