@@ -425,8 +425,8 @@ class _Printer:
         emits a sum's remainder from `msgx_b`. gcc vectorises a reduction into one vector register, so each
         iteration waits for the previous one's add (or compare and select): with several registers the
         adds overlap (a 256x1024 softmax: 127 -> 105 us on one thread). A max or min takes its remainder
-        into the partial results too and folds them pairwise (halves, a vector operation each), with
-        msgx_max/min's NaN: neither needs a reduction pragma."""
+        into the partial results too (elementwise: no pragma), then folds them under the reduction pragma
+        with a NaN check of its own (the pragma's lane combine drops NaN)."""
         lanes = SPLIT_LANES if self.dtype == "float" else SPLIT_LANES // 2
         cmp, bound = _upper_bound(node)
         identity = {"+": "0", "*": "1"}.get(op, "acc")  # max/min: acc itself is neutral
