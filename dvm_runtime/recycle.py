@@ -6,8 +6,11 @@ per page (the kernel zeroes each), which cost about as much as the kernel that f
 32 MiB softmax spent 40% of its time there, the 1024x1024 Adam step 45%). `give` keeps an output after its
 kernel ran; `take` hands back a kept array that nothing outside this pool references any more (its
 reference count shows only the pool's own references), else a new one. Several per size, so a chain of
-same-size kernels in one graph recycles all of its outputs. The pool keeps at most POOL_BYTES, oldest out
-first.
+same-size kernels in one graph recycles all of its outputs. The pool keeps at most POOL_BYTES: over it,
+arrays someone still holds leave first (dropping them frees nothing, and they cannot be handed out now),
+then free ones, oldest first. Oldest-first alone let held results push out free arrays of other sizes: after
+a caller kept 20 results of a 4096x1024 chain, the next ten 8192x1024 Adam steps took 1626 page faults and
+9.6 ms a step; with held arrays out first, none and 8.4 ms.
 """
 from __future__ import annotations
 
@@ -53,8 +56,26 @@ def give(arr: np.ndarray) -> None:
         _pool.setdefault(key, []).append(arr)
         _pool.move_to_end(key)
         _pool_bytes += arr.nbytes
-        while _pool_bytes > POOL_BYTES:
-            oldest_key, kept = next(iter(_pool.items()))
-            _pool_bytes -= kept.pop(0).nbytes
-            if not kept:
-                del _pool[oldest_key]
+        if _pool_bytes > POOL_BYTES:
+            _evict(held_besides=arr)
+        if _pool_bytes > POOL_BYTES:
+            _evict()
+
+
+def _evict(held_besides: np.ndarray | None = None) -> None:
+    """Drop kept arrays, oldest first, until the pool fits POOL_BYTES: any, or (given the array being given
+    back, which its caller still holds) only the other held ones. Under _lock."""
+    global _pool_bytes
+    for key in list(_pool):
+        kept = _pool[key]
+        i = 0
+        while i < len(kept) and _pool_bytes > POOL_BYTES:
+            # free: only the list's reference and getrefcount's argument
+            if held_besides is not None and (kept[i] is held_besides or _getrefcount(kept[i]) == 2):
+                i += 1
+                continue
+            _pool_bytes -= kept.pop(i).nbytes
+        if not kept:
+            del _pool[key]
+        if _pool_bytes <= POOL_BYTES:
+            return

@@ -61,3 +61,17 @@ def test_a_dtype_given_as_a_type_finds_the_kept_arrays():
     address = first.__array_interface__["data"][0]
     del first
     assert recycle.take(n, np.float32).__array_interface__["data"][0] == address
+
+
+def test_held_arrays_leave_a_full_pool_before_free_ones():
+    n = recycle.MIN_BYTES // 4 + 3   # a size no other test uses
+    free = recycle.take(n, np.dtype(np.float32))
+    recycle.give(free)
+    address = free.__array_interface__["data"][0]
+    del free
+    held = []
+    for _ in range(recycle.POOL_BYTES // recycle.MIN_BYTES + 2):   # more than the pool holds, all kept by us
+        held.append(np.empty(n, np.float32))
+        recycle.give(held[-1])
+    assert recycle._pool_bytes <= recycle.POOL_BYTES
+    assert recycle.take(n, np.dtype(np.float32)).__array_interface__["data"][0] == address
