@@ -16,12 +16,13 @@ import numpy as np
 
 from .. import isa
 from ..pyvm import DvmError
+from . import chain as chain_mod
 
 NT = 256                 # threads per block (cuda_vm.cu's NT)
 INLINE_PTRS = 16         # buffer pointers passed as kernel arguments; more go through a device table
 INS_BYTES = 64           # sizeof(Ins) in cuda_vm.cu (static_assert there)
 OPTIONS = ("-std=c++17", "--fmad=false")  # no FMA contraction: the ISA's arithmetic is op by op
-_SRCS = [os.path.join(os.path.dirname(__file__), f) for f in ("cuda_ops.cuh", "cuda_vm.cu")]
+_SRCS = [os.path.join(os.path.dirname(__file__), f) for f in ("cuda_ops.cuh", "cuda_vm.cu", "cuda_chain.cu")]
 
 
 class GpuLimitError(DvmError):
@@ -84,7 +85,8 @@ def _uses_i64(code: np.ndarray, start: int) -> bool:
 class Prepared:
     """A validated program on the device: its launch geometry and buffer table."""
 
-    __slots__ = ("code", "args", "n_words", "reg_bytes", "smem", "grid", "bufs", "empty", "generation")
+    __slots__ = ("code", "args", "n_words", "reg_bytes", "smem", "grid", "bufs", "empty", "generation",
+                 "chain", "chain_args", "chain_grid")
 
     def __init__(self, vm: "CudaVM", code: np.ndarray):
         _validate(code)
@@ -95,6 +97,14 @@ class Prepared:
         rows, cols = h["d0"] * h["d1"] * h["d2"], h["d3"]
         self.empty = rows * cols == 0
         self.code, self.n_words = code, len(code)
+        # an elementwise float32 program runs on the chain kernel, a thread per element group (chain.py)
+        self.chain = chain_mod.steps(code) if not self.empty else None
+        if self.chain is not None:
+            self.chain_grid = min(-(-self.chain.total // (NT * 4 * chain_mod.CHAIN_W)),
+                                  vm.n_sm * vm.chain_blocks_per_sm)
+            self.smem, self.grid = 0, 0
+            self.upload(vm.arena)
+            return
         self.reg_bytes = 8 if _uses_i64(code, isa.CODE_START + isa.BUF_WORDS * nb) else 4
         self.smem = shared_bytes(len(code), h["n_instr"], nb, tr, tc, n_regs, self.reg_bytes)
         if self.smem > vm.max_smem:
@@ -106,8 +116,15 @@ class Prepared:
         self.upload(vm.arena)
 
     def upload(self, arena: "CodeArena") -> None:
-        """Queue the program's upload; `args` are the kernel's leading arguments (code, words, reg bytes)."""
-        self.args = (np.uint64(arena.put(self.code)), np.int32(self.n_words), np.int32(self.reg_bytes))
+        """Queue the program's upload (its step table, for a chain); `args` / `chain_args` are the leading
+        arguments of the tiled kernel (code, words, reg bytes) / the chain kernel (steps ... views)."""
+        if self.chain is not None:
+            c = self.chain
+            self.chain_args = (np.uint64(arena.put(c.words)), np.int32(c.n_steps), np.int32(len(self.bufs)),
+                               np.int64(c.total), np.int64(c.cols), np.int64(c.d1), np.int64(c.d2),
+                               np.int32(c.views))
+        else:
+            self.args = (np.uint64(arena.put(self.code)), np.int32(self.n_words), np.int32(self.reg_bytes))
         self.generation = arena.generation
 
 
@@ -156,16 +173,23 @@ class CudaVM:
         self.smem_per_sm = attrs["MaxSharedMemoryPerMultiprocessor"]
         self.arch = dev.compute_capability
         self.compile_s, self.from_cache = 0.0, False
-        self.kernel = self._build(cupy)
+        self.kernel, self.chain_kernel = self._build(cupy)
         self.max_smem -= self.kernel.shared_size_bytes  # the opt-in limit counts static shared memory too
         self.kernel.max_dynamic_shared_size_bytes = self.max_smem
         # resident blocks per SM the kernel's registers allow (register file: 64K 32-bit registers per SM)
-        self.blocks_per_sm = max(1, min(2048 // NT, 65536 // (max(self.kernel.num_regs, 1) * NT)))
+        self.blocks_per_sm = self._blocks_per_sm(self.kernel)
+        self.chain_blocks_per_sm = self._blocks_per_sm(self.chain_kernel)
         self.arena = CodeArena(cupy)
         self._prepared: dict[int, Prepared] = {}
         self._zero = np.uint64(0)
 
+    @staticmethod
+    def _blocks_per_sm(kernel) -> int:
+        """Resident blocks per SM the kernel's registers allow (register file: 64K 32-bit registers per SM)."""
+        return max(1, min(2048 // NT, 65536 // (max(kernel.num_regs, 1) * NT)))
+
     def _build(self, cupy):
+        """(tiled kernel, chain kernel), from the shared cache's cubin or NVRTC."""
         import time
 
         from framework.disk_cache import DiskCache, cache_key
@@ -183,11 +207,12 @@ class CudaVM:
                 obj, _ = compiler.compile_using_nvrtc(src, options=OPTIONS, arch=self.arch,
                                                       filename="cuda_vm.cu")
                 path = cache.put(key, bytes(obj), ".cubin")
-            kernel = cupy.RawModule(path=str(path)).get_function("dvm_vm")
+            module = cupy.RawModule(path=str(path))
         except (ImportError, AttributeError, TypeError):  # a CuPy without these internals: its own cache
-            kernel = cupy.RawModule(code=src, options=OPTIONS).get_function("dvm_vm")
+            module = cupy.RawModule(code=src, options=OPTIONS)
+        kernels = module.get_function("dvm_vm"), module.get_function("dvm_chain")
         self.compile_s = time.perf_counter() - t0
-        return kernel
+        return kernels
 
     def prepare(self, code: np.ndarray) -> Prepared:
         """The prepared form of `code`, validated and uploaded on first sight (cached by identity)."""
@@ -212,7 +237,7 @@ class CudaVM:
             if not isinstance(b, cupy.ndarray) or b.dtype != dt or b.size != n or not b.flags.c_contiguous:
                 raise DvmError(f"bad DVM program: buffer {i} must be a contiguous CuPy {dt} array of {n} "
                                f"elements")
-        if p.empty or p.grid == 0:
+        if p.empty or (p.grid == 0 and p.chain is None):
             return
         ptrs = [np.uint64(b.data.ptr) for b in buffers[:INLINE_PTRS]]
         ptrs += [self._zero] * (INLINE_PTRS - len(ptrs))
@@ -220,7 +245,10 @@ class CudaVM:
         if len(buffers) > INLINE_PTRS:
             table = np.uint64(self.arena.put(np.array([b.data.ptr for b in buffers[INLINE_PTRS:]], np.uint64)))
             p = self.prepare(code)  # re-uploaded when the table's upload started the code area over
-        self.kernel((p.grid,), (NT,), (*p.args, table, *ptrs), shared_mem=p.smem)
+        if p.chain is not None:
+            self.chain_kernel((p.chain_grid,), (NT,), (*p.chain_args, table, *ptrs))
+        else:
+            self.kernel((p.grid,), (NT,), (*p.args, table, *ptrs), shared_mem=p.smem)
 
 
 _VM: list = []

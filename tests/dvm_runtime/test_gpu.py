@@ -370,14 +370,17 @@ def test_programs_rerun_correctly_after_the_code_area_starts_over(monkeypatch):
 
     from dvm_runtime.gpu.device_ops import transpose_program
     monkeypatch.setattr(gvm.CodeArena, "WORDS", 64)
+    monkeypatch.setattr(gvm.chain_mod, "MIN_STEPS", 1)   # the float32 transposes run as chains
     vm = gvm.CudaVM()  # a VM of its own, with the small code area
     rng = np.random.default_rng(2)
     shapes = [(3, 5), (4, 7), (6, 2), (5, 5)]
-    progs = [transpose_program(s, (1, 0), np.float32, gb.gpu_tiling) for s in shapes]
+    dtypes = [np.float32, np.int32] * 2   # float32: the chain kernel's step tables; int32: tiled bytecode
+    progs = [transpose_program(s, (1, 0), dt, gb.gpu_tiling) for s, dt in zip(shapes, dtypes)]
+    assert [vm.prepare(code).chain is not None for code in progs] == [True, False] * 2
     for _ in range(3):
-        for s, code in zip(shapes, progs):
-            x = rng.standard_normal(s).astype(np.float32)
-            out = cupy.empty(s[::-1], cupy.float32)
+        for s, dt, code in zip(shapes, dtypes, progs):
+            x = (rng.standard_normal(s) * 100).astype(dt)
+            out = cupy.empty(s[::-1], dt)
             vm.run(code, [cupy.asarray(x), out])
             np.testing.assert_array_equal(out.get(), x.T)
     assert vm.arena.generation > 0

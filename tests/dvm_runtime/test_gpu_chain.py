@@ -1,0 +1,212 @@
+"""The CUDA chain kernel's programs (dvm_runtime/gpu/chain.py). Everywhere: which programs qualify, and that
+each step table means what its program means (a numpy reading of the table against the numpy VM). With a
+CUDA device: the chain kernel runs them, bit for bit as the numpy VM where the ops are exact."""
+import numpy as np
+import pytest
+
+from dvm_runtime import gpu, isa, pyvm
+from dvm_runtime.gpu import chain
+from dvm_runtime.isa import DType, Opcode as O, Role
+from tests.dvm_runtime.test_fuzz import APPROX, M64
+
+needs_gpu = pytest.mark.skipif(not gpu.available(), reason="no CUDA device / CuPy")
+UNARY = sorted(chain.UNARY)
+BINARY = sorted(chain.BINARY)
+
+
+def elementwise_program(rng, exact: bool, n_regs: int = 6) -> np.ndarray:
+    """A random float32 elementwise program: contiguous, broadcast (scalar or last-axis) and reversed loads,
+    unary and binary ops (register or immediate operands, either side), CONST, one to three STOREs."""
+    dims = [int(rng.integers(1, hi)) for hi in (3, 4, 5, 70)]
+    rows, cols = dims[0] * dims[1] * dims[2], dims[3]
+    n = rows * cols
+    words, n_instr, bufs, written = [], 0, [], set()
+
+    def emit(*w):
+        nonlocal n_instr
+        words.extend(int(x) & M64 for x in w)
+        n_instr += 1
+
+    for k in range(int(rng.integers(1, 4))):
+        r = int(rng.integers(n_regs))
+        kind = rng.integers(4)
+        if kind == 0:
+            bufs.append(n)
+            emit(isa.word0(O.LOAD, DType.F32, 0, r, k), 0)
+        elif kind == 1:   # one value for every element
+            bufs.append(3)
+            emit(isa.word0(O.LOAD_VIEW, DType.F32, 0, r, k), 2, 0, 0, 0, 0)
+        elif kind == 2:   # one row for every row
+            bufs.append(cols)
+            emit(isa.word0(O.LOAD_VIEW, DType.F32, 0, r, k), 0, 0, 0, 0, 1)
+        else:             # the last axis read backwards
+            bufs.append(n)
+            emit(isa.word0(O.LOAD_VIEW, DType.F32, 0, r, k), cols - 1, dims[1] * dims[2] * cols,
+                 dims[2] * cols, cols, -1)
+        written.add(r)
+    for _ in range(int(rng.integers(1, 14))):
+        d, src = int(rng.integers(n_regs)), int(rng.choice(sorted(written)))
+        kind = rng.integers(5)
+        if kind == 0:
+            op = rng.choice([o for o in UNARY if not (exact and o in APPROX)])
+            emit(isa.word0(op, DType.F32, 0, d, src))
+        elif kind in (1, 2):
+            op = rng.choice([o for o in BINARY if not (exact and o in APPROX)])
+            emit(isa.word0(op, DType.F32, 0, d, src, int(rng.choice(sorted(written)))))
+        elif kind == 3:
+            op = rng.choice([o for o in BINARY if not (exact and o in APPROX)])
+            imm = isa.imm_bits(rng.choice([0.0, 1.0, -1.0, 2.5, np.nan, np.inf, 1e30, -7.0]), DType.F32)
+            emit(isa.word0(op + isa.IMM_DELTA, DType.F32, 0, d, src, int(rng.integers(2))), imm)
+        else:
+            emit(isa.word0(O.CONST, DType.F32, 0, d), isa.imm_bits(float(rng.choice([0.0, -3.5, 1.0])), DType.F32))
+        written.add(d)
+    n_in = len(bufs)
+    for k, r in enumerate(rng.permutation(sorted(written))[: int(rng.integers(1, 4))]):
+        emit(isa.word0(O.STORE, DType.F32, 0, n_in + k, int(r)), 0)
+        bufs.append(-n)
+    emit(isa.word0(O.END))
+    table = [w for m in bufs for w in (int(DType.F32) | int(Role.OUTPUT if m < 0 else Role.INPUT) << 8, abs(m))]
+    head = [0] * isa.HEADER_WORDS
+    for key, v in {"magic": isa.MAGIC, "version": isa.VERSION, "n_instr": n_instr, "n_buffers": len(bufs),
+                   "n_regs": n_regs, "tile_rows": 1, "tile_cols": cols, "d0": dims[0], "d1": dims[1],
+                   "d2": dims[2], "d3": dims[3]}.items():
+        head[isa.H[key]] = v
+    head[isa.H["n_words"]] = len(head) + len(table) + len(words)
+    return np.array(head + table + words, np.uint64)
+
+
+def buffers(code, rng) -> list:
+    nb = int(code[isa.H["n_buffers"]])
+    sizes = [int(code[isa.CODE_START + 2 * i + 1]) for i in range(nb)]
+    out = []
+    for m in sizes:
+        x = (rng.standard_normal(m) * 3).astype(np.float32)
+        x[rng.random(m) < 0.05] = np.nan
+        out.append(x)
+    return out
+
+
+def run_table(c: chain.Chain, bufs: list) -> None:
+    """The step table read with numpy, all elements of the space at once (what the kernel does per group)."""
+    w = c.words.astype(np.uint64).reshape(-1, chain.STEP_WORDS).tolist()
+    e = np.arange(c.total)
+    col, row = e % c.cols, e // c.cols
+    d2, d1, d0 = row % c.d2, row // c.d2 % c.d1, row // c.d2 // c.d1
+    regs = {}
+    for head, imm, off, *strides in w:
+        kind, op, d, a, b, buf, rev = ((head >> (8 * k)) & 0xFF for k in range(7))
+        off = off - (1 << 64) if off >= 1 << 63 else off
+        s = [x - (1 << 64) if x >= 1 << 63 else x for x in strides]
+        value = np.float32(np.uint32(imm).view(np.float32))
+        if kind == chain.K_LOAD:
+            regs[d] = bufs[buf][off + e]
+        elif kind == chain.K_SCALAR:
+            regs[d] = np.full(c.total, bufs[buf][off])
+        elif kind == chain.K_VIEW:
+            regs[d] = bufs[buf][off + d0 * s[0] + d1 * s[1] + d2 * s[2] + col * s[3]]
+        elif kind == chain.K_STORE:
+            bufs[buf][off + e] = regs[a]
+        elif kind == chain.K_CONST:
+            regs[d] = np.full(c.total, value)
+        else:   # compute: the numpy VM's own arithmetic, one instruction on the whole space
+            x = regs[a]
+            y = regs[b] if kind == chain.K_BINARY else np.full(c.total, value)
+            if kind == chain.K_BINARY_IMM and rev:
+                x, y = y, x
+            regs[d] = _apply(op, x, y if kind != chain.K_UNARY else None)
+
+
+def _apply(op: int, x, y):
+    """One instruction through pyvm on a one-row space: the numpy VM is the reference for every op."""
+    n = len(x)
+    words = [isa.word0(O.LOAD, DType.F32, 0, 0, 0), 0]
+    if y is None:
+        words += [isa.word0(op, DType.F32, 0, 2, 0)]
+    else:
+        words += [isa.word0(O.LOAD, DType.F32, 0, 1, 1), 0, isa.word0(op, DType.F32, 0, 2, 0, 1)]
+    words += [isa.word0(O.STORE, DType.F32, 0, 2, 2), 0, isa.word0(O.END)]
+    roles = [Role.INPUT, Role.INPUT, Role.OUTPUT]
+    table = [w for r in roles for w in (int(DType.F32) | int(r) << 8, n)]
+    head = [0] * isa.HEADER_WORDS
+    for key, v in {"magic": isa.MAGIC, "version": isa.VERSION, "n_instr": (4 if y is None else 5),
+                   "n_buffers": 3, "n_regs": 3, "tile_rows": 1, "tile_cols": n, "d0": 1, "d1": 1, "d2": 1,
+                   "d3": n}.items():
+        head[isa.H[key]] = v
+    head[isa.H["n_words"]] = len(head) + len(table) + len(words)
+    out = np.empty(n, np.float32)
+    pyvm.run(np.array(head + table + words, np.uint64),
+             [np.ascontiguousarray(x, np.float32), np.ascontiguousarray(x if y is None else y, np.float32), out])
+    return out
+
+
+def test_elementwise_float_programs_are_chains_and_others_are_not():
+    from dvm_runtime import encoder
+    from dvm_runtime.gpu import backend  # noqa: F401 - registers the GPU tiling
+    from framework.ir import Graph, Node, TensorType, Value
+
+    def body(op, shape=(64, 96)):
+        x = Value(TensorType(np.float32, shape))
+        y = Value(TensorType(np.float32, shape[:1] if op.startswith("Reduce") else shape))
+        attrs = {"axes": [1], "keepdims": 0} if op.startswith("Reduce") else {}
+        return Graph((x,), (y,), (Node(op, (x,), (y,), attrs, "", 13),)), shape
+
+    for op, want in (("Tanh", True), ("Relu", True), ("ReduceMax", False), ("IsNaN", False)):
+        g, shape = body(op)
+        prog = encoder.encode(g, [shape], [np.float32], target="gpu")
+        assert (chain.steps(prog.code, min_steps=1) is not None) is want, op
+    g, shape = body("Exp")
+    prog = encoder.encode(g, [shape], [np.float16], target="gpu")   # float16 buffers: the tiled kernel
+    assert chain.steps(prog.code, min_steps=1) is None
+    prog = encoder.encode(body("Tanh")[0], [shape], [np.float32], target="gpu")
+    assert chain.steps(prog.code) is None   # 3 steps: short programs stay on the tiled kernel
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_step_tables_compute_what_their_programs_do(exact):
+    """exact=False adds exp, log, tanh, sigmoid, pow and erf, whose numpy results can differ in the last bit
+    between array lengths (SIMD body or scalar tail): there within 2 ulps."""
+    rng = np.random.default_rng(5 if exact else 7)
+    for _ in range(150):
+        code = elementwise_program(rng, exact=exact)
+        c = chain.steps(code, min_steps=1)
+        assert c is not None
+        bufs = buffers(code, rng)
+        want = [b.copy() for b in bufs]
+        pyvm.run(code, want)
+        run_table(c, bufs)
+        for k, (got, ref) in enumerate(zip(bufs, want)):
+            if exact:
+                np.testing.assert_array_equal(got, ref, err_msg=f"buffer {k}")
+            else:
+                np.testing.assert_allclose(got, ref, rtol=3e-7, atol=1e-30, equal_nan=True, err_msg=f"buffer {k}")
+
+
+def test_programs_beyond_the_chain_limits_stay_tiled():
+    rng = np.random.default_rng(6)
+    code = elementwise_program(rng, exact=True, n_regs=chain.CHAIN_REGS + 1)
+    assert chain.steps(code, min_steps=1) is None
+
+
+@needs_gpu
+@pytest.mark.parametrize("exact", [True, False])
+def test_chain_kernel_matches_the_numpy_vm(exact, monkeypatch):
+    import cupy
+
+    from dvm_runtime.gpu import vm as gvm
+    monkeypatch.setattr(chain, "MIN_STEPS", 1)   # short programs too: the kernel, not the choice, on test
+    rng = np.random.default_rng(21 if exact else 22)
+    vm = gvm.get_vm()
+    for _ in range(200):
+        code = elementwise_program(rng, exact=exact)
+        assert vm.prepare(code).chain is not None
+        bufs = buffers(code, rng)
+        want = [b.copy() for b in bufs]
+        pyvm.run(code, want)
+        dev = [cupy.asarray(b) for b in bufs]
+        vm.run(code, dev)
+        for k, (got, ref) in enumerate(zip(dev, want)):
+            if exact:
+                np.testing.assert_array_equal(got.get(), ref, err_msg=f"buffer {k}")
+            else:
+                np.testing.assert_allclose(got.get(), ref, rtol=2e-5, atol=1e-6, equal_nan=True,
+                                           err_msg=f"buffer {k}")
