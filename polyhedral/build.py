@@ -94,9 +94,30 @@ class Kernel:
         ctype = ctypes.c_double if scop.dtype == "double" else ctypes.c_float
         self.fn.argtypes = [ctypes.c_void_p] * len(scop.arrays) + [ctype] * len(scop.scalars)
         self.fn.restype = None
+        self._spare_temps: list[dict] = []
 
     def __call__(self, arrays: dict, scalars: dict | None = None) -> None:
-        self.call([arrays[a.name] for a in self.scop.arrays], scalars)
+        """The kernel on {name: array}. Scratch (temp) arrays are the kernel's own where the caller passes
+        none or one of another shape (the scheduler may have expanded them): a set is kept for the next call
+        (no page faults per call), taken off a list so that concurrent calls each get their own."""
+        import numpy as np
+
+        try:
+            own = self._spare_temps.pop()
+        except IndexError:
+            own = {}
+        given = []
+        for a in self.scop.arrays:
+            x = arrays.get(a.name) if a.role == "temp" else arrays[a.name]
+            if a.role == "temp" and (x is None or x.shape != self.shapes[a.name]):
+                x = own.get(a.name)
+                if x is None:
+                    x = own[a.name] = np.empty(self.shapes[a.name], self.dtype)
+            given.append(x)
+        try:
+            self.call(given, scalars)
+        finally:
+            self._spare_temps.append(own)
 
     def call(self, arrays: list, scalars: dict | None = None) -> None:
         """The kernel on arrays in the scop's array order."""
@@ -155,9 +176,10 @@ def use_shared_pool(lib: ctypes.CDLL) -> bool:
 
 
 def compile_scops(items: list[tuple], cache: DiskCache | None = None, flags: tuple[str, ...] = FLAGS) -> list:
-    """One translation unit for many (scop, binding, scheduler Result, function name); returns Kernels."""
+    """One translation unit for many (scop, binding, scheduler Result, function name); returns Kernels (for
+    the scops as scheduled: res.scop where the scheduler expanded scratch arrays)."""
     from . import codegen
 
     src = codegen.translation_unit([codegen.function(s, b, r, fn) for s, b, r, fn in items])
     lib = load(shared_library(src, flags, cache))
-    return [Kernel(lib, fn, s, b) for s, b, _, fn in items]
+    return [Kernel(lib, fn, r.scop or s, b) for s, b, r, fn in items]

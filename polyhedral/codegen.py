@@ -735,7 +735,9 @@ def _prologue(scop: Scop, binding: dict) -> list[str]:
 
 def function(scop: Scop, binding: dict, res: Result, fn: str) -> str:
     """C text of one kernel function `void fn(T *A_, ..., T alpha...)` (arrays, then scalars), preceded by
-    the static helpers of its parallel regions (named `fn_region<k>`)."""
+    the static helpers of its parallel regions (named `fn_region<k>`). The arrays are res.scop's where the
+    scheduler expanded some (same names and order, other shapes)."""
+    scop = res.scop or scop
     for name in [fn, *(a.name for a in scop.arrays), *scop.scalars, *scop.params]:
         if not _NAME.match(name):
             raise ScopError(f"scop {scop.name!r}: {name!r} is not a C identifier")

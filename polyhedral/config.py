@@ -47,6 +47,9 @@ class Config:
     vectorize: bool = True  # `omp simd` on innermost loops that carry no dependence
     # scratch arrays whose rows belong to one loop's iterations kept as one row per thread (contract.py)
     contract: bool = True
+    # scratch arrays that outer loops only re-initialise get a copy per iteration of them where register
+    # tiles across those loops pay (expand.py: doitgen's sum)
+    expand: bool = False
     # (rows, columns) of the register blocks of reduction nests (regtile.py); () leaves them as scheduled
     register_tile: tuple[int, ...] = ()
     # a statement whose innermost loop carries a dependence (not a reduction) is a latency-bound chain: take
@@ -101,7 +104,7 @@ PRESETS: dict[str, Config] = {c.name: c for c in (
     Config("pluto-like", objectives=(("proximity", "sum"),), fusion="smart", tile_sizes=(32,)),
     Config("cpu-contiguity", objectives=(("parallel", "contiguity", "proximity", "big-loops", "sum"),),
            fusion="smart", tile_sizes=(32, 64, 256), permutable=False, register_tile=(4, 4),
-           inner_parallel=True, tile_needs_reuse=True, time_tile=(16, 32)),
+           inner_parallel=True, tile_needs_reuse=True, time_tile=(16, 32), expand=True),
 )}
 
 

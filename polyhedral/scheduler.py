@@ -38,6 +38,9 @@ class Result:
     notes: list[str] = field(default_factory=list)
     dep: deps_mod.Deps | None = None
     dep_iters: dict = field(default_factory=dict)  # statement -> iterators (for directives)
+    # the scop this schedules where it is not the caller's (expand.py: scratch arrays expanded); code
+    # generation and the compiled kernel's array shapes follow it
+    scop: Scop | None = None
 
     def work_per_entry(self, dim: int, stmts: frozenset) -> float:
         """Statement instances of `stmts` per execution of a loop at `dim` (total / outer iterations)."""
@@ -70,7 +73,15 @@ class Result:
 
 
 def schedule(scop: Scop, binding: dict, config: Config, dep: deps_mod.Deps | None = None) -> Result:
-    """A legal schedule for the scop at these sizes; a Farkas failure falls back to isl, then the original."""
+    """A legal schedule for the scop at these sizes; a Farkas failure falls back to isl, then the original.
+    With config.expand, scratch arrays may be expanded first (the Result's `scop`)."""
+    if config.expand and config.algorithm == "farkas" and dep is None:
+        from . import expand
+        found = expand.expanded(scop, binding)
+        if found is not None:
+            res = schedule(found[0], binding, replace(config, expand=False))
+            res.notes.extend(found[1])
+            return replace(res, config=config, scop=found[0])
     dep = dep or deps_mod.compute(scop, binding)
     notes: list[str] = []
     rows: list[Row] = []
