@@ -199,8 +199,6 @@ def _aliases(code) -> bool:
 @pytest.mark.parametrize("exact", [True, False])
 def test_random_programs_match_the_numpy_vm(exact):
     """exact=True leaves out exp/log/tanh/sigmoid/pow/erf (libm differences): then results are bit-identical."""
-    import cupy
-
     from tests.dvm_runtime.test_fuzz import buffers_for, random_program
     rng = np.random.default_rng(11 if exact else 12)
     vm, ran = gvm.get_vm(), 0
@@ -208,19 +206,26 @@ def test_random_programs_match_the_numpy_vm(exact):
         code = random_program(rng, exact=exact)
         if _aliases(code):
             continue
-        bufs = buffers_for(code, rng)
-        ref = [b.copy() for b in bufs]
-        pyvm.run(code, ref)
-        dev = [cupy.asarray(b) for b in bufs]
-        vm.run(code, dev)
-        for k, (a, b) in enumerate(zip(dev, ref)):
-            a = a.get()
-            if exact or b.dtype.kind != "f":
-                np.testing.assert_array_equal(a, b, err_msg=f"buffer {k}")
-            else:
-                np.testing.assert_allclose(a, b, rtol=1e-3 if b.dtype == np.float16 else 2e-5, atol=1e-6,
-                                           equal_nan=True, err_msg=f"buffer {k}")
+        matches_numpy_vm(vm, code, buffers_for(code, rng), exact)
         ran += 1
+
+
+def matches_numpy_vm(vm, code, bufs, exact: bool) -> None:
+    """Run `code` on the numpy VM and on the CUDA `vm` from the same buffers; assert the results agree: bit
+    for bit where `exact` (or not float), else within float32 (float16) rounding."""
+    import cupy
+
+    ref = [b.copy() for b in bufs]
+    pyvm.run(code, ref)
+    dev = [cupy.asarray(b) for b in bufs]
+    vm.run(code, dev)
+    for k, (a, b) in enumerate(zip(dev, ref)):
+        a = a.get()
+        if exact or b.dtype.kind != "f":
+            np.testing.assert_array_equal(a, b, err_msg=f"buffer {k}")
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-3 if b.dtype == np.float16 else 2e-5, atol=1e-6,
+                                       equal_nan=True, err_msg=f"buffer {k}")
 
 
 @needs_gpu

@@ -190,23 +190,12 @@ def test_programs_beyond_the_chain_limits_stay_tiled():
 @needs_gpu
 @pytest.mark.parametrize("exact", [True, False])
 def test_chain_kernel_matches_the_numpy_vm(exact, monkeypatch):
-    import cupy
-
     from dvm_runtime.gpu import vm as gvm
+    from tests.dvm_runtime.test_gpu import matches_numpy_vm
     monkeypatch.setattr(chain, "MIN_STEPS", 1)   # short programs too: the kernel, not the choice, on test
     rng = np.random.default_rng(21 if exact else 22)
     vm = gvm.get_vm()
     for _ in range(200):
         code = elementwise_program(rng, exact=exact)
         assert vm.prepare(code).chain is not None
-        bufs = buffers(code, rng)
-        want = [b.copy() for b in bufs]
-        pyvm.run(code, want)
-        dev = [cupy.asarray(b) for b in bufs]
-        vm.run(code, dev)
-        for k, (got, ref) in enumerate(zip(dev, want)):
-            if exact:
-                np.testing.assert_array_equal(got.get(), ref, err_msg=f"buffer {k}")
-            else:
-                np.testing.assert_allclose(got.get(), ref, rtol=2e-5, atol=1e-6, equal_nan=True,
-                                           err_msg=f"buffer {k}")
+        matches_numpy_vm(vm, code, buffers(code, rng), exact)
