@@ -17,6 +17,7 @@ index and that exceeds the L1 data cache, and the copy stays below EXPAND_MAX_BY
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +26,7 @@ import islpy as isl
 
 from . import deps as deps_mod
 from .privatize import reduction_target
-from .stmt import Array, Scop, Statement, _params, accesses, domain
+from .stmt import Array, Scop, Statement, _params, access_maps, accesses
 
 EXPAND_MAX_BYTES = 64 << 20
 L1_FALLBACK_BYTES = 32 << 10
@@ -64,35 +65,30 @@ def _shared_loops(users: list[Statement]) -> list[tuple[str, ...]]:
 
 
 def _bytes(scop: Scop, binding: dict, name: str) -> int:
-    n = 8 if scop.dtype == "double" else 4
-    for d in scop.shape(name, binding):
-        n *= d
-    return n
+    return (8 if scop.dtype == "double" else 4) * math.prod(scop.shape(name, binding))
+
+
+def _indexes(its, subs) -> bool:
+    """Whether any of the iterators `its` appears in any of the subscripts `subs`."""
+    return any(re.search(rf"\b{re.escape(it)}\b", s) for it in its for s in subs)
 
 
 def _candidate(scop: Scop, binding: dict, name: str, l1: int):
-    """(users, loops, bounds) to expand array `name` along, or None."""
-    users = [st for st in scop.statements
-             if any(a == name for a, _ in [accesses(scop, st)[0], *accesses(scop, st)[1]])]
+    """(users, loops, (min, max) of each loop) to expand array `name` along, or None."""
+    refs = {st.name: (lambda w, r: [w, *r])(*accesses(scop, st)) for st in scop.statements}
+    users = [st for st in scop.statements if any(a == name for a, _ in refs[st.name])]
     if not users:
         return None
-    subscripts = {s for st in users for a, subs in [accesses(scop, st)[0], *accesses(scop, st)[1]]
-                  if a == name for s in subs}
+    # loops the array's subscripts already use separate its elements: nothing to expand along them
     loops = [its for its in _shared_loops(users)
-             if not any(re.search(rf"\b{re.escape(it)}\b", s) for it, st in zip(its, users) for s in subscripts)]
+             if not any(_indexes([it], subs) for it, st in zip(its, users)
+                        for a, subs in refs[st.name] if a == name)]
     if not loops:
         return None
     # pays: an accumulation into the array reads an operand none of the loops index, too big for L1
-    pays = False
-    for st in users:
-        if reduction_target(scop, st) != name:
-            continue
-        k = users.index(st)
-        mine = {its[k] for its in loops}
-        for a, subs in accesses(scop, st)[1]:
-            if a != name and not any(re.search(rf"\b{re.escape(it)}\b", s) for it in mine for s in subs) \
-                    and _bytes(scop, binding, a) > l1:
-                pays = True
+    pays = any(a != name and not _indexes([its[k] for its in loops], subs) and _bytes(scop, binding, a) > l1
+               for k, st in enumerate(users) if reduction_target(scop, st) == name
+               for a, subs in refs[st.name][1:])
     if not pays:
         return None
     # each instance's values of the loops, as a map from instances to a vector (for flow and bounds)
@@ -142,7 +138,7 @@ def expanded(scop: Scop, binding: dict) -> tuple[Scop, list[str]] | None:
         users, loops, ranges = found
         extents = tuple(hi - lo + 1 for lo, hi in ranges)
         elem = 8 if scop.dtype == "double" else 4
-        size = elem * _prod(extents) * _prod(scop.shape(arr.name, binding))
+        size = elem * math.prod(extents) * math.prod(scop.shape(arr.name, binding))
         if size > EXPAND_MAX_BYTES:
             continue
         arrays[arrays.index(arr)] = Array(arr.name, extents + tuple(arr.shape), "temp")
@@ -156,12 +152,5 @@ def expanded(scop: Scop, binding: dict) -> tuple[Scop, list[str]] | None:
     if not notes:
         return None
     out = replace(scop, arrays=tuple(arrays), statements=tuple(statements.values()))
-    domain(out, binding)   # the rewritten bodies still parse as accesses
+    access_maps(out, binding)   # the rewritten bodies still read as affine accesses
     return out, notes
-
-
-def _prod(xs) -> int:
-    n = 1
-    for x in xs:
-        n *= int(x)
-    return n
