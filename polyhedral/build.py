@@ -95,29 +95,28 @@ class Kernel:
         self.fn.argtypes = [ctypes.c_void_p] * len(scop.arrays) + [ctype] * len(scop.scalars)
         self.fn.restype = None
         self._spare_temps: list[dict] = []
+        self._names = [(a.name, a.role == "temp") for a in scop.arrays]
+        self._temp_at = [(i, a.name) for i, a in enumerate(scop.arrays) if a.role == "temp"]
 
     def __call__(self, arrays: dict, scalars: dict | None = None) -> None:
         """The kernel on {name: array}. Scratch (temp) arrays are the kernel's own where the caller passes
         none or one of another shape (the scheduler may have expanded them): a set is kept for the next call
         (no page faults per call), taken off a list so that concurrent calls each get their own."""
-        import numpy as np
-
-        try:
-            own = self._spare_temps.pop()
-        except IndexError:
-            own = {}
-        given = []
-        for a in self.scop.arrays:
-            x = arrays.get(a.name) if a.role == "temp" else arrays[a.name]
-            if a.role == "temp" and (x is None or x.shape != self.shapes[a.name]):
-                x = own.get(a.name)
-                if x is None:
-                    x = own[a.name] = np.empty(self.shapes[a.name], self.dtype)
-            given.append(x)
+        given = [arrays.get(name) if temp else arrays[name] for name, temp in self._names]
+        own = None
+        for i, name in self._temp_at:
+            if given[i] is None or given[i].shape != self.shapes[name]:
+                if own is None:
+                    own = self._spare_temps.pop() if self._spare_temps else {}
+                if name not in own:
+                    import numpy as np
+                    own[name] = np.empty(self.shapes[name], self.dtype)
+                given[i] = own[name]
         try:
             self.call(given, scalars)
         finally:
-            self._spare_temps.append(own)
+            if own is not None:
+                self._spare_temps.append(own)
 
     def call(self, arrays: list, scalars: dict | None = None) -> None:
         """The kernel on arrays in the scop's array order."""
