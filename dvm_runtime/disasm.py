@@ -9,9 +9,6 @@ from .isa import DType, Form, Opcode as O
 _ROLE = {isa.Role.INPUT: "in", isa.Role.OUTPUT: "out", isa.Role.SCRATCH: "scratch"}
 
 
-def _s64(w: int) -> int:
-    return w - (1 << 64) if w >= 1 << 63 else w
-
 
 def disasm(program) -> str:
     """Text of a program (a Program or its uint64 code); validates first, so bad bytecode raises DvmError."""

@@ -307,6 +307,11 @@ def word0(op: int, dtype: int = 0, flags: int = 0, d: int = 0, a: int = 0, b: in
         | (b & 0xFFFF) << 48
 
 
+def s64(w: int) -> int:
+    """A 64-bit word as a signed (two's complement) integer: offsets, strides and dims."""
+    return w - (1 << 64) if w >= 1 << 63 else w
+
+
 def unpack0(w: int) -> tuple[int, int, int, int, int, int]:
     """(opcode, dtype, flags, D, A, B) of an instruction's first word."""
     w = int(w)

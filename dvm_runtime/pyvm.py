@@ -21,9 +21,6 @@ class DvmError(KernelError):
     """A DVM program or its buffers are invalid."""
 
 
-def _s64(w: int) -> int:
-    return w - U64 if w >= 1 << 63 else w
-
 
 def _check(cond, msg):
     if not cond:
@@ -42,7 +39,7 @@ def validate(code, buffers=None) -> dict:
     _check(all(h[f"reserved{i}"] == 0 for i in range(12, 16)), "reserved header words must be 0")
     nb, nr, tr, tc = h["n_buffers"], h["n_regs"], h["tile_rows"], h["tile_cols"]
     _check(1 <= nr <= isa.MAX_REGS and nb <= isa.MAX_BUFFERS, "register/buffer counts")
-    D = [_s64(h[f"d{i}"]) for i in range(4)]
+    D = [isa.s64(h[f"d{i}"]) for i in range(4)]
     _check(all(0 <= d < LIMIT for d in D), "dims")
     rows, cols = D[0] * D[1] * D[2], D[3]
     _check(rows * cols < 1 << 62, "space too large")
@@ -104,9 +101,9 @@ def _validate_one(op, form, dt, fl, d, a, b, ext, regs, nr, bufs, D, empty, whol
         _check(bufs[buf][0] == dt, f"{name} dtype differs from buffer {buf}'s")
         _check(b == 0, f"{name} field B")
         is_row = op in (O.LOAD_ROW, O.STORE_ROW)
-        off = _s64(ext[0])
+        off = isa.s64(ext[0])
         if form == Form.VIEW:
-            st = [_s64(x) for x in ext[1:]]
+            st = [isa.s64(x) for x in ext[1:]]
         else:
             st = [D[1] * D[2] * D[3], D[2] * D[3], D[3], 1]
         _check(not is_row or st[3] == 0, f"{name} needs s3 == 0")

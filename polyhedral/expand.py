@@ -26,7 +26,7 @@ import islpy as isl
 
 from . import deps as deps_mod
 from .privatize import reduction_target
-from .stmt import Array, Scop, Statement, _params, access_maps, accesses
+from .stmt import Array, Scop, Statement, _params, access_maps, accesses, bounds
 
 EXPAND_MAX_BYTES = 64 << 20
 L1_FALLBACK_BYTES = 32 << 10
@@ -105,23 +105,15 @@ def _candidate(scop: Scop, binding: dict, name: str, l1: int):
     if not moved.is_subset(zero):
         return None   # a value written in one iteration of the loops is read in another
     values = where.range()
-    return users, loops, _ranges(values, len(loops))
+    return users, loops, _ranges(values)
 
 
-def _ranges(values: isl.UnionSet, n: int) -> list[tuple[int, int]]:
-    """(min, max) of each coordinate of a set of integer vectors."""
+def _ranges(values: isl.UnionSet) -> list[tuple[int, int]]:
+    """(min, max) of each coordinate of a set of integer vectors (a union of sets of one dimension)."""
     sets: list[isl.Set] = []
     values.foreach_set(sets.append)
-    out = []
-    for d in range(n):
-        lo = hi = None
-        for s in sets:
-            one = s.project_out(isl.dim_type.set, d + 1, n - d - 1).project_out(isl.dim_type.set, 0, d)
-            a = int(one.lexmin().sample_point().get_coordinate_val(isl.dim_type.set, 0).to_python())
-            b = int(one.lexmax().sample_point().get_coordinate_val(isl.dim_type.set, 0).to_python())
-            lo, hi = (a, b) if lo is None else (min(lo, a), max(hi, b))
-        out.append((lo, hi))
-    return out
+    per_set = [bounds(s) for s in sets]
+    return [(min(b[d][0] for b in per_set), max(b[d][1] for b in per_set)) for d in range(len(per_set[0]))]
 
 
 def expanded(scop: Scop, binding: dict) -> tuple[Scop, list[str]] | None:

@@ -3,6 +3,7 @@ objectives over the Farkas-linearised constraints (isl `coefficients`, `lexmin`)
 Presets `isl` and `original` use isl's own scheduler and the textual order. Every result is checked legal."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, replace
 
@@ -13,7 +14,7 @@ from framework.errors import MsgxError
 
 from . import deps as deps_mod
 from .config import Config
-from .stmt import Scop, accesses, original_schedule, trip_counts
+from .stmt import Scop, accesses, bounds, original_schedule, trip_counts
 
 
 class SchedulingError(MsgxError):
@@ -161,13 +162,7 @@ def _count(s: isl.Set) -> int:
     """Points of the bounding box of a bounded set (a cheap size estimate; exact for rectangles)."""
     if s.is_empty():
         return 0
-    n, total = s.dim(isl.dim_type.set), 1
-    for k in range(n):
-        one = s.project_out(isl.dim_type.set, k + 1, n - k - 1).project_out(isl.dim_type.set, 0, k)
-        lo = one.lexmin().sample_point().get_coordinate_val(isl.dim_type.set, 0).to_python()
-        hi = one.lexmax().sample_point().get_coordinate_val(isl.dim_type.set, 0).to_python()
-        total *= int(hi) - int(lo) + 1
-    return total
+    return math.prod(hi - lo + 1 for lo, hi in bounds(s))
 
 
 def _groups(rows: list[Row]) -> list[list[int]]:

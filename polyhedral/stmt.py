@@ -156,5 +156,14 @@ def trip_counts(scop: Scop, binding: dict) -> dict[str, dict[str, int]]:
     return out
 
 
+def bounds(s: isl.Set) -> list[tuple[int, int]]:
+    """(min, max) of each coordinate of a bounded, non-empty set."""
+    n, out = s.dim(isl.dim_type.set), []
+    for k in range(n):
+        one = s.project_out(isl.dim_type.set, k + 1, n - k - 1).project_out(isl.dim_type.set, 0, k)
+        out.append((_point(one.lexmin()), _point(one.lexmax())))
+    return out
+
+
 def _point(s: isl.Set) -> int:
     return int(s.sample_point().get_coordinate_val(isl.dim_type.set, 0).to_python())

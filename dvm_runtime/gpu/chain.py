@@ -47,10 +47,6 @@ def _step(kind, op=0, d=0, a=0, b=0, buf=0, rev=0, imm=0, off=0, strides=(0, 0, 
     return [head, imm & 0xFFFFFFFF, off & 0xFFFFFFFFFFFFFFFF, *(s & 0xFFFFFFFFFFFFFFFF for s in strides)]
 
 
-def _signed(w: int) -> int:
-    return w - (1 << 64) if w >= 1 << 63 else w
-
-
 def steps(code: np.ndarray, min_steps: int | None = None) -> Chain | None:
     """The chain form of a validated program, or None when it does not qualify or has fewer than
     `min_steps` steps (default MIN_STEPS)."""
@@ -72,14 +68,14 @@ def steps(code: np.ndarray, min_steps: int | None = None) -> Chain | None:
         if flags or dt != _F32:
             return None
         if code_op == O.LOAD:
-            out += _step(K_LOAD, d=d, buf=a, off=_signed(w[pc + 1]))
+            out += _step(K_LOAD, d=d, buf=a, off=isa.s64(w[pc + 1]))
         elif code_op == O.STORE:
-            out += _step(K_STORE, a=a, buf=d, off=_signed(w[pc + 1]))
+            out += _step(K_STORE, a=a, buf=d, off=isa.s64(w[pc + 1]))
         elif code_op == O.LOAD_VIEW:
-            strides = tuple(_signed(x) for x in w[pc + 2:pc + 6])
+            strides = tuple(isa.s64(x) for x in w[pc + 2:pc + 6])
             kind = K_SCALAR if not any(strides) else K_VIEW
             views |= kind == K_VIEW
-            out += _step(kind, d=d, buf=a, off=_signed(w[pc + 1]), strides=strides)
+            out += _step(kind, d=d, buf=a, off=isa.s64(w[pc + 1]), strides=strides)
         elif form == Form.CONST:
             out += _step(K_CONST, d=d, imm=w[pc + 1])
         elif form == Form.UNARY and code_op in UNARY:
