@@ -158,11 +158,12 @@ class GraphExecutor:
             fn = self._lines[(fast, timing)] = straight_line(flat, self.output_slots, keep, timing, spec)
         return fn
 
-    def _run_shape_cached(self, env: list, inputs: Sequence, profile: Callable | None) -> list:
+    def _run_shape_cached(self, env: list, inputs: Sequence, profile: Callable | None, key) -> list:
         timing = "records" if profile is not None else ""
-        key = tuple([a.shape for a in inputs if isinstance(a, np.ndarray)])  # (a list: no generator frame)
-        if len(key) != len(inputs):
-            return self._line(False, timing)(env, {}, profile)
+        if key is None:
+            key = tuple([a.shape for a in inputs if isinstance(a, np.ndarray)])  # (a list: no generator frame)
+            if len(key) != len(inputs):
+                return self._line(False, timing)(env, {}, profile)
         cached = self._shape_cache.get(key)
         if cached is not None:
             for s, a in cached.items():
@@ -196,7 +197,11 @@ class GraphExecutor:
         self._shape_kernels[key] = tuple(specialized.get(i) or _callable(self._flat[i]) for i in self._fast_index)
         return outs
 
-    def run(self, inputs: Sequence, outer_env: dict | None = None, profile: Callable | None = None) -> list:
+    def run(self, inputs: Sequence, outer_env: dict | None = None, profile: Callable | None = None,
+            key: tuple | None = None) -> list:
+        """The graph's outputs for `inputs`. key: a signature the caller already computed that determines every
+        input's shape (InferenceSession's (shape, dtype) per input), the shape cache's key instead of the
+        input shapes (building that tuple again took half a microsecond of a small kernel's call)."""
         env = list(self.template)
         for s, a in zip(self.input_slots, inputs):
             env[s] = a
@@ -205,7 +210,7 @@ class GraphExecutor:
                 env[s] = outer_env.get(v)
         if self._plain:  # profile: the hook gets each kernel's times; the steps run are the same
             if self._flat_fast is not None and not outer_env:
-                return self._run_shape_cached(env, inputs, profile)
+                return self._run_shape_cached(env, inputs, profile, key)
             return self._line(False, "records" if profile is not None else "")(env, {}, profile)
         for st in self.steps:
             args = [env[i] for i in st.ins]

@@ -113,8 +113,13 @@ class InferenceSession:
         self._valid_feeds: set = set()  # (shape, dtype) per input of numpy feeds that passed _check_feed
         self._constant_ids = frozenset(id(a) for a in self.graph.constants.values())
         self._lazy_fusion = hasattr(self._executor, "records")
+        # the graph executor keys its shape cache by the feed's checked signature (see GraphExecutor.run)
+        self._keyed = isinstance(self._executor, GraphExecutor)
         self._shape_fallback_backends = [b for b in self._backends if hasattr(b, "shape_fallbacks")]
-        self._outputs = [v.name for v in self.graph.outputs]
+        # the model's output names: a pass may leave another value in an output's place (an Identity of a
+        # constant removed), which must not rename what the caller asks for
+        assert len(self.model_graph.outputs) == len(self.graph.outputs), "passes keep the graph's outputs"
+        self._outputs = [v.name for v in self.model_graph.outputs]
         self._every_output = range(len(self._outputs))
         # compiling leaves thousands of young objects (IR, sympy dims, trial encodes); collected here, not by
         # the first runs' generation-1 collection (measured 0.8-1.3 ms, inside whichever kernel or encode ran)
@@ -162,11 +167,11 @@ class InferenceSession:
         return [_node_arg(v) for v in self.graph.inputs]
 
     def get_outputs(self) -> list[NodeArg]:
-        return [_node_arg(v) for v in self.graph.outputs]
+        return [_node_arg(v) for v in self.model_graph.outputs]
 
     def run(self, output_names: Sequence[str] | None, feed: Mapping[str, Any], **_options) -> list:
         """Run the model; returns the requested outputs (all when output_names is None) in order."""
-        arrays = self._check_feed(feed)
+        arrays, signature = self._check_feed(feed)
         if output_names is None:
             wanted = self._every_output
         else:
@@ -176,7 +181,12 @@ class InferenceSession:
             if unknown:
                 raise InputNameError(f"unknown output name(s) {unknown}; the model's outputs are {self._outputs}")
             wanted = [self._outputs.index(n) for n in output_names]
-        results = self._executor.run(arrays) if self._profiler is None else self._run_profiled(arrays)
+        if self._profiler is not None:
+            results = self._run_profiled(arrays)
+        elif signature is not None and self._keyed:
+            results = self._executor.run(arrays, key=signature)
+        else:
+            results = self._executor.run(arrays)
         if self._lazy_fusion:  # lazy fusion groups are known only at run time
             lazy = self._executor.stats
             self.stats.update(clusters=lazy["groups"], fused_ops=lazy["fused_ops"], lazy_fusion=lazy)
@@ -187,8 +197,7 @@ class InferenceSession:
             from dvm_runtime.gpu.backend import to_host
             if not any(_on_device(a) for a in arrays):
                 results = [to_host(r) for r in results]
-        fed = set(map(id, arrays))
-        return [_detach(results[i], self._constant_ids, fed) for i in wanted]
+        return _detached([results[i] for i in wanted], self._constant_ids, arrays)
 
     def _run_profiled(self, arrays: list) -> list:
         prof = self._profiler
@@ -213,12 +222,14 @@ class InferenceSession:
         meta = {"mode": self.stats["mode"], "jit_level": self.jit_level, "runs": prof.runs}
         return prof.write(fallbacks=frozenset(self.stats["fallbacks"]), meta=meta)
 
-    def _check_feed(self, feed: Mapping[str, Any]) -> list:
+    def _check_feed(self, feed: Mapping[str, Any]) -> tuple[list, tuple | None]:
+        """The feed's values in input order, checked, and their signature ((shape, dtype) per input) where all
+        are numpy arrays, else None."""
         if type(feed) is dict and len(feed) == len(self._inputs):  # a signature checked before: no re-check
             arrays = [feed.get(name) for name in self._inputs]
             signature = tuple([(a.shape, a.dtype) for a in arrays if type(a) is np.ndarray])
             if len(signature) == len(arrays) and signature in self._valid_feeds:
-                return arrays
+                return arrays, signature
         if not isinstance(feed, Mapping):
             raise InputNameError(f"feed must be a dict of input name -> array, not {type(feed).__name__}")
         unknown = [k for k in feed if k not in self._inputs]
@@ -235,20 +246,35 @@ class InferenceSession:
                 raise InputTypeError(f"input {name!r}: a device array was given to a session on the CPU "
                                      "(create it with device='gpu', or pass a numpy array)")
             arrays.append(_check_value(name, v.type, value, bound))
-        if all(type(a) is np.ndarray for a in arrays) and len(self._valid_feeds) < VALID_FEEDS_KEPT:
-            self._valid_feeds.add(tuple([(a.shape, a.dtype) for a in arrays]))
-        return arrays
+        if not all(type(a) is np.ndarray for a in arrays):
+            return arrays, None
+        signature = tuple([(a.shape, a.dtype) for a in arrays])
+        if len(self._valid_feeds) < VALID_FEEDS_KEPT:
+            self._valid_feeds.add(signature)
+        return arrays, signature
 
 
-def _detach(result, constant_ids: frozenset, fed: set):
-    """Copy an output that is (a view of) a constant or a feed (ids in `fed`, the feeds being alive), so
-    callers never alias our tables or theirs."""
-    base = result
-    while isinstance(base, np.ndarray):
-        if id(base) in constant_ids or id(base) in fed:
-            return result.copy()
-        base = base.base
-    return result
+def _detached(results: list, constant_ids: frozenset, fed: list) -> list:
+    """The results, each copied where it is (a view of) a constant or a feed, so callers never alias our tables
+    or theirs. (Per result: a walk up its bases, usually none; the feeds compared by identity, fewer than a set
+    of their ids cost to build.)"""
+    out = []
+    for r in results:
+        base = r
+        while isinstance(base, np.ndarray):
+            if id(base) in constant_ids or _is_one_of(base, fed):
+                r = r.copy()
+                break
+            base = base.base
+        out.append(r)
+    return out
+
+
+def _is_one_of(x, values: list) -> bool:
+    for v in values:
+        if x is v:
+            return True
+    return False
 
 
 def _check_value(name: str, t, value, bound: dict):

@@ -41,7 +41,8 @@ def test_repeated_shapes_run_the_bound_programs_and_alternating_shapes_stay_corr
     for b, t in [(1, 3), (2, 5), (1, 3), (2, 5), (3, 1), (1, 3)]:
         x = rng.standard_normal((b, t, 64)).astype(np.float32)
         np.testing.assert_allclose(fused.run(None, {"x": x})[0], plain.run(None, {"x": x})[0], rtol=1e-5, atol=1e-6)
-    kernels = ex._shape_kernels[((1, 3, 64),)]
+    # the session keys the executor's shape cache by the feed's signature: (shape, dtype) per input
+    kernels = ex._shape_kernels[(((1, 3, 64), np.dtype(np.float32)),)]
     for i in dvm_steps:
         original = ex._flat[i][1]
         bound = kernels[ex._fast_index.index(i)]
