@@ -47,7 +47,7 @@ typedef void (*vm_scale_shift_fn)(float *d, const float *a, const float *row, co
 extern vm_scale_shift_fn vm_scale_shift;
 
 /* Elementwise chains (vm_validate.c finds them): consecutive FULL float32 instructions run as one pass over
- * strips of 64 elements, each result kept in vector registers while the next instruction reads it, in a
+ * strips of 128 elements, each result kept in vector registers while the next instruction reads it, in a
  * per-strip slot when a later one does, and written to its tile register only when something after the
  * chain reads it. Every step rounds as its instruction's own kernel does, so the bits are the same. */
 enum { VM_SRC_ACC, VM_SRC_SLOT, VM_SRC_PACKED, VM_SRC_ROWREP, VM_SRC_BCAST };
