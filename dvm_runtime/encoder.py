@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from framework import ops
+from framework.dtypes import f32_reciprocal
 from framework.errors import MsgxError
 from framework.ir import Graph, Node, TensorType
 from framework.ops import gemm
@@ -197,20 +198,11 @@ def _with_direct(direct):
     return kernel
 
 
-_TINY32 = float(np.finfo(np.float32).tiny)
-
-
 @functools.lru_cache(maxsize=256)
 def _reciprocal_product(c: float) -> tuple:
-    """(opcode, immediate) for x / c: x * (1 / c) where 1 / c is a normal float32 (a vector division costs as
-    much as a GELU's other steps together: bias+GELU's x / sqrt(2)), else the division. The product is within
-    an ulp of the quotient, as the VM's exp and erf are of libm's."""
-    c = np.float32(c)
-    if math.isfinite(c) and abs(c) >= _TINY32:  # then 1 / c is finite
-        r = np.float32(1) / c
-        if abs(r) >= _TINY32:
-            return O.MUL, float(r)
-    return O.DIV, float(c)
+    """(opcode, immediate) for x / c: x * (1 / c) where dtypes.f32_reciprocal allows it, else the division."""
+    r = f32_reciprocal(c)
+    return (O.DIV, float(np.float32(c))) if r is None else (O.MUL, r)
 
 
 _NO_CODE = np.zeros(0, np.uint64)  # a Program's code until it is encoded

@@ -88,3 +88,18 @@ def random_tensor(rng: np.random.Generator, shape, dtype, int_high: int = 2) -> 
     if dtype.kind == "b":
         return rng.random(shape) < 0.5
     return rng.integers(0, int_high, shape).astype(dtype)
+
+
+_TINY32 = float(np.finfo(np.float32).tiny)
+
+
+def f32_reciprocal(c: float) -> float | None:
+    """1 / c in float32 where c and 1 / c are both normal finite float32 values, else None. Generated kernels
+    divide by a constant c as a product by this (within an ulp of the quotient, as their exp and erf are of
+    libm's): a vector division costs as much as a GELU's other steps together (bias+GELU's x / sqrt(2))."""
+    c = np.float32(c)
+    if not (np.isfinite(c) and abs(c) >= _TINY32):
+        return None
+    r = np.float32(1) / c
+    return float(r) if abs(r) >= _TINY32 else None
+

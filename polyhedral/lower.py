@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from framework.dtypes import f32_reciprocal
 from framework.ir import Graph
 
 from .stmt import Array, Scop, ScopError, Statement
@@ -103,6 +104,14 @@ class _Lower:
         self.stmt(v.shape, lambda idx: f"{_ref(name, v.shape)(idx)} = {v.read(idx)}")
         return _Val(v.shape, _ref(name, v.shape))
 
+    def reciprocal(self, n) -> str | None:
+        """1 / c as a C literal for a Div by a float32 scalar constant c (dtypes.f32_reciprocal), else None."""
+        arr = self.body.constants.get(n.inputs[1])
+        if arr is None or np.asarray(arr).size != 1 or np.asarray(arr).dtype != np.float32:
+            return None
+        r = f32_reciprocal(float(np.asarray(arr).reshape(-1)[0]))
+        return None if r is None else _literal(r)
+
     def value(self, x) -> _Val:
         if x in self.vals:
             return self.vals[x]
@@ -171,6 +180,9 @@ class _Lower:
         if n.op in BINARY:
             a, b = self.value(n.inputs[0]), self.value(n.inputs[1])
             fmt = BINARY[n.op]
+            r = self.reciprocal(n) if n.op == "Div" else None
+            if r is not None:
+                return _Val(out, lambda idx: f"({_broadcast(a, out, idx)} * {r})")
             return _Val(out, lambda idx: fmt.format(_broadcast(a, out, idx), _broadcast(b, out, idx)))
         if n.op == "Transpose":
             a = self.value(n.inputs[0])

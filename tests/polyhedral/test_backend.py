@@ -352,3 +352,29 @@ def test_producer_fused_into_a_reduction_only_when_it_reads_the_same_element(rea
     arrays = {"x": x, "t": np.zeros(200, np.float32), "s": np.zeros(1, np.float32)}
     k(arrays)
     np.testing.assert_allclose(arrays["s"][0], np.sum(x * 2), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("c", [3.0, -0.1, 1e-39, 0.0, 3e38, np.inf])
+def test_division_by_a_constant_is_a_product_only_where_the_reciprocal_is_normal(c, cache_dir):
+    """x / c compiles to x * (1 / c) where c and 1 / c are normal float32 values (within an ulp of the
+    quotient); a subnormal, zero, huge or infinite c keeps the division (inf, NaN and signed zeros as
+    numpy gives them)."""
+    from polyhedral.lower import lower
+    x = np.concatenate([_r(64) * 10, [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-38, 3e38]]).astype(np.float32)
+    model = _model([n("Mul", ["x", "one"], ["t"]), n("Div", ["t", "c"], ["y"])], [("x", [x.size])],
+                   [("one", np.ones(1, np.float32)), ("c", np.array([c], np.float32))])
+    sess = framework.InferenceSession(model, jit_level="O1", graph_kernel_flags=POLY)
+    assert sess.stats["backends"].get("poly", 0) == 1
+    fused = next(s.node for s in sess._executor.steps if s.node.op == "Fused")
+    text = repr(lower(fused.attrs["body"], "c").scop)
+    normal = c in (3.0, -0.1)
+    assert ("/" not in text.split("=", 1)[1]) == normal, text
+    got = sess.run(None, {"x": x})[0]
+    with np.errstate(all="ignore"):
+        want = x / np.float32(c)
+    if normal:  # within an ulp of the quotient
+        finite = np.isfinite(want)
+        assert np.all(np.abs(got[finite] - want[finite]) <= np.spacing(np.abs(want[finite])))
+        np.testing.assert_array_equal(got[~finite], want[~finite])
+    else:
+        np.testing.assert_array_equal(got, want)
