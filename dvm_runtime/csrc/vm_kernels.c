@@ -565,26 +565,20 @@ vm_softmax_fn vm_softmax_kernel(void) { return 0; }
 
 /* ---- elementwise chains: one pass over 128-element strips (vm_validate.c forms them) ---- */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-/* vm_tanh_fma's steps on 16 lanes (min(9.1, |x|) keeps a NaN as the select does), the same bits as the
- * unfused TANH kernel's vectorised loop */
+/* vm_tanh_fma's steps on 16 lanes (min(9, |x|) keeps a NaN as the select does), the same bits as the unfused
+ * TANH kernel's vectorised loop */
 static inline AVX512 __m512 tanh16(__m512 x) {
     const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
     __m512 ax = _mm512_castsi512_ps(_mm512_andnot_si512(sign, _mm512_castps_si512(x)));
-    __m512 z = _mm512_min_ps(_mm512_set1_ps(9.1f), ax);
-    z = _mm512_add_ps(z, z);
-    __m512 t = _mm512_fmadd_ps(z, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(VM_EXP_SHIFTER));
-    __m512 n = _mm512_sub_ps(t, _mm512_set1_ps(VM_EXP_SHIFTER));
-    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), z);
-    r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(VM_EXP_Q[0]);
-    for (int k = 1; k < VM_EXP_QN; k++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(VM_EXP_Q[k]));
-    __m512 q = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
-    __m512i e = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32((int)vm_f2u(VM_EXP_SHIFTER)));
-    __m512 s = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(e, _mm512_set1_epi32(127)), 23));
-    __m512 m = _mm512_fmadd_ps(s, q, _mm512_sub_ps(s, _mm512_set1_ps(1.0f)));
-    __m512 y = _mm512_div_ps(m, _mm512_add_ps(m, _mm512_set1_ps(2.0f)));
-    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_andnot_si512(sign, _mm512_castps_si512(y)),
-                                               _mm512_and_si512(sign, _mm512_castps_si512(x))));
+    ax = _mm512_min_ps(_mm512_set1_ps(9.0f), ax);
+    __m512 z = _mm512_mul_ps(ax, ax);
+    __m512 p = _mm512_set1_ps(VM_TANH_P[0]), q = _mm512_set1_ps(VM_TANH_Q[0]);
+    for (int k = 1; k < VM_TANH_N; k++) {
+        p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(VM_TANH_P[k]));
+        q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(VM_TANH_Q[k]));
+    }
+    __m512 y = _mm512_div_ps(_mm512_mul_ps(ax, p), q);   /* >= 0: the sign bit is x's */
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(y), _mm512_and_si512(sign, _mm512_castps_si512(x))));
 }
 /* F_MAX / F_MIN: x where x >= y (x <= y) or x is NaN, else y */
 static inline AVX512 __m512 pick16(__m512 x, __m512 y, int cmp) {

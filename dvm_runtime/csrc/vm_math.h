@@ -86,7 +86,7 @@ static inline float vm_erff(float x) {
 /* FMA versions of exp, tanh and sigmoid for the DVM's float32 kernels (about half the operations of the
  * forms above). fmaf is correctly rounded, so every machine gets the same bits: the kernels' x86-64-v3/v4
  * clones use the FMA instruction, other machines libm's fmaf (slower, same results). Measured over every
- * 8th float in [-110, 95]: at most 7.7e-8 relative error (exp), 1.8e-7 (tanh), 1.6e-7 (sigmoid). */
+ * 8th float in [-110, 95]: at most 7.7e-8 relative error (exp), 3.0e-7 (tanh), 1.6e-7 (sigmoid). */
 #define VM_EXP_HI 88.8f           /* clamps: exp overflows above 88.7228, is 0 below -103.972 */
 #define VM_EXP_LO -104.0f
 #define VM_EXP_SHIFTER 12582912.0f  /* 1.5 * 2^23: fma(x, 1/ln2, it) holds rint(x / ln2) in its low bits */
@@ -135,18 +135,24 @@ static inline float vm_exp_fma(float x) {
     return xc != xc ? xc : y;   /* a NaN's payload bits would have shifted into the exponent above */
 }
 
-/* tanh(x) = m / (m + 2) with m = expm1(2|x|), sign restored; expm1 = 2^n (e^r - 1) + (2^n - 1) keeps small
- * arguments accurate, and |x| >= 9.1 rounds to 1 anyway. */
+/* tanh(x) = x P(x^2) / Q(x^2) for |x| <= 9, P and Q of degree 4 (our own rational fit, relative error 2.3e-8
+ * before rounding), and tanh(9) beyond (within 6e-8 of 1); sign restored. Nine FMAs and one division: a
+ * third cheaper than the former expm1 form m / (m + 2), which had the division too (24-step chains with six
+ * TANH steps: 13.5 -> 10.8 cycles per step and 64 elements). */
+#define VM_TANH_N 5
+static const float VM_TANH_P[VM_TANH_N] = {1.3346772576e-8f, 2.0602721634e-5f, 3.4951705020e-3f,
+                                           1.3380663097e-1f, 1.0f};
+static const float VM_TANH_Q[VM_TANH_N] = {7.7731357351e-7f, 3.2849740819e-4f, 2.5875359774e-2f,
+                                           4.6713978052e-1f, 1.0f};
 static inline float vm_tanh_fma(float x) {
     float ax = __builtin_fabsf(x);
-    ax = ax > 9.1f ? 9.1f : ax;
-    float z = ax + ax;   /* a NaN stays NaN through the arithmetic */
-    float t, r;
-    float p = vm_exp_reduce(z, &t, &r);
-    float q = __builtin_fmaf(p, r * r, r);   /* e^r - 1 */
-    float s = vm_u2f((vm_f2u(t) - vm_f2u(VM_EXP_SHIFTER) + 127u) << 23);
-    float m = __builtin_fmaf(s, q, s - 1.0f);
-    return __builtin_copysignf(m / (m + 2.0f), x);
+    ax = ax > 9.0f ? 9.0f : ax;   /* a NaN stays NaN through the arithmetic */
+    float z = ax * ax, p = VM_TANH_P[0], q = VM_TANH_Q[0];
+    for (int k = 1; k < VM_TANH_N; k++) {
+        p = __builtin_fmaf(p, z, VM_TANH_P[k]);
+        q = __builtin_fmaf(q, z, VM_TANH_Q[k]);
+    }
+    return __builtin_copysignf(ax * p / q, x);
 }
 
 /* The ISA defines sigmoid as 1/(1+exp(-x)); -x large gives exp = inf and the result 0, as in numpy. */
