@@ -75,3 +75,27 @@ def test_held_arrays_leave_a_full_pool_before_free_ones():
         recycle.give(held[-1])
     assert recycle._pool_bytes <= recycle.POOL_BYTES
     assert recycle.take(n, np.dtype(np.float32)).__array_interface__["data"][0] == address
+
+
+def test_new_arrays_start_at_the_page_offset_and_views_of_views_keep_them_held():
+    """Arrays start PAGE_OFFSET bytes into a page (no 4K aliasing with an input malloc put just before); a
+    caller's reshape of one, or a view of that reshape, references the buffer underneath, not the array
+    the pool holds: the array still counts as held."""
+    n = recycle.MIN_BYTES // 4 + 7
+    dt = np.dtype(np.float32)
+    a = recycle.take(n, dt)
+    assert a.ctypes.data % 4096 == recycle.PAGE_OFFSET and a.size == n and a.flags.c_contiguous
+    recycle.give(a)
+    shaped = a[: n - 7].reshape(-1, 16)   # the binding returns reshapes like this
+    inner = shaped[1:, ::2]
+    del a, shaped
+    b = recycle.take(n, dt)
+    assert not np.shares_memory(b, inner)   # `inner` still references the first buffer
+    recycle.give(b)
+    address = b.ctypes.data
+    del b
+    c = recycle.take(n, dt)
+    assert c.ctypes.data == address   # nobody holds the second one: recycled
+    del inner
+    d = recycle.take(n, dt)   # nor the first any more
+    assert d.ctypes.data % 4096 == recycle.PAGE_OFFSET and not np.shares_memory(c, d)
