@@ -578,7 +578,8 @@ static inline AVX512 __m512 tanh16(__m512 x) {
         q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(VM_TANH_Q[k]));
     }
     __m512 y = _mm512_div_ps(_mm512_mul_ps(ax, p), q);   /* >= 0: the sign bit is x's */
-    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(y), _mm512_and_si512(sign, _mm512_castps_si512(x))));
+    return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(y),
+                                               _mm512_and_si512(sign, _mm512_castps_si512(x))));
 }
 /* F_MAX / F_MIN: x where x >= y (x <= y) or x is NaN, else y */
 static inline AVX512 __m512 pick16(__m512 x, __m512 y, int cmp) {
