@@ -46,7 +46,7 @@ def take(n: int, dtype) -> np.ndarray:
         kept = _pool.get((n, dtype), ())
         for i in range(len(kept)):   # not enumerate(): its reused result tuple holds one more reference
             arr = kept[i]
-            if _free(arr, 3):
+            if _free(arr, 2):   # the pool's list and `arr`
                 del kept[i]
                 _pool_bytes -= arr.nbytes
                 return arr
@@ -60,11 +60,10 @@ def _new(n: int, dtype: np.dtype) -> np.ndarray:
     return buf[start:start + n * dtype.itemsize].view(dtype)
 
 
-def _free(arr: np.ndarray, refs: int) -> bool:
-    """Whether nothing outside the pool references arr (refs: the references the caller knows of, its own
-    and the pool's, plus one for getrefcount's argument) or the buffer it views (a view of arr references
-    that buffer)."""
-    if _getrefcount(arr) != refs + 1:   # + this function's parameter
+def _free(arr: np.ndarray, known: int) -> bool:
+    """Whether nothing but the `known` references (the pool's, the caller's) holds arr or the buffer it views
+    (a view of arr references that buffer, not arr)."""
+    if _getrefcount(arr) != known + 2:   # + this function's parameter and getrefcount's argument
         return False
     buf = arr.base
     # the buffer's references: arr's base, `buf` and getrefcount's argument
@@ -95,8 +94,7 @@ def _evict(held_besides: np.ndarray | None = None) -> None:
         kept = _pool[key]
         i = 0
         while i < len(kept) and _pool_bytes > POOL_BYTES:
-            # free: only the list's reference and getrefcount's argument
-            if held_besides is not None and (kept[i] is held_besides or _free(kept[i], 2)):
+            if held_besides is not None and (kept[i] is held_besides or _free(kept[i], 1)):   # 1: the list
                 i += 1
                 continue
             _pool_bytes -= kept.pop(i).nbytes
