@@ -136,6 +136,10 @@ class _Lower:
             name = self.array("in", v.type.shape, "in", j)
             self.vals[v] = _Val(tuple(v.type.shape), _ref(name, v.type.shape), len(self.arrays) - 1)
         self.producer = {o: n for n in self.body.nodes for o in n.outputs}
+        self.consumers: dict = {}
+        for n in self.body.nodes:
+            for i in n.inputs:
+                self.consumers.setdefault(i, []).append(n)
         uses: dict = {}
         for x in [i for n in self.body.nodes for i in n.inputs] + list(self.body.outputs):
             uses[x] = uses.get(x, 0) + 1
@@ -161,6 +165,25 @@ class _Lower:
         top = sub and sub.op == "Sub" and self.producer.get(sub.inputs[1])
         return bool(top) and top.op == "ReduceMax" and top.inputs[0] is sub.inputs[0] and \
             bool(top.attrs.get("keepdims", 1)) and tuple(x.type.shape) == tuple(sub.inputs[0].type.shape)
+
+    def _softmax_max(self, n) -> bool:
+        """n = ReduceMax(a) is a softmax's row max (graph_kernel's expansion: e = exp(a - max), y = e * (1 / sum(e))
+        over the same axes, none of max, a - max, e, the sum or its reciprocal an output): a row holding a NaN
+        then gives NaN in every y of the row through the sum, whether or not the max passes the NaN on, so
+        the max may pass over NaN (msgx_max_any: one vector max per step, not three instructions)."""
+        def only(v, op):
+            users = self.consumers.get(v, [])
+            return users[0] if len(users) == 1 and users[0].op == op and v not in self.body.outputs else None
+        m = n.outputs[0]
+        d = only(m, "Sub")
+        e = d and tuple(d.inputs) == (n.inputs[0], m) and only(d.outputs[0], "Exp")
+        users = self.consumers.get(e.outputs[0], []) if e and e.outputs[0] not in self.body.outputs else []
+        s = next((u for u in users if u.op == "ReduceSum"), None)
+        r = s and only(s.outputs[0], "Reciprocal")
+        y = r and only(r.outputs[0], "Mul")
+        return bool(y) and len(users) == 2 and y in users and \
+            self._axes(s, len(s.inputs[0].type.shape)) == self._axes(n, len(n.inputs[0].type.shape)) and \
+            bool(s.attrs.get("keepdims", 1))
 
     def _check(self, v):
         t = v.type
@@ -203,9 +226,8 @@ class _Lower:
             return self.matmul(n, out)
         self.fail(f"op {n.op} is not lowered")
 
-    def reduce(self, n, out) -> _Val:
-        a = self.value(n.inputs[0])
-        rank = len(a.shape)
+    def _axes(self, n, rank: int) -> list[int]:
+        """The axes a reduction node reduces, sorted and non-negative."""
         if len(n.inputs) > 1 and n.inputs[1] is not None:
             if n.inputs[1] not in self.body.constants:
                 self.fail(f"{n.op} axes are not a constant")
@@ -214,12 +236,19 @@ class _Lower:
             axes = list(n.attrs.get("axes") or [])
         if not axes:
             axes = [] if n.attrs.get("noop_with_empty_axes") else list(range(rank))
-        axes = sorted(x % rank for x in axes) if rank else []
+        return sorted(x % rank for x in axes) if rank else []
+
+    def reduce(self, n, out) -> _Val:
+        a = self.value(n.inputs[0])
+        rank = len(a.shape)
+        axes = self._axes(n, rank)
         keep = bool(n.attrs.get("keepdims", 1))
         acc_shape = tuple(1 if k in axes else d for k, d in enumerate(a.shape)) if keep else \
             tuple(d for k, d in enumerate(a.shape) if k not in axes)
         name = self.array("t", acc_shape, "temp")
         init, upd = REDUCE[n.op]
+        if n.op == "ReduceMax" and self._softmax_max(n):
+            upd = "msgx_max_any({acc}, {x})"
         acc = _ref(name, acc_shape)
         self.stmt(acc_shape, lambda idx: f"{acc(idx)} = {init}")
         red = [(f"r{k}", a.shape[k]) for k in axes]

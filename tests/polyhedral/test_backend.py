@@ -152,8 +152,10 @@ def test_exp_matches_libm_to_float_precision(cache_dir):
 def test_softmax_exp_of_x_minus_its_max_and_special_rows(cols, cache_dir):
     """Softmax lowers its exp(x - max x) to msgx_expf_nonpos (no overflow select); rows with a NaN of either
     sign are NaN throughout, -inf entries weigh 0, an all -inf row is NaN (0/0), huge and tiny values are
-    numpy's in float64. A Sub of another array's max keeps the general exp."""
+    numpy's in float64. A Sub of another array's max keeps the general exp. Softmax's row max passes over
+    NaN (msgx_max_any: its sum is NaN anyway); an exp(x - max) that is itself the output keeps msgx_max."""
     from framework.onnx_frontend import import_model
+    from graph_kernel.expand import expand_composites
     from polyhedral.lower import lower
 
     x = _r(8, cols) * 4
@@ -180,6 +182,9 @@ def test_softmax_exp_of_x_minus_its_max_and_special_rows(cols, cache_dir):
     for m, fn in ((direct, "msgx_expf_nonpos("), (other, "msgx_expf(")):
         text = "".join(st.body for st in lower(import_model(m)).scop.statements)
         assert fn in text and (fn == "msgx_expf_nonpos(" or "nonpos" not in text), text
+        assert "msgx_max(" in text and "msgx_max_any(" not in text, text
+    softmax = [st.body for st in lower(expand_composites(import_model(model))).scop.statements]
+    assert any("msgx_max_any(" in b for b in softmax) and not any("msgx_max(" in b for b in softmax), softmax
     with np.errstate(invalid="ignore"):  # x - max in float32, as the kernel rounds it
         want = np.exp((x - x.max(axis=1, keepdims=True)).astype(np.float64))
     sess = framework.InferenceSession(direct, jit_level="O1", graph_kernel_flags=POLY)
@@ -329,6 +334,33 @@ def test_softmax_sums_its_exponentials_in_the_loop_that_computes_them(cache_dir)
                          for line in calls), text
     want = framework.InferenceSession(model, jit_level="O0").run(None, feed)[0]
     np.testing.assert_allclose(sess.run(None, feed)[0], want, rtol=1e-5, atol=1e-7)
+
+
+def test_row_reductions_prefetch_the_next_row_of_their_inputs():
+    """In a row-parallel softmax the split reductions over a row (max, then exp and sum) prefetch the same
+    columns of the next row of the input, into L2 from the first and into L1 from the second; a reduction
+    that is not directly in the parallel loop's body (a matrix product's, inside the loop over columns)
+    prefetches nothing."""
+    from polyhedral import codegen
+    from polyhedral.backend import CLUSTER_CONFIG
+    from polyhedral.lower import lower
+    from polyhedral.stmt import Array, Scop, Statement
+
+    model, _ = CASES["softmax"]
+    sess = framework.InferenceSession(model, jit_level="O1", graph_kernel_flags=POLY)
+    scop = lower(next(n for n in sess.graph.nodes if n.op == "Fused").attrs["body"], "softmax").scop
+    text = codegen.function(scop, {}, scheduler.schedule(scop, {}, CLUSTER_CONFIG), "k")
+    fetches = [line.strip() for line in text.splitlines() if "__builtin_prefetch(" in line]
+    x = next(a.name for a in scop.arrays if a.role == "in")
+    assert [f.split("__builtin_prefetch(")[1] for f in fetches] == [
+        f"&{x}[(c0)+(1)][msgx_b+msgx_q], 0, {hint});" for hint in (2, 3)], text
+    n_ = 96
+    mm = Scop("mm", (), (Array("A", (n_, n_), "in"), Array("B", (n_, n_), "in"), Array("C", (n_, n_), "out")), (
+        Statement("S0", ("i", "j"), f"0 <= i < {n_} and 0 <= j < {n_}", "C[i][j] = 0.0f", (0, "i", 0, "j", 0)),
+        Statement("S1", ("i", "j", "k"), f"0 <= i < {n_} and 0 <= j < {n_} and 0 <= k < {n_}",
+                  "C[i][j] = C[i][j] + A[i][k] * B[j][k]", (0, "i", 1, "j", "k"))), dtype="float")
+    text = codegen.function(mm, {}, scheduler.schedule(mm, {}, CLUSTER_CONFIG), "k")
+    assert "msgx_part" in text and "__builtin_prefetch(" not in text, text   # a split sum, no prefetch
 
 
 @pytest.mark.parametrize("read", ["t[i]", "t[199 - i]"])
