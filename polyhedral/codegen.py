@@ -349,7 +349,7 @@ class _Printer:
         self.stmts = {st.name: st for st in scop.statements}
         self.dtype = scop.dtype
         self.par: tuple[str, str, int] | None = None  # (iterator, increment, loop depth) of the parallel loop
-        self.row_passes = 0  # split reductions emitted so far in the parallel loop's body
+        self.fetches: list[int] = []  # lines of self.lines that prefetch rows (_split_accumulators)
 
     def _scalar_reduction(self, node, it, init, pad, pre_call=None) -> bool:
         """An innermost loop whose one statement accumulates into an element it does not index: emit it
@@ -460,15 +460,10 @@ class _Printer:
         Each block of the loop prefetches a block of the `rows` (_next_rows): the next iteration of the
         parallel loop starts on a row that is then in cache, where a row of 4 KiB is a page of its own that
         the hardware's prefetchers start on late. The first such loop of an iteration fetches into L2, the
-        later ones (the row is wanted soon) into L1: a 256x1024 softmax on one thread 71 -> 61 us."""
+        later ones (the row is wanted soon) into L1: a 256x1024 softmax on one thread 71 -> 61 us. _parallel
+        keeps them only where an iteration makes two passes or more (atax's one pass over its rows of 16 KB
+        streams anyway: 3-5% slower with them)."""
         lanes = SPLIT_LANES if self.dtype == "float" else SPLIT_LANES // 2
-        if rows:
-            hint, self.row_passes = (2 if self.row_passes == 0 else 3), self.row_passes + 1
-            line = 64 // (4 if self.dtype == "float" else 8)
-            fetch = [f"for (long msgx_q = 0; msgx_q < {lanes}; msgx_q += {line}) "
-                     + " ".join(f"__builtin_prefetch({r}, 0, {hint});" for r in rows)]
-        else:
-            fetch = []
         cmp, bound = _upper_bound(node)
         identity = {"+": "0", "*": "1"}.get(op, "acc")  # max/min: acc itself is neutral
         part = re.sub(r"\bacc\b", "msgx_part[msgx_k]", expr)
@@ -476,8 +471,13 @@ class _Printer:
             f"{pad}  {self.dtype} msgx_part[{lanes}];",
             f"{pad}  for (long msgx_k = 0; msgx_k < {lanes}; msgx_k++) msgx_part[msgx_k] = {identity};",
             f"{pad}  long msgx_b = {init};",
-            f"{pad}  for (; msgx_b + {lanes - 1} {cmp} {bound}; msgx_b += {lanes}) {{",
-            *(f"{pad}    {x}" for x in fetch),
+            f"{pad}  for (; msgx_b + {lanes - 1} {cmp} {bound}; msgx_b += {lanes}) {{"]
+        if rows:
+            hint, step = (3 if self.fetches else 2), 64 // (4 if self.dtype == "float" else 8)
+            self.fetches.append(len(self.lines))
+            self.lines.append(f"{pad}    for (long msgx_q = 0; msgx_q < {lanes}; msgx_q += {step}) "
+                              + " ".join(f"__builtin_prefetch({r}, 0, {hint});" for r in rows))
+        self.lines += [
             f"{pad}    for (long msgx_k = 0; msgx_k < {lanes}; msgx_k++) {{",
             f"{pad}      const long {it} = msgx_b + msgx_k;",
             f"{pad}      {pre}msgx_part[msgx_k] = {part};",
@@ -636,9 +636,11 @@ class _Printer:
             self.lines.insert(0, "  #pragma omp simd")
         self.bound.append(it)
         loops, self.loops = self.loops, self.loops + 1
-        self.par, self.row_passes = (it, inc, self.loops), 0
+        self.par, self.fetches = (it, inc, self.loops), []
         self.emit(node.for_get_body(), 2, True)
         self.loops, self.par = loops, None
+        for k in reversed(self.fetches if len(self.fetches) < 2 else []):   # one pass: see _split_accumulators
+            del self.lines[k]
         self.bound.pop()
         body, self.lines = self.lines + ["  }"], saved
         ptrs = [f"{self.dtype} *{a.name}_" for a in self.scop.arrays]

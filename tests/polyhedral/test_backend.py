@@ -340,8 +340,8 @@ def test_row_reductions_prefetch_the_next_row_of_their_inputs():
     """In a row-parallel softmax the split reductions over a row (max, then exp and sum) prefetch the same
     columns of the next row of the input, into L2 from the first and into L1 from the second; a reduction
     that is not directly in the parallel loop's body (a matrix product's, inside the loop over columns)
-    prefetches nothing."""
-    from polyhedral import codegen
+    prefetches nothing, nor does atax's one pass over each row of A."""
+    from polyhedral import codegen, config, polybench
     from polyhedral.backend import CLUSTER_CONFIG
     from polyhedral.lower import lower
     from polyhedral.stmt import Array, Scop, Statement
@@ -361,6 +361,10 @@ def test_row_reductions_prefetch_the_next_row_of_their_inputs():
                   "C[i][j] = C[i][j] + A[i][k] * B[j][k]", (0, "i", 1, "j", "k"))), dtype="float")
     text = codegen.function(mm, {}, scheduler.schedule(mm, {}, CLUSTER_CONFIG), "k")
     assert "msgx_part" in text and "__builtin_prefetch(" not in text, text   # a split sum, no prefetch
+    atax = polybench.SCOPS["atax"]
+    text = codegen.function(atax, atax.sizes["large"], scheduler.schedule(
+        atax, atax.sizes["large"], config.preset("cpu-contiguity")), "k")
+    assert "msgx_part" in text and "__builtin_prefetch(" not in text, text
 
 
 @pytest.mark.parametrize("read", ["t[i]", "t[199 - i]"])
