@@ -1,6 +1,7 @@
 """The benchmark harness, the model-zoo helpers and the models suite's error handling (not speed)."""
 from __future__ import annotations
 
+import collections
 import io
 import json
 import time
@@ -61,13 +62,23 @@ def test_ratio_of_twice_the_work():
     assert 1.3 < row["ratio"] < 3.0
 
 
-def test_rounds_interleave_and_alternate():
+def test_rounds_interleave_in_balanced_orders():
+    """Each round runs every runner once; over the design's rounds each runner runs right after each other
+    runner equally often (what ran before changes a round's time), for even and odd counts."""
     log: list[str] = []
     runners = {n: (lambda n=n: log.append(n)) for n in ("a", "b", "c")}
-    row = measure(Case("order", runners), warmup=1, rounds=4, min_round_s=0.0)
+    row = measure(Case("order", runners), warmup=1, rounds=6, min_round_s=0.0)
     assert log[:3] == ["a", "b", "c"]  # warm-up, then one call per runner per round
-    assert log[3:] == ["a", "b", "c", "c", "b", "a", "a", "b", "c", "c", "b", "a"]
-    assert row["rounds"] == 4 and all(row["runners"][n]["reps"] == 1 for n in "abc")
+    rounds = [log[3 + 3 * i:6 + 3 * i] for i in range(6)]
+    assert all(sorted(r) == ["a", "b", "c"] for r in rounds) and len(log) == 21
+    follows = collections.Counter((r[i], r[i + 1]) for r in rounds for i in range(2))
+    assert len(follows) == 6 and set(follows.values()) == {2}
+    assert row["rounds"] == 6 and all(row["runners"][n]["reps"] == 1 for n in "abc")
+    for n in (2, 4, 5):
+        orders = harness.balanced_orders(n)
+        assert all(sorted(o) == list(range(n)) for o in orders)
+        pairs = collections.Counter((o[i], o[i + 1]) for o in orders for i in range(n - 1))
+        assert len(pairs) == n * (n - 1) and len(set(pairs.values())) == 1
 
 
 def test_rows_are_json_lines_with_documented_keys():
