@@ -353,10 +353,10 @@ class _Printer:
 
     def _scalar_reduction(self, node, it, init, pad, pre_call=None) -> bool:
         """An innermost loop whose one statement accumulates into an element it does not index: emit it
-        with the element in a local (vectorisable reduction) instead of a load/store per iteration. `pre_call`:
-        a statement call run first in each iteration (a producer fused into the loop). A max or min is
-        never under `omp simd reduction(max/min)` alone: OpenMP combines its lanes with a max that drops NaN
-        (a row max of [1, NaN] came out 1); split, it checks its partial results for NaN
+        with the element in a local (vectorisable reduction) instead of a load/store per iteration.
+        `pre_call`: a statement call run first in each iteration (a producer fused into the loop). A max or
+        min is never under `omp simd reduction(max/min)` alone: OpenMP combines its lanes with a max that
+        drops NaN (a row max of [1, NaN] came out 1); split, it checks its partial results for NaN
         (_split_accumulators), else it stays a scalar loop."""
         red = _loop_reduction(node, self.stmts, it)
         if red is None:
@@ -494,8 +494,8 @@ class _Printer:
             nan = op != "max_any"
             self.lines += [
                 *[f"{pad}  int msgx_nan = 0;",
-                  f"{pad}  for (long msgx_k = 0; msgx_k < {lanes}; msgx_k++) msgx_nan |= msgx_part[msgx_k] != "
-                  f"msgx_part[msgx_k];"] * nan,
+                  f"{pad}  for (long msgx_k = 0; msgx_k < {lanes}; msgx_k++) "
+                  f"msgx_nan |= msgx_part[msgx_k] != msgx_part[msgx_k];"] * nan,
                 f"{pad}  #pragma omp simd reduction({op[:3]}:acc)",
                 f"{pad}  for (long msgx_k = 0; msgx_k < {lanes}; msgx_k++) acc = msgx_{op}(acc, msgx_part[msgx_k]);",
                 *[f"{pad}  if (msgx_nan) acc = NAN;"] * nan]
@@ -639,7 +639,7 @@ class _Printer:
         self.par, self.fetches = (it, inc, self.loops), []
         self.emit(node.for_get_body(), 2, True)
         self.loops, self.par = loops, None
-        for k in reversed(self.fetches if len(self.fetches) < 2 else []):   # one pass: see _split_accumulators
+        for k in reversed(self.fetches if len(self.fetches) < 2 else []):   # one pass (_split_accumulators)
             del self.lines[k]
         self.bound.pop()
         body, self.lines = self.lines + ["  }"], saved

@@ -167,10 +167,11 @@ class _Lower:
             bool(top.attrs.get("keepdims", 1)) and tuple(x.type.shape) == tuple(sub.inputs[0].type.shape)
 
     def _softmax_max(self, n) -> bool:
-        """n = ReduceMax(a) is a softmax's row max (graph_kernel's expansion: e = exp(a - max), y = e * (1 / sum(e))
-        over the same axes, none of max, a - max, e, the sum or its reciprocal an output): a row holding a NaN
-        then gives NaN in every y of the row through the sum, whether or not the max passes the NaN on, so
-        the max may pass over NaN (msgx_max_any: one vector max per step, not three instructions)."""
+        """n = ReduceMax(a) is a softmax's row max (graph_kernel's expansion: e = exp(a - max) and
+        y = e * (1 / sum(e)) over the same axes, none of max, a - max, e, the sum or its reciprocal an
+        output): a row holding a NaN then gives NaN in every y of the row through the sum, whether or not
+        the max passes the NaN on, so the max may pass over NaN (msgx_max_any: one vector max per step, not
+        three instructions)."""
         def only(v, op):
             users = self.consumers.get(v, [])
             return users[0] if len(users) == 1 and users[0].op == op and v not in self.body.outputs else None

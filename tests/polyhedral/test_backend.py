@@ -354,10 +354,10 @@ def test_row_reductions_prefetch_the_next_row_of_their_inputs():
     x = next(a.name for a in scop.arrays if a.role == "in")
     assert [f.split("__builtin_prefetch(")[1] for f in fetches] == [
         f"&{x}[(c0)+(1)][msgx_b+msgx_q], 0, {hint});" for hint in (2, 3)], text
-    n_ = 96
-    mm = Scop("mm", (), (Array("A", (n_, n_), "in"), Array("B", (n_, n_), "in"), Array("C", (n_, n_), "out")), (
-        Statement("S0", ("i", "j"), f"0 <= i < {n_} and 0 <= j < {n_}", "C[i][j] = 0.0f", (0, "i", 0, "j", 0)),
-        Statement("S1", ("i", "j", "k"), f"0 <= i < {n_} and 0 <= j < {n_} and 0 <= k < {n_}",
+    arrays = (Array("A", (96, 96), "in"), Array("B", (96, 96), "in"), Array("C", (96, 96), "out"))
+    mm = Scop("mm", (), arrays, (
+        Statement("S0", ("i", "j"), "0 <= i < 96 and 0 <= j < 96", "C[i][j] = 0.0f", (0, "i", 0, "j", 0)),
+        Statement("S1", ("i", "j", "k"), "0 <= i < 96 and 0 <= j < 96 and 0 <= k < 96",
                   "C[i][j] = C[i][j] + A[i][k] * B[j][k]", (0, "i", 1, "j", "k"))), dtype="float")
     text = codegen.function(mm, {}, scheduler.schedule(mm, {}, CLUSTER_CONFIG), "k")
     assert "msgx_part" in text and "__builtin_prefetch(" not in text, text   # a split sum, no prefetch
