@@ -58,9 +58,10 @@ def cpu_count() -> int:
 
 
 def stream_bytes(bytes_: int | None = None) -> int:
-    """The output size (bytes) from which the VM's STOREs bypass the caches (non-temporal); with an argument,
-    sets it for programs decoded from then on (<= 0: the default, 3/4 of the last-level cache, at least
-    16 MiB; $MSGX_STREAM_BYTES sets the default)."""
+    """The data size (bytes, all of a program's buffers) from which the program's STOREs into buffers of at
+    least 1/8 of it bypass the caches (non-temporal); with an argument, sets it for programs decoded from then
+    on (<= 0: the default, half the last-level cache, at least 16 MiB; $MSGX_STREAM_BYTES sets the
+    default)."""
     if _mod is None:
         raise RuntimeError(f"the DVM C VM is unavailable: {_why}")
     return _mod.stream_bytes() if bytes_ is None else _mod.stream_bytes(int(bytes_))
@@ -70,7 +71,7 @@ def validate(program) -> dict:
     """Validate a program without running it: {'ntiles', 'arena_bytes', 'n_instr', 'fused', 'softmax',
     'expands', 'streams'} or BytecodeError ('fused': instruction groups the VM runs as one kernel on this
     machine, 'softmax' of them softmax's four steps a row at a time; 'expands': instructions that first copy
-    a scalar or a repeated row out to a whole tile; 'streams': STOREs past stream_bytes())."""
+    a scalar or a repeated row out to a whole tile; 'streams': STOREs that bypass the caches, see stream_bytes())."""
     if _mod is None:
         raise RuntimeError(f"the DVM C VM is unavailable: {_why}")
     try:

@@ -308,8 +308,9 @@ static PyMethodDef methods[] = {
     {"validate", py_validate, METH_O, "validate(program) -> dict: raises BytecodeError on a bad program."},
     {"cpu_count", py_cpu_count, METH_NOARGS, "Online CPUs (the default thread count)."},
     {"stream_bytes", py_stream_bytes, METH_VARARGS,
-     "stream_bytes([n]) -> the buffer size from which STOREs bypass the caches; n sets it for programs "
-     "decoded later (<= 0: the default, 3/4 of the last-level cache)."},
+     "stream_bytes([n]) -> the data size (all of a program's buffers) from which its STOREs into buffers of "
+     "at least 1/8 of it bypass the caches; n sets it for programs decoded later (<= 0: the default, half "
+     "the last-level cache)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -65,7 +65,14 @@ static int64_t default_stream_bytes(void) {
         llc *= unit == 'K' ? 1024 : unit == 'M' ? 1 << 20 : 1;
     }
     int64_t at_least = (int64_t)16 << 20;
-    return llc / 4 * 3 > at_least ? llc / 4 * 3 : at_least;
+    return llc / 2 > at_least ? llc / 2 : at_least;
+}
+
+/* Bytes of all of a program's buffers: what one run touches */
+static int64_t program_bytes(const vm_prog_t *p) {
+    int64_t total = 0;
+    for (int b = 0; b < p->n_bufs; b++) total += p->buf_n[b] * DVM_DTYPE_SIZE[p->buf_dt[b]];
+    return total;
 }
 
 int64_t vm_stream_bytes(void) {
@@ -203,7 +210,8 @@ static int memory_ins(vm_prog_t *p, reg_state_t *rs, int idx, vm_ins_t *in, cons
         return VM_OK;
     }
     in->stream = in->op == DVM_OP_STORE && same_layout &&
-                 p->buf_n[buf] >= vm_stream_bytes() / DVM_DTYPE_SIZE[in->dt];
+                 p->buf_n[buf] >= vm_stream_bytes() / 8 / DVM_DTYPE_SIZE[in->dt] &&
+                 program_bytes(p) >= vm_stream_bytes();
     return need_reg(p, rs, idx, reg, cdt, row, err, en);
 }
 

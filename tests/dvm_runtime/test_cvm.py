@@ -418,6 +418,24 @@ def test_transposed_views_read_column_runs_as_the_numpy_vm_does(dt):
         np.testing.assert_array_equal(out, want.astype(out.dtype), err_msg=f"tile {tr}x{tc}")
 
 
+def test_only_programs_of_much_data_stream_and_only_into_big_buffers(stream_16mib):
+    """With the threshold at 16 MiB: a program whose buffers total less keeps its STORE cached (into 6 MiB);
+    one whose buffers total 16 MiB or more streams its STORE into a buffer of 2 MiB (an eighth) or more, not
+    into a smaller one. The outputs are the same either way."""
+    mib = (1 << 20) // 4   # float32 elements
+
+    def program(n, n_in):   # y = 2x over n elements of an input buffer of n_in
+        a = Asm([1, 1, 1, n], (1, 4096), [(F32, IN, n_in), (F32, OUT, n)]).ins(O.LOAD, F32, 0, 0, 0)
+        return a.ins(O.MUL_IMM, F32, 0, 1, 0, 0, isa.imm_bits(2.0, F32)).ins(O.STORE, F32, 0, 1, 1).code()
+    x = np.random.default_rng(5).standard_normal(20 * mib).astype(np.float32)
+    for n, n_in, streams in ((6 * mib, 6 * mib, 0), (10 * mib, 10 * mib, 1), (mib, 20 * mib, 0),
+                             (3 * mib, 20 * mib, 1)):
+        code = program(n, n_in)
+        assert cvm.validate(code)["streams"] == streams, (n, n_in)
+        out = run_both(code, [x[:n_in], np.zeros(n, np.float32)], nthreads=(2,))
+        np.testing.assert_array_equal(out[1], x[:n] * np.float32(2))
+
+
 def test_big_outputs_stream_and_loads_alias_their_inputs(stream_16mib):
     """A STORE into a buffer past the VM's non-temporal threshold (set to 16 MiB), at an offset that leaves every
     tile's run unaligned, and LOADs that read the input in place, one into a register later overwritten
