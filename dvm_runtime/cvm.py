@@ -71,7 +71,7 @@ def validate(program) -> dict:
     """Validate a program without running it: {'ntiles', 'arena_bytes', 'n_instr', 'fused', 'softmax',
     'expands', 'streams'} or BytecodeError ('fused': instruction groups the VM runs as one kernel on this
     machine, 'softmax' of them softmax's four steps a row at a time; 'expands': instructions that first copy
-    a scalar or a repeated row out to a whole tile; 'streams': STOREs that bypass the caches, see stream_bytes())."""
+    a scalar or a repeated row out to a whole tile; 'streams': STOREs that bypass the caches (stream_bytes))."""
     if _mod is None:
         raise RuntimeError(f"the DVM C VM is unavailable: {_why}")
     try:

@@ -68,10 +68,14 @@ static int64_t default_stream_bytes(void) {
     return llc / 2 > at_least ? llc / 2 : at_least;
 }
 
-/* Bytes of all of a program's buffers: what one run touches */
+/* Bytes of all of a program's buffers, what one run touches (INT64_MAX past it: a table may declare up to
+ * 2^62 elements per buffer) */
 static int64_t program_bytes(const vm_prog_t *p) {
-    int64_t total = 0;
-    for (int b = 0; b < p->n_bufs; b++) total += p->buf_n[b] * DVM_DTYPE_SIZE[p->buf_dt[b]];
+    int64_t total = 0, bytes;
+    for (int b = 0; b < p->n_bufs; b++)
+        if (__builtin_mul_overflow(p->buf_n[b], (int64_t)DVM_DTYPE_SIZE[p->buf_dt[b]], &bytes) ||
+            __builtin_add_overflow(total, bytes, &total))
+            return INT64_MAX;
     return total;
 }
 

@@ -421,7 +421,8 @@ def test_transposed_views_read_column_runs_as_the_numpy_vm_does(dt):
 def test_only_programs_of_much_data_stream_and_only_into_big_buffers(stream_16mib):
     """With the threshold at 16 MiB: a program whose buffers total less keeps its STORE cached (into 6 MiB);
     one whose buffers total 16 MiB or more streams its STORE into a buffer of 2 MiB (an eighth) or more, not
-    into a smaller one. The outputs are the same either way."""
+    into a smaller one. The outputs are the same either way. A declared size past int64 bytes counts as
+    enough."""
     mib = (1 << 20) // 4   # float32 elements
 
     def program(n, n_in):   # y = 2x over n elements of an input buffer of n_in
@@ -434,6 +435,7 @@ def test_only_programs_of_much_data_stream_and_only_into_big_buffers(stream_16mi
         assert cvm.validate(code)["streams"] == streams, (n, n_in)
         out = run_both(code, [x[:n_in], np.zeros(n, np.float32)], nthreads=(2,))
         np.testing.assert_array_equal(out[1], x[:n] * np.float32(2))
+    assert cvm.validate(program(3 * mib, 2**61))["streams"] == 1   # a table's 2^61 elements: no overflow
 
 
 def test_big_outputs_stream_and_loads_alias_their_inputs(stream_16mib):
