@@ -630,42 +630,59 @@ int vm_chain_op(int op) {
         return 0;
     }
 }
+/* full: every lane of the strip is in the row, and loads and stores go unmasked (with a mask per vector,
+ * eight of them, whole strips ran 3-8% slower: bias+GELU over 8192x1024 on one thread 2.80 -> 2.61 ms,
+ * the SiLU-gated product 3.62 -> 3.54, Adam 8.3-8.4 -> 8.0-8.2) */
 static inline __attribute__((always_inline)) AVX512 vq_t chain_src(const vm_chain_step_t *s, int j, vq_t acc,
                                                                    const vq_t *slot, int64_t off, int64_t c,
-                                                                   const __mmask16 *m) {
+                                                                   const __mmask16 *m, int full) {
     vq_t r;
     switch (s->src[j]) {
     case VM_SRC_ACC: return acc;
     case VM_SRC_SLOT: return slot[s->slot[j]];
-    case VM_SRC_PACKED: FOR_W(q) r.v[q] = _mm512_maskz_loadu_ps(m[q], s->p[j] + off + c + 16 * q); return r;
-    case VM_SRC_ROWREP: FOR_W(q) r.v[q] = _mm512_maskz_loadu_ps(m[q], s->p[j] + c + 16 * q); return r;
+    case VM_SRC_PACKED:
+        if (full) FOR_W(q) r.v[q] = _mm512_loadu_ps(s->p[j] + off + c + 16 * q);
+        else FOR_W(q) r.v[q] = _mm512_maskz_loadu_ps(m[q], s->p[j] + off + c + 16 * q);
+        return r;
+    case VM_SRC_ROWREP:
+        if (full) FOR_W(q) r.v[q] = _mm512_loadu_ps(s->p[j] + c + 16 * q);
+        else FOR_W(q) r.v[q] = _mm512_maskz_loadu_ps(m[q], s->p[j] + c + 16 * q);
+        return r;
     default: FOR_W(q) r.v[q] = _mm512_set1_ps(*s->p[j]); return r;
+    }
+}
+/* One strip of 16 * VM_CHAIN_W elements from column c of the row at off through the n steps */
+static inline __attribute__((always_inline)) AVX512 void chain_strip(const vm_chain_step_t *s, int n, vq_t *slot,
+                                                                     int64_t off, int64_t c, const __mmask16 *m,
+                                                                     int full) {
+    vq_t acc;
+    FOR_W(q) acc.v[q] = _mm512_setzero_ps();
+    for (int k = 0; k < n; k++) {
+        const vm_chain_step_t *st = &s[k];
+        vq_t a = chain_src(st, 0, acc, slot, off, c, m, full);
+        acc = chain_apply(st->op, a, st->nsrc > 1 ? chain_src(st, 1, acc, slot, off, c, m, full) : a);
+        if (st->to_slot) slot[k] = acc;
+        if (st->out == VM_OUT_STREAM && full) {
+            FOR_W(q) _mm512_stream_ps(st->d + off + c + 16 * q, acc.v[q]);
+        } else if (st->out != VM_OUT_NONE && full) {
+            FOR_W(q) _mm512_storeu_ps(st->d + off + c + 16 * q, acc.v[q]);
+        } else if (st->out != VM_OUT_NONE) {
+            FOR_W(q) _mm512_mask_storeu_ps(st->d + off + c + 16 * q, m[q], acc.v[q]);
+        }
     }
 }
 static AVX512 void chain_f32(const vm_chain_step_t *s, int n, int64_t nr, int64_t nc) {
     vq_t slot[VM_CHAIN_MAX];
     for (int64_t i = 0; i < nr; i++) {
-        int64_t off = i * nc;
-        for (int64_t c = 0; c < nc; c += 16 * VM_CHAIN_W) {
+        int64_t off = i * nc, c = 0;
+        for (; c + 16 * VM_CHAIN_W <= nc; c += 16 * VM_CHAIN_W) chain_strip(s, n, slot, off, c, 0, 1);
+        if (c < nc) {   /* the row's last, partial strip */
             __mmask16 m[VM_CHAIN_W];
             FOR_W(q) {
                 int64_t left = nc - c - 16 * q;
                 m[q] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? 0 : (__mmask16)((1u << left) - 1);
             }
-            int full = nc - c >= 16 * VM_CHAIN_W;
-            vq_t acc;
-            FOR_W(q) acc.v[q] = _mm512_setzero_ps();
-            for (int k = 0; k < n; k++) {
-                const vm_chain_step_t *st = &s[k];
-                vq_t a = chain_src(st, 0, acc, slot, off, c, m);
-                acc = chain_apply(st->op, a, st->nsrc > 1 ? chain_src(st, 1, acc, slot, off, c, m) : a);
-                if (st->to_slot) slot[k] = acc;
-                if (st->out == VM_OUT_STREAM && full) {
-                    FOR_W(q) _mm512_stream_ps(st->d + off + c + 16 * q, acc.v[q]);
-                } else if (st->out != VM_OUT_NONE) {
-                    FOR_W(q) _mm512_mask_storeu_ps(st->d + off + c + 16 * q, m[q], acc.v[q]);
-                }
-            }
+            chain_strip(s, n, slot, off, c, m, 0);
         }
     }
 }
