@@ -19,7 +19,7 @@ from .config import Config
 from .lower import lower
 from .stmt import ScopError
 
-VERSION = 16  # bump when lowering, scheduling or code generation changes the C they produce
+VERSION = 17  # bump when lowering, scheduling or code generation changes the C they produce
 FN = "msgx_poly_fn"
 # Row-wise clusters gain nothing from tiling (each row is touched once or twice, in cache). Their loops run
 # on the DVM's pool, whose workers poll between jobs, and thread from 8192 instances: static tiny_gpt (batch
