@@ -164,12 +164,14 @@ def run_all(mode: str = "graph", op: str | None = None, progress: bool = False, 
             jit_level: str = "O0") -> dict[str, str | None]:
     selected = [c for c in cases(suite) if op is None or any(n.op_type == op for n in c.model.graph.node)]
     results = {}
+    live = sys.stderr.isatty()  # a bar redrawn in place on a terminal; a line per tenth in a log
     for i, c in enumerate(selected, 1):
         results[c.name] = run_case(c, mode, jit_level)
-        if progress:
+        if progress and (live or i == len(selected) or 10 * i // len(selected) > 10 * (i - 1) // len(selected)):
             done = int(30 * i / len(selected))
-            print(f"\r{suite} {mode} {jit_level} [{'#' * done}{'.' * (30 - done)}] {i}/{len(selected)}",
-                  end="" if i < len(selected) else "\n", file=sys.stderr, flush=True)
+            print(f"\r{suite} {mode} {jit_level} [{'#' * done}{'.' * (30 - done)}] {i}/{len(selected)}"
+                  if live else f"{suite} {mode} {jit_level}: {i}/{len(selected)} cases",
+                  end="" if live and i < len(selected) else "\n", file=sys.stderr, flush=True)
     return results
 
 
