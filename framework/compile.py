@@ -5,7 +5,7 @@ import os
 import time
 
 from .ir import Graph, print_graph, verify
-from .passes import (eliminate_common_subexpressions, eliminate_dead_code, fold_batch_norm, fold_constants,
+from .passes import (eliminate_common_subexpressions, eliminate_dead_code, fold_channel_affine, fold_constants,
                      fuse_conv_activation, infer_shapes)
 
 O0_PASSES = (
@@ -13,14 +13,15 @@ O0_PASSES = (
     ("fold_constants", fold_constants),
     ("eliminate_dead_code", eliminate_dead_code),
     ("eliminate_common_subexpressions", eliminate_common_subexpressions),
-    ("fold_batch_norm", fold_batch_norm),
+    ("fold_channel_affine", fold_channel_affine),
     ("fuse_conv_activation", fuse_conv_activation),
     ("eliminate_dead_code", eliminate_dead_code),
 )
 
 
 def passes_for(jit_level: str, graph_kernel_flags: str = ""):
-    """O0: infer shapes, fold constants, DCE, CSE, Conv+BatchNorm folding and Conv+Relu/Clip fusion (what
+    """O0: infer shapes, fold constants, DCE, CSE, per-channel affine folding (BatchNorm, Mul, Add into a Conv
+    or BatchNorm) and Conv+Relu/Clip fusion (what
     onnxruntime's basic level does). O1 = O0 + the graph-kernel passes (expand, cluster, outline...)."""
     if jit_level != "O1":
         return O0_PASSES

@@ -202,44 +202,100 @@ def eliminate_common_subexpressions(graph: Graph) -> Graph:
     return substitute(graph.replace(nodes=tuple(kept), constants=constants), mapping)
 
 
-def fold_batch_norm(graph: Graph) -> Graph:
-    """Conv -> BatchNormalization (inference, constant parameters) becomes one Conv with scaled weights,
-    as onnxruntime does: the normalisation is an affine map per output channel."""
-    users = graph.consumers()
-    producers = graph.producers()
-    consts = graph.constants
+def fold_channel_affine(graph: Graph) -> Graph:
+    """A per-channel affine op after a Conv or an inference BatchNormalization folds into it, as onnxruntime's
+    Conv+BatchNorm, Conv+Mul and Conv+Add fusions do: BatchNormalization with constant parameters, or Mul,
+    Add or Sub by a constant that varies along the channel axis only (exporters write a bias or a scale that
+    way; DenseNet's zoo model has Conv -> BatchNormalization -> Mul -> Add). Repeated until nothing folds, so
+    such a chain becomes the Conv's weights and bias, or the BatchNormalization's scale and bias. Computed in
+    float64, rounded once, as onnxruntime does."""
+    while True:
+        folded = _fold_channel_affine_once(graph)
+        if folded is graph:
+            return graph
+        graph = folded
+
+
+def _fold_channel_affine_once(graph: Graph) -> Graph:
+    users, producers, consts = graph.consumers(), graph.producers(), graph.constants
     constants = dict(consts)
     replaced: dict[Node, Node] = {}
     dropped: set[Node] = set()
-    for bn in graph.nodes:
-        if bn.op != "BatchNormalization" or bn.domain or len(bn.outputs) != 1 or bn.attrs.get("training_mode"):
+    for op in graph.nodes:
+        if op.domain or len(op.outputs) != 1 or op.op not in ("BatchNormalization", "Mul", "Add", "Sub"):
             continue
-        conv = producers.get(bn.inputs[0])
-        if conv is None or conv.op != "Conv" or conv.domain or len(users.get(conv.outputs[0], ())) != 1 \
-                or conv.outputs[0] in graph.outputs or conv in replaced:
+        x = next((v for v in op.inputs if v is not None and v not in consts), None)
+        prod = producers.get(x)
+        if prod is None or prod in replaced or prod in dropped or len(users.get(x, ())) != 1 \
+                or x in graph.outputs or (op.op in ("Sub", "BatchNormalization") and op.inputs[0] is not x):
             continue
-        params = [consts.get(v) for v in bn.inputs[1:5]]
-        w = consts.get(conv.inputs[1])
-        b = consts.get(conv.inputs[2]) if len(conv.inputs) > 2 and conv.inputs[2] is not None else None
-        if w is None or any(p is None for p in params) or (len(conv.inputs) > 2 and conv.inputs[2] is not None
-                                                           and b is None):
+        params = _affine_params(prod, consts)
+        if params is None:
             continue
-        scale, bias, mean, var = (p.astype(np.float64) for p in params)
-        if w.dtype.kind != "f" or scale.shape != (w.shape[0],):
+        p0, p1, channels, dtype = params
+        affine = _channel_affine(op, x, consts, channels, dtype, len(x.type.shape) if x.type.shape else None)
+        if affine is None:
             continue
-        factor = scale / np.sqrt(var + bn.attrs.get("epsilon", 1e-5))
-        new_w = (w.astype(np.float64) * factor.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
-        old_b = np.zeros(w.shape[0]) if b is None else b.astype(np.float64)
-        new_b = ((old_b - mean) * factor + bias).astype(w.dtype)
-        wv = Value(TensorType(w.dtype, w.shape), conv.inputs[1].name + "_bnfolded")
-        bv = Value(TensorType(w.dtype, (w.shape[0],)), bn.outputs[0].name + "_bias")
-        constants[wv], constants[bv] = new_w, new_b
-        replaced[conv] = Node("Conv", (conv.inputs[0], wv, bv), bn.outputs, conv.attrs, "", conv.opset, conv.name)
-        dropped.add(bn)
+        factor, shift = affine
+        # prod computes p0 (per-channel weights) + p1 per channel: scale both by factor, add shift
+        scaled = p0.astype(np.float64) * factor.reshape((-1,) + (1,) * (p0.ndim - 1))
+        bias = p1.astype(np.float64) * factor + shift
+        name = op.outputs[0].name
+        v0 = Value(TensorType(dtype, p0.shape), f"{name}_folded_{'w' if prod.op == 'Conv' else 'scale'}")
+        v1 = Value(TensorType(dtype, (channels,)), f"{name}_folded_bias")
+        constants[v0], constants[v1] = scaled.astype(dtype), bias.astype(dtype)
+        ins = (prod.inputs[0], v0, v1) + (prod.inputs[3:5] if prod.op == "BatchNormalization" else ())
+        replaced[prod] = Node(prod.op, ins, op.outputs, prod.attrs, "", prod.opset, prod.name)
+        dropped.add(op)
     if not replaced:
         return graph
     nodes = tuple(replaced.get(n, n) for n in graph.nodes if n not in dropped)
     return eliminate_dead_code(graph.replace(nodes=nodes, constants=constants))
+
+
+def _affine_params(node: Node, consts: dict) -> tuple | None:
+    """(the per-channel multiplied tensor, the bias, channels, dtype) of a Conv with constant float weights
+    (and bias) or of an inference BatchNormalization with constant parameters; None for anything else."""
+    if node.domain or len(node.outputs) != 1:
+        return None
+    if node.op == "Conv":
+        w = consts.get(node.inputs[1])
+        has_b = len(node.inputs) > 2 and node.inputs[2] is not None
+        b = consts.get(node.inputs[2]) if has_b else None
+        if w is None or w.dtype.kind != "f" or w.ndim < 3 or has_b and (b is None or b.shape != w.shape[:1]):
+            return None
+        return w, (np.zeros(w.shape[0], w.dtype) if b is None else b), w.shape[0], w.dtype
+    if node.op == "BatchNormalization" and not node.attrs.get("training_mode"):
+        params = [consts.get(v) for v in node.inputs[1:5]]
+        if any(p is None for p in params) or params[0].dtype.kind != "f" or params[0].ndim != 1 \
+                or any(p.shape != params[0].shape for p in params):
+            return None
+        return params[0], params[1], params[0].shape[0], params[0].dtype
+    return None
+
+
+def _channel_affine(op: Node, x: Value, consts: dict, channels: int, dtype, rank: int | None):
+    """(factor, shift) per channel, float64, of `op` applied to x (whose axis 1 has `channels`), or None when
+    op is not affine per channel with constant parameters of x's dtype."""
+    if op.op == "BatchNormalization":
+        if op.attrs.get("training_mode") or op.inputs[0] is not x:
+            return None
+        params = [consts.get(v) for v in op.inputs[1:5]]
+        if any(p is None or p.shape != (channels,) for p in params):
+            return None
+        scale, bias, mean, var = (p.astype(np.float64) for p in params)
+        factor = scale / np.sqrt(var + op.attrs.get("epsilon", 1e-5))
+        return factor, bias - mean * factor
+    c = next((consts.get(v) for v in op.inputs if v is not x), None)
+    if c is None or c.dtype != dtype or rank is None or c.ndim > rank or rank < 2:
+        return None
+    shape = (1,) * (rank - c.ndim) + c.shape  # broadcast against (N, C, spatial...): only C may differ from 1
+    if any(d != 1 for i, d in enumerate(shape) if i != 1) or shape[1] not in (1, channels):
+        return None
+    per_channel = np.broadcast_to(c.reshape(-1).astype(np.float64), (channels,))
+    if op.op == "Mul":
+        return per_channel, np.zeros(channels)
+    return np.ones(channels), per_channel if op.op == "Add" else -per_channel
 
 
 def fuse_conv_activation(graph: Graph) -> Graph:

@@ -145,6 +145,60 @@ def test_conv_with_second_consumer_is_not_fused():
     assert [n.op for n in g.nodes] == ["Conv", "BatchNormalization", "Relu", "Add"]
 
 
+def _f32(name, a):
+    return numpy_helper.from_array(np.asarray(a, np.float32), name)
+
+
+def _affine_model(first, tail_nodes, tail_inits, channels=4):
+    """`first` ("conv" or "bn") on x (n, 3, 8, 8), then tail_nodes reading its output "c"."""
+    rng = np.random.default_rng(0)
+    bn = [_f32("scale", rng.uniform(0.5, 1.5, 3)), _f32("bias", rng.standard_normal(3)),
+          _f32("mean", rng.standard_normal(3)), _f32("var", rng.uniform(0.5, 1.5, 3))]
+    if first == "conv":
+        head = [helper.make_node("Conv", ["x", "w", "wb"], ["c"], pads=[1, 1, 1, 1])]
+        inits = [_f32("w", rng.standard_normal((channels, 3, 3, 3))),
+                 _f32("wb", rng.standard_normal(channels))]
+    else:
+        head = [helper.make_node("BatchNormalization", ["x", "scale", "bias", "mean", "var"], ["c"])]
+        inits = bn
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    g = helper.make_graph(head + tail_nodes, "g", [x], [y], inits + tail_inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _folded_ops_and_check(m):
+    """The graph's ops after O0, its output checked against the unfolded model run op by op."""
+    sess = framework.InferenceSession(m, check_ir=True)
+    x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    want = framework.InferenceSession(m, mode="pynative").run(None, {"x": x})[0]
+    np.testing.assert_allclose(sess.run(None, {"x": x})[0], want, rtol=1e-5, atol=1e-5)
+    return [n.op for n in sess.graph.nodes]
+
+
+def test_per_channel_mul_add_sub_fold_into_conv_and_batch_norm():
+    rng = np.random.default_rng(2)
+    for first, channels in (("conv", 4), ("bn", 3)):
+        c = channels
+        tail = [helper.make_node("Mul", ["k", "c"], ["m"]),            # constant on the left, shape (C, 1, 1)
+                helper.make_node("Add", ["m", "d"], ["a"]),            # (1, C, 1, 1)
+                helper.make_node("Sub", ["a", "e"], ["s"]),            # a scalar
+                helper.make_node("Relu", ["s"], ["y"])]
+        inits = [_f32("k", rng.standard_normal((c, 1, 1))), _f32("d", rng.standard_normal((1, c, 1, 1))),
+                 _f32("e", 0.25)]
+        ops = _folded_ops_and_check(_affine_model(first, tail, inits, channels))
+        assert ops == (["FusedConv"] if first == "conv" else ["BatchNormalization", "Relu"]), ops
+
+
+def test_constants_that_vary_off_the_channel_axis_or_lead_a_sub_do_not_fold():
+    rng = np.random.default_rng(3)
+    for node, shape in ((helper.make_node("Add", ["c", "k"], ["y"]), (1, 4, 8, 8)),   # varies over space
+                        (helper.make_node("Mul", ["c", "k"], ["y"]), (8,)),           # over the last axis
+                        (helper.make_node("Sub", ["k", "c"], ["y"]), (4, 1, 1))):     # k - conv: not conv + k
+        ops = _folded_ops_and_check(_affine_model("conv", [node], [_f32("k", rng.standard_normal(shape))]))
+        assert ops == ["Conv", node.op_type], ops
+
+
 def _chunk_model():
     """torch.chunk's export with a dynamic dim: (w + 2) / 3 is an int64 Div of a shape value (a 1-D object
     array holding the static width 6) feeding Slices and a Concat: k = 8 // 3 = 2 (true division gave 8/3,
