@@ -7,7 +7,6 @@
 #include <math.h>
 #include <string.h>
 
-enum { ACT_NONE = 0, ACT_RELU = 1, ACT_CLIP = 2 };
 
 int get_f32(PyObject *obj, Py_buffer *v, idx need, int writable, const char *what) {
     if (PyObject_GetBuffer(obj, v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
@@ -486,11 +485,51 @@ fail_x:
     return NULL;
 }
 
+/* conv_gemm(x, w, b|None, y, geo, act, lo, hi, nthreads): a stride-1 group-1 conv as one GEMM (convgemm.c) */
+static PyObject *py_conv_gemm(PyObject *self, PyObject *args) {
+    PyObject *xo, *wo, *bo, *yo;
+    GEO_DECL(g);
+    int act, nthreads, rc;
+    float lo, hi;
+    if (!PyArg_ParseTuple(args, "OOOO" GEO_FMT "iffi", &xo, &wo, &bo, &yo, GEO_ARGS(g), &act, &lo, &hi,
+                          &nthreads))
+        return NULL;
+    if (GEO_LOAD(g) < 0) return NULL;
+    if (g.sh != 1 || g.sw != 1 || g.cg != g.c || nthreads < 1) {
+        PyErr_SetString(PyExc_ValueError, "conv_gemm: stride 1, one group and nthreads >= 1 only");
+        return NULL;
+    }
+    Py_buffer xv, wv, bv, yv;
+    int have_b = bo != Py_None;
+    if (get_f32(xo, &xv, g.n * g.c * g.h * g.w, 0, "conv_gemm x") < 0) return NULL;
+    if (get_f32(wo, &wv, g.m * g.cg * g.kh * g.kw, 0, "conv_gemm w") < 0) goto fail_x;
+    if (have_b && get_f32(bo, &bv, g.m, 0, "conv_gemm b") < 0) goto fail_w;
+    if (get_f32(yo, &yv, g.n * g.m * g.oh * g.ow, 1, "conv_gemm y") < 0) goto fail_b;
+    Py_BEGIN_ALLOW_THREADS
+    rc = conv_gemm(&g, xv.buf, wv.buf, have_b ? bv.buf : NULL, yv.buf, act, lo, hi, nthreads);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&yv);
+    if (have_b) PyBuffer_Release(&bv);
+    PyBuffer_Release(&wv);
+    PyBuffer_Release(&xv);
+    if (rc < 0) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+fail_b:
+    if (have_b) PyBuffer_Release(&bv);
+fail_w:
+    PyBuffer_Release(&wv);
+fail_x:
+    PyBuffer_Release(&xv);
+    return NULL;
+}
+
 static PyMethodDef METHODS[] = {
     {"conv", py_conv, METH_VARARGS, "conv(x, w, b|None, y, geo, act, lo, hi): depthwise 2-D conv"},
     {"conv_direct", py_conv_direct, METH_VARARGS,
      "conv_direct(x, w, b|None, y, geo, act, lo, hi): grouped 2-D conv computed directly (small convs)"},
     {"im2col", py_im2col, METH_VARARGS, "im2col(x, cols, geo): columns [N, C*KH*KW, OH*OW]"},
+    {"conv_gemm", py_conv_gemm, METH_VARARGS,
+     "conv_gemm(x, w, b|None, y, geo, act, lo, hi, nthreads): stride-1 group-1 conv as one implicit-im2col GEMM"},
     {"bias_act", py_bias_act, METH_VARARGS, "bias_act(y, b|None, n, m, plane, act, lo, hi), in place"},
     {"pool", py_pool, METH_VARARGS, "pool(x, y, geo, avg, (lo_h, hi_h, lo_w, hi_w)): 2-D max/avg pool"},
     {"layer_norm", py_layer_norm, METH_VARARGS,

@@ -6,6 +6,9 @@
 
 typedef Py_ssize_t idx;
 
+/* the activation a conv kernel applies before its store (nn_ckernels.ACT) */
+enum { ACT_NONE = 0, ACT_RELU = 1, ACT_CLIP = 2 };
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 #define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))  /* float code only */
 #else
@@ -47,6 +50,11 @@ void phase_planes(const geo_t *g, idx hq, idx wq, const float *xp, float *dst, f
 /* convdirect.c: group-1 conv computed directly in register blocks; -1 when out of memory */
 int conv_direct(const geo_t *g, const float *x, const float *w, const float *b, float *y, int act, float lo,
                 float hi);
+
+/* convgemm.c: a stride-1 group-1 conv as one GEMM over an implicit im2col on `nthreads` threads; -1 when out
+ * of memory */
+int conv_gemm(const geo_t *g, const float *x, const float *w, const float *b, float *y, int act, float lo,
+              float hi, int nthreads);
 
 /* rowops.c: LayerNorm / softmax rows and erf */
 PyObject *py_layer_norm(PyObject *self, PyObject *args);

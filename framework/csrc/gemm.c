@@ -299,6 +299,21 @@ static void pack_panel(const float *restrict b, int64_t ldb, int64_t kc, int w, 
         for (int j = 0; j < w; j++) dst[j] = b[j];
 }
 
+/* pack_panel for an implicit im2col: rows k0 .. k0 + kc of b are channel k / taps's plane (ldb apart)
+ * shifted by tap_off[k % taps] (b: column j of the panel on every plane) */
+static void pack_panel_taps(const float *restrict b, int64_t ldb, const int64_t *tap_off, int64_t taps,
+                            int64_t k0, int64_t kc, int w, int ldp, float *restrict dst) {
+    int64_t ch = k0 / taps, t = k0 % taps;
+    for (int64_t k = 0; k < kc; k++, dst += ldp) {
+        const float *src = b + ch * ldb + tap_off[t];
+        if (w == 32)
+            memcpy(dst, src, 32 * sizeof(float));
+        else
+            memcpy(dst, src, (size_t)w * sizeof(float));
+        if (++t == taps) { t = 0; ch++; }
+    }
+}
+
 /* pack_panel for a transposed b: column j of the panel is b[j * ldb + 0:kc], contiguous */
 static void pack_panel_t(const float *restrict b, int64_t ldb, int64_t kc, int w, int ldp, float *restrict dst) {
     for (int j = 0; j < w; j++, b += ldb)
@@ -327,7 +342,9 @@ static void run_tile(void *ctx, int tid, void *arena, int64_t tile) {
             int64_t ldbp = g->ldb;
             if (p->pack) {
                 int ldp = (w + vec - 1) / vec * vec;
-                if (g->trans_b)
+                if (g->taps > 0)
+                    pack_panel_taps(b + j, g->ldb, g->tap_off, g->taps, k0, kc, w, ldp, arena);
+                else if (g->trans_b)
                     pack_panel_t(bp, g->ldb, kc, w, ldp, arena);
                 else
                     pack_panel(bp, g->ldb, kc, w, ldp, arena);
@@ -374,7 +391,7 @@ int gemm_f32(const gemm_args_t *args, int nthreads, gemm_isa_t isa) {
     p.ntiles = ceil_div(g->n, p.nc);
     /* a panel is reused by every row group of the tile: packing pays once there are a few (a transposed b
      * is always packed: the kernels read panel rows) */
-    p.pack = g->trans_b || (p.mc >= PACK_MIN_ROWS && g->ldb >= PACK_MIN_LDB);
+    p.pack = g->trans_b || g->taps > 0 || (p.mc >= PACK_MIN_ROWS && g->ldb >= PACK_MIN_LDB);
     size_t arena = p.pack ? (size_t)p.kc * (size_t)nr * sizeof(float) : 0;
     return gemm_parallel_for(nthreads, g->batch * p.mtiles * p.ntiles, 1, arena, run_tile, &p);
 }

@@ -84,6 +84,19 @@ def conv2d_plan(x_shape, w_shape, dtypes, group, strides, dil, pb, out, act=None
                 _C.conv_direct(*_contiguous(x, w, b), y, geo, code, lo, hi)
             return y
         return direct_conv
+    if group == 1 and list(strides) == [1, 1] and kh * kw > 1:
+        # one GEMM packing its panels straight from the padded input (convgemm.c): no im2col pass
+        from .gemm import cpu_threads
+        threads = cpu_threads()
+
+        def implicit_gemm(x, w, b):
+            y = np.empty(shape, F32)
+            try:
+                _C.conv_gemm(x, w, b, y, geo, code, lo, hi, threads)
+            except (BufferError, ValueError):
+                _C.conv_gemm(*_contiguous(x, w, b), y, geo, code, lo, hi, threads)
+            return y
+        return implicit_gemm
     direct = kh == kw == 1 and list(strides) == [1, 1] and not any(pb) and (oh, ow) == (h, wd)
     if not direct and n * c * kh * kw * plane * 4 > COLS_MAX:
         return None

@@ -96,6 +96,36 @@ def test_serial_row_blocks_match_naive_loops(monkeypatch):
 
 
 @pytest.mark.parametrize("act", [None, "Relu", "Clip"])
+def test_implicit_gemm_conv_matches_naive_loops(act, monkeypatch):
+    """Stride-1 convs with taps as one GEMM over the padded planes: asymmetric and zero pads, dilations, batches,
+    channel x tap counts past a 256-row k-block, output widths under and over a 32-column panel, no bias;
+    the same bits on one thread as on two."""
+    monkeypatch.setattr(nn_ckernels, "DIRECT_MACS", 0)  # small convs would otherwise run direct
+    monkeypatch.setattr(nn_ckernels, "DIRECT_K", 0)
+    rng = np.random.default_rng(11)
+    for i in range(30):
+        n, c, m = int(rng.integers(1, 3)), int(rng.integers(2, 45)), int(rng.integers(1, 20))
+        k = [int(rng.choice([2, 3, 3, 5])), int(rng.choice([1, 3, 3, 7]))]
+        dil = [int(rng.integers(1, 3)) for _ in k]
+        pads = [int(rng.integers(0, 3)) for _ in range(4)]
+        size = [int(rng.integers((kk - 1) * d + 1, 40)) for kk, d in zip(k, dil)]
+        xs, ws = (n, c, *size), (m, c, *k)
+        out = _out(xs, ws, [1, 1], dil, pads)
+        x, w = rng.standard_normal(xs).astype(np.float32), rng.standard_normal(ws).astype(np.float32)
+        b = rng.standard_normal(m).astype(np.float32) if i % 3 else None
+        plan = nn_ckernels.conv2d_plan(xs, ws, (x.dtype,) * 3, 1, [1, 1], dil, pads[:2], out, act, -0.5, 0.5)
+        assert plan.__name__ == "implicit_gemm"
+        want = naive_conv(x, w, b, [1, 1], pads, dil, 1)
+        want = np.maximum(want, 0) if act == "Relu" else np.clip(want, -0.5, 0.5) if act == "Clip" else want
+        got = plan(x, w, b)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=str((xs, ws, dil, pads)))
+        one = np.empty_like(got)
+        geo = nn_ckernels.geometry(n, c, *size, m, c, *k, 1, 1, *dil, *pads[:2], *out)
+        nn_ckernels._C.conv_gemm(x, w, b, one, geo, nn_ckernels.ACT[act], -0.5, 0.5, 1)
+        np.testing.assert_array_equal(one, got)
+
+
+@pytest.mark.parametrize("act", [None, "Relu", "Clip"])
 def test_direct_conv_matches_naive_loops(act):
     """The register-blocked direct path: a stride-2 stem over a wide image (many blocks per row, a partial
     last one), dilation, groups, channel counts that are not multiples of the 8-channel block, batches, and
