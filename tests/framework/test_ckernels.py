@@ -167,6 +167,9 @@ def test_non_contiguous_input():
 @pytest.mark.parametrize("avg, include_pad", [(False, False), (True, False), (True, True)])
 def test_pools_match_naive_loops(avg, include_pad):
     exact = [([2, 2], [2, 2], [0] * 4, (8, 6)), ([3, 2], [3, 2], [0] * 4, (9, 4))]  # windows tile the input
+    # stride 1, averages summed over the whole plane at once: asymmetric pads, windows wider than tall
+    exact += [([3, 3], [1, 1], [1, 1, 1, 1], (14, 14)), ([3, 3], [1, 1], [1, 0, 0, 1], (7, 9)),
+              ([2, 3], [1, 1], [0, 2, 1, 0], (5, 8))]
     for _ in range(30):
         k = [int(RNG.integers(1, 5)), int(RNG.integers(1, 5))]
         strides = [int(RNG.integers(1, 4)) for _ in k]
