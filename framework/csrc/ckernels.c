@@ -478,23 +478,38 @@ static PyObject *py_pool(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* conv_direct(x, w, b|None, y, geo, act, lo, hi): grouped conv computed directly (convdirect.c) */
-static PyObject *py_conv_direct(PyObject *self, PyObject *args) {
+typedef int (*conv_fn)(const geo_t *g, const float *x, const float *w, const float *b, float *y, int act,
+                       float lo, float hi, int nthreads);
+
+static int conv_direct_fn(const geo_t *g, const float *x, const float *w, const float *b, float *y, int act,
+                          float lo, float hi, int nthreads) {
+    (void)nthreads;   /* one thread */
+    return conv_direct(g, x, w, b, y, act, lo, hi);
+}
+
+/* `name`(x, w, b|None, y, geo, act, lo, hi[, nthreads]): checks the buffers, runs fn with the GIL released */
+static PyObject *conv_entry(PyObject *args, const char *name, conv_fn fn, int threaded) {
     PyObject *xo, *wo, *bo, *yo;
     GEO_DECL(g);
-    int act, rc;
+    int act, nthreads = 1, rc;
     float lo, hi;
-    if (!PyArg_ParseTuple(args, "OOOO" GEO_FMT "iff", &xo, &wo, &bo, &yo, GEO_ARGS(g), &act, &lo, &hi))
+    if (!(threaded ? PyArg_ParseTuple(args, "OOOO" GEO_FMT "iffi", &xo, &wo, &bo, &yo, GEO_ARGS(g), &act, &lo,
+                                      &hi, &nthreads)
+                   : PyArg_ParseTuple(args, "OOOO" GEO_FMT "iff", &xo, &wo, &bo, &yo, GEO_ARGS(g), &act, &lo, &hi)))
         return NULL;
     if (GEO_LOAD(g) < 0) return NULL;
+    if (threaded && (g.sh != 1 || g.sw != 1 || g.cg != g.c || nthreads < 1))
+        return PyErr_Format(PyExc_ValueError, "%s: stride 1, one group and nthreads >= 1 only", name);
+    char what[4][32];
+    for (int i = 0; i < 4; i++) snprintf(what[i], sizeof what[i], "%s %c", name, "xwby"[i]);
     Py_buffer xv, wv, bv, yv;
     int have_b = bo != Py_None;
-    if (get_f32(xo, &xv, g.n * g.c * g.h * g.w, 0, "conv_direct x") < 0) return NULL;
-    if (get_f32(wo, &wv, g.m * g.cg * g.kh * g.kw, 0, "conv_direct w") < 0) goto fail_x;
-    if (have_b && get_f32(bo, &bv, g.m, 0, "conv_direct b") < 0) goto fail_w;
-    if (get_f32(yo, &yv, g.n * g.m * g.oh * g.ow, 1, "conv_direct y") < 0) goto fail_b;
+    if (get_f32(xo, &xv, g.n * g.c * g.h * g.w, 0, what[0]) < 0) return NULL;
+    if (get_f32(wo, &wv, g.m * g.cg * g.kh * g.kw, 0, what[1]) < 0) goto fail_x;
+    if (have_b && get_f32(bo, &bv, g.m, 0, what[2]) < 0) goto fail_w;
+    if (get_f32(yo, &yv, g.n * g.m * g.oh * g.ow, 1, what[3]) < 0) goto fail_b;
     Py_BEGIN_ALLOW_THREADS
-    rc = conv_direct(&g, xv.buf, wv.buf, have_b ? bv.buf : NULL, yv.buf, act, lo, hi);
+    rc = fn(&g, xv.buf, wv.buf, have_b ? bv.buf : NULL, yv.buf, act, lo, hi, nthreads);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&yv);
     if (have_b) PyBuffer_Release(&bv);
@@ -511,42 +526,14 @@ fail_x:
     return NULL;
 }
 
+/* conv_direct(x, w, b|None, y, geo, act, lo, hi): grouped conv computed directly (convdirect.c) */
+static PyObject *py_conv_direct(PyObject *self, PyObject *args) {
+    return conv_entry(args, "conv_direct", conv_direct_fn, 0);
+}
+
 /* conv_gemm(x, w, b|None, y, geo, act, lo, hi, nthreads): a stride-1 group-1 conv as one GEMM (convgemm.c) */
 static PyObject *py_conv_gemm(PyObject *self, PyObject *args) {
-    PyObject *xo, *wo, *bo, *yo;
-    GEO_DECL(g);
-    int act, nthreads, rc;
-    float lo, hi;
-    if (!PyArg_ParseTuple(args, "OOOO" GEO_FMT "iffi", &xo, &wo, &bo, &yo, GEO_ARGS(g), &act, &lo, &hi,
-                          &nthreads))
-        return NULL;
-    if (GEO_LOAD(g) < 0) return NULL;
-    if (g.sh != 1 || g.sw != 1 || g.cg != g.c || nthreads < 1) {
-        PyErr_SetString(PyExc_ValueError, "conv_gemm: stride 1, one group and nthreads >= 1 only");
-        return NULL;
-    }
-    Py_buffer xv, wv, bv, yv;
-    int have_b = bo != Py_None;
-    if (get_f32(xo, &xv, g.n * g.c * g.h * g.w, 0, "conv_gemm x") < 0) return NULL;
-    if (get_f32(wo, &wv, g.m * g.cg * g.kh * g.kw, 0, "conv_gemm w") < 0) goto fail_x;
-    if (have_b && get_f32(bo, &bv, g.m, 0, "conv_gemm b") < 0) goto fail_w;
-    if (get_f32(yo, &yv, g.n * g.m * g.oh * g.ow, 1, "conv_gemm y") < 0) goto fail_b;
-    Py_BEGIN_ALLOW_THREADS
-    rc = conv_gemm(&g, xv.buf, wv.buf, have_b ? bv.buf : NULL, yv.buf, act, lo, hi, nthreads);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&yv);
-    if (have_b) PyBuffer_Release(&bv);
-    PyBuffer_Release(&wv);
-    PyBuffer_Release(&xv);
-    if (rc < 0) return PyErr_NoMemory();
-    Py_RETURN_NONE;
-fail_b:
-    if (have_b) PyBuffer_Release(&bv);
-fail_w:
-    PyBuffer_Release(&wv);
-fail_x:
-    PyBuffer_Release(&xv);
-    return NULL;
+    return conv_entry(args, "conv_gemm", conv_gemm, 1);
 }
 
 static PyMethodDef METHODS[] = {
