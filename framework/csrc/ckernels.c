@@ -487,8 +487,10 @@ static int conv_direct_fn(const geo_t *g, const float *x, const float *w, const 
     return conv_direct(g, x, w, b, y, act, lo, hi);
 }
 
-/* `name`(x, w, b|None, y, geo, act, lo, hi[, nthreads]): checks the buffers, runs fn with the GIL released */
-static PyObject *conv_entry(PyObject *args, const char *name, conv_fn fn, int threaded) {
+/* `name`(x, w, b|None, y, geo, act, lo, hi[, nthreads]): checks the buffers (what: their names in errors),
+ * runs fn with the GIL released */
+static PyObject *conv_entry(PyObject *args, const char *name, const char *const what[4], conv_fn fn,
+                            int threaded) {
     PyObject *xo, *wo, *bo, *yo;
     GEO_DECL(g);
     int act, nthreads = 1, rc;
@@ -500,8 +502,6 @@ static PyObject *conv_entry(PyObject *args, const char *name, conv_fn fn, int th
     if (GEO_LOAD(g) < 0) return NULL;
     if (threaded && (g.sh != 1 || g.sw != 1 || g.cg != g.c || nthreads < 1))
         return PyErr_Format(PyExc_ValueError, "%s: stride 1, one group and nthreads >= 1 only", name);
-    char what[4][32];
-    for (int i = 0; i < 4; i++) snprintf(what[i], sizeof what[i], "%s %c", name, "xwby"[i]);
     Py_buffer xv, wv, bv, yv;
     int have_b = bo != Py_None;
     if (get_f32(xo, &xv, g.n * g.c * g.h * g.w, 0, what[0]) < 0) return NULL;
@@ -528,12 +528,14 @@ fail_x:
 
 /* conv_direct(x, w, b|None, y, geo, act, lo, hi): grouped conv computed directly (convdirect.c) */
 static PyObject *py_conv_direct(PyObject *self, PyObject *args) {
-    return conv_entry(args, "conv_direct", conv_direct_fn, 0);
+    static const char *const what[4] = {"conv_direct x", "conv_direct w", "conv_direct b", "conv_direct y"};
+    return conv_entry(args, "conv_direct", what, conv_direct_fn, 0);
 }
 
 /* conv_gemm(x, w, b|None, y, geo, act, lo, hi, nthreads): a stride-1 group-1 conv as one GEMM (convgemm.c) */
 static PyObject *py_conv_gemm(PyObject *self, PyObject *args) {
-    return conv_entry(args, "conv_gemm", conv_gemm, 1);
+    static const char *const what[4] = {"conv_gemm x", "conv_gemm w", "conv_gemm b", "conv_gemm y"};
+    return conv_entry(args, "conv_gemm", what, conv_gemm, 1);
 }
 
 static PyMethodDef METHODS[] = {

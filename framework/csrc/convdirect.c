@@ -93,18 +93,22 @@ int conv_direct(const geo_t *g, const float *x, const float *w, const float *b, 
                 float hi) {
     idx groups = g->c / g->cg, mg = g->m / groups, k = g->cg * g->kh * g->kw;
     idx plane_in = g->h * g->w, plane_out = g->oh * g->ow;
-    /* a 1x1 conv whose blocks tile each plane reads x in place (others would read past its end) */
+    /* a 1x1 conv reads its group's planes as they are: in place where its blocks tile each plane, else from
+     * one copy of them with VL floats after (the last block reads past the last plane's end); the phase
+     * planes, copied plane by plane, cost more than the arithmetic on small planes (32 channels of 2x2:
+     * 4-5 us, against 1.2 for 4x4 read in place) */
     int pointwise = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0 &&
-                    g->oh == g->h && g->ow == g->w && plane_in % VL == 0;
+                    g->oh == g->h && g->ow == g->w;
+    int in_place = pointwise && plane_in % VL == 0;
     /* the wide grid: wq columns per output row, of which the first ow are outputs */
     idx phases = g->sh * g->sw, hq = g->oh + (g->kh - 1) * g->dh / g->sh;
     idx wq = g->ow + (g->kw - 1) * g->dw / g->sw, pplane = hq * wq;
     idx wide = pointwise ? plane_out : g->oh * wq;
     int crop = !pointwise && wq != g->ow;
-    /* scratch: tap offsets; the group's phase planes and VL floats; wide rows; VL floats. The last block reads
-     * up to VL - 1 + (wq - ow) floats past the planes (lanes that are dropped): inside the VL after them and,
-     * whenever wq > ow, the wide rows that follow (at least wq floats). */
-    size_t planes = pointwise ? 0 : (size_t)(g->cg * phases * pplane + VL);
+    /* scratch: tap offsets; the group's (phase) planes and VL floats; wide rows; VL floats. The last block
+     * reads up to VL - 1 + (wq - ow) floats past the planes (lanes that are dropped): inside the VL after
+     * them and, whenever wq > ow, the wide rows that follow (at least wq floats). */
+    size_t planes = in_place ? 0 : (size_t)(g->cg * (pointwise ? plane_in : phases * pplane) + VL);
     size_t rows = crop ? (size_t)(mg * wide) : 0;
     idx *off = malloc((size_t)k * sizeof(idx) + (planes + rows + VL) * sizeof(float));
     if (!off) return -1;
@@ -121,11 +125,15 @@ int conv_direct(const geo_t *g, const float *x, const float *w, const float *b, 
         for (idx gi = 0; gi < groups; gi++) {
             const float *xg = x + (ni * g->c + gi * g->cg) * plane_in;
             float *yg = y + (ni * g->m + gi * mg) * plane_out;
-            job_t j = {pointwise ? xg : xs, off, k, w + gi * mg * k, b ? b + gi * mg : NULL, mg, wide,
+            job_t j = {in_place ? xg : xs, off, k, w + gi * mg * k, b ? b + gi * mg : NULL, mg, wide,
                        crop ? wbuf : yg, crop ? wide : plane_out};
-            if (!pointwise)
+            if (pointwise && !in_place) {
+                memcpy(xs, xg, (size_t)(g->cg * plane_in) * sizeof(float));
+                memset(xs + g->cg * plane_in, 0, VL * sizeof(float));   /* read by dropped lanes only */
+            } else if (!pointwise) {
                 for (idx c = 0; c < g->cg; c++)
                     phase_planes(g, hq, wq, xg + c * plane_in, xs + c * phases * pplane, 0.f);
+            }
             run_group(&j, act == 1);
             if (crop)
                 for (idx i = 0; i < mg; i++)
