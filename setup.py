@@ -120,8 +120,8 @@ def ckernels_extension() -> Extension:
     flags = [] if windows else \
         ["-O3", "-std=gnu11", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-pthread", "-Wall"]
     src = os.path.join("framework", "csrc")
-    sources = [os.path.join(src, f) for f in ("ckernels.c", "convdirect.c", "convgemm.c", "rowops.c", "gradops.c",
-                                              "gemm.c", "matmul.c", "callptr.c")]
+    sources = [os.path.join(src, f) for f in ("ckernels.c", "convdirect.c", "convgemm.c", "rowops.c",
+                                              "gradops.c", "gemm.c", "matmul.c", "callptr.c")]
     return Extension(CKERNELS, sources=sources + [os.path.join(CSRC, "vm_pool.c")],
                      include_dirs=[src, CSRC], extra_compile_args=flags,
                      extra_link_args=[] if windows else ["-pthread"],

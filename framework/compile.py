@@ -5,8 +5,8 @@ import os
 import time
 
 from .ir import Graph, print_graph, verify
-from .passes import (eliminate_common_subexpressions, eliminate_dead_code, fold_channel_affine, fold_constants,
-                     fuse_conv_activation, infer_shapes)
+from .passes import (eliminate_common_subexpressions, eliminate_dead_code, fold_channel_affine,
+                     fold_constants, fuse_conv_activation, infer_shapes)
 
 O0_PASSES = (
     ("infer_shapes", infer_shapes),
@@ -20,9 +20,9 @@ O0_PASSES = (
 
 
 def passes_for(jit_level: str, graph_kernel_flags: str = ""):
-    """O0: infer shapes, fold constants, DCE, CSE, per-channel affine folding (BatchNorm, Mul, Add into a Conv
-    or BatchNorm) and Conv+Relu/Clip fusion (what
-    onnxruntime's basic level does). O1 = O0 + the graph-kernel passes (expand, cluster, outline...)."""
+    """O0: infer shapes, fold constants, DCE, CSE, per-channel affine folding (BatchNorm, Mul, Add into a
+    Conv or BatchNorm) and Conv+Relu/Clip fusion (what onnxruntime's basic level does). O1 = O0 + the
+    graph-kernel passes (expand, cluster, outline...)."""
     if jit_level != "O1":
         return O0_PASSES
     from graph_kernel import o1_passes  # lazy: the framework core does not depend on graph_kernel

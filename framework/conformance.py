@@ -167,7 +167,8 @@ def run_all(mode: str = "graph", op: str | None = None, progress: bool = False, 
     live = sys.stderr.isatty()  # a bar redrawn in place on a terminal; a line per tenth in a log
     for i, c in enumerate(selected, 1):
         results[c.name] = run_case(c, mode, jit_level)
-        if progress and (live or i == len(selected) or 10 * i // len(selected) > 10 * (i - 1) // len(selected)):
+        tenth = 10 * i // len(selected) > 10 * (i - 1) // len(selected)
+        if progress and (live or tenth):
             done = int(30 * i / len(selected))
             print(f"\r{suite} {mode} {jit_level} [{'#' * done}{'.' * (30 - done)}] {i}/{len(selected)}"
                   if live else f"{suite} {mode} {jit_level}: {i}/{len(selected)} cases",

@@ -495,9 +495,11 @@ static PyObject *conv_entry(PyObject *args, const char *name, const char *const 
     GEO_DECL(g);
     int act, nthreads = 1, rc;
     float lo, hi;
-    if (!(threaded ? PyArg_ParseTuple(args, "OOOO" GEO_FMT "iffi", &xo, &wo, &bo, &yo, GEO_ARGS(g), &act, &lo,
-                                      &hi, &nthreads)
-                   : PyArg_ParseTuple(args, "OOOO" GEO_FMT "iff", &xo, &wo, &bo, &yo, GEO_ARGS(g), &act, &lo, &hi)))
+    int parsed = threaded
+        ? PyArg_ParseTuple(args, "OOOO" GEO_FMT "iffi", &xo, &wo, &bo, &yo, GEO_ARGS(g), &act, &lo, &hi,
+                           &nthreads)
+        : PyArg_ParseTuple(args, "OOOO" GEO_FMT "iff", &xo, &wo, &bo, &yo, GEO_ARGS(g), &act, &lo, &hi);
+    if (!parsed)
         return NULL;
     if (GEO_LOAD(g) < 0) return NULL;
     if (threaded && (g.sh != 1 || g.sw != 1 || g.cg != g.c || nthreads < 1))
@@ -544,7 +546,7 @@ static PyMethodDef METHODS[] = {
      "conv_direct(x, w, b|None, y, geo, act, lo, hi): grouped 2-D conv computed directly (small convs)"},
     {"im2col", py_im2col, METH_VARARGS, "im2col(x, cols, geo): columns [N, C*KH*KW, OH*OW]"},
     {"conv_gemm", py_conv_gemm, METH_VARARGS,
-     "conv_gemm(x, w, b|None, y, geo, act, lo, hi, nthreads): stride-1 group-1 conv as one implicit-im2col GEMM"},
+     "conv_gemm(x, w, b|None, y, geo, act, lo, hi, nthreads): stride-1 group-1 conv, implicit-im2col GEMM"},
     {"bias_act", py_bias_act, METH_VARARGS, "bias_act(y, b|None, n, m, plane, act, lo, hi), in place"},
     {"pool", py_pool, METH_VARARGS, "pool(x, y, geo, avg, (lo_h, hi_h, lo_w, hi_w)): 2-D max/avg pool"},
     {"layer_norm", py_layer_norm, METH_VARARGS,

@@ -1,11 +1,11 @@
-/* Stride-1, group-1 2-D convs with several taps (3x3, 5x5, 7x7, dilated or not) as one GEMM over an implicit
- * im2col: y = W [M, C*KH*KW] @ cols, where row (c, tap) of cols is channel c's zero-padded input plane shifted
- * by the tap's offset. Outputs are computed on the "wide" grid [oh][wq] (wq: the padded width), on which
- * output q reads plane element q + offset for every tap, so the GEMM packs each panel of cols straight from
- * the padded planes (gemm.c's pack_panel_taps) instead of reading an im2col matrix that the conv first wrote
- * out: for 128->32 channels 3x3 over 56x56 that matrix is 14 MiB, and writing it took a third of the conv's
- * time. The wq - ow extra columns of each output row are computed and dropped when the bias and activation
- * are applied. */
+/* Stride-1, group-1 2-D convs with several taps (3x3, 5x5, 7x7, dilated or not) as one GEMM over an
+ * implicit im2col: y = W [M, C*KH*KW] @ cols, where row (c, tap) of cols is channel c's zero-padded input
+ * plane shifted by the tap's offset. Outputs are computed on the "wide" grid [oh][wq] (wq: the padded
+ * width), on which output q reads plane element q + offset for every tap, so the GEMM packs each panel of
+ * cols straight from the padded planes (gemm.c's pack_panel_taps) instead of reading an im2col matrix that
+ * the conv first wrote out: for 128->32 channels 3x3 over 56x56 that matrix is 14 MiB, and writing it took a
+ * third of the conv's time. The wq - ow extra columns of each output row are computed and dropped when the
+ * bias and activation are applied. */
 #include "ckernels.h"
 #include "gemm.h"
 

@@ -21,8 +21,9 @@ typedef struct {
     int64_t lda, ldb, ldc, stride_a, stride_b, stride_c;
     int64_t stride_a_in, stride_b_in, stride_c_in;
     int trans_b;
-    /* an implicit im2col (conv_gemm.c): with taps > 0, row kk of b is b + (kk / taps) * ldb + tap_off[kk % taps]
-     * (trans_b 0): a conv's input channel planes, each shifted by the tap's offset, and b is always packed */
+    /* an implicit im2col (convgemm.c): with taps > 0, row kk of b is
+     * b + (kk / taps) * ldb + tap_off[kk % taps] (trans_b 0): a conv's input channel planes, each shifted by
+     * the tap's offset; such a b is always packed */
     int64_t taps;
     const int64_t *tap_off;
 } gemm_args_t;

@@ -97,9 +97,9 @@ def test_serial_row_blocks_match_naive_loops(monkeypatch):
 
 @pytest.mark.parametrize("act", [None, "Relu", "Clip"])
 def test_implicit_gemm_conv_matches_naive_loops(act, monkeypatch):
-    """Stride-1 convs with taps as one GEMM over the padded planes: asymmetric and zero pads, dilations, batches,
-    channel x tap counts past a 256-row k-block, output widths under and over a 32-column panel, no bias;
-    the same bits on one thread as on two."""
+    """Stride-1 convs with taps as one GEMM over the padded planes: asymmetric and zero pads, dilations,
+    batches, channel x tap counts past a 256-row k-block, output widths under and over a 32-column panel, no
+    bias; the same bits on one thread as on two."""
     monkeypatch.setattr(nn_ckernels, "DIRECT_MACS", 0)  # small convs would otherwise run direct
     monkeypatch.setattr(nn_ckernels, "DIRECT_K", 0)
     rng = np.random.default_rng(11)
