@@ -400,7 +400,7 @@ static PyObject *py_im2col(PyObject *self, PyObject *args) {
 }
 
 /* y[n][m][plane] += b[m], then the activation, in place: one pass, one loop per case so each vectorises. */
-CLONES static void bias_act(float *y, const float *b, idx n, idx m, idx plane, int act, float lo, float hi) {
+CLONES void bias_act(float *y, const float *b, idx n, idx m, idx plane, int act, float lo, float hi) {
     for (idx i = 0; i < n * m; i++) {
         float *restrict p = y + i * plane;
         if (!b) {   /* no "+ 0": it would turn -0 into +0 */

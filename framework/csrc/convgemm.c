@@ -4,29 +4,17 @@
  * width), on which output q reads plane element q + offset for every tap, so the GEMM packs each panel of
  * cols straight from the padded planes (gemm.c's pack_panel_taps) instead of reading an im2col matrix that
  * the conv first wrote out: for 128->32 channels 3x3 over 56x56 that matrix is 14 MiB, and writing it took a
- * third of the conv's time. The wq - ow extra columns of each output row are computed and dropped when the
- * bias and activation are applied. */
+ * third of the conv's time. The wq - ow extra columns of each output row are computed and dropped as the
+ * rows are cut out, and ckernels.c's bias_act applies bias and activation. */
 #include "ckernels.h"
 #include "gemm.h"
 
 #include <stdlib.h>
+#include <string.h>
 
-/* y[m][oy][0:ow] = act(wide[m][oy * wq + 0:ow] + b[m]) for one image; -0 stays -0 without a bias */
-CLONES static void finish_rows(const float *wide, idx wq, idx m, idx oh, idx ow, const float *b, float *y,
-                               int act, float lo, float hi) {
-    for (idx i = 0; i < m; i++) {
-        float v = b ? b[i] : 0.f;
-        for (idx oy = 0; oy < oh; oy++) {
-            const float *restrict src = wide + (i * oh + oy) * wq;
-            float *restrict dst = y + (i * oh + oy) * ow;
-            for (idx j = 0; j < ow; j++) {
-                float t = b ? src[j] + v : src[j];
-                if (act == ACT_RELU) t = t < 0.f ? 0.f : t;
-                else if (act == ACT_CLIP) t = t < lo ? lo : (t > hi ? hi : t);
-                dst[j] = t;
-            }
-        }
-    }
+/* y[m][oy][0:ow] = wide[m][oy * wq + 0:ow] for one image: the output rows cut from the wide grid */
+static void cut_rows(const float *wide, idx wq, idx m, idx oh, idx ow, float *y) {
+    for (idx r = 0; r < m * oh; r++) memcpy(y + r * ow, wide + r * wq, (size_t)ow * sizeof(float));
 }
 
 int conv_gemm(const geo_t *g, const float *x, const float *w, const float *b, float *y, int act, float lo,
@@ -49,7 +37,9 @@ int conv_gemm(const geo_t *g, const float *x, const float *w, const float *b, fl
         for (idx ch = 0; ch < g->c; ch++)
             phase_planes(g, hq, wq, x + (i * g->c + ch) * g->h * g->w, pad + ch * plane, 0.f);
         if (gemm_f32(&args, nthreads, GEMM_ISA_AUTO) != 0) goto out;
-        finish_rows(wide, wq, g->m, g->oh, g->ow, b, y + i * g->m * g->oh * g->ow, act, lo, hi);
+        float *yi = y + i * g->m * g->oh * g->ow;
+        cut_rows(wide, wq, g->m, g->oh, g->ow, yi);
+        if (b || act) bias_act(yi, b, 1, g->m, g->oh * g->ow, act, lo, hi);
     }
     rc = 0;
 out:
