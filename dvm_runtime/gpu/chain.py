@@ -8,9 +8,11 @@ the tiled kernel needs change nothing in the result. Reductions, selects, casts,
 and row-class forms stay on the tiled kernel.
 
 Only long programs go to the chain kernel (MIN_STEPS): the tiled kernel's passes cost per instruction, the
-chain kernel's steps per element. Measured on one H100 at 8192x8192, ms chain / tiled: the Adam step (29
-steps) 2.52 / 3.38 and at 8192x1024 0.322 / 0.443; the 6-op chain (10 steps) 0.99 / 0.95, bias+GELU (9)
-0.75 / 0.63, SiLU-gated product (6) 0.57 / 0.47.
+chain kernel's steps per element. Measured on one H100 (copy 2994 GB/s), ms chain / tiled at 8192x8192: the
+Adam step (29 steps) 2.37 / 3.39 and at 8192x1024 0.304 / 0.445; the 6-op chain (10 steps) 0.95 / 0.95,
+bias+GELU (9) 0.87 / 0.63, SiLU-gated product (6) 0.61 / 0.48. CHAIN_W 2 was slower on all eight (156
+registers a thread against 86: fewer resident blocks). Either way the chain kernel issues instructions, not
+bytes: per step and float4 its table read and three warp-uniform switches cost more than the arithmetic.
 """
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ import numpy as np
 from .. import isa
 from ..isa import Form, Opcode as O
 
-CHAIN_REGS = 16          # cuda_chain.cu's CHAIN_REGS
+CHAIN_REGS = 8           # cuda_chain.cu's CHAIN_REGS
 CHAIN_MAX_STEPS = 256    # cuda_chain.cu's CHAIN_MAX_STEPS
-CHAIN_W = 4              # cuda_chain.cu's CHAIN_W: float4s a thread runs each step on
+CHAIN_W = 1              # cuda_chain.cu's CHAIN_W: float4s a thread runs each step on
+CHAIN_NT = 128           # cuda_chain.cu's CHAIN_NT: threads per block
 MIN_STEPS = 16           # shorter programs stay on the tiled kernel (above)
 STEP_WORDS = 7           # sizeof(CStep) / 8
 K_LOAD, K_SCALAR, K_VIEW, K_STORE, K_CONST, K_UNARY, K_BINARY, K_BINARY_IMM = range(8)

@@ -100,7 +100,7 @@ class Prepared:
         # an elementwise float32 program runs on the chain kernel, a thread per element group (chain.py)
         self.chain = chain_mod.steps(code) if not self.empty else None
         if self.chain is not None:
-            self.chain_grid = min(-(-self.chain.total // (NT * 4 * chain_mod.CHAIN_W)),
+            self.chain_grid = min(-(-self.chain.total // (chain_mod.CHAIN_NT * 4 * chain_mod.CHAIN_W)),
                                   vm.n_sm * vm.chain_blocks_per_sm)
             self.smem, self.grid = 0, 0
             self.upload(vm.arena)
@@ -177,16 +177,17 @@ class CudaVM:
         self.max_smem -= self.kernel.shared_size_bytes  # the opt-in limit counts static shared memory too
         self.kernel.max_dynamic_shared_size_bytes = self.max_smem
         # resident blocks per SM the kernel's registers allow (register file: 64K 32-bit registers per SM)
-        self.blocks_per_sm = self._blocks_per_sm(self.kernel)
-        self.chain_blocks_per_sm = self._blocks_per_sm(self.chain_kernel)
+        self.blocks_per_sm = self._blocks_per_sm(self.kernel, NT)
+        self.chain_blocks_per_sm = self._blocks_per_sm(self.chain_kernel, chain_mod.CHAIN_NT)
         self.arena = CodeArena(cupy)
         self._prepared: dict[int, Prepared] = {}
         self._zero = np.uint64(0)
 
     @staticmethod
-    def _blocks_per_sm(kernel) -> int:
-        """Resident blocks per SM the kernel's registers allow (register file: 64K 32-bit registers per SM)."""
-        return max(1, min(2048 // NT, 65536 // (max(kernel.num_regs, 1) * NT)))
+    def _blocks_per_sm(kernel, threads: int) -> int:
+        """Resident blocks of `threads` per SM the kernel's registers allow (register file: 64K 32-bit
+        registers per SM, at most 2048 threads)."""
+        return max(1, min(2048 // threads, 65536 // (max(kernel.num_regs, 1) * threads)))
 
     def _build(self, cupy):
         """(tiled kernel, chain kernel), from the shared cache's cubin or NVRTC."""
@@ -246,7 +247,7 @@ class CudaVM:
             table = np.uint64(self.arena.put(np.array([b.data.ptr for b in buffers[INLINE_PTRS:]], np.uint64)))
             p = self.prepare(code)  # re-uploaded when the table's upload started the code area over
         if p.chain is not None:
-            self.chain_kernel((p.chain_grid,), (NT,), (*p.chain_args, table, *ptrs))
+            self.chain_kernel((p.chain_grid,), (chain_mod.CHAIN_NT,), (*p.chain_args, table, *ptrs))
         else:
             self.kernel((p.grid,), (NT,), (*p.args, table, *ptrs), shared_mem=p.smem)
 

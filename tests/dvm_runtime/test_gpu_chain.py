@@ -181,6 +181,16 @@ def test_step_tables_compute_what_their_programs_do(exact):
                 np.testing.assert_allclose(got, ref, rtol=3e-7, atol=1e-30, equal_nan=True, err_msg=f"buffer {k}")
 
 
+def test_chain_constants_match_the_kernel_source():
+    """chain.py sizes step tables, register limits and launches by the constants cuda_chain.cu compiles with."""
+    import re
+    from pathlib import Path
+    src = (Path(chain.__file__).parent / "cuda_chain.cu").read_text()
+    for name in ("CHAIN_REGS", "CHAIN_MAX_STEPS", "CHAIN_W", "CHAIN_NT"):
+        (value,) = re.findall(rf"^#define {name} (\d+)$", src, re.M)
+        assert int(value) == getattr(chain, name), name
+
+
 def test_programs_beyond_the_chain_limits_stay_tiled():
     rng = np.random.default_rng(6)
     code = elementwise_program(rng, exact=True, n_regs=chain.CHAIN_REGS + 1)
@@ -190,12 +200,27 @@ def test_programs_beyond_the_chain_limits_stay_tiled():
 @needs_gpu
 @pytest.mark.parametrize("exact", [True, False])
 def test_chain_kernel_matches_the_numpy_vm(exact, monkeypatch):
+    """Exact ops: bit for bit as the numpy VM. With exp, log, tanh, erf, pow...: bit for bit as the tiled
+    kernel (the same device functions of cuda_ops.cuh, which test_gpu.py checks against the numpy VM); random
+    chains of up to 13 such ops amplify one-ulp differences past any fixed tolerance against numpy."""
+    import cupy
     from dvm_runtime.gpu import vm as gvm
     from tests.dvm_runtime.test_gpu import matches_numpy_vm
-    monkeypatch.setattr(chain, "MIN_STEPS", 1)   # short programs too: the kernel, not the choice, on test
     rng = np.random.default_rng(21 if exact else 22)
     vm = gvm.get_vm()
-    for _ in range(200):
-        code = elementwise_program(rng, exact=exact)
+    for i in range(200):   # every register the kernel has, in some programs
+        code = elementwise_program(rng, exact=exact, n_regs=chain.CHAIN_REGS if i % 2 else 6)
+        bufs = buffers(code, rng)
+        monkeypatch.setattr(chain, "MIN_STEPS", 1)   # short programs too: the kernel, not the choice, on test
         assert vm.prepare(code).chain is not None
-        matches_numpy_vm(vm, code, buffers(code, rng), exact)
+        if exact:
+            matches_numpy_vm(vm, code, bufs, exact)
+            continue
+        tiled_code = code.copy()   # prepared apart: the cache is by array identity
+        monkeypatch.setattr(chain, "MIN_STEPS", 10**9)
+        assert vm.prepare(tiled_code).chain is None
+        on_chain, on_tiles = [cupy.asarray(b) for b in bufs], [cupy.asarray(b) for b in bufs]
+        vm.run(code, on_chain)
+        vm.run(tiled_code, on_tiles)
+        for k, (a, b) in enumerate(zip(on_chain, on_tiles)):
+            np.testing.assert_array_equal(a.get(), b.get(), err_msg=f"program {i}, buffer {k}")
