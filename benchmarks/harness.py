@@ -21,6 +21,12 @@ from typing import IO, Any
 ROW_KEYS = ("suite", "case", "ours", "baseline", "runners", "ratios", "ratio", "error", "errors",
             "threads", "warmup", "rounds", "min_round_s", "meta", "env")
 RUNNER_KEYS = ("median_s", "q1_s", "q3_s", "iqr_s", "min_s", "max_s", "reps", "rounds")
+# Idle time before each timed round, so no runner's idle threads still run in the next one's round: PyTorch's
+# OpenMP workers spin for milliseconds after each parallel region by default (measured here: 3-5 ms of CPU
+# after one 8192x1024 torch.sigmoid), and on 2 vCPUs the round after torch.compile's ran its first calls at
+# half speed (SiLU-gated 8192x1024: 3.4-5.3 ms calls against 1.62 ms, +7% on the round). onnxruntime's
+# spinning is off (peers.ort_session); ours polls 50 us. Sleeping costs no runner anything it pays in use.
+QUIET_S = 0.01
 
 
 @dataclass
@@ -175,6 +181,7 @@ def measure(case: Case, warmup: int = 2, rounds: int = 5, min_round_s: float = 0
         for n in (live[k] for k in orders[i % len(orders)]):
             if n in errors:
                 continue
+            time.sleep(QUIET_S)
             try:
                 samples[n].append(_timed(case.runners[n], reps[n]))
             except Exception as e:  # noqa: BLE001
