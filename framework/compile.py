@@ -6,7 +6,7 @@ import time
 
 from .ir import Graph, print_graph, verify
 from .passes import (eliminate_common_subexpressions, eliminate_dead_code, fold_channel_affine,
-                     fold_constants, fuse_conv_activation, infer_shapes)
+                     fold_constants, fuse_conv_epilogue, infer_shapes)
 
 O0_PASSES = (
     ("infer_shapes", infer_shapes),
@@ -14,14 +14,14 @@ O0_PASSES = (
     ("eliminate_dead_code", eliminate_dead_code),
     ("eliminate_common_subexpressions", eliminate_common_subexpressions),
     ("fold_channel_affine", fold_channel_affine),
-    ("fuse_conv_activation", fuse_conv_activation),
+    ("fuse_conv_epilogue", fuse_conv_epilogue),
     ("eliminate_dead_code", eliminate_dead_code),
 )
 
 
 def passes_for(jit_level: str, graph_kernel_flags: str = ""):
     """O0: infer shapes, fold constants, DCE, CSE, per-channel affine folding (BatchNorm, Mul, Add into a
-    Conv or BatchNorm) and Conv+Relu/Clip fusion (what onnxruntime's basic level does). O1 = O0 + the
+    Conv or BatchNorm) and Conv+Add+Relu/Clip fusion (what onnxruntime's basic level does). O1 = O0 + the
     graph-kernel passes (expand, cluster, outline...)."""
     if jit_level != "O1":
         return O0_PASSES

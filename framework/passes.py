@@ -298,29 +298,45 @@ def _channel_affine(op: Node, x: Value, consts: dict, channels: int, dtype, rank
     return np.ones(channels), per_channel if op.op == "Add" else -per_channel
 
 
-def fuse_conv_activation(graph: Graph) -> Graph:
-    """Conv -> Relu / Clip (constant bounds) becomes msgx::FusedConv, applying the activation in place."""
-    users, producers = graph.consumers(), graph.producers()
-    replaced: dict[Node, Node] = {}
+def fuse_conv_epilogue(graph: Graph) -> Graph:
+    """Conv -> [Add (or two-input Sum) of a residual of the conv's shape and dtype] -> [Relu / Clip (constant
+    bounds)] becomes msgx::FusedConv (inputs x, w, b, z), which applies them in the pass that adds the conv's
+    bias: ResNet's blocks end in Conv -> Add -> Relu. Each absorbed value must have the next op as its only
+    user and not be a graph output. The fused node stands where the last absorbed op stood, after the
+    residual's producer."""
+    users = graph.consumers()
+    placed: dict[Node, Node] = {}   # last absorbed node -> the FusedConv in its place
     dropped: set[Node] = set()
-    for act in graph.nodes:
-        if act.domain or act.op not in ("Relu", "Clip"):
+
+    def sole_user(v):
+        got = users.get(v, ())
+        return got[0] if len(got) == 1 and v not in graph.outputs and got[0] not in dropped else None
+
+    for conv in graph.nodes:
+        if conv.op != "Conv" or conv.domain or conv in dropped:
             continue
-        conv = producers.get(act.inputs[0])
-        if conv is None or conv.op != "Conv" or conv.domain or conv in replaced \
-                or len(users.get(conv.outputs[0], ())) != 1 or conv.outputs[0] in graph.outputs:
-            continue
-        attrs = {**conv.attrs, "activation": act.op}
-        if act.op == "Clip":
-            bounds = _clip_bounds(act, graph.constants)
-            if bounds is None:
-                continue
-            attrs["activation_min"], attrs["activation_max"] = bounds
-        replaced[conv] = Node("FusedConv", conv.inputs, act.outputs, attrs, "msgx", 1, conv.name)
-        dropped.add(act)
-    if not replaced:
+        y, inputs, attrs, absorbed = conv.outputs[0], conv.inputs, {**conv.attrs, "activation": ""}, [conv]
+        add = sole_user(y)
+        if add is not None and add.op in ("Add", "Sum") and not add.domain and len(add.inputs) == 2 \
+                and len(set(add.inputs)) == 2:   # Sum of two: the zoo's ResNets write their residuals so
+            z = add.inputs[1] if add.inputs[0] is y else add.inputs[0]
+            if z.type == y.type and z.type.shape is not None:
+                inputs, y = (conv.inputs + (None,))[:3] + (z,), add.outputs[0]
+                absorbed.append(add)
+        act = sole_user(y)
+        if act is not None and act.op in ("Relu", "Clip") and not act.domain:
+            bounds = _clip_bounds(act, graph.constants) if act.op == "Clip" else (None, None)
+            if bounds is not None:
+                attrs["activation"] = act.op
+                if act.op == "Clip":
+                    attrs["activation_min"], attrs["activation_max"] = bounds
+                absorbed.append(act)
+        if len(absorbed) > 1:
+            placed[absorbed[-1]] = Node("FusedConv", inputs, absorbed[-1].outputs, attrs, "msgx", 1, conv.name)
+            dropped.update(absorbed)
+    if not placed:
         return graph
-    return graph.replace(nodes=tuple(replaced.get(n, n) for n in graph.nodes if n not in dropped))
+    return graph.replace(nodes=tuple(placed.get(n, n) for n in graph.nodes if n in placed or n not in dropped))
 
 
 def _clip_bounds(clip: Node, constants) -> tuple | None:

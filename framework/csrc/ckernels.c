@@ -399,10 +399,23 @@ static PyObject *py_im2col(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* y[n][m][plane] += b[m], then the activation, in place: one pass, one loop per case so each vectorises. */
-CLONES void bias_act(float *y, const float *b, idx n, idx m, idx plane, int act, float lo, float hi) {
+/* y[n][m][plane] += b[m], then + z (a residual of y's shape, or NULL), then the activation, in place: one pass
+ * over memory, one loop per case so each vectorises; the additions in the order of the ops they replace. */
+CLONES void bias_act(float *y, const float *b, const float *z, idx n, idx m, idx plane, int act, float lo,
+                     float hi) {
     for (idx i = 0; i < n * m; i++) {
         float *restrict p = y + i * plane;
+        if (z) {   /* the plane is in cache for the activation's loop */
+            const float *restrict r = z + i * plane;
+            if (b) {
+                float v = b[i % m];
+                for (idx j = 0; j < plane; j++) p[j] = (p[j] + v) + r[j];
+            } else {
+                for (idx j = 0; j < plane; j++) p[j] += r[j];
+            }
+            activate(p, plane, act, lo, hi);
+            continue;
+        }
         if (!b) {   /* no "+ 0": it would turn -0 into +0 */
             activate(p, plane, act, lo, hi);
             continue;
@@ -420,20 +433,26 @@ CLONES void bias_act(float *y, const float *b, idx n, idx m, idx plane, int act,
 
 
 static PyObject *py_bias_act(PyObject *self, PyObject *args) {
-    PyObject *yo, *bo;
+    PyObject *yo, *bo, *zo;
     idx n, m, plane;
     int act;
     float lo, hi;
-    if (!PyArg_ParseTuple(args, "OOnnniff", &yo, &bo, &n, &m, &plane, &act, &lo, &hi)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOnnniff", &yo, &bo, &zo, &n, &m, &plane, &act, &lo, &hi)) return NULL;
     if (n < 0 || m < 0 || plane < 0) { PyErr_SetString(PyExc_ValueError, "negative size"); return NULL; }
-    Py_buffer yv, bv;
+    Py_buffer yv, bv, zv;
     if (get_f32(yo, &yv, n * m * plane, 1, "bias_act y") < 0) return NULL;
     if (bo != Py_None && get_f32(bo, &bv, m, 0, "bias_act b") < 0) { PyBuffer_Release(&yv); return NULL; }
+    if (zo != Py_None && get_f32(zo, &zv, n * m * plane, 0, "bias_act z") < 0) {
+        if (bo != Py_None) PyBuffer_Release(&bv);
+        PyBuffer_Release(&yv);
+        return NULL;
+    }
     float *y = yv.buf;
-    const float *b = bo != Py_None ? bv.buf : NULL;
+    const float *b = bo != Py_None ? bv.buf : NULL, *z = zo != Py_None ? zv.buf : NULL;
     Py_BEGIN_ALLOW_THREADS
-    bias_act(y, b, n, m, plane, act, lo, hi);
+    bias_act(y, b, z, n, m, plane, act, lo, hi);
     Py_END_ALLOW_THREADS
+    if (z) PyBuffer_Release(&zv);
     if (b) PyBuffer_Release(&bv);
     PyBuffer_Release(&yv);
     Py_RETURN_NONE;
@@ -547,7 +566,7 @@ static PyMethodDef METHODS[] = {
     {"im2col", py_im2col, METH_VARARGS, "im2col(x, cols, geo): columns [N, C*KH*KW, OH*OW]"},
     {"conv_gemm", py_conv_gemm, METH_VARARGS,
      "conv_gemm(x, w, b|None, y, geo, act, lo, hi, nthreads): stride-1 group-1 conv, implicit-im2col GEMM"},
-    {"bias_act", py_bias_act, METH_VARARGS, "bias_act(y, b|None, n, m, plane, act, lo, hi), in place"},
+    {"bias_act", py_bias_act, METH_VARARGS, "bias_act(y, b|None, z|None, n, m, plane, act, lo, hi): y = act(y + b + z), in place"},
     {"pool", py_pool, METH_VARARGS, "pool(x, y, geo, avg, (lo_h, hi_h, lo_w, hi_w)): 2-D max/avg pool"},
     {"layer_norm", py_layer_norm, METH_VARARGS,
      "layer_norm(x, scale, bias|None, y, mean|None, inv_std|None, rows, cols, eps): rows of x normalized"},

@@ -51,9 +51,9 @@ void phase_planes(const geo_t *g, idx hq, idx wq, const float *xp, float *dst, f
 int conv_direct(const geo_t *g, const float *x, const float *w, const float *b, float *y, int act, float lo,
                 float hi);
 
-/* y[i][j] (n * m planes of `plane` floats) += b[i % m] (b may be NULL), then relu or clip to [lo, hi];
- * -0 stays -0 without a bias */
-void bias_act(float *y, const float *b, idx n, idx m, idx plane, int act, float lo, float hi);
+/* y[i][j] (n * m planes of `plane` floats) += b[i % m], then += z[i][j], then relu or clip to [lo, hi]; b and
+ * z may be NULL; -0 stays -0 without them */
+void bias_act(float *y, const float *b, const float *z, idx n, idx m, idx plane, int act, float lo, float hi);
 
 /* convgemm.c: a stride-1 group-1 conv as one GEMM over an implicit im2col on `nthreads` threads; -1 when out
  * of memory */

@@ -39,7 +39,7 @@ int conv_gemm(const geo_t *g, const float *x, const float *w, const float *b, fl
         if (gemm_f32(&args, nthreads, GEMM_ISA_AUTO) != 0) goto out;
         float *yi = y + i * g->m * g->oh * g->ow;
         cut_rows(wide, wq, g->m, g->oh, g->ow, yi);
-        if (b || act) bias_act(yi, b, 1, g->m, g->oh * g->ow, act, lo, hi);
+        if (b || act) bias_act(yi, b, NULL, 1, g->m, g->oh * g->ow, act, lo, hi);
     }
     rc = 0;
 out:

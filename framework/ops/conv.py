@@ -39,8 +39,10 @@ def _check_and_plan(x, w, b, group, strides, dil, pb, out, act, lo, hi):
     return nn_ckernels.conv2d_plan(x.shape, w.shape, dtypes, group, strides, dil, pb, out, act, lo, hi)
 
 
-def _conv_act(x, w, b, group, strides, dil, pb, pe, out, act, lo, hi):
+def _conv_act(x, w, b, group, strides, dil, pb, pe, out, act, lo, hi, z=None):
     y = _conv_numpy(x, w, b, group, strides, dil, pb, pe, out)
+    if z is not None:  # FusedConv's residual: Add's broadcasting and type rules, on a new array
+        y = y + z
     if act == "Relu":
         np.maximum(y, 0, out=y)
     elif act == "Clip":
@@ -80,7 +82,7 @@ def _kernel_of(ctx, w_shape):
     return [int(i) for i in k] if k else (None if w_shape is None else list(w_shape[2:]))
 
 
-def _conv_infer(ctx, x, w, b=None):
+def _conv_infer(ctx, x, w, b=None, z=None):  # z: FusedConv's residual, of the output's shape
     if x.shape is None or w is None or w.shape is None:
         return TensorType(x.dtype, None)
     _, _, _, _, out = window(ctx, list(x.shape[2:]), _kernel_of(ctx, w.shape))
@@ -91,9 +93,9 @@ _PLANS: dict = {}  # (ctx, shapes, dtypes) -> run(x, w, b): a node's attributes 
 
 
 def _activation(ctx):
-    """(act, lo, hi) of a Conv (none) or FusedConv node (its Relu or Clip)."""
+    """(act, lo, hi) of a Conv (none) or FusedConv node (its Relu or Clip, or none)."""
     attrs = ctx.attrs
-    if "activation" not in attrs:
+    if not attrs.get("activation"):
         return None, None, None
     if attrs["activation"] == "Relu":
         return "Relu", None, None
@@ -106,30 +108,32 @@ def _bind(ctx):
     act, lo, hi = _activation(ctx)
     plans: dict = {}
 
-    def kernel(x, w, b=None):
-        key = (x.shape, w.shape, x.dtype, w.dtype, b if b is None else b.dtype)
+    def kernel(x, w, b=None, z=None):
+        key = (x.shape, w.shape, x.dtype, w.dtype, b if b is None else b.dtype,
+               z if z is None else (z.shape, z.dtype))
         plan = plans.get(key)
         if plan is None:
             if len(plans) >= 64:  # bounded: a long-lived session may see many shapes
                 plans.clear()
-            plan = plans[key] = _plan(ctx, x, w, b, act, lo, hi)
-        return [plan(x, w, b)]
+            plan = plans[key] = _plan(ctx, x, w, b, act, lo, hi, z)
+        return [plan(x, w, b) if z is None else plan(x, w, b, z)]
     return kernel
 
 
 _PLANS: dict = {}  # (ctx, shapes, dtypes) -> run(x, w, b), for callers of ref (folding, autodiff, eager ops)
 
 
-def _run(ctx, x, w, b):
-    """Conv (+ activation) through the plan cached for this node, input shapes and dtypes."""
-    key = (ctx, x.shape, w.shape, x.dtype, w.dtype, b if b is None else b.dtype)
+def _run(ctx, x, w, b, z=None):
+    """Conv (+ residual, activation) through the plan cached for this node, input shapes and dtypes."""
+    key = (ctx, x.shape, w.shape, x.dtype, w.dtype, b if b is None else b.dtype,
+           z if z is None else (z.shape, z.dtype))
     plan = _PLANS.get(key)
     if plan is None:
-        plan = _plan(ctx, x, w, b, *_activation(ctx))
+        plan = _plan(ctx, x, w, b, *_activation(ctx), z)
         if len(_PLANS) > 4096:  # bounded for long-lived processes
             _PLANS.clear()
         _PLANS[key] = plan
-    return plan(x, w, b)
+    return plan(x, w, b) if z is None else plan(x, w, b, z)
 
 
 @op("Conv", since=1, attrs=CONV_ATTRS, fusion=Fusion.OUT_FUSABLE, infer=_conv_infer, bind=_bind)
@@ -137,7 +141,9 @@ def _conv(ctx, x, w, b=None):
     return _run(ctx, x, w, b)
 
 
-def _plan(ctx, x, w, b, act, lo, hi):
+def _plan(ctx, x, w, b, act, lo, hi, z=None):
+    """run(x, w, b[, z]) for these shapes and dtypes: the C kernels where they apply (a residual z too when it
+    has the output's shape and dtype), else numpy."""
     kernel = _kernel_of(ctx, w.shape)
     if x.ndim != w.ndim or list(w.shape[2:]) != kernel:
         raise ShapeError(f"Conv: input {x.shape}, weight {w.shape} and kernel_shape {kernel} are "
@@ -145,16 +151,20 @@ def _plan(ctx, x, w, b, act, lo, hi):
     strides, dil, pb, pe, out = window(ctx, list(x.shape[2:]), kernel)
     group = int(ctx["group"])
     fast = _check_and_plan(x, w, b, group, strides, dil, pb, out, act, lo, hi)
-    return fast or (lambda x, w, b: _conv_act(x, w, b, group, strides, dil, pb, pe, out, act, lo, hi))
+    if fast is not None and (z is None or (z.shape == (x.shape[0], w.shape[0], *out) and z.dtype == x.dtype)):
+        return fast
+    return lambda x, w, b, z=None: _conv_act(x, w, b, group, strides, dil, pb, pe, out, act, lo, hi, z)
 
 
 @op("FusedConv", domain="msgx", attrs={**CONV_ATTRS, "activation": "Relu", "activation_min": None,
                                        "activation_max": None}, fusion=Fusion.OUT_FUSABLE, infer=_conv_infer,
     bind=_bind)
-def _fused_conv(ctx, x, w, b=None):
-    """Conv followed by Relu or Clip (the O0 pass fuse_conv_activation forms it, as onnxruntime does): the
-    activation runs in place on the conv's fresh output, saving a pass over memory and a dispatch."""
-    return _run(ctx, x, w, b)
+def _fused_conv(ctx, x, w, b=None, z=None):
+    """act(Conv(x, w, b) + z): a Conv followed by an Add of z (a residual of the output's shape; optional) and
+    then Relu or Clip (activation "" for none), as the O0 pass fuse_conv_epilogue forms it and onnxruntime's
+    FusedConv does. The additions and the activation run on the conv's fresh output in the pass that adds its
+    bias: no pass over memory and no dispatch of their own."""
+    return _run(ctx, x, w, b, z)
 
 
 # ---------------------------------------------------------------- ConvTranspose

@@ -50,8 +50,9 @@ def _f32(*dtypes) -> bool:
 
 
 def conv2d_plan(x_shape, w_shape, dtypes, group, strides, dil, pb, out, act=None, lo=None, hi=None):
-    """A function (x, w, b) -> new [N, M, OH, OW] for one grouped 2-D conv geometry with bias and activation
-    (None, "Relu" or "Clip" to [lo, hi]) applied, or None when the C path does not apply."""
+    """A function (x, w, b, z=None) -> new [N, M, OH, OW] for one grouped 2-D conv geometry with bias, the
+    residual z (float32 of the output's shape, or None) and activation (None, "Relu" or "Clip" to [lo, hi])
+    applied in that order, or None when the C path does not apply."""
     if not _f32(*dtypes) or len(x_shape) != 4:
         return None
     n, c, h, wd = x_shape
@@ -64,53 +65,51 @@ def conv2d_plan(x_shape, w_shape, dtypes, group, strides, dil, pb, out, act=None
     lo = -np.inf if lo is None else float(lo)
     hi = np.inf if hi is None else float(hi)
     shape, plane, k, mg = (n, m, oh, ow), oh * ow, cg * kh * kw, m // group
-    if cg == 1:
-        def depthwise(x, w, b):
+
+    def c_kernel(name, fn, *extra):
+        """A plan (called `name`) running the C conv `fn`; with a residual z, the activation waits for
+        bias_act's z pass."""
+        def run(x, w, b, z=None):
             y = np.empty(shape, F32)
+            fused_act = code if z is None else 0
             try:
-                _C.conv(x, w, b, y, geo, code, lo, hi)
+                fn(x, w, b, y, geo, fused_act, lo, hi, *extra)
             except (BufferError, ValueError):  # an operand is not C-contiguous (a real mismatch raises again)
-                _C.conv(*_contiguous(x, w, b), y, geo, code, lo, hi)
+                fn(*_contiguous(x, w, b), y, geo, fused_act, lo, hi, *extra)
+            if z is not None:
+                _C.bias_act(y, None, np.ascontiguousarray(z), n, m, plane, code, lo, hi)
             return y
-        return depthwise
+        run.__name__ = name
+        return run
+
+    def finish(y, b, z):
+        """Bias, residual and activation on a GEMM's output, one pass."""
+        if b is not None or z is not None or code:
+            _C.bias_act(y, *_contiguous(b, z), n, m, plane, code, lo, hi)
+        return y
+
+    if cg == 1:
+        return c_kernel("depthwise", _C.conv)
     if n * m * k * plane <= DIRECT_MACS or k <= DIRECT_K:
         # small, or few input channels x taps: in register blocks straight from the (phase-split) input,
         # without the im2col pass and the BLAS call, which cost more than the arithmetic there
-        def direct_conv(x, w, b):
-            y = np.empty(shape, F32)
-            try:
-                _C.conv_direct(x, w, b, y, geo, code, lo, hi)
-            except (BufferError, ValueError):
-                _C.conv_direct(*_contiguous(x, w, b), y, geo, code, lo, hi)
-            return y
-        return direct_conv
+        return c_kernel("direct_conv", _C.conv_direct)
     if group == 1 and list(strides) == [1, 1] and kh * kw > 1:
         # one GEMM packing its panels straight from the padded input (convgemm.c): no im2col pass
         from .gemm import cpu_threads
-        threads = cpu_threads()
-
-        def implicit_gemm(x, w, b):
-            y = np.empty(shape, F32)
-            try:
-                _C.conv_gemm(x, w, b, y, geo, code, lo, hi, threads)
-            except (BufferError, ValueError):
-                _C.conv_gemm(*_contiguous(x, w, b), y, geo, code, lo, hi, threads)
-            return y
-        return implicit_gemm
+        return c_kernel("implicit_gemm", _C.conv_gemm, cpu_threads())
     direct = kh == kw == 1 and list(strides) == [1, 1] and not any(pb) and (oh, ow) == (h, wd)
     if not direct and n * c * kh * kw * plane * 4 > COLS_MAX:
         return None
     if group == 1 and n > 1 and not direct:
         # a batch as one GEMM over columns [K, N*OH*OW], then [M, N, P] -> [N, M, P]: one BLAS call instead
         # of one per image, which matters for the small images of a training batch
-        def batched(x, w, b):
+        def batched(x, w, b, z=None):
             cols = scratch("ccols_ck", (k, n * plane), F32)
             _C.im2col_ck(np.ascontiguousarray(x), cols, geo)
             y = np.empty(shape, F32)
             y.reshape(n, m, plane).transpose(1, 0, 2)[...] = (w.reshape(m, k) @ cols).reshape(m, n, plane)
-            if b is not None or code:
-                _C.bias_act(y, b if b is None else np.ascontiguousarray(b), n, m, plane, code, lo, hi)
-            return y
+            return finish(y, b, z)
         return batched
     cols_shape = (n, c * kh * kw, plane)
     w_shape2, cols2, y2 = ((m, k), (k, plane), (m, plane)) if group == 1 and n == 1 else \
@@ -120,7 +119,7 @@ def conv2d_plan(x_shape, w_shape, dtypes, group, strides, dil, pb, out, act=None
     serial = n == 1 and BLAS_THREAD_MNK < mg * k * plane <= SERIAL_MACS and k * plane <= BLAS_THREAD_MNK
     blocks = [(g, r, min(mg, r + rows)) for g in range(group) for r in range(0, mg, rows)] if serial else None
 
-    def im2col_gemm(x, w, b):
+    def im2col_gemm(x, w, b, z=None):
         y = np.empty(shape, F32)
         cols = x
         if not direct:
@@ -135,9 +134,7 @@ def conv2d_plan(x_shape, w_shape, dtypes, group, strides, dil, pb, out, act=None
             w3, c3, out3 = w.reshape(group, mg, k), cols.reshape(group, k, plane), y.reshape(group, mg, plane)
             for g, r0, r1 in blocks:
                 np.dot(w3[g, r0:r1], c3[g], out=out3[g, r0:r1])
-        if b is not None or code:
-            _C.bias_act(y, b if b is None else np.ascontiguousarray(b), n, m, plane, code, lo, hi)
-        return y
+        return finish(y, b, z)
     return im2col_gemm
 
 
