@@ -521,8 +521,8 @@ static PyObject *conv_entry(PyObject *args, const char *name, const char *const 
     if (!parsed)
         return NULL;
     if (GEO_LOAD(g) < 0) return NULL;
-    if (threaded && (g.sh != 1 || g.sw != 1 || g.cg != g.c || nthreads < 1))
-        return PyErr_Format(PyExc_ValueError, "%s: stride 1, one group and nthreads >= 1 only", name);
+    if (threaded && (g.cg != g.c || nthreads < 1))
+        return PyErr_Format(PyExc_ValueError, "%s: one group and nthreads >= 1 only", name);
     Py_buffer xv, wv, bv, yv;
     int have_b = bo != Py_None;
     if (get_f32(xo, &xv, g.n * g.c * g.h * g.w, 0, what[0]) < 0) return NULL;
@@ -553,7 +553,7 @@ static PyObject *py_conv_direct(PyObject *self, PyObject *args) {
     return conv_entry(args, "conv_direct", what, conv_direct_fn, 0);
 }
 
-/* conv_gemm(x, w, b|None, y, geo, act, lo, hi, nthreads): a stride-1 group-1 conv as one GEMM (convgemm.c) */
+/* conv_gemm(x, w, b|None, y, geo, act, lo, hi, nthreads): a group-1 conv as one GEMM (convgemm.c) */
 static PyObject *py_conv_gemm(PyObject *self, PyObject *args) {
     static const char *const what[4] = {"conv_gemm x", "conv_gemm w", "conv_gemm b", "conv_gemm y"};
     return conv_entry(args, "conv_gemm", what, conv_gemm, 1);
@@ -565,7 +565,7 @@ static PyMethodDef METHODS[] = {
      "conv_direct(x, w, b|None, y, geo, act, lo, hi): grouped 2-D conv computed directly (small convs)"},
     {"im2col", py_im2col, METH_VARARGS, "im2col(x, cols, geo): columns [N, C*KH*KW, OH*OW]"},
     {"conv_gemm", py_conv_gemm, METH_VARARGS,
-     "conv_gemm(x, w, b|None, y, geo, act, lo, hi, nthreads): stride-1 group-1 conv, implicit-im2col GEMM"},
+     "conv_gemm(x, w, b|None, y, geo, act, lo, hi, nthreads): group-1 conv, implicit-im2col GEMM"},
     {"bias_act", py_bias_act, METH_VARARGS, "bias_act(y, b|None, z|None, n, m, plane, act, lo, hi): y = act(y + b + z), in place"},
     {"pool", py_pool, METH_VARARGS, "pool(x, y, geo, avg, (lo_h, hi_h, lo_w, hi_w)): 2-D max/avg pool"},
     {"layer_norm", py_layer_norm, METH_VARARGS,

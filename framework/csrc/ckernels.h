@@ -55,7 +55,7 @@ int conv_direct(const geo_t *g, const float *x, const float *w, const float *b, 
  * z may be NULL; -0 stays -0 without them */
 void bias_act(float *y, const float *b, const float *z, idx n, idx m, idx plane, int act, float lo, float hi);
 
-/* convgemm.c: a stride-1 group-1 conv as one GEMM over an implicit im2col on `nthreads` threads; -1 when out
+/* convgemm.c: a group-1 conv as one GEMM over an implicit im2col on `nthreads` threads; -1 when out
  * of memory */
 int conv_gemm(const geo_t *g, const float *x, const float *w, const float *b, float *y, int act, float lo,
               float hi, int nthreads);

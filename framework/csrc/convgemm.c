@@ -1,11 +1,14 @@
-/* Stride-1, group-1 2-D convs with several taps (3x3, 5x5, 7x7, dilated or not) as one GEMM over an
- * implicit im2col: y = W [M, C*KH*KW] @ cols, where row (c, tap) of cols is channel c's zero-padded input
- * plane shifted by the tap's offset. Outputs are computed on the "wide" grid [oh][wq] (wq: the padded
- * width), on which output q reads plane element q + offset for every tap, so the GEMM packs each panel of
- * cols straight from the padded planes (gemm.c's pack_panel_taps) instead of reading an im2col matrix that
- * the conv first wrote out: for 128->32 channels 3x3 over 56x56 that matrix is 14 MiB, and writing it took a
- * third of the conv's time. The wq - ow extra columns of each output row are computed and dropped as the
- * rows are cut out, and ckernels.c's bias_act applies bias and activation. */
+/* Group-1 2-D convs with several taps (3x3, 5x5, 7x7; any stride and dilation) as one GEMM over an implicit
+ * im2col: y = W [M, C*KH*KW] @ cols, where row (c, tap) of cols is a plane of channel c's zero-padded input
+ * shifted by the tap's offset. With strides the input is split into its stride phases first (phase_planes:
+ * phase (py, px) holds the padded input's rows py, py + sh, ... and columns px, px + sw, ...), and tap (ky, kx)
+ * reads phase (ky*dh % sh, kx*dw % sw) shifted by (ky*dh / sh, kx*dw / sw); at stride 1 the one phase is the
+ * padded plane. Outputs are computed on the "wide" grid [oh][wq] (wq: a phase's width), on which output q
+ * reads element q + offset of the tap's phase, so the GEMM packs each panel of cols straight from the phases
+ * (gemm.c's pack_panel_taps) instead of reading an im2col matrix that the conv first wrote out: for 128->32
+ * channels 3x3 over 56x56 that matrix is 14 MiB, and writing it took a third of the conv's time. The wq - ow
+ * extra columns of each output row are computed and dropped as the rows are cut out, and ckernels.c's
+ * bias_act applies bias and activation. */
 #include "ckernels.h"
 #include "gemm.h"
 
@@ -19,23 +22,27 @@ static void cut_rows(const float *wide, idx wq, idx m, idx oh, idx ow, float *y)
 
 int conv_gemm(const geo_t *g, const float *x, const float *w, const float *b, float *y, int act, float lo,
               float hi, int nthreads) {
-    idx taps = g->kh * g->kw, hq = g->oh + (g->kh - 1) * g->dh, wq = g->ow + (g->kw - 1) * g->dw;
-    idx plane = hq * wq, wide_n = (g->oh - 1) * wq + g->ow;
-    float *pad = malloc((size_t)(g->c * plane) * sizeof(float));
+    idx taps = g->kh * g->kw, hq = g->oh + (g->kh - 1) * g->dh / g->sh;
+    idx wq = g->ow + (g->kw - 1) * g->dw / g->sw;
+    idx plane = hq * wq, phases = g->sh * g->sw, wide_n = (g->oh - 1) * wq + g->ow;
+    float *pad = malloc((size_t)(g->c * phases * plane) * sizeof(float));
     float *wide = malloc((size_t)(g->m * g->oh * wq) * sizeof(float));
     int64_t *off = malloc((size_t)taps * sizeof(int64_t));
     int rc = -1;
     if (!pad || !wide || !off) goto out;
     for (idx ky = 0; ky < g->kh; ky++)
-        for (idx kx = 0; kx < g->kw; kx++) off[ky * g->kw + kx] = ky * g->dh * wq + kx * g->dw;
-    /* the last output's last tap reads plane element (oh - 1 + (kh-1)*dh) * wq + ow - 1 + (kw-1)*dw, the
-     * plane's last: wide_n columns stay inside it */
+        for (idx kx = 0; kx < g->kw; kx++) {
+            idx ty = ky * g->dh, tx = kx * g->dw;
+            off[ky * g->kw + kx] = (ty % g->sh * g->sw + tx % g->sw) * plane + ty / g->sh * wq + tx / g->sw;
+        }
+    /* a tap's wide_n columns from its offset end at most at row oh - 1 + (kh-1)*dh/sh, column ow - 1 +
+     * (kw-1)*dw/sw of its phase: its last element */
     gemm_args_t args = {.batch = 1, .m = g->m, .n = wide_n, .k = g->c * taps, .batch_in = 1, .a = w, .b = pad,
-                        .c = wide, .lda = g->c * taps, .ldb = plane, .ldc = g->oh * wq, .taps = taps,
+                        .c = wide, .lda = g->c * taps, .ldb = phases * plane, .ldc = g->oh * wq, .taps = taps,
                         .tap_off = off};
     for (idx i = 0; i < g->n; i++) {
         for (idx ch = 0; ch < g->c; ch++)
-            phase_planes(g, hq, wq, x + (i * g->c + ch) * g->h * g->w, pad + ch * plane, 0.f);
+            phase_planes(g, hq, wq, x + (i * g->c + ch) * g->h * g->w, pad + ch * phases * plane, 0.f);
         if (gemm_f32(&args, nthreads, GEMM_ISA_AUTO) != 0) goto out;
         float *yi = y + i * g->m * g->oh * g->ow;
         cut_rows(wide, wq, g->m, g->oh, g->ow, yi);

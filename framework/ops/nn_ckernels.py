@@ -94,8 +94,9 @@ def conv2d_plan(x_shape, w_shape, dtypes, group, strides, dil, pb, out, act=None
         # small, or few input channels x taps: in register blocks straight from the (phase-split) input,
         # without the im2col pass and the BLAS call, which cost more than the arithmetic there
         return c_kernel("direct_conv", _C.conv_direct)
-    if group == 1 and list(strides) == [1, 1] and kh * kw > 1:
-        # one GEMM packing its panels straight from the padded input (convgemm.c): no im2col pass
+    if group == 1 and kh * kw > 1:
+        # one GEMM packing its panels straight from the padded input's stride phases (convgemm.c): no im2col
+        # pass
         from .gemm import cpu_threads
         return c_kernel("implicit_gemm", _C.conv_gemm, cpu_threads())
     direct = kh == kw == 1 and list(strides) == [1, 1] and not any(pb) and (oh, ow) == (h, wd)

@@ -71,18 +71,18 @@ def test_gemm_path_batched_grouped_padded(monkeypatch):
 
 def test_serial_row_blocks_match_naive_loops(monkeypatch):
     """A mid-size GEMM split into row blocks (each under the BLAS threading threshold) gives the same conv."""
-    monkeypatch.setattr(nn_ckernels, "BLAS_THREAD_MNK", 27 * 64 * 3)  # blocks of 3 of the 16 output rows
+    monkeypatch.setattr(nn_ckernels, "BLAS_THREAD_MNK", 27 * 64 * 3)  # blocks of 3 of a group's 8 output rows
     monkeypatch.setattr(nn_ckernels, "DIRECT_MACS", 0)
     monkeypatch.setattr(nn_ckernels, "DIRECT_K", 0)
-    x = RNG.standard_normal((1, 3, 16, 16)).astype(np.float32)
+    x = RNG.standard_normal((1, 6, 16, 16)).astype(np.float32)   # 2 groups (one group: the implicit GEMM)
     w, b = RNG.standard_normal((16, 3, 3, 3)).astype(np.float32), RNG.standard_normal(16).astype(np.float32)
-    plan = nn_ckernels.conv2d_plan(x.shape, w.shape, (x.dtype,) * 3, 1, [2, 2], [1, 1], [1, 1], [8, 8],
+    plan = nn_ckernels.conv2d_plan(x.shape, w.shape, (x.dtype,) * 3, 2, [2, 2], [1, 1], [1, 1], [8, 8],
                                    "Clip", 0.0, 6.0)
     calls, dot = [], np.dot
     monkeypatch.setattr(np, "dot", lambda a, c, out: calls.append(a.shape) or dot(a, c, out=out))
     got = plan(x, w, b)
-    assert calls == [(3, 27)] * 5 + [(1, 27)]
-    want = np.clip(naive_conv(x, w, b, [2, 2], [1, 1, 1, 1], [1, 1], 1), 0, 6)
+    assert calls == [(3, 27), (3, 27), (2, 27)] * 2
+    want = np.clip(naive_conv(x, w, b, [2, 2], [1, 1, 1, 1], [1, 1], 2), 0, 6)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     monkeypatch.setattr(nn_ckernels, "BLAS_THREAD_MNK", 3 * 81 * 3)  # grouped 1x1: blocks of 3 of 4 rows
     x = RNG.standard_normal((1, 6, 9, 9)).astype(np.float32)
@@ -97,30 +97,31 @@ def test_serial_row_blocks_match_naive_loops(monkeypatch):
 
 @pytest.mark.parametrize("act", [None, "Relu", "Clip"])
 def test_implicit_gemm_conv_matches_naive_loops(act, monkeypatch):
-    """Stride-1 convs with taps as one GEMM over the padded planes: asymmetric and zero pads, dilations,
-    batches, channel x tap counts past a 256-row k-block, output widths under and over a 32-column panel, no
-    bias; the same bits on one thread as on two."""
+    """Convs with taps as one GEMM over the padded input's stride phases: strides 1 to 3 (each axis its own),
+    asymmetric and zero pads, dilations, batches, channel x tap counts past a 256-row k-block, output widths
+    under and over a 32-column panel, no bias; the same bits on one thread as on two."""
     monkeypatch.setattr(nn_ckernels, "DIRECT_MACS", 0)  # small convs would otherwise run direct
     monkeypatch.setattr(nn_ckernels, "DIRECT_K", 0)
     rng = np.random.default_rng(11)
-    for i in range(30):
+    for i in range(45):
         n, c, m = int(rng.integers(1, 3)), int(rng.integers(2, 45)), int(rng.integers(1, 20))
         k = [int(rng.choice([2, 3, 3, 5])), int(rng.choice([1, 3, 3, 7]))]
         dil = [int(rng.integers(1, 3)) for _ in k]
+        strides = [1, 1] if i < 15 else [int(rng.integers(1, 4)) for _ in k]
         pads = [int(rng.integers(0, 3)) for _ in range(4)]
         size = [int(rng.integers((kk - 1) * d + 1, 40)) for kk, d in zip(k, dil)]
         xs, ws = (n, c, *size), (m, c, *k)
-        out = _out(xs, ws, [1, 1], dil, pads)
+        out = _out(xs, ws, strides, dil, pads)
         x, w = rng.standard_normal(xs).astype(np.float32), rng.standard_normal(ws).astype(np.float32)
         b = rng.standard_normal(m).astype(np.float32) if i % 3 else None
-        plan = nn_ckernels.conv2d_plan(xs, ws, (x.dtype,) * 3, 1, [1, 1], dil, pads[:2], out, act, -0.5, 0.5)
+        plan = nn_ckernels.conv2d_plan(xs, ws, (x.dtype,) * 3, 1, strides, dil, pads[:2], out, act, -0.5, 0.5)
         assert plan.__name__ == "implicit_gemm"
-        want = naive_conv(x, w, b, [1, 1], pads, dil, 1)
+        want = naive_conv(x, w, b, strides, pads, dil, 1)
         want = np.maximum(want, 0) if act == "Relu" else np.clip(want, -0.5, 0.5) if act == "Clip" else want
         got = plan(x, w, b)
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=str((xs, ws, dil, pads)))
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=str((xs, ws, strides, dil, pads)))
         one = np.empty_like(got)
-        geo = nn_ckernels.geometry(n, c, *size, m, c, *k, 1, 1, *dil, *pads[:2], *out)
+        geo = nn_ckernels.geometry(n, c, *size, m, c, *k, *strides, *dil, *pads[:2], *out)
         nn_ckernels._C.conv_gemm(x, w, b, one, geo, nn_ckernels.ACT[act], -0.5, 0.5, 1)
         np.testing.assert_array_equal(one, got)
 
