@@ -1,8 +1,15 @@
 """float32 2-D conv and pooling through the optional C extension framework._ckernels (built by setup.py).
 
 Depthwise convs run as direct loops; small convs and those with few input channels x taps as direct
-register-blocked C; other convs as C im2col + one BLAS call writing the output in place, then bias and
-activation in one C pass. Plans are built once per node and input shape, so a call is a few C calls.
+register-blocked C; other group-1 convs with taps as one GEMM of ours over an implicit im2col (convgemm.c);
+the rest (1x1, grouped) as C im2col + one GEMM writing the output in place (ours for one group, numpy's BLAS
+for several), then bias, residual and activation in one C pass. Plans are built once per node and input
+shape, so a call is a few C calls.
+
+Why our GEMM over BLAS for one group: OpenBLAS's threads spin for about 0.1 s after each threaded call, and
+between the convs that ran on our pool (the implicit-GEMM ones) they held the cores our workers needed:
+ResNet-50 at 2 threads took 34.9-45.7 ms (median per process, three processes) with the 1x1 convs on
+OpenBLAS and 34.1-35.8 on ours; at 1 thread 54.9-55.6 -> 53.7-54.3.
 A builder returns None where the C path does not apply (extension not built, other dtype or rank, huge
 columns) and the caller uses its numpy kernel.
 """
@@ -88,6 +95,8 @@ def conv2d_plan(x_shape, w_shape, dtypes, group, strides, dil, pb, out, act=None
             _C.bias_act(y, *_contiguous(b, z), n, m, plane, code, lo, hi)
         return y
 
+    from .gemm import cpu_threads, matmul  # (gemm imports this module)
+
     if cg == 1:
         return c_kernel("depthwise", _C.conv)
     if n * m * k * plane <= DIRECT_MACS or k <= DIRECT_K:
@@ -97,7 +106,6 @@ def conv2d_plan(x_shape, w_shape, dtypes, group, strides, dil, pb, out, act=None
     if group == 1 and kh * kw > 1:
         # one GEMM packing its panels straight from the padded input's stride phases (convgemm.c): no im2col
         # pass
-        from .gemm import cpu_threads
         return c_kernel("implicit_gemm", _C.conv_gemm, cpu_threads())
     direct = kh == kw == 1 and list(strides) == [1, 1] and not any(pb) and (oh, ow) == (h, wd)
     if not direct and n * c * kh * kw * plane * 4 > COLS_MAX:
@@ -109,13 +117,16 @@ def conv2d_plan(x_shape, w_shape, dtypes, group, strides, dil, pb, out, act=None
             cols = scratch("ccols_ck", (k, n * plane), F32)
             _C.im2col_ck(np.ascontiguousarray(x), cols, geo)
             y = np.empty(shape, F32)
-            y.reshape(n, m, plane).transpose(1, 0, 2)[...] = (w.reshape(m, k) @ cols).reshape(m, n, plane)
+            prod = matmul(w.reshape(m, k), cols)
+            y.reshape(n, m, plane).transpose(1, 0, 2)[...] = (w.reshape(m, k) @ cols if prod is None else
+                                                              prod).reshape(m, n, plane)
             return finish(y, b, z)
         return batched
     cols_shape = (n, c * kh * kw, plane)
     w_shape2, cols2, y2 = ((m, k), (k, plane), (m, plane)) if group == 1 and n == 1 else \
         ((group, mg, k), (n, group, k, plane), (n, group, mg, plane))
     gemm = np.dot if group == 1 and n == 1 else np.matmul  # np.dot has the lower call overhead
+    own = matmul if group == 1 and n == 1 else None  # ours where it takes the product (big enough)
     rows = max(1, BLAS_THREAD_MNK // (k * plane))
     serial = n == 1 and BLAS_THREAD_MNK < mg * k * plane <= SERIAL_MACS and k * plane <= BLAS_THREAD_MNK
     blocks = [(g, r, min(mg, r + rows)) for g in range(group) for r in range(0, mg, rows)] if serial else None
@@ -130,7 +141,8 @@ def conv2d_plan(x_shape, w_shape, dtypes, group, strides, dil, pb, out, act=None
             except (BufferError, ValueError):  # x is not C-contiguous (a real mismatch raises again)
                 _C.im2col(np.ascontiguousarray(x), cols, geo)
         if blocks is None:
-            gemm(w.reshape(w_shape2), cols.reshape(cols2), out=y.reshape(y2))
+            if own is None or own(w.reshape(w_shape2), cols.reshape(cols2), out=y.reshape(y2)) is None:
+                gemm(w.reshape(w_shape2), cols.reshape(cols2), out=y.reshape(y2))
         else:  # per group, row blocks of w against that group's columns
             w3, c3, out3 = w.reshape(group, mg, k), cols.reshape(group, k, plane), y.reshape(group, mg, plane)
             for g, r0, r1 in blocks:
