@@ -47,7 +47,9 @@ SHAPES = [((), 1, 1, 1), ((), 1, 64, 256), ((), 1, 256, 64), ((), 7, 1, 5), ((),
           ((), 60, 40, 530), ((), 300, 600, 70), ((), 49, 257, 513), ((4,), 16, 16, 16), ((4,), 64, 16, 64),
           ((4,), 33, 65, 16), ((2, 3), 11, 9, 15), ((3,), 100, 300, 29),
           # above 16 MFLOP, so 2 threads split them (gemm.c MIN_FLOPS_PER_THREAD), with row and panel edges
-          ((), 500, 300, 130), ((2,), 257, 129, 530)]
+          ((), 500, 300, 130), ((2,), 257, 129, 530),
+          # one row (the AVX-512 GEMV tiles of 512 columns): k-blocks, an edge tile, a batch
+          ((), 1, 600, 1100), ((3,), 1, 300, 530)]
 
 
 @pytest.mark.parametrize("isa", ISAS)
