@@ -4,14 +4,13 @@ Depthwise convs run as direct loops; small convs and those with few input channe
 register-blocked C; other group-1 convs with taps as one GEMM of ours over an implicit im2col (convgemm.c);
 the rest (1x1, grouped) as C im2col + one GEMM writing the output in place (ours for one group, numpy's BLAS
 for several), then bias, residual and activation in one C pass. Plans are built once per node and input
-shape, so a call is a few C calls.
+shape, so a call is a few C calls. A builder returns None where the C path does not apply (extension not
+built, other dtype or rank, huge columns) and the caller uses its numpy kernel.
 
 Why our GEMM over BLAS for one group: OpenBLAS's threads spin for about 0.1 s after each threaded call, and
 between the convs that ran on our pool (the implicit-GEMM ones) they held the cores our workers needed:
 ResNet-50 at 2 threads took 34.9-45.7 ms (median per process, three processes) with the 1x1 convs on
 OpenBLAS and 34.1-35.8 on ours; at 1 thread 54.9-55.6 -> 53.7-54.3.
-A builder returns None where the C path does not apply (extension not built, other dtype or rank, huge
-columns) and the caller uses its numpy kernel.
 """
 from __future__ import annotations
 
@@ -111,8 +110,8 @@ def conv2d_plan(x_shape, w_shape, dtypes, group, strides, dil, pb, out, act=None
     if not direct and n * c * kh * kw * plane * 4 > COLS_MAX:
         return None
     if group == 1 and n > 1 and not direct:
-        # a batch as one GEMM over columns [K, N*OH*OW], then [M, N, P] -> [N, M, P]: one BLAS call instead
-        # of one per image, which matters for the small images of a training batch
+        # a batch as one GEMM over columns [K, N*OH*OW], then [M, N, P] -> [N, M, P]: one GEMM instead of
+        # one per image, which matters for the small images of a training batch
         def batched(x, w, b, z=None):
             cols = scratch("ccols_ck", (k, n * plane), F32)
             _C.im2col_ck(np.ascontiguousarray(x), cols, geo)
