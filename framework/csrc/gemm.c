@@ -236,17 +236,59 @@ INLINE AVX512 void rows_avx512(int64_t m, const int nv, const int full, int64_t 
 #undef CASE512
 
 
-/* ---- one row of a (m == 1) and b read in place: a GEMV. The GEMM's tiles would run down all of b's rows one
- * column panel at a time, every row in a new page (1x4096 @ 4096x4096: 3.3 ms against OpenBLAS's 1.1); here
- * each tile sweeps its columns of b row after row, contiguous, into partial sums in the thread's arena. The
- * same FMA chains as micro_avx512 (from zero per k-block of kc, then added to c in block order), so the bits
- * are those of the GEMM with more rows. */
+/* ---- one row of a (m == 1): a GEMV. The GEMM's tiles would run down all of b's rows one column panel at a
+ * time, every row in a new page (1x4096 @ 4096x4096: 3.3 ms against OpenBLAS's 1.1), or pack a transposed b
+ * element by element (5.5 against 1.0); here each tile sweeps its columns of b row after row, contiguous,
+ * into partial sums in the thread's arena, or (transposed b) reads 16 rows at a time and transposes them in
+ * registers. The same FMA chains as micro_avx512 (from zero per k-block of kc, then added to c in block
+ * order), so the bits are those of the GEMM with more rows. */
 #define GEMV_COLS 512   /* columns per tile: 2 KiB of partial sums */
 
 typedef struct {
     const gemm_args_t *g;
     int64_t kc, tiles;   /* k-block, tiles per batch element */
 } gemv_plan_t;
+
+/* c[0:rows] (+)= b_t[0:rows, 0:kn] @ a[0:kn] for a transposed b (rows ldb apart, k contiguous), rows <= 16:
+ * 16 k of each row loaded and transposed in registers, so each lane runs one output's FMA chain in k order
+ * (the GEMM's bits again) while b is read row by row */
+INLINE AVX512 void gemv16_t(int rows, int64_t kn, const float *restrict a, const float *restrict b, int64_t ldb,
+                            float *restrict c, int add) {
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t k = 0; k < kn; k += 16) {
+        int cnt = (int)MIN(16, kn - k);
+        __mmask16 km = (__mmask16)(cnt == 16 ? 0xFFFF : (1u << cnt) - 1);
+        __m512 v[16], t[16];
+        for (int r = 0; r < 16; r++)
+            v[r] = r < rows ? _mm512_maskz_loadu_ps(km, b + r * ldb + k) : _mm512_setzero_ps();
+        /* 16x16 transpose: pairs of rows, then quads, then 128-bit lanes twice */
+        for (int r = 0; r < 16; r += 2) {
+            t[r] = _mm512_unpacklo_ps(v[r], v[r + 1]);
+            t[r + 1] = _mm512_unpackhi_ps(v[r], v[r + 1]);
+        }
+        for (int r = 0; r < 16; r += 4) {
+            v[r] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[r]), _mm512_castps_pd(t[r + 2])));
+            v[r + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[r]), _mm512_castps_pd(t[r + 2])));
+            v[r + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[r + 1]), _mm512_castps_pd(t[r + 3])));
+            v[r + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[r + 1]), _mm512_castps_pd(t[r + 3])));
+        }
+        for (int r = 0; r < 4; r++) {
+            t[r] = _mm512_shuffle_f32x4(v[r], v[r + 4], 0x88);
+            t[r + 4] = _mm512_shuffle_f32x4(v[r], v[r + 4], 0xDD);
+            t[r + 8] = _mm512_shuffle_f32x4(v[r + 8], v[r + 12], 0x88);
+            t[r + 12] = _mm512_shuffle_f32x4(v[r + 8], v[r + 12], 0xDD);
+        }
+        for (int r = 0; r < 8; r++) {
+            v[r] = _mm512_shuffle_f32x4(t[r], t[r + 8], 0x88);
+            v[r + 8] = _mm512_shuffle_f32x4(t[r], t[r + 8], 0xDD);
+        }
+        /* v[j] now holds element k + j of rows 0..15 */
+        for (int j = 0; j < cnt; j++) acc = _mm512_fmadd_ps(_mm512_set1_ps(a[k + j]), v[j], acc);
+    }
+    __mmask16 m = (__mmask16)(rows == 16 ? 0xFFFF : (1u << rows) - 1);
+    if (add) acc = _mm512_add_ps(acc, _mm512_maskz_loadu_ps(m, c));
+    _mm512_mask_storeu_ps(c, m, acc);
+}
 
 AVX512 static void gemv_tile(void *ctx, int tid, void *arena, int64_t tile) {
     (void)tid;
@@ -255,8 +297,15 @@ AVX512 static void gemv_tile(void *ctx, int tid, void *arena, int64_t tile) {
     int64_t bi = tile / p->tiles, c0 = tile % p->tiles * GEMV_COLS, cols = MIN(GEMV_COLS, g->n - c0);
     int64_t io = bi / g->batch_in, ii = bi % g->batch_in, whole = cols / 16 * 16;
     const float *a = g->a + io * g->stride_a + ii * g->stride_a_in;
-    const float *b = g->b + io * g->stride_b + ii * g->stride_b_in + c0;
+    const float *b = g->b + io * g->stride_b + ii * g->stride_b_in + c0 * (g->trans_b ? g->ldb : 1);
     float *c = g->c + io * g->stride_c + ii * g->stride_c_in + c0, *acc = arena;
+    if (g->trans_b) {   /* output n is row n of b_t against a: blocks of 16 rows */
+        for (int64_t k0 = 0; k0 < g->k; k0 += p->kc)
+            for (int64_t r = 0; r < cols; r += 16)
+                gemv16_t((int)MIN(16, cols - r), MIN(p->kc, g->k - k0), a + k0, b + r * g->ldb + k0, g->ldb,
+                         c + r, k0 > 0);
+        return;
+    }
     __mmask16 tail = (__mmask16)((1u << (cols - whole)) - 1);
     for (int64_t k0 = 0; k0 < g->k; k0 += p->kc) {
         int64_t kn = MIN(p->kc, g->k - k0);
@@ -429,7 +478,7 @@ int gemm_f32(const gemm_args_t *args, int nthreads, gemm_isa_t isa) {
     int64_t useful = (int64_t)(flops / MIN_FLOPS_PER_THREAD);
     if (nthreads > useful) nthreads = useful < 1 ? 1 : (int)useful;
 #ifdef GEMM_X86
-    if (g->m == 1 && g->taps == 0 && !g->trans_b && p.isa == &ISA_AVX512) {   /* one row: the GEMV tiles */
+    if (g->m == 1 && g->taps == 0 && p.isa == &ISA_AVX512) {   /* one row: the GEMV tiles */
         gemv_plan_t v = {.g = g, .kc = p.kc, .tiles = ceil_div(g->n, GEMV_COLS)};
         return gemm_parallel_for(nthreads, g->batch * v.tiles, 1, GEMV_COLS * sizeof(float), gemv_tile, &v);
     }

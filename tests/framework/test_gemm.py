@@ -80,10 +80,11 @@ def test_rows_do_not_depend_on_m_or_threads(isa):
     rng = np.random.default_rng(2)
     a = rng.standard_normal((200, 300), dtype=F32)
     b = rng.standard_normal((300, 600), dtype=F32)
-    full = _run(a, b, 1, isa)
-    np.testing.assert_array_equal(_run(a, b, 2, isa), full)
-    for r in (0, 13, 199):
-        np.testing.assert_array_equal(_run(a[r:r + 1], b, 1, isa)[0], full[r])
+    for b in (b, np.ascontiguousarray(b.T).T):   # also transposed (read along k)
+        full = _run(a, b, 1, isa)
+        np.testing.assert_array_equal(_run(a, b, 2, isa), full)
+        for r in (0, 13, 199):
+            np.testing.assert_array_equal(_run(a[r:r + 1], b, 1, isa)[0], full[r])
 
 
 def test_k_zero_gives_zeros_and_empty_is_a_no_op():
@@ -135,6 +136,11 @@ VIEWS = {
                               r.standard_normal((37, 80), dtype=F32)[:, 10:43]),
     "batch of 2-D b transposed": lambda r: (r.standard_normal((3, 20, 33), dtype=F32),
                                             r.standard_normal((17, 33), dtype=F32).T),
+    # one row against a transposed b (a classifier's Gemm with transB): k-blocks, k and row-block tails
+    "one row, b transposed": lambda r: (r.standard_normal((1, 600), dtype=F32),
+                                        r.standard_normal((1100, 600), dtype=F32).T),
+    "batch of rows, b transposed": lambda r: (r.standard_normal((3, 1, 37), dtype=F32),
+                                              r.standard_normal((21, 37), dtype=F32).T),
 }
 
 
