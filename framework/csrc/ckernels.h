@@ -47,6 +47,18 @@ int get_f32(PyObject *obj, Py_buffer *v, idx need, int writable, const char *wha
  * then phase (ky*dh % sh, kx*dw % sw) at [oy + ky*dh / sh][ox + kx*dw / sw]: contiguous along ox. */
 void phase_planes(const geo_t *g, idx hq, idx wq, const float *xp, float *dst, float fill);
 
+/* A phase's rows and columns: enough for every output's every tap (oh + (kh-1)*dh/sh, ow + (kw-1)*dw/sw) */
+static inline void phase_dims(const geo_t *g, idx *hq, idx *wq) {
+    *hq = g->oh + (g->kh - 1) * g->dh / g->sh;
+    *wq = g->ow + (g->kw - 1) * g->dw / g->sw;
+}
+
+/* Where tap (ky, kx) of output (0, 0) lies in a channel's phases (`phase` floats each, [hq][wq]) */
+static inline idx phase_tap_offset(const geo_t *g, idx ky, idx kx, idx phase, idx wq) {
+    idx ty = ky * g->dh, tx = kx * g->dw;
+    return (ty % g->sh * g->sw + tx % g->sw) * phase + ty / g->sh * wq + tx / g->sw;
+}
+
 /* convdirect.c: group-1 conv computed directly in register blocks; -1 when out of memory */
 int conv_direct(const geo_t *g, const float *x, const float *w, const float *b, float *y, int act, float lo,
                 float hi);

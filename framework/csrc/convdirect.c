@@ -101,8 +101,9 @@ int conv_direct(const geo_t *g, const float *x, const float *w, const float *b, 
                     g->oh == g->h && g->ow == g->w;
     int in_place = pointwise && plane_in % VL == 0;
     /* the wide grid: wq columns per output row, of which the first ow are outputs */
-    idx phases = g->sh * g->sw, hq = g->oh + (g->kh - 1) * g->dh / g->sh;
-    idx wq = g->ow + (g->kw - 1) * g->dw / g->sw, pplane = hq * wq;
+    idx phases = g->sh * g->sw, hq, wq;
+    phase_dims(g, &hq, &wq);
+    idx pplane = hq * wq;
     idx wide = pointwise ? plane_out : g->oh * wq;
     int crop = !pointwise && wq != g->ow;
     /* scratch: tap offsets; the group's (phase) planes and VL floats; wide rows; VL floats. The last block
@@ -115,12 +116,9 @@ int conv_direct(const geo_t *g, const float *x, const float *w, const float *b, 
     float *xs = (float *)(off + k), *wbuf = xs + planes;
     for (idx c = 0, t = 0; c < g->cg; c++)
         for (idx ky = 0; ky < g->kh; ky++)
-            for (idx kx = 0; kx < g->kw; kx++, t++) {
-                idx py = ky * g->dh % g->sh, px = kx * g->dw % g->sw;
+            for (idx kx = 0; kx < g->kw; kx++, t++)
                 off[t] = pointwise ? c * plane_in
-                                   : (c * phases + py * g->sw + px) * pplane + ky * g->dh / g->sh * wq +
-                                     kx * g->dw / g->sw;
-            }
+                                   : c * phases * pplane + phase_tap_offset(g, ky, kx, pplane, wq);
     for (idx ni = 0; ni < g->n; ni++)
         for (idx gi = 0; gi < groups; gi++) {
             const float *xg = x + (ni * g->c + gi * g->cg) * plane_in;

@@ -1,9 +1,9 @@
 /* Group-1 2-D convs with several taps (3x3, 5x5, 7x7; any stride and dilation) as one GEMM over an implicit
  * im2col: y = W [M, C*KH*KW] @ cols, where row (c, tap) of cols is a plane of channel c's zero-padded input
- * shifted by the tap's offset. With strides the input is split into its stride phases first (phase_planes:
- * phase (py, px) holds the padded input's rows py, py + sh, ... and columns px, px + sw, ...), and tap (ky, kx)
- * reads phase (ky*dh % sh, kx*dw % sw) shifted by (ky*dh / sh, kx*dw / sw); at stride 1 the one phase is the
- * padded plane. Outputs are computed on the "wide" grid [oh][wq] (wq: a phase's width), on which output q
+ * shifted by the tap's offset. With strides the input is split into its stride phases first
+ * (phase_planes: phase (py, px) holds the padded input's rows py, py + sh, ... and columns px, px + sw, ...),
+ * and tap (ky, kx) reads phase (ky*dh % sh, kx*dw % sw) shifted by (ky*dh / sh, kx*dw / sw)
+ * (phase_tap_offset); at stride 1 the one phase is the padded plane. Outputs are computed on the "wide" grid [oh][wq] (wq: a phase's width), on which output q
  * reads element q + offset of the tap's phase, so the GEMM packs each panel of cols straight from the phases
  * (gemm.c's pack_panel_taps) instead of reading an im2col matrix that the conv first wrote out: for 128->32
  * channels 3x3 over 56x56 that matrix is 14 MiB, and writing it took a third of the conv's time. The wq - ow
@@ -22,8 +22,8 @@ static void cut_rows(const float *wide, idx wq, idx m, idx oh, idx ow, float *y)
 
 int conv_gemm(const geo_t *g, const float *x, const float *w, const float *b, float *y, int act, float lo,
               float hi, int nthreads) {
-    idx taps = g->kh * g->kw, hq = g->oh + (g->kh - 1) * g->dh / g->sh;
-    idx wq = g->ow + (g->kw - 1) * g->dw / g->sw;
+    idx taps = g->kh * g->kw, hq, wq;
+    phase_dims(g, &hq, &wq);
     idx plane = hq * wq, phases = g->sh * g->sw, wide_n = (g->oh - 1) * wq + g->ow;
     float *pad = malloc((size_t)(g->c * phases * plane) * sizeof(float));
     float *wide = malloc((size_t)(g->m * g->oh * wq) * sizeof(float));
@@ -31,10 +31,7 @@ int conv_gemm(const geo_t *g, const float *x, const float *w, const float *b, fl
     int rc = -1;
     if (!pad || !wide || !off) goto out;
     for (idx ky = 0; ky < g->kh; ky++)
-        for (idx kx = 0; kx < g->kw; kx++) {
-            idx ty = ky * g->dh, tx = kx * g->dw;
-            off[ky * g->kw + kx] = (ty % g->sh * g->sw + tx % g->sw) * plane + ty / g->sh * wq + tx / g->sw;
-        }
+        for (idx kx = 0; kx < g->kw; kx++) off[ky * g->kw + kx] = phase_tap_offset(g, ky, kx, plane, wq);
     /* a tap's wide_n columns from its offset end at most at row oh - 1 + (kh-1)*dh/sh, column ow - 1 +
      * (kw-1)*dw/sw of its phase: its last element */
     gemm_args_t args = {.batch = 1, .m = g->m, .n = wide_n, .k = g->c * taps, .batch_in = 1, .a = w, .b = pad,
