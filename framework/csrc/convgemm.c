@@ -1,14 +1,14 @@
 /* Group-1 2-D convs with several taps (3x3, 5x5, 7x7; any stride and dilation) as one GEMM over an implicit
  * im2col: y = W [M, C*KH*KW] @ cols, where row (c, tap) of cols is a plane of channel c's zero-padded input
- * shifted by the tap's offset. With strides the input is split into its stride phases first
- * (phase_planes: phase (py, px) holds the padded input's rows py, py + sh, ... and columns px, px + sw, ...),
- * and tap (ky, kx) reads phase (ky*dh % sh, kx*dw % sw) shifted by (ky*dh / sh, kx*dw / sw)
- * (phase_tap_offset); at stride 1 the one phase is the padded plane. Outputs are computed on the "wide"
- * grid [oh][wq] (wq: a phase's width), on which output q reads element q + offset of the tap's phase, so the GEMM packs each panel of cols straight from the phases
- * (gemm.c's pack_panel_taps) instead of reading an im2col matrix that the conv first wrote out: for 128->32
- * channels 3x3 over 56x56 that matrix is 14 MiB, and writing it took a third of the conv's time. The wq - ow
- * extra columns of each output row are computed and dropped as the rows are cut out, and ckernels.c's
- * bias_act applies bias and activation. */
+ * shifted by the tap's offset. With strides the input is split into its stride phases first (phase_planes:
+ * phase (py, px) holds the padded input's rows py, py + sh, ... and columns px, px + sw, ...), and tap (ky,
+ * kx) reads phase (ky*dh % sh, kx*dw % sw) shifted by (ky*dh / sh, kx*dw / sw) (phase_tap_offset); at stride
+ * 1 the one phase is the padded plane. Outputs are computed on the "wide" grid [oh][wq] (wq: a phase's
+ * width), on which output q reads element q + offset of the tap's phase, so the GEMM packs each panel of
+ * cols straight from the phases (gemm.c's pack_panel_taps) instead of reading an im2col matrix that the conv
+ * first wrote out: for 128->32 channels 3x3 over 56x56 that matrix is 14 MiB, and writing it took a third of
+ * the conv's time. The wq - ow extra columns of each output row are computed and dropped as the rows are cut
+ * out, and ckernels.c's bias_act applies bias and activation. */
 #include "ckernels.h"
 #include "gemm.h"
 
