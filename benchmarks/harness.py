@@ -36,6 +36,8 @@ class Case:
     name: str
     runners: dict[str, Callable[[], object]]
     meta: dict = field(default_factory=dict)
+    # runners timed in the same rounds as a yardstick (a copy of the same bytes), not peers: no ratio
+    references: tuple[str, ...] = ()
 
 
 def describe_error(exc: BaseException) -> str:
@@ -158,7 +160,8 @@ def measure(case: Case, warmup: int = 2, rounds: int = 5, min_round_s: float = 0
     case stops. Never raises for a runner's error."""
     names = list(case.runners)
     ours = names[0] if names else None
-    base = baseline if baseline in names[1:] else (names[1] if len(names) > 1 else None)
+    peers = [n for n in names[1:] if n not in case.references]
+    base = baseline if baseline in peers else (peers[0] if peers else None)
     errors: dict[str, str] = {}
     est: dict[str, float] = {}
     cap = math.inf if max_case_s is None else max_case_s / 4
@@ -193,7 +196,8 @@ def measure(case: Case, warmup: int = 2, rounds: int = 5, min_round_s: float = 0
     ratios = {}
     if ours in runners and "median_s" in runners[ours]:
         ratios = {p: runners[ours]["median_s"] / runners[p]["median_s"]
-                  for p in names[1:] if "median_s" in runners.get(p, {}) and runners[p]["median_s"] > 0}
+                  for p in names[1:] if p not in case.references and "median_s" in runners.get(p, {})
+                  and runners[p]["median_s"] > 0}
     error = "; ".join(f"{n}: {m}" for n, m in errors.items()) or None
     return {"suite": suite, "case": case.name, "ours": ours, "baseline": base, "runners": runners,
             "ratios": ratios, "ratio": ratios.get(base), "error": error, "errors": errors,
@@ -313,7 +317,7 @@ def markdown_table(rows: list[dict], extra: dict[str, Callable[[dict], str]] | N
             if name not in runners:
                 runners.append(name)
     ours = next((r["ours"] for r in rows if r.get("ours")), None)
-    peers = [n for n in runners if n != ours]
+    peers = [n for n in runners if n != ours and any(n in r["ratios"] for r in rows)]  # not references
     head = ["case", *[f"{n} ms (IQR)" for n in runners], *[f"{ours}/{p}" for p in peers], *(extra or {}),
             "error"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]

@@ -29,13 +29,14 @@ from . import bandwidth, harness, models, peers
 
 SUITE = "ops"
 OURS = "msgx"
+COPY = "copy"  # the reference runner: a copy of the case's moved bytes (bandwidth.copier), same rounds
 RTOL, ATOL = 1e-4, 1e-5  # after scaling by max|ours| (models.compare)
 SIZES = {"small": (64, 256), "medium": (1024, 1024), "large": (8192, 1024)}
 DEFAULTS = {"rounds": 7, "warmup": 2, "min_round_s": 0.05, "max_case_s": 10.0}
 QUICK = {"rounds": 3, "warmup": 1, "min_round_s": 0.01, "max_case_s": 3.0}
 META_KEYS = ("chain", "size", "shape", "dtype", "bytes", "msgx_backends", "ran_on_dvm", "msgx_stats",
              "msgx_threads", "compile_s", "ort_ops", "ort_fuses", "check", "copy_bandwidth", "gbps",
-             "copy_fraction")
+             "copy_fraction", "peak_fraction")
 F32 = np.float32
 
 
@@ -314,27 +315,40 @@ def build_case(chain: Chain, size: str, shape: tuple[int, int], threads: int, bw
                                                     peers.torch_outputs)
             except Exception as e:  # noqa: BLE001 - a compile failure is the peer's error
                 runners["torch.compile"] = _mismatch(f"compile failed: {harness.describe_error(e)}")
-    return harness.Case(name, runners, meta)
+    runners[COPY] = bandwidth.copier(threads, meta["bytes"])
+    return harness.Case(name, runners, meta, references=(COPY,))
 
 
 def add_bandwidth(row: dict) -> dict:
-    """GB/s (bytes moved / median) and the fraction of the measured copy bandwidth, per runner."""
+    """GB/s (bytes moved / median) per runner, and its fraction of the copy bandwidth: `copy_fraction` of
+    the copy of the same bytes timed in the same rounds (COPY), `peak_fraction` of the suite's start-of-run
+    best-of-N (meta copy_bandwidth)."""
     meta = row["meta"]
-    nbytes, limit = meta.get("bytes"), (meta.get("copy_bandwidth") or {}).get("gbps")
-    meta["gbps"], meta["copy_fraction"] = {}, {}
+    nbytes, peak = meta.get("bytes"), (meta.get("copy_bandwidth") or {}).get("gbps")
+    meta["gbps"], meta["copy_fraction"], meta["peak_fraction"] = {}, {}, {}
     for name, r in row["runners"].items():
         if nbytes and "median_s" in r and r["median_s"] > 0:
             meta["gbps"][name] = nbytes / r["median_s"] / 1e9
-            if limit:
-                meta["copy_fraction"][name] = meta["gbps"][name] / limit
+    copy = meta["gbps"].get(COPY)
+    for name, g in meta["gbps"].items():
+        if name != COPY:
+            if copy:
+                meta["copy_fraction"][name] = g / copy
+            if peak:
+                meta["peak_fraction"][name] = g / peak
     return row
 
 
 # --- report ---------------------------------------------------------------------------------------------
 
 def _gbps_cell(row: dict) -> str:
-    g, f = row["meta"].get("gbps", {}).get(OURS), row["meta"].get("copy_fraction", {}).get(OURS)
-    return "-" if g is None else f"{g:.1f} ({100 * f:.0f}%)" if f is not None else f"{g:.1f}"
+    meta = row["meta"]
+    g = meta.get("gbps", {}).get(OURS)
+    if g is None:
+        return "-"
+    parts = [f"{100 * f:.0f}%" if (f := meta.get(k, {}).get(OURS)) is not None else "-"
+             for k in ("copy_fraction", "peak_fraction")]
+    return f"{g:.1f} ({' / '.join(parts)})"
 
 
 def _compile_cell(row: dict) -> str:
@@ -355,12 +369,27 @@ def _backend_cell(row: dict) -> str:
     return "-" if b is None else ",".join(f"{k}:{v}" for k, v in b.items())
 
 
-MD_EXTRA = {"msgx GB/s (% copy)": _gbps_cell, "msgx backends": _backend_cell,
+MD_EXTRA = {"msgx GB/s (% copy: same rounds / start)": _gbps_cell, "msgx backends": _backend_cell,
             "compile s (msgx / ort / torch.compile)": _compile_cell, "onnxruntime graph": _ort_cell}
 
 
 def _geomean(xs: list[float]) -> float | None:
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def fraction_lines(rows: list[dict]) -> list[str]:
+    """Per size, the range of our fractions of the copy bandwidth (both bases, see add_bandwidth)."""
+    lines = []
+    for size in dict.fromkeys(r["meta"].get("size") for r in rows):
+        metas = [r["meta"] for r in rows if r["meta"].get("size") == size]
+        same, peak = ([m[k][OURS] for m in metas if OURS in m.get(k, {})]
+                      for k in ("copy_fraction", "peak_fraction"))
+        if same or peak:
+            text = [f"{100 * min(f):.0f}-{100 * max(f):.0f}% of {what}" for f, what in
+                    ((same, "a copy of the same bytes timed in the same rounds"), (peak, "the start-of-run best"))
+                    if f]
+            lines.append(f"- {size}: msgx reaches " + "; ".join(text))
+    return lines
 
 
 def summary(rows: list[dict], bw: dict) -> str:
@@ -375,6 +404,7 @@ def summary(rows: list[dict], bw: dict) -> str:
         speed = f"msgx {1 / gm:.2f}x faster" if gm < 1 else f"msgx {gm:.2f}x slower"
         lines.append(f"- msgx/{p}: geomean {gm:.3f} ({speed}), "
                      f"msgx faster on {wins}/{len(rs)} cases, ratio range {min(rs):.2f}-{max(rs):.2f}")
+    lines += fraction_lines(rows)
     loads = [r["meta"]["loadavg_1m"] for r in rows if "loadavg_1m" in r["meta"]]
     if loads:
         lines.append(f"- 1-minute load average when the cases were built: {min(loads):.2f}-{max(loads):.2f} "

@@ -81,6 +81,16 @@ def test_rounds_interleave_in_balanced_orders():
         assert len(pairs) == n * (n - 1) and len(set(pairs.values())) == 1
 
 
+def test_references_are_timed_in_the_rounds_but_are_not_peers():
+    log: list[str] = []
+    runners = {n: (lambda n=n: log.append(n)) for n in ("ours", "yardstick", "peer")}
+    row = measure(Case("ref", runners, references=("yardstick",)), warmup=1, rounds=3, min_round_s=0.0)
+    assert log.count("yardstick") == 4 and "median_s" in row["runners"]["yardstick"]  # warm-up + 3 rounds
+    assert set(row["ratios"]) == {"peer"} and row["baseline"] == "peer"
+    table = harness.markdown_table([row])
+    assert "yardstick ms (IQR)" in table and "ours/yardstick" not in table and "ours/peer" in table
+
+
 def test_rows_are_json_lines_with_documented_keys():
     stream = io.StringIO()
     case = Case("keys", {"ours": _spin(5e-4), "p1": _spin(5e-4), "p2": _spin(1e-3)}, meta={"k": 1})

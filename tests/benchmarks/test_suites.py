@@ -43,16 +43,23 @@ def test_ops_suite_rows_checked_and_on_dvm(tmp_path):
         meta = row["meta"]
         assert meta["ran_on_dvm"] and "dvm" in meta["msgx_backends"]
         assert set(meta["check"]) == set(peer_names) and all(c["ok"] for c in meta["check"].values())
-        assert list(row["runners"]) == ["msgx", *peer_names] and set(row["ratios"]) == set(peer_names)
+        # the copy of the same bytes is timed in the same rounds as a yardstick, not compared as a peer
+        assert list(row["runners"]) == ["msgx", *peer_names, ops.COPY]
+        assert set(row["ratios"]) == set(peer_names)
         for r in row["runners"].values():
             assert set(RUNNER_KEYS) <= set(r)
         assert set(meta["gbps"]) == set(row["runners"]) and meta["copy_bandwidth"]["gbps"] > 0
+        for key, limit in (("copy_fraction", meta["gbps"][ops.COPY]), ("peak_fraction",
+                                                                      meta["copy_bandwidth"]["gbps"])):
+            assert set(meta[key]) == set(peer_names) | {"msgx"}
+            assert meta[key]["msgx"] == pytest.approx(meta["gbps"]["msgx"] / limit)
         assert meta["bytes"] >= 2 * 4 * np.prod(meta["shape"])  # at least one input and one output
         assert "msgx" in meta["compile_s"] and "onnxruntime" in meta["compile_s"] and meta["ort_ops"]
     adam = next(r for r in rows if r["case"] == "adam 16x32")
     assert adam["meta"]["bytes"] == 7 * 16 * 32 * 4 + 6 * 4  # p, g, m, v in; p', m', v' out; 6 scalars
     text = md.read_text()
     assert "msgx/onnxruntime" in text and "copy bandwidth" in text and text.count("\n| bias_gelu") == 2
+    assert "copy ms (IQR)" in text and "msgx/copy" not in text and "in the same rounds" in text
 
 
 def test_ops_suite_without_torch(tmp_path, no_torch):
@@ -61,7 +68,7 @@ def test_ops_suite_without_torch(tmp_path, no_torch):
     args = [a for a in OPS_ARGS if a != "--no-compile"]
     assert ops.main(["--sizes", "4x8", "--chains", "softmax,adam", *args, "--out", str(out)]) == 0
     for row in _rows(out):
-        assert row["error"] is None and list(row["runners"]) == ["msgx", "numpy", "onnxruntime"]
+        assert row["error"] is None and list(row["runners"]) == ["msgx", "numpy", "onnxruntime", ops.COPY]
         assert "skipped" in row["meta"]["torch"] and "torch.compile" not in row["meta"]["compile_s"]
 
 
