@@ -6,8 +6,10 @@ Peers: numpy op by op, onnxruntime on the same model (same threads, spinning off
 torch.compile (default mode; its compile time is reported, not timed) when torch is installed. Every
 peer's output is checked against ours (rtol 1e-4 after scaling by max|ours|) before timing; a peer that
 disagrees is an error, not a time. The machine's copy bandwidth is measured in the same run, with the
-same thread count, and each row carries the GB/s every runner reaches (minimal bytes read + written /
-median time) and its fraction of that bandwidth.
+same thread count, twice: once at the start (best of N, a peak) and per case as the reference runner
+`copy`, a copy of the case's bytes timed in the same interleaved rounds (bandwidth.copier: this machine's
+bandwidth drifts between rounds). Each row carries the GB/s every runner reaches (minimal bytes read +
+written / median time) and its fraction of both (`copy_fraction`: same rounds; `peak_fraction`: start).
 
 Row meta keys: META_KEYS.
 """
