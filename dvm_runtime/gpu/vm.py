@@ -58,6 +58,11 @@ def shared_bytes(n_words: int, n_instr: int, n_bufs: int, tr: int, tc: int, n_re
     return o_regs + n_regs * _align16(tr * tc * reg_bytes) + scratch
 
 
+def chain_shared_bytes(n_steps: int, n_slots: int) -> int:
+    """Dynamic shared memory of one chain-kernel block: its step table, then its slots (cuda_chain.cu)."""
+    return _align16(n_steps * chain_mod.STEP_WORDS * 8) + n_slots * chain_mod.CHAIN_W * chain_mod.CHAIN_NT * 16
+
+
 def _validate(code: np.ndarray) -> None:
     """The CPU VM's validation (the C one when built, else the numpy one): a DvmError when invalid."""
     from .. import cvm, pyvm
@@ -100,9 +105,13 @@ class Prepared:
         # an elementwise float32 program runs on the chain kernel, a thread per element group (chain.py)
         self.chain = chain_mod.steps(code) if not self.empty else None
         if self.chain is not None:
-            self.chain_grid = min(-(-self.chain.total // (chain_mod.CHAIN_NT * 4 * chain_mod.CHAIN_W)),
-                                  vm.n_sm * vm.chain_blocks_per_sm)
-            self.smem, self.grid = 0, 0
+            c = self.chain
+            self.smem = chain_shared_bytes(c.n_steps, c.n_slots)
+            by_smem = vm.smem_per_sm // (self.smem + vm.chain_static + 1024)
+            per_sm = max(1, min(vm.chain_blocks_per_sm, by_smem))
+            groups = -(-c.total // (chain_mod.CHAIN_NT * 4 * chain_mod.CHAIN_W))
+            self.chain_grid = min(groups, vm.n_sm * per_sm)
+            self.grid = 0
             self.upload(vm.arena)
             return
         self.reg_bytes = 8 if _uses_i64(code, isa.CODE_START + isa.BUF_WORDS * nb) else 4
@@ -120,7 +129,8 @@ class Prepared:
         arguments of the tiled kernel (code, words, reg bytes) / the chain kernel (steps ... views)."""
         if self.chain is not None:
             c = self.chain
-            self.chain_args = (np.uint64(arena.put(c.words)), np.int32(c.n_steps), np.int32(len(self.bufs)),
+            self.chain_args = (np.uint64(arena.put(c.words)), np.int32(c.n_uni), np.int32(c.n_loads),
+                               np.int32(c.n_main), np.int32(c.n_slots), np.int32(len(self.bufs)),
                                np.int64(c.total), np.int64(c.cols), np.int64(c.d1), np.int64(c.d2),
                                np.int32(c.views))
         else:
@@ -179,6 +189,9 @@ class CudaVM:
         # resident blocks per SM the kernel's registers allow (register file: 64K 32-bit registers per SM)
         self.blocks_per_sm = self._blocks_per_sm(self.kernel, NT)
         self.chain_blocks_per_sm = self._blocks_per_sm(self.chain_kernel, chain_mod.CHAIN_NT)
+        self.chain_static = self.chain_kernel.shared_size_bytes
+        self.chain_kernel.max_dynamic_shared_size_bytes = chain_shared_bytes(
+            chain_mod.CHAIN_MAX_STEPS, chain_mod.CHAIN_MAX_SLOTS)
         self.arena = CodeArena(cupy)
         self._prepared: dict[int, Prepared] = {}
         self._zero = np.uint64(0)
@@ -247,7 +260,8 @@ class CudaVM:
             table = np.uint64(self.arena.put(np.array([b.data.ptr for b in buffers[INLINE_PTRS:]], np.uint64)))
             p = self.prepare(code)  # re-uploaded when the table's upload started the code area over
         if p.chain is not None:
-            self.chain_kernel((p.chain_grid,), (chain_mod.CHAIN_NT,), (*p.chain_args, table, *ptrs))
+            self.chain_kernel((p.chain_grid,), (chain_mod.CHAIN_NT,), (*p.chain_args, table, *ptrs),
+                              shared_mem=p.smem)
         else:
             self.kernel((p.grid,), (NT,), (*p.args, table, *ptrs), shared_mem=p.smem)
 

@@ -65,10 +65,15 @@ def elementwise_program(rng, exact: bool, n_regs: int = 6) -> np.ndarray:
         emit(isa.word0(O.STORE, DType.F32, 0, n_in + k, int(r)), 0)
         bufs.append(-n)
     emit(isa.word0(O.END))
+    return assemble(words, n_instr, bufs, n_regs, dims)
+
+
+def assemble(words: list, n_instr: int, bufs: list, n_regs: int, dims: list) -> np.ndarray:
+    """A float32 program of these instruction words (END included); bufs: element counts, < 0 for outputs."""
     table = [w for m in bufs for w in (int(DType.F32) | int(Role.OUTPUT if m < 0 else Role.INPUT) << 8, abs(m))]
     head = [0] * isa.HEADER_WORDS
     for key, v in {"magic": isa.MAGIC, "version": isa.VERSION, "n_instr": n_instr, "n_buffers": len(bufs),
-                   "n_regs": n_regs, "tile_rows": 1, "tile_cols": cols, "d0": dims[0], "d1": dims[1],
+                   "n_regs": n_regs, "tile_rows": 1, "tile_cols": dims[3], "d0": dims[0], "d1": dims[1],
                    "d2": dims[2], "d3": dims[3]}.items():
         head[isa.H[key]] = v
     head[isa.H["n_words"]] = len(head) + len(table) + len(words)
@@ -87,33 +92,48 @@ def buffers(code, rng) -> list:
 
 
 def run_table(c: chain.Chain, bufs: list) -> None:
-    """The step table read with numpy, all elements of the space at once (what the kernel does per group)."""
+    """The step table read with numpy, all elements of the space at once (what the kernel does per group):
+    uniform steps on one value each, then the loads into their slots, then the main steps."""
     w = c.words.astype(np.uint64).reshape(-1, chain.STEP_WORDS).tolist()
+    assert len(w) == c.n_uni + c.n_loads + c.n_main
     e = np.arange(c.total)
     col, row = e % c.cols, e // c.cols
     d2, d1, d0 = row % c.d2, row // c.d2 % c.d1, row // c.d2 // c.d1
-    regs = {}
-    for head, imm, off, *strides in w:
-        kind, op, d, a, b, buf, rev = ((head >> (8 * k)) & 0xFF for k in range(7))
+    uni, slots = {}, {}
+    for k, (head, imm, off, *strides) in enumerate(w):
+        kind, op, d, a, b, buf, flags = ((head >> (8 * i)) & 0xFF for i in range(7))
         off = off - (1 << 64) if off >= 1 << 63 else off
         s = [x - (1 << 64) if x >= 1 << 63 else x for x in strides]
         value = np.float32(np.uint32(imm).view(np.float32))
-        if kind == chain.K_LOAD:
-            regs[d] = bufs[buf][off + e]
-        elif kind == chain.K_SCALAR:
-            regs[d] = np.full(c.total, bufs[buf][off])
-        elif kind == chain.K_VIEW:
-            regs[d] = bufs[buf][off + d0 * s[0] + d1 * s[1] + d2 * s[2] + col * s[3]]
-        elif kind == chain.K_STORE:
-            bufs[buf][off + e] = regs[a]
+        part = "uni" if k < c.n_uni else "load" if k < c.n_uni + c.n_loads else "main"
+        n = 1 if part == "uni" else c.total
+        if part == "uni":
+            assert d < chain.CHAIN_MAX_UNI and kind not in (chain.K_LOAD, chain.K_VIEW, chain.K_STORE)
+        elif kind not in (chain.K_STORE,):
+            assert d < c.n_slots <= chain.CHAIN_MAX_SLOTS
+        if part == "load":
+            assert kind in (chain.K_LOAD, chain.K_VIEW)
+            slots[d] = bufs[buf][off + e] if kind == chain.K_LOAD else \
+                bufs[buf][off + d0 * s[0] + d1 * s[1] + d2 * s[2] + col * s[3]]
+            continue
+        dest = uni if part == "uni" else slots
+
+        def operand(r, is_uniform):
+            return np.full(n, uni[r], np.float32) if is_uniform or part == "uni" else slots[r]
+
+        if kind == chain.K_SCALAR:
+            dest[d] = bufs[buf][off]
         elif kind == chain.K_CONST:
-            regs[d] = np.full(c.total, value)
+            dest[d] = value
+        elif kind == chain.K_STORE:
+            bufs[buf][off + e] = operand(a, flags & chain.A_UNI)
         else:   # compute: the numpy VM's own arithmetic, one instruction on the whole space
-            x = regs[a]
-            y = regs[b] if kind == chain.K_BINARY else np.full(c.total, value)
-            if kind == chain.K_BINARY_IMM and rev:
+            x = operand(a, flags & chain.A_UNI)
+            y = operand(b, flags & chain.B_UNI) if kind == chain.K_BINARY else np.full(n, value)
+            if kind == chain.K_BINARY_IMM and flags & chain.REV:
                 x, y = y, x
-            regs[d] = _apply(op, x, y if kind != chain.K_UNARY else None)
+            out = _apply(op, x, y if kind != chain.K_UNARY else None)
+            dest[d] = out[0] if part == "uni" else out
 
 
 def _apply(op: int, x, y):
@@ -153,12 +173,10 @@ def test_elementwise_float_programs_are_chains_and_others_are_not():
     for op, want in (("Tanh", True), ("Relu", True), ("ReduceMax", False), ("IsNaN", False)):
         g, shape = body(op)
         prog = encoder.encode(g, [shape], [np.float32], target="gpu")
-        assert (chain.steps(prog.code, min_steps=1) is not None) is want, op
+        assert (chain.steps(prog.code) is not None) is want, op
     g, shape = body("Exp")
     prog = encoder.encode(g, [shape], [np.float16], target="gpu")   # float16 buffers: the tiled kernel
-    assert chain.steps(prog.code, min_steps=1) is None
-    prog = encoder.encode(body("Tanh")[0], [shape], [np.float32], target="gpu")
-    assert chain.steps(prog.code) is None   # 3 steps: short programs stay on the tiled kernel
+    assert chain.steps(prog.code) is None
 
 
 @pytest.mark.parametrize("exact", [True, False])
@@ -168,7 +186,7 @@ def test_step_tables_compute_what_their_programs_do(exact):
     rng = np.random.default_rng(5 if exact else 7)
     for _ in range(150):
         code = elementwise_program(rng, exact=exact)
-        c = chain.steps(code, min_steps=1)
+        c = chain.steps(code)
         assert c is not None
         bufs = buffers(code, rng)
         want = [b.copy() for b in bufs]
@@ -186,15 +204,46 @@ def test_chain_constants_match_the_kernel_source():
     import re
     from pathlib import Path
     src = (Path(chain.__file__).parent / "cuda_chain.cu").read_text()
-    for name in ("CHAIN_REGS", "CHAIN_MAX_STEPS", "CHAIN_W", "CHAIN_NT"):
+    for name in ("CHAIN_MAX_SLOTS", "CHAIN_MAX_UNI", "CHAIN_MAX_STEPS", "CHAIN_W", "CHAIN_NT"):
         (value,) = re.findall(rf"^#define {name} (\d+)$", src, re.M)
         assert int(value) == getattr(chain, name), name
 
 
+def _loads_then_stores(n_live: int, stored: list[int] | None = None) -> np.ndarray:
+    """n_live inputs loaded, then each stored (into buffer `stored[k]` where given, else a new output)."""
+    n, words = 40, []
+    for k in range(n_live):
+        words += [isa.word0(O.LOAD, DType.F32, 0, k, k), 0]
+    outs = stored or [n_live + k for k in range(n_live)]
+    for k, b in enumerate(outs):
+        words += [isa.word0(O.STORE, DType.F32, 0, b, k), 0]
+    words.append(isa.word0(O.END))
+    bufs = [n] * n_live + [-n] * (max(outs) + 1 - n_live)
+    return assemble(words, 2 * n_live + 1, bufs, n_live, [1, 1, 1, n])
+
+
 def test_programs_beyond_the_chain_limits_stay_tiled():
-    rng = np.random.default_rng(6)
-    code = elementwise_program(rng, exact=True, n_regs=chain.CHAIN_REGS + 1)
-    assert chain.steps(code, min_steps=1) is None
+    """Slots are values live at once (loads are live from the start), not registers; a program storing into
+    a buffer it reads cannot have its loads moved ahead and stays tiled."""
+    c = chain.steps(_loads_then_stores(chain.CHAIN_MAX_SLOTS))
+    assert c is not None and c.n_slots == chain.CHAIN_MAX_SLOTS and c.n_loads == chain.CHAIN_MAX_SLOTS
+    assert chain.steps(_loads_then_stores(chain.CHAIN_MAX_SLOTS + 1)) is None
+    assert chain.steps(_loads_then_stores(2, stored=[2, 0])) is None
+
+
+def test_slots_are_reused_once_values_die():
+    """A long chain of ops on one loaded value needs one slot however many registers the program names: a
+    step reads its operands before it writes, so its result takes the slot of the operand that dies."""
+    words, n = [isa.word0(O.LOAD, DType.F32, 0, 0, 0), 0], 16
+    for k in range(1, 20):
+        words.append(isa.word0(O.ADD, DType.F32, 0, k % 8, (k - 1) % 8, (k - 1) % 8))
+    words += [isa.word0(O.STORE, DType.F32, 0, 1, 19 % 8), 0, isa.word0(O.END)]
+    c = chain.steps(assemble(words, 22, [n, -n], 8, [1, 1, 1, n]))
+    assert c is not None and c.n_slots == 1 and (c.n_uni, c.n_loads, c.n_main) == (0, 1, 20)
+    x = np.arange(n, dtype=np.float32)
+    bufs = [x, np.zeros(n, np.float32)]
+    run_table(c, bufs)
+    np.testing.assert_array_equal(bufs[1], x * 2.0 ** 19)
 
 
 @needs_gpu
@@ -208,17 +257,17 @@ def test_chain_kernel_matches_the_numpy_vm(exact, monkeypatch):
     from tests.dvm_runtime.test_gpu import matches_numpy_vm
     rng = np.random.default_rng(21 if exact else 22)
     vm = gvm.get_vm()
-    for i in range(200):   # every register the kernel has, in some programs
-        code = elementwise_program(rng, exact=exact, n_regs=chain.CHAIN_REGS if i % 2 else 6)
+    for i in range(200):
+        code = elementwise_program(rng, exact=exact, n_regs=12 if i % 2 else 6)
         bufs = buffers(code, rng)
-        monkeypatch.setattr(chain, "MIN_STEPS", 1)   # short programs too: the kernel, not the choice, on test
         assert vm.prepare(code).chain is not None
         if exact:
             matches_numpy_vm(vm, code, bufs, exact)
             continue
         tiled_code = code.copy()   # prepared apart: the cache is by array identity
-        monkeypatch.setattr(chain, "MIN_STEPS", 10**9)
-        assert vm.prepare(tiled_code).chain is None
+        with monkeypatch.context() as m:   # the same program on the tiled kernel
+            m.setattr(chain, "steps", lambda code: None)
+            assert vm.prepare(tiled_code).chain is None
         on_chain, on_tiles = [cupy.asarray(b) for b in bufs], [cupy.asarray(b) for b in bufs]
         vm.run(code, on_chain)
         vm.run(tiled_code, on_tiles)
