@@ -104,6 +104,9 @@ class Prepared:
         self.code, self.n_words = code, len(code)
         # an elementwise float32 program runs on the chain kernel, a thread per element group (chain.py)
         self.chain = chain_mod.steps(code) if not self.empty else None
+        c = self.chain
+        if c is not None and chain_shared_bytes(c.n_steps, c.n_slots) > vm.chain_smem:
+            self.chain = None   # more slots than this GPU's shared memory holds: the tiled kernel
         if self.chain is not None:
             c = self.chain
             self.smem = chain_shared_bytes(c.n_steps, c.n_slots)
@@ -190,8 +193,10 @@ class CudaVM:
         self.blocks_per_sm = self._blocks_per_sm(self.kernel, NT)
         self.chain_blocks_per_sm = self._blocks_per_sm(self.chain_kernel, chain_mod.CHAIN_NT)
         self.chain_static = self.chain_kernel.shared_size_bytes
-        self.chain_kernel.max_dynamic_shared_size_bytes = chain_shared_bytes(
-            chain_mod.CHAIN_MAX_STEPS, chain_mod.CHAIN_MAX_SLOTS)
+        # the largest chain table needs 110 KiB: more than some GPUs' opt-in limit (those run it tiled)
+        self.chain_smem = min(chain_shared_bytes(chain_mod.CHAIN_MAX_STEPS, chain_mod.CHAIN_MAX_SLOTS),
+                              attrs["MaxSharedMemoryPerBlockOptin"] - self.chain_static)
+        self.chain_kernel.max_dynamic_shared_size_bytes = self.chain_smem
         self.arena = CodeArena(cupy)
         self._prepared: dict[int, Prepared] = {}
         self._zero = np.uint64(0)

@@ -273,3 +273,22 @@ def test_chain_kernel_matches_the_numpy_vm(exact, monkeypatch):
         vm.run(tiled_code, on_tiles)
         for k, (a, b) in enumerate(zip(on_chain, on_tiles)):
             np.testing.assert_array_equal(a.get(), b.get(), err_msg=f"program {i}, buffer {k}")
+
+
+def test_a_chain_beyond_the_gpus_shared_memory_runs_tiled():
+    """Prepared (vm.py) sizes a chain block's shared memory from its steps and slots; where that exceeds what
+    the GPU allows a block, the program goes to the tiled kernel instead (checked with a stand-in VM: no
+    device needed)."""
+    from types import SimpleNamespace
+
+    from dvm_runtime.gpu import vm as gvm
+    code = _loads_then_stores(8)
+    c = chain.steps(code)
+    need = gvm.chain_shared_bytes(c.n_steps, c.n_slots)
+    arena = SimpleNamespace(put=lambda words: 0, generation=0)
+    stand_in = dict(n_sm=2, chain_blocks_per_sm=4, smem_per_sm=228 << 10, chain_static=2304, arena=arena,
+                    max_smem=200 << 10, blocks_per_sm=2)
+    fits = gvm.Prepared(SimpleNamespace(chain_smem=need, **stand_in), code)
+    assert fits.chain is not None and fits.smem == need and fits.chain_grid == 1
+    tight = gvm.Prepared(SimpleNamespace(chain_smem=need - 1, **stand_in), code)
+    assert tight.chain is None and tight.grid >= 1
