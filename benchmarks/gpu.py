@@ -3,7 +3,8 @@
 Part 1, operators: the ops suite's fused chains on device-resident inputs (CuPy for ours, CUDA tensors for
 torch); every runner synchronizes the device before returning, outputs are checked against numpy first, and
 each row carries GB/s and the fraction of the GPU's device-to-device copy bandwidth, measured in the same
-run: at the start (best of N) and as a copy of the case's bytes timed in the same rounds (reference runner). Part 2, dynamic shapes: the dynamic suite's tiny_gpt served over distinct lengths on the GPU by msgx,
+run: at the start (best of N) and as a copy of the case's bytes timed in the same rounds (reference runner).
+Part 2, dynamic shapes: the dynamic suite's tiny_gpt served over distinct lengths on the GPU by msgx,
 torch eager and torch.compile (dynamic=False on the first --static-lengths lengths, and dynamic=True).
 The CUDA interpreter is built (or loaded from the cache) once before anything is timed; its build time is
 reported, like the C VM's build at install. Rows are JSON lines; --md writes the Markdown tables.

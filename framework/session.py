@@ -112,7 +112,8 @@ class InferenceSession:
         self._inputs = {v.name: v for v in self.graph.inputs}
         self._valid_feeds: set = set()  # (shape, dtype) per input of feeds that passed _check_feed
         # array types whose signature stands for a full check: numpy's, and in a GPU session the device array
-        # types fed to it (re-checking ten CuPy inputs took 25 us of a 40 us call)
+        # types fed to it (a cProfile of an Adam step fed ten CuPy arrays: the re-check took 40% of the host
+        # time of a call)
         self._fast_types = {np.ndarray}
         self._constant_ids = frozenset(id(a) for a in self.graph.constants.values())
         self._lazy_fusion = hasattr(self._executor, "records")
