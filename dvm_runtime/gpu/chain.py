@@ -183,9 +183,8 @@ def steps(code: np.ndarray) -> Chain | None:
     for k, (kind, op, _d, _a, _b, buf, rev, imm, off, strides) in enumerate(ins):
         ops = [operand(v) for v in reads[k]]
         for v in reads[k]:   # operands are read before the result is written: their slots can be its
-            if last_use[v] == k and not uniform[v] and v in slot:
+            if last_use[v] == k and v in slot:   # (once: a value read twice is gone from `slot` after)
                 free.append(slot.pop(v))
-                last_use[v] = -2   # freed once even when read twice
         if kind in (K_LOAD, K_VIEW):
             continue
         if kind == K_STORE:
