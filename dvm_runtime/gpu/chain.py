@@ -10,8 +10,8 @@ tiled kernel.
 The table is the program rewritten for a thread that runs it on CHAIN_W float4s at a time, in three parts:
 - uniform steps: values that are one number for the whole space (0-d loads, constants, arithmetic on those:
   Adam's 1 - beta1), computed once per block into `uni` slots;
-- loads: every tensor load, hoisted ahead of all arithmetic so that each thread has all of its loads in
-  flight at once (a load's value goes to a slot of its own until its last use);
+- loads: every tensor load, hoisted ahead of all arithmetic so that a thread's loads are in flight
+  together (CHAIN_BATCH at a time; a load's value goes to a slot of its own until its last use);
 - main steps: the arithmetic and the stores, on slots (shared memory, each thread its own float4s; indexed
   by number, so no switch picks a register) or uniform operands.
 Values get slots by liveness (straight-line code: a linear scan), so the table needs as many slots as

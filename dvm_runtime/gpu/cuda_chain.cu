@@ -2,10 +2,9 @@
  * writes the step table). Each thread runs the whole program on CHAIN_W float4s of the space at a time, so a
  * program's loads, compute and stores for those elements follow each other with no barrier and no tile.
  *
- * Per element group a thread first issues every load of the program (up to CHAIN_BATCH at once into
- * registers, then into its slots), so they are all in flight together, then runs the main steps (`body`)
- * on slots.
- * A slot is CHAIN_W float4s of dynamic shared memory that only its thread touches (slot s, float4 q of
+ * Per element group a thread first issues the program's loads, CHAIN_BATCH at a time into registers (all
+ * in flight together) and then into its slots, before any arithmetic; then it runs the main steps (`body`)
+ * on slots. A slot is CHAIN_W float4s of dynamic shared memory that only its thread touches (slot s, float4 q of
  * thread t at (s * CHAIN_W + q) * CHAIN_NT + t: conflict-free 16-byte accesses): a step names its slots by
  * number, where a register file of named variables needed a switch per operand (that design spent more
  * instructions choosing registers than computing). Values that are one number for the whole space (0-d
