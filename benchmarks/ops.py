@@ -387,9 +387,9 @@ def fraction_lines(rows: list[dict]) -> list[str]:
         same, peak = ([m[k][OURS] for m in metas if OURS in m.get(k, {})]
                       for k in ("copy_fraction", "peak_fraction"))
         if same or peak:
-            text = [f"{100 * min(f):.0f}-{100 * max(f):.0f}% of {what}" for f, what in
-                    ((same, "a copy of the same bytes timed in the same rounds"), (peak, "the start-of-run best"))
-                    if f]
+            bases = ((same, "a copy of the same bytes timed in the same rounds"),
+                     (peak, "the start-of-run best"))
+            text = [f"{100 * min(f):.0f}-{100 * max(f):.0f}% of {what}" for f, what in bases if f]
             lines.append(f"- {size}: msgx reaches " + "; ".join(text))
     return lines
 

@@ -60,7 +60,8 @@ def shared_bytes(n_words: int, n_instr: int, n_bufs: int, tr: int, tc: int, n_re
 
 def chain_shared_bytes(n_steps: int, n_slots: int) -> int:
     """Dynamic shared memory of one chain-kernel block: its step table, then its slots (cuda_chain.cu)."""
-    return _align16(n_steps * chain_mod.STEP_WORDS * 8) + n_slots * chain_mod.CHAIN_W * chain_mod.CHAIN_NT * 16
+    slot_bytes = chain_mod.CHAIN_W * chain_mod.CHAIN_NT * 16   # CHAIN_W float4s per thread
+    return _align16(n_steps * chain_mod.STEP_WORDS * 8) + n_slots * slot_bytes
 
 
 def _validate(code: np.ndarray) -> None:
@@ -103,12 +104,11 @@ class Prepared:
         self.empty = rows * cols == 0
         self.code, self.n_words = code, len(code)
         # an elementwise float32 program runs on the chain kernel, a thread per element group (chain.py)
-        self.chain = chain_mod.steps(code) if not self.empty else None
-        c = self.chain
+        c = chain_mod.steps(code) if not self.empty else None
         if c is not None and chain_shared_bytes(c.n_steps, c.n_slots) > vm.chain_smem:
-            self.chain = None   # more slots than this GPU's shared memory holds: the tiled kernel
-        if self.chain is not None:
-            c = self.chain
+            c = None   # more slots than this GPU's shared memory holds: the tiled kernel
+        self.chain = c
+        if c is not None:
             self.smem = chain_shared_bytes(c.n_steps, c.n_slots)
             by_smem = vm.smem_per_sm // (self.smem + vm.chain_static + 1024)
             per_sm = max(1, min(vm.chain_blocks_per_sm, by_smem))
