@@ -33,14 +33,14 @@ BLAS_OPS = frozenset({"MatMul", "Gemm"})
 
 
 def gpu_tiling(rows: int, cols: int, n_regs: int, reduces: bool) -> tuple[int, int]:
-    """(tile_rows, tile_cols) for a block: whole rows when rows are short or reduced, else column chunks."""
+    """(tile_rows, tile_cols) for a block: whole rows when rows are short or reduced, else column chunks.
+    Reduced rows longer than a block's shared memory holds (a 32000-word vocabulary) are one row per tile:
+    the row kernel runs those programs (vm.Prepared), and the VM refuses the others (GpuLimitError: the
+    backend runs that shape on the host)."""
     te = TILE_BYTES // (4 * n_regs)
     te = max(MIN_TILE, min(MAX_TILE, 1 << max(te, 1).bit_length() - 1))
     cols = max(cols, 1)
     if reduces:
-        if cols * n_regs * 4 > 200 * 1024:
-            raise encoder.UnsupportedError(f"rows of {cols} elements x {n_regs} registers exceed shared "
-                                           "memory")
         return max(1, min(rows, te // cols, MAX_TILE_ROWS)), cols
     if cols >= te:
         return 1, te

@@ -16,13 +16,14 @@ import numpy as np
 
 from .. import isa
 from ..pyvm import DvmError
-from . import chain as chain_mod
+from . import chain as chain_mod, rows as rows_mod
 
 NT = 256                 # threads per block (cuda_vm.cu's NT)
 INLINE_PTRS = 16         # buffer pointers passed as kernel arguments; more go through a device table
 INS_BYTES = 64           # sizeof(Ins) in cuda_vm.cu (static_assert there)
 OPTIONS = ("-std=c++17", "--fmad=false")  # no FMA contraction: the ISA's arithmetic is op by op
-_SRCS = [os.path.join(os.path.dirname(__file__), f) for f in ("cuda_ops.cuh", "cuda_vm.cu", "cuda_chain.cu")]
+_SRCS = [os.path.join(os.path.dirname(__file__), f) for f in ("cuda_ops.cuh", "cuda_vm.cu", "cuda_chain.cu",
+                                                                       "cuda_rows.cu")]
 
 
 class GpuLimitError(DvmError):
@@ -64,6 +65,14 @@ def chain_shared_bytes(n_steps: int, n_slots: int) -> int:
     return _align16(n_steps * chain_mod.STEP_WORDS * 8) + n_slots * slot_bytes
 
 
+def rows_shared_bytes(r: "rows_mod.Rows") -> int:
+    """Dynamic shared memory of one row-kernel block: its table, its slots, then per row its row values,
+    chunk results and lane results (cuda_rows.cu)."""
+    slot_bytes = chain_mod.CHAIN_W * rows_mod.ROWS_NT * 16
+    per_row = 4 * (r.n_rowv + r.nch * isa.REDUCE_LANES + isa.REDUCE_LANES)
+    return _align16(r.n_steps * chain_mod.STEP_WORDS * 8) + r.n_slots * slot_bytes + r.rows_per_block * per_row
+
+
 def _validate(code: np.ndarray) -> None:
     """The CPU VM's validation (the C one when built, else the numpy one): a DvmError when invalid."""
     from .. import cvm, pyvm
@@ -89,10 +98,12 @@ def _uses_i64(code: np.ndarray, start: int) -> bool:
 
 
 class Prepared:
-    """A validated program on the device: its launch geometry and buffer table."""
+    """A validated program on the device: which kernel runs it (`kernel`: "tiled", "chain" or "rows"), its
+    launch geometry, buffer table and the kernel's leading arguments (`args`, packed into `words` for
+    launches through the driver)."""
 
-    __slots__ = ("code", "args", "n_words", "reg_bytes", "smem", "grid", "bufs", "empty", "generation",
-                 "chain", "chain_args", "chain_grid")
+    __slots__ = ("code", "args", "n_words", "reg_bytes", "smem", "grid", "threads", "bufs", "empty",
+                 "generation", "chain", "rows", "kernel", "words", "params")
 
     def __init__(self, vm: "CudaVM", code: np.ndarray):
         _validate(code)
@@ -103,41 +114,54 @@ class Prepared:
         rows, cols = h["d0"] * h["d1"] * h["d2"], h["d3"]
         self.empty = rows * cols == 0
         self.code, self.n_words = code, len(code)
+        self.grid, self.params = 0, None
         # an elementwise float32 program runs on the chain kernel, a thread per element group (chain.py)
         c = chain_mod.steps(code) if not self.empty else None
         if c is not None and chain_shared_bytes(c.n_steps, c.n_slots) > vm.chain_smem:
             c = None   # more slots than this GPU's shared memory holds: the tiled kernel
-        self.chain = c
+        self.chain, self.rows = c, None
         if c is not None:
+            self.kernel, self.threads = "chain", chain_mod.CHAIN_NT
             self.smem = chain_shared_bytes(c.n_steps, c.n_slots)
-            by_smem = vm.smem_per_sm // (self.smem + vm.chain_static + 1024)
-            per_sm = max(1, min(vm.chain_blocks_per_sm, by_smem))
-            groups = -(-c.total // (chain_mod.CHAIN_NT * 4 * chain_mod.CHAIN_W))
-            self.chain_grid = min(groups, vm.n_sm * per_sm)
-            self.grid = 0
-            self.upload(vm.arena)
-            return
-        self.reg_bytes = 8 if _uses_i64(code, isa.CODE_START + isa.BUF_WORDS * nb) else 4
-        self.smem = shared_bytes(len(code), h["n_instr"], nb, tr, tc, n_regs, self.reg_bytes)
-        if self.smem > vm.max_smem:
-            raise GpuLimitError(f"tiles of {tr}x{tc} elements with {n_regs} registers need {self.smem} bytes "
-                                f"of shared memory per block; this GPU allows {vm.max_smem}")
-        ntiles = math.ceil(rows / tr) * math.ceil(cols / tc) if not self.empty else 0
-        per_sm = max(1, min(vm.blocks_per_sm, vm.smem_per_sm // (self.smem + 1024)))
-        self.grid = min(ntiles, vm.n_sm * per_sm)
+            per_sm = vm.per_sm(self.kernel, self.smem)
+            self.grid = min(-(-c.total // (chain_mod.CHAIN_NT * 4 * chain_mod.CHAIN_W)), vm.n_sm * per_sm)
+        else:
+            self.kernel, self.threads = "tiled", NT
+            self.reg_bytes = 8 if _uses_i64(code, isa.CODE_START + isa.BUF_WORDS * nb) else 4
+            self.smem = shared_bytes(len(code), h["n_instr"], nb, tr, tc, n_regs, self.reg_bytes)
+            if self.smem > vm.max_smem:   # rows too long to hold: the row kernel keeps none of them (rows.py)
+                r = rows_mod.steps(code)
+                if r is None or rows_shared_bytes(r) > vm.rows_smem:
+                    raise GpuLimitError(f"tiles of {tr}x{tc} elements with {n_regs} registers need {self.smem} "
+                                        f"bytes of shared memory per block; this GPU allows {vm.max_smem}")
+                self.rows, self.kernel, self.threads = r, "rows", rows_mod.ROWS_NT
+                self.smem = rows_shared_bytes(r)
+                self.grid = min(-(-r.rows // r.rows_per_block), vm.n_sm * vm.per_sm(self.kernel, self.smem))
+            else:
+                ntiles = math.ceil(rows / tr) * math.ceil(cols / tc) if not self.empty else 0
+                self.grid = min(ntiles, vm.n_sm * vm.per_sm(self.kernel, self.smem))
         self.upload(vm.arena)
 
     def upload(self, arena: "CodeArena") -> None:
-        """Queue the program's upload (its step table, for a chain); `args` / `chain_args` are the leading
-        arguments of the tiled kernel (code, words, reg bytes) / the chain kernel (steps ... views)."""
-        if self.chain is not None:
+        """Queue the program's upload (its table, for the chain and row kernels) and set `args`: the kernel's
+        arguments before the buffer table and pointers."""
+        if self.rows is not None:
+            r = self.rows
+            self.args = (np.uint64(arena.put(r.words)), np.int32(r.n_steps), np.int32(r.n_slots),
+                         np.int32(r.n_rowv), np.int32(len(self.bufs)), np.int64(r.rows), np.int64(r.cols),
+                         np.int64(r.d1), np.int64(r.d2), np.int32(r.per), np.int32(r.nch), np.int32(r.group))
+        elif self.chain is not None:
             c = self.chain
-            self.chain_args = (np.uint64(arena.put(c.words)), np.int32(c.n_uni), np.int32(c.n_loads),
-                               np.int32(c.n_main), np.int32(c.n_slots), np.int32(len(self.bufs)),
-                               np.int64(c.total), np.int64(c.cols), np.int64(c.d1), np.int64(c.d2),
-                               np.int32(c.views))
+            self.args = (np.uint64(arena.put(c.words)), np.int32(c.n_uni), np.int32(c.n_loads),
+                         np.int32(c.n_main), np.int32(c.n_slots), np.int32(len(self.bufs)),
+                         np.int64(c.total), np.int64(c.cols), np.int64(c.d1), np.int64(c.d2), np.int32(c.views))
         else:
             self.args = (np.uint64(arena.put(self.code)), np.int32(self.n_words), np.int32(self.reg_bytes))
+        # every argument in a word of its own, scalars in its low bytes (cuLaunchKernel reads each argument's
+        # size from the address given for it; little-endian), then the table and the pointers
+        self.words = np.zeros(len(self.args) + 1 + INLINE_PTRS, np.uint64)
+        self.words[:len(self.args)] = [int(a) & 0xFFFFFFFFFFFFFFFF for a in self.args]
+        self.params = None   # the addresses of the words, made on first launch
         self.generation = arena.generation
 
 
@@ -186,20 +210,33 @@ class CudaVM:
         self.smem_per_sm = attrs["MaxSharedMemoryPerMultiprocessor"]
         self.arch = dev.compute_capability
         self.compile_s, self.from_cache = 0.0, False
-        self.kernel, self.chain_kernel = self._build(cupy)
-        self.max_smem -= self.kernel.shared_size_bytes  # the opt-in limit counts static shared memory too
-        self.kernel.max_dynamic_shared_size_bytes = self.max_smem
-        # resident blocks per SM the kernel's registers allow (register file: 64K 32-bit registers per SM)
-        self.blocks_per_sm = self._blocks_per_sm(self.kernel, NT)
-        self.chain_blocks_per_sm = self._blocks_per_sm(self.chain_kernel, chain_mod.CHAIN_NT)
-        self.chain_static = self.chain_kernel.shared_size_bytes
+        tiled, chain, rows = self._build(cupy)
+        self.kernels = {"tiled": tiled, "chain": chain, "rows": rows}
+        self.max_smem -= tiled.shared_size_bytes  # the opt-in limit counts static shared memory too
         # the largest chain table needs 110 KiB: more than some GPUs' opt-in limit (those run it tiled)
         self.chain_smem = min(chain_shared_bytes(chain_mod.CHAIN_MAX_STEPS, chain_mod.CHAIN_MAX_SLOTS),
-                              attrs["MaxSharedMemoryPerBlockOptin"] - self.chain_static)
-        self.chain_kernel.max_dynamic_shared_size_bytes = self.chain_smem
+                              attrs["MaxSharedMemoryPerBlockOptin"] - chain.shared_size_bytes)
+        self.rows_smem = attrs["MaxSharedMemoryPerBlockOptin"] - rows.shared_size_bytes
+        for k, limit in ((tiled, self.max_smem), (chain, self.chain_smem), (rows, self.rows_smem)):
+            k.max_dynamic_shared_size_bytes = limit
+        # resident blocks per SM the kernels' registers allow, and their static shared memory
+        self._fit = {name: (self._blocks_per_sm(k, threads), k.shared_size_bytes) for (name, k), threads
+                     in zip(self.kernels.items(), (NT, chain_mod.CHAIN_NT, rows_mod.ROWS_NT))}
         self.arena = CodeArena(cupy)
         self._prepared: dict[int, Prepared] = {}
-        self._zero = np.uint64(0)
+        # launches through the driver with pre-packed arguments where this CuPy offers it (see launch): the
+        # CUfunction of each kernel (a RawKernel's Function, or the Function itself in older CuPy)
+        self._driver_launch = getattr(cupy.cuda.driver, "launchKernel", None)
+        self._function = {name: getattr(getattr(k, "kernel", k), "ptr", None) for name, k in self.kernels.items()}
+        if None in self._function.values():
+            self._driver_launch = None
+        self._stream = cupy.cuda.get_current_stream
+        self._launch_lock = threading.Lock()
+
+    def per_sm(self, kernel: str, smem: int) -> int:
+        """Blocks of `kernel` with `smem` bytes of dynamic shared memory that one SM holds at once."""
+        by_regs, static = self._fit[kernel]
+        return max(1, min(by_regs, self.smem_per_sm // (smem + static + 1024)))
 
     @staticmethod
     def _blocks_per_sm(kernel, threads: int) -> int:
@@ -208,7 +245,7 @@ class CudaVM:
         return max(1, min(2048 // threads, 65536 // (max(kernel.num_regs, 1) * threads)))
 
     def _build(self, cupy):
-        """(tiled kernel, chain kernel), from the shared cache's cubin or NVRTC."""
+        """(tiled kernel, chain kernel, row kernel), from the shared cache's cubin or NVRTC."""
         import time
 
         from framework.disk_cache import DiskCache, cache_key
@@ -229,7 +266,7 @@ class CudaVM:
             module = cupy.RawModule(path=str(path))
         except (ImportError, AttributeError, TypeError):  # a CuPy without these internals: its own cache
             module = cupy.RawModule(code=src, options=OPTIONS)
-        kernels = module.get_function("dvm_vm"), module.get_function("dvm_chain")
+        kernels = tuple(module.get_function(name) for name in ("dvm_vm", "dvm_chain", "dvm_rows"))
         self.compile_s = time.perf_counter() - t0
         return kernels
 
@@ -256,19 +293,34 @@ class CudaVM:
             if not isinstance(b, cupy.ndarray) or b.dtype != dt or b.size != n or not b.flags.c_contiguous:
                 raise DvmError(f"bad DVM program: buffer {i} must be a contiguous CuPy {dt} array of {n} "
                                f"elements")
-        if p.empty or (p.grid == 0 and p.chain is None):
+        self.launch(p, buffers)
+
+    def launch(self, p: Prepared, buffers: list) -> None:
+        """Run a prepared program on `buffers` as they are: `run` checks them; the GPU backend's are right by
+        construction (inputs made contiguous in the slot's dtype, outputs allocated from the program)."""
+        if p.empty or p.grid == 0:
             return
-        ptrs = [np.uint64(b.data.ptr) for b in buffers[:INLINE_PTRS]]
-        ptrs += [self._zero] * (INLINE_PTRS - len(ptrs))
-        table = self._zero
+        table = 0
         if len(buffers) > INLINE_PTRS:
-            table = np.uint64(self.arena.put(np.array([b.data.ptr for b in buffers[INLINE_PTRS:]], np.uint64)))
-            p = self.prepare(code)  # re-uploaded when the table's upload started the code area over
-        if p.chain is not None:
-            self.chain_kernel((p.chain_grid,), (chain_mod.CHAIN_NT,), (*p.chain_args, table, *ptrs),
-                              shared_mem=p.smem)
-        else:
-            self.kernel((p.grid,), (NT,), (*p.args, table, *ptrs), shared_mem=p.smem)
+            table = self.arena.put(np.array([b.data.ptr for b in buffers[INLINE_PTRS:]], np.uint64))
+            p = self.prepare(p.code)  # re-uploaded when the table's upload started the code area over
+        ptrs = [b.data.ptr for b in buffers[:INLINE_PTRS]]
+        if self._driver_launch is None:
+            args = (*p.args, np.uint64(table), *(np.uint64(x) for x in ptrs),
+                    *(np.uint64(0) for _ in range(INLINE_PTRS - len(ptrs))))
+            self.kernels[p.kernel]((p.grid,), (p.threads,), args, shared_mem=p.smem)
+            return
+        # CuPy's own launch converts each of the ~30 arguments on every call; here the program's are packed
+        # once (Prepared.words) and a launch writes only the table and the buffer pointers
+        n = len(p.args)
+        with self._launch_lock:
+            w = p.words
+            if p.params is None:
+                p.params = np.arange(len(w), dtype=np.uint64) * np.uint64(8) + np.uint64(w.ctypes.data)
+            w[n] = table
+            w[n + 1:n + 1 + len(ptrs)] = ptrs
+            self._driver_launch(self._function[p.kernel], p.grid, 1, 1, p.threads, 1, 1, p.smem, self._stream().ptr,
+                                p.params.ctypes.data, 0)
 
 
 _VM: list = []

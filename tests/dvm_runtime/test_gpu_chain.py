@@ -286,9 +286,8 @@ def test_a_chain_beyond_the_gpus_shared_memory_runs_tiled():
     c = chain.steps(code)
     need = gvm.chain_shared_bytes(c.n_steps, c.n_slots)
     arena = SimpleNamespace(put=lambda words: 0, generation=0)
-    stand_in = dict(n_sm=2, chain_blocks_per_sm=4, smem_per_sm=228 << 10, chain_static=2304, arena=arena,
-                    max_smem=200 << 10, blocks_per_sm=2)
+    stand_in = dict(n_sm=2, arena=arena, max_smem=200 << 10, per_sm=lambda kernel, smem: 4)
     fits = gvm.Prepared(SimpleNamespace(chain_smem=need, **stand_in), code)
-    assert fits.chain is not None and fits.smem == need and fits.chain_grid == 1
+    assert fits.chain is not None and fits.kernel == "chain" and fits.smem == need and fits.grid == 1
     tight = gvm.Prepared(SimpleNamespace(chain_smem=need - 1, **stand_in), code)
-    assert tight.chain is None and tight.grid >= 1
+    assert tight.chain is None and tight.kernel == "tiled" and tight.grid >= 1
