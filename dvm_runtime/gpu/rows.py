@@ -3,13 +3,16 @@
 A program qualifies when it reduces along its rows (LayerNorm, softmax, a ReduceSum's cluster) and is
 otherwise made of what the chain kernel runs (chain.py: float32 loads, stores, views, constants, unary and
 binary arithmetic), plus the ROW class: per-row values (LOAD_ROW, STORE_ROW, arithmetic on ROW registers),
-BCAST_ROW and ROW operands broadcast along a row. Selects, casts, comparisons and other dtypes stay tiled.
+BCAST_ROW and ROW operands broadcast along a row. Selects, casts, comparisons and other dtypes do not.
 
-The tiled kernel keeps every register of a tile in shared memory (a 1x8192 tile with three registers takes
-96 KiB, two blocks per SM), so its rows wait on each other's phases. Here no element value is kept from one
-pass to the next: a value is either one number per row (a *row value*: ROW registers, constants, 0-d and
-per-row loads, and arithmetic on those) or an *element value* that is recomputed, from loads, wherever it
-is needed. The table is a list of segments run in order for each row:
+The tiled kernel keeps every register of a tile in shared memory, so it cannot hold rows much longer than
+8192 elements (a softmax over a 32000-word vocabulary); those programs run here (vm.Prepared). Here no
+element value is kept from one pass to the next, so a row's length costs no shared memory: a value is
+either one number per row (a *row value*: ROW registers, constants, 0-d and per-row loads, and arithmetic
+on those) or an *element value* that is recomputed, from loads, wherever it is needed. Rows the tiled kernel
+holds stay there: on one H100 this kernel was no faster on them (LayerNorm 8192x8192 0.826 ms against 0.831,
+softmax 0.664 against 0.558; benchmarks/results/gpu_h100.md, session 24).
+The table is a list of segments run in order for each row:
 - row steps (`K_ROWS` header): the row values, computed by one thread of the row into its `rowv` slots;
 - passes (`K_PASS` header): the element values one reduction or the program's stores need, run by the
   row's threads over the row like a chain (chain.py's kinds: loads hoisted first, then arithmetic and stores
