@@ -69,8 +69,9 @@ def _step(kind, op=0, d=0, a=0, b=0, buf=0, flags=0, imm=0, off=0, strides=(0, 0
     return [head, imm & 0xFFFFFFFF, off & 0xFFFFFFFFFFFFFFFF, *(s & 0xFFFFFFFFFFFFFFFF for s in strides)]
 
 
-def _decode(code: np.ndarray) -> tuple | None:
-    """(instructions as (kind, op, d, a, b, buf, rev, imm, off, strides), header) or None: not a chain."""
+def f32_instructions(code: np.ndarray) -> tuple | None:
+    """(instructions as (opcode, form, flags, d, a, b, extra words), header fields) of a program whose
+    buffers and instructions are all float32, else None."""
     w = code.tolist()
     h = {name: w[i] for i, name in enumerate(isa.header_fields)}
     nb = h["n_buffers"]
@@ -79,31 +80,44 @@ def _decode(code: np.ndarray) -> tuple | None:
     out, pc = [], isa.CODE_START + isa.BUF_WORDS * nb
     while True:
         op, dt, flags, d, a, b = isa.unpack0(w[pc])
-        code_op = O(op)
-        form = isa.OPCODE_FORMS[code_op]
+        form = isa.OPCODE_FORMS[O(op)]
         if form == Form.END:
             return out, h
-        if flags or dt != _F32:
+        if dt != _F32:
             return None
-        if code_op == O.LOAD:
-            out.append((K_LOAD, 0, d, 0, 0, a, 0, 0, isa.s64(w[pc + 1]), (0, 0, 0, 0)))
-        elif code_op == O.STORE:
-            out.append((K_STORE, 0, 0, a, 0, d, 0, 0, isa.s64(w[pc + 1]), (0, 0, 0, 0)))
-        elif code_op == O.LOAD_VIEW:
-            strides = tuple(isa.s64(x) for x in w[pc + 2:pc + 6])
+        out.append((O(op), form, flags, d, a, b, w[pc + 1:pc + isa.FORM_WORDS[form]]))
+        pc += isa.FORM_WORDS[form]
+
+
+def _decode(code: np.ndarray) -> tuple | None:
+    """(instructions as (kind, op, d, a, b, buf, rev, imm, off, strides), header) or None: not a chain."""
+    decoded = f32_instructions(code)
+    if decoded is None:
+        return None
+    ins, h = decoded
+    out = []
+    for op, form, flags, d, a, b, extra in ins:
+        if flags:
+            return None
+        if op == O.LOAD:
+            out.append((K_LOAD, 0, d, 0, 0, a, 0, 0, isa.s64(extra[0]), (0, 0, 0, 0)))
+        elif op == O.STORE:
+            out.append((K_STORE, 0, 0, a, 0, d, 0, 0, isa.s64(extra[0]), (0, 0, 0, 0)))
+        elif op == O.LOAD_VIEW:
+            strides = tuple(isa.s64(x) for x in extra[1:5])
             kind = K_VIEW if any(strides) else K_SCALAR
-            out.append((kind, 0, d, 0, 0, a, 0, 0, isa.s64(w[pc + 1]), strides))
+            out.append((kind, 0, d, 0, 0, a, 0, 0, isa.s64(extra[0]), strides))
         elif form == Form.CONST:
-            out.append((K_CONST, 0, d, 0, 0, 0, 0, w[pc + 1], 0, (0, 0, 0, 0)))
-        elif form == Form.UNARY and code_op in UNARY:
-            out.append((K_UNARY, op, d, a, 0, 0, 0, 0, 0, (0, 0, 0, 0)))
-        elif form == Form.BINARY and code_op in BINARY:
-            out.append((K_BINARY, op, d, a, b, 0, 0, 0, 0, (0, 0, 0, 0)))
+            out.append((K_CONST, 0, d, 0, 0, 0, 0, extra[0], 0, (0, 0, 0, 0)))
+        elif form == Form.UNARY and op in UNARY:
+            out.append((K_UNARY, int(op), d, a, 0, 0, 0, 0, 0, (0, 0, 0, 0)))
+        elif form == Form.BINARY and op in BINARY:
+            out.append((K_BINARY, int(op), d, a, b, 0, 0, 0, 0, (0, 0, 0, 0)))
         elif form == Form.BINARY_IMM and O(op - isa.IMM_DELTA) in BINARY:
-            out.append((K_BINARY_IMM, op - isa.IMM_DELTA, d, a, 0, 0, b, w[pc + 1], 0, (0, 0, 0, 0)))
+            out.append((K_BINARY_IMM, op - isa.IMM_DELTA, d, a, 0, 0, b, extra[0], 0, (0, 0, 0, 0)))
         else:
             return None
-        pc += isa.FORM_WORDS[form]
+    return out, h
 
 
 def steps(code: np.ndarray) -> Chain | None:

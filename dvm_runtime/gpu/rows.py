@@ -29,7 +29,7 @@ import numpy as np
 from .. import isa
 from ..isa import Form, Opcode as O
 from .chain import (BINARY, K_BINARY, K_BINARY_IMM, K_CONST, K_LOAD, K_STORE, K_UNARY, K_VIEW, REV, A_UNI,
-                    B_UNI, STEP_WORDS, UNARY, _step)
+                    B_UNI, STEP_WORDS, UNARY, _step, f32_instructions)
 
 K_ROW_LOAD, K_ROW_STORE, K_ROWS, K_PASS = 8, 9, 10, 11
 ROWS_MAX_STEPS = 256     # cuda_rows.cu's ROWS_MAX_STEPS: all segments with their headers
@@ -39,7 +39,6 @@ ROWS_W = 2               # cuda_rows.cu's ROWS_W: float4s a thread runs each ste
 ROWS_NT = 128            # cuda_rows.cu's ROWS_NT: threads per block
 ROWS_MAX_CHUNKS = 512    # reduction chunks per row (the block's partial sums live in shared memory)
 REDUCE = frozenset(isa.REDUCE_OPS)
-_F32 = int(isa.DType.F32)
 
 
 class Rows:
@@ -73,25 +72,6 @@ class _Val:
     def __init__(self, row, kind, op=0, args=(), buf=0, rev=0, imm=0, off=0, strides=(0, 0, 0, 0), at=-1):
         self.row, self.kind, self.op, self.args, self.buf = row, kind, op, args, buf
         self.rev, self.imm, self.off, self.strides, self.at = rev, imm, off, strides, at
-
-
-def _decode(code: np.ndarray) -> tuple | None:
-    """(instructions as (op, flags, d, a, b, extra words), header) or None: some buffer is not float32."""
-    w = code.tolist()
-    h = {name: w[i] for i, name in enumerate(isa.header_fields)}
-    nb = h["n_buffers"]
-    if any(w[isa.CODE_START + isa.BUF_WORDS * i] & 0xFF != _F32 for i in range(nb)):
-        return None
-    out, pc = [], isa.CODE_START + isa.BUF_WORDS * nb
-    while True:
-        op, dt, flags, d, a, b = isa.unpack0(w[pc])
-        form = isa.OPCODE_FORMS[O(op)]
-        if form == Form.END:
-            return out, h
-        if dt != _F32:
-            return None
-        out.append((O(op), form, flags, d, a, b, w[pc + 1:pc + isa.FORM_WORDS[form]]))
-        pc += isa.FORM_WORDS[form]
 
 
 def _values(ins: list) -> tuple | None:
@@ -139,8 +119,8 @@ def _values(ins: list) -> tuple | None:
             define(_Val(vals[x].row and vals[y].row, K_BINARY, op=op, args=(x, y), at=at), d)
         elif form == Form.BINARY_IMM and O(op - isa.IMM_DELTA) in BINARY:
             x = read(a)
-            define(_Val(vals[x].row, K_BINARY_IMM, op=op - isa.IMM_DELTA, args=(x,), rev=b, imm=extra[0], at=at),
-                   d)
+            base = op - isa.IMM_DELTA
+            define(_Val(vals[x].row, K_BINARY_IMM, op=base, args=(x,), rev=b, imm=extra[0], at=at), d)
         elif form == Form.REDUCE and op in REDUCE:
             x = read(a)
             vals.append(_Val(True, K_PASS, op=op, args=(x,)))
@@ -241,7 +221,7 @@ class _Builder:
 def steps(code: np.ndarray) -> Rows | None:
     """The row form of a validated program, or None when it does not reduce along rows, does not qualify, or
     needs more steps, slots, row values or chunks than the kernel has."""
-    decoded = _decode(code)
+    decoded = f32_instructions(code)
     if decoded is None:
         return None
     ins, h = decoded

@@ -127,7 +127,8 @@ def run_table(r: rows.Rows, bufs: list) -> None:
         head, imm, off, *strides = w[k]
         kind, op, d, a, b, buf, flags = ((head >> (8 * i)) & 0xFF for i in range(7))
         s = [isa.s64(x) for x in strides]
-        return kind, op, d, a, b, buf, flags, np.float32(np.uint32(imm).view(np.float32)), isa.s64(off), s, imm
+        value = np.float32(np.uint32(imm).view(np.float32))
+        return kind, op, d, a, b, buf, flags, value, isa.s64(off), s, imm
 
     k = 0
     while k < len(w):
@@ -233,7 +234,8 @@ def test_encoded_row_programs_qualify(op):
         pyvm.run(code, want)
         run_table(r, bufs)
         for got, ref in zip(bufs, want):
-            np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-30, equal_nan=True, err_msg=f"{op} {shape}")
+            np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-30, equal_nan=True,
+                                       err_msg=f"{op} {shape}")
 
 
 def test_elementwise_programs_and_other_dtypes_are_not_rows():
