@@ -70,7 +70,8 @@ def rows_shared_bytes(r: "rows_mod.Rows") -> int:
     chunk results and lane results (cuda_rows.cu)."""
     slot_bytes = chain_mod.CHAIN_W * rows_mod.ROWS_NT * 16
     per_row = 4 * (r.n_rowv + r.nch * isa.REDUCE_LANES + isa.REDUCE_LANES)
-    return _align16(r.n_steps * chain_mod.STEP_WORDS * 8) + r.n_slots * slot_bytes + r.rows_per_block * per_row
+    table = _align16(r.n_steps * chain_mod.STEP_WORDS * 8)
+    return table + r.n_slots * slot_bytes + r.rows_per_block * per_row
 
 
 def _validate(code: np.ndarray) -> None:
@@ -99,11 +100,10 @@ def _uses_i64(code: np.ndarray, start: int) -> bool:
 
 class Prepared:
     """A validated program on the device: which kernel runs it (`kernel`: "tiled", "chain" or "rows"), its
-    launch geometry, buffer table and the kernel's leading arguments (`args`, packed into `words` for
-    launches through the driver)."""
+    launch geometry, buffer table and the kernel's leading arguments (`args`)."""
 
     __slots__ = ("code", "args", "n_words", "reg_bytes", "smem", "grid", "threads", "bufs", "empty",
-                 "generation", "chain", "rows", "kernel", "words", "params")
+                 "generation", "chain", "rows", "kernel")
 
     def __init__(self, vm: "CudaVM", code: np.ndarray):
         _validate(code)
@@ -114,7 +114,7 @@ class Prepared:
         rows, cols = h["d0"] * h["d1"] * h["d2"], h["d3"]
         self.empty = rows * cols == 0
         self.code, self.n_words = code, len(code)
-        self.grid, self.params = 0, None
+        self.grid = 0
         # an elementwise float32 program runs on the chain kernel, a thread per element group (chain.py)
         c = chain_mod.steps(code) if not self.empty else None
         if c is not None and chain_shared_bytes(c.n_steps, c.n_slots) > vm.chain_smem:
@@ -132,8 +132,9 @@ class Prepared:
             if self.smem > vm.max_smem:   # rows too long to hold: the row kernel keeps none of them (rows.py)
                 r = rows_mod.steps(code)
                 if r is None or rows_shared_bytes(r) > vm.rows_smem:
-                    raise GpuLimitError(f"tiles of {tr}x{tc} elements with {n_regs} registers need {self.smem} "
-                                        f"bytes of shared memory per block; this GPU allows {vm.max_smem}")
+                    raise GpuLimitError(f"tiles of {tr}x{tc} elements with {n_regs} registers need "
+                                        f"{self.smem} bytes of shared memory per block; this GPU allows "
+                                        f"{vm.max_smem}")
                 self.rows, self.kernel, self.threads = r, "rows", rows_mod.ROWS_NT
                 self.smem = rows_shared_bytes(r)
                 self.grid = min(-(-r.rows // r.rows_per_block), vm.n_sm * vm.per_sm(self.kernel, self.smem))
@@ -154,14 +155,10 @@ class Prepared:
             c = self.chain
             self.args = (np.uint64(arena.put(c.words)), np.int32(c.n_uni), np.int32(c.n_loads),
                          np.int32(c.n_main), np.int32(c.n_slots), np.int32(len(self.bufs)),
-                         np.int64(c.total), np.int64(c.cols), np.int64(c.d1), np.int64(c.d2), np.int32(c.views))
+                         np.int64(c.total), np.int64(c.cols), np.int64(c.d1), np.int64(c.d2),
+                         np.int32(c.views))
         else:
             self.args = (np.uint64(arena.put(self.code)), np.int32(self.n_words), np.int32(self.reg_bytes))
-        # every argument in a word of its own, scalars in its low bytes (cuLaunchKernel reads each argument's
-        # size from the address given for it; little-endian), then the table and the pointers
-        self.words = np.zeros(len(self.args) + 1 + INLINE_PTRS, np.uint64)
-        self.words[:len(self.args)] = [int(a) & 0xFFFFFFFFFFFFFFFF for a in self.args]
-        self.params = None   # the addresses of the words, made on first launch
         self.generation = arena.generation
 
 
@@ -224,14 +221,6 @@ class CudaVM:
                      in zip(self.kernels.items(), (NT, chain_mod.CHAIN_NT, rows_mod.ROWS_NT))}
         self.arena = CodeArena(cupy)
         self._prepared: dict[int, Prepared] = {}
-        # launches through the driver with pre-packed arguments where this CuPy offers it (see launch): the
-        # CUfunction of each kernel (a RawKernel's Function, or the Function itself in older CuPy)
-        self._driver_launch = getattr(cupy.cuda.driver, "launchKernel", None)
-        self._function = {name: getattr(getattr(k, "kernel", k), "ptr", None) for name, k in self.kernels.items()}
-        if None in self._function.values():
-            self._driver_launch = None
-        self._stream = cupy.cuda.get_current_stream
-        self._launch_lock = threading.Lock()
 
     def per_sm(self, kernel: str, smem: int) -> int:
         """Blocks of `kernel` with `smem` bytes of dynamic shared memory that one SM holds at once."""
@@ -293,34 +282,15 @@ class CudaVM:
             if not isinstance(b, cupy.ndarray) or b.dtype != dt or b.size != n or not b.flags.c_contiguous:
                 raise DvmError(f"bad DVM program: buffer {i} must be a contiguous CuPy {dt} array of {n} "
                                f"elements")
-        self.launch(p, buffers)
-
-    def launch(self, p: Prepared, buffers: list) -> None:
-        """Run a prepared program on `buffers` as they are: `run` checks them; the GPU backend's are right by
-        construction (inputs made contiguous in the slot's dtype, outputs allocated from the program)."""
         if p.empty or p.grid == 0:
             return
         table = 0
         if len(buffers) > INLINE_PTRS:
             table = self.arena.put(np.array([b.data.ptr for b in buffers[INLINE_PTRS:]], np.uint64))
-            p = self.prepare(p.code)  # re-uploaded when the table's upload started the code area over
-        ptrs = [b.data.ptr for b in buffers[:INLINE_PTRS]]
-        if self._driver_launch is None:
-            args = (*p.args, np.uint64(table), *(np.uint64(x) for x in ptrs),
-                    *(np.uint64(0) for _ in range(INLINE_PTRS - len(ptrs))))
-            self.kernels[p.kernel]((p.grid,), (p.threads,), args, shared_mem=p.smem)
-            return
-        # CuPy's own launch converts each of the ~30 arguments on every call; here the program's are packed
-        # once (Prepared.words) and a launch writes only the table and the buffer pointers
-        n = len(p.args)
-        with self._launch_lock:
-            w = p.words
-            if p.params is None:
-                p.params = np.arange(len(w), dtype=np.uint64) * np.uint64(8) + np.uint64(w.ctypes.data)
-            w[n] = table
-            w[n + 1:n + 1 + len(ptrs)] = ptrs
-            self._driver_launch(self._function[p.kernel], p.grid, 1, 1, p.threads, 1, 1, p.smem, self._stream().ptr,
-                                p.params.ctypes.data, 0)
+            p = self.prepare(code)  # re-uploaded when the table's upload started the code area over
+        ptrs = [np.uint64(b.data.ptr) for b in buffers[:INLINE_PTRS]]
+        ptrs += [np.uint64(0)] * (INLINE_PTRS - len(ptrs))
+        self.kernels[p.kernel]((p.grid,), (p.threads,), (*p.args, np.uint64(table), *ptrs), shared_mem=p.smem)
 
 
 _VM: list = []

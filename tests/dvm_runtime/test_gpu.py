@@ -209,38 +209,6 @@ def test_random_programs_match_the_numpy_vm(exact):
         ran += 1
 
 
-@needs_gpu
-def test_driver_launches_match_cupys(monkeypatch):
-    """Launches through the driver with pre-packed arguments (CuPy 14 offers them) give what CuPy's own launch
-    gives, on the tiled and the chain kernel, programs of more than 16 buffers included (the pointer table)."""
-    import cupy
-    from tests.dvm_runtime.test_fuzz import buffers_for, random_program
-    from tests.dvm_runtime.test_gpu_chain import assemble, buffers, elementwise_program
-    vm = gvm.get_vm()
-    assert vm._driver_launch is not None
-    rng = np.random.default_rng(13)
-    programs = [(c, buffers_for(c, rng)) for c in (random_program(rng, exact=True) for _ in range(60))
-                if not _aliases(c)]
-    programs += [(c, buffers(c, rng)) for c in (elementwise_program(rng, exact=True) for _ in range(20))]
-    n = 40   # 20 inputs, 20 outputs: four pointers in the table
-    words = [w for k in range(20) for w in (isa.word0(isa.Opcode.LOAD, isa.DType.F32, 0, k % 4, k), 0,
-                                           isa.word0(isa.Opcode.STORE, isa.DType.F32, 0, 20 + k, k % 4), 0)]
-    wide = assemble(words + [isa.word0(isa.Opcode.END)], 41, [n] * 20 + [-n] * 20, 4, [1, 1, 1, n])
-    programs.append((wide, buffers(wide, rng)))
-    kinds = set()
-    for code, bufs in programs:
-        kinds.add(vm.prepare(code).kernel)
-        by_driver, by_cupy = [cupy.asarray(b) for b in bufs], [cupy.asarray(b) for b in bufs]
-        vm.run(code, by_driver)
-        with monkeypatch.context() as m:
-            m.setattr(vm, "_driver_launch", None)
-            vm.run(code, by_cupy)
-        for k, (a, b) in enumerate(zip(by_driver, by_cupy)):
-            np.testing.assert_array_equal(a.get(), b.get(), err_msg=f"buffer {k}")
-    assert kinds == {"tiled", "chain"}
-    np.testing.assert_array_equal(cupy.asnumpy(by_driver[20 + 19]), bufs[19])
-
-
 def matches_numpy_vm(vm, code, bufs, exact: bool) -> None:
     """Run `code` on the numpy VM and on the CUDA `vm` from the same buffers; assert the results agree: bit
     for bit where `exact` (or not float), else within float32 (float16) rounding."""
