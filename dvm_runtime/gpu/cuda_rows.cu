@@ -9,8 +9,6 @@
  * chunk's elements l, l + 8, ... in order; then each lane's chunk results in chunk order; then a fixed tree
  * over the eight lanes. A thread's unit of work is half a chunk: lanes 4h..4h+3 of chunk k, so step s of
  * the unit is the float4 at k * per + 8 s + 4 h, four lanes advanced at once, each in order. */
-#define ROWS_MAX_STEPS 256
-#define ROWS_MAX_ROWV 64
 #ifndef ROWS_NT
 #define ROWS_NT 128
 #endif

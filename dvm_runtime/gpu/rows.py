@@ -32,12 +32,13 @@ from .chain import (BINARY, K_BINARY, K_BINARY_IMM, K_CONST, K_LOAD, K_STORE, K_
                     B_UNI, STEP_WORDS, UNARY, _step, f32_instructions)
 
 K_ROW_LOAD, K_ROW_STORE, K_ROWS, K_PASS = 8, 9, 10, 11
-ROWS_MAX_STEPS = 256     # cuda_rows.cu's ROWS_MAX_STEPS: all segments with their headers
-ROWS_MAX_SLOTS = 24      # element slots of a pass (ROWS_W float4s per thread each)
+# Table limits (the table, slots, row values and chunk results all live in the block's dynamic shared
+# memory, sized per program by vm.rows_shared_bytes; a step names slots and row values in 8-bit fields)
+ROWS_MAX_STEPS = 256     # steps of all segments with their headers
+ROWS_MAX_SLOTS = 24      # element slots of a pass (chain.CHAIN_W float4s per thread each)
 ROWS_MAX_ROWV = 64       # row values
-ROWS_W = 2               # cuda_rows.cu's ROWS_W: float4s a thread runs each step on
+ROWS_MAX_CHUNKS = 512    # reduction chunks per row: rows of up to 65536 elements
 ROWS_NT = 128            # cuda_rows.cu's ROWS_NT: threads per block
-ROWS_MAX_CHUNKS = 512    # reduction chunks per row (the block's partial sums live in shared memory)
 REDUCE = frozenset(isa.REDUCE_OPS)
 
 
@@ -75,8 +76,9 @@ class _Val:
 
 
 def _values(ins: list) -> tuple | None:
-    """The program as values: (values, stores [(value, buf, off)], row stores [(value, buf, off, strides)],
-    reductions [(op, source value, result value)]) in program order, or None: an op this kernel lacks."""
+    """The program as values: (values, element stores [(value, buf, off, instruction index)], events in
+    program order: ("rowval", value) where a row value is defined, ("rowstore", value, buf, off, strides),
+    ("reduce", value) where a reduction's row value is), or None: an op this kernel lacks."""
     vals: list[_Val] = []
     cur: dict[int, int] = {}
     stores, events = [], []   # events: ("rowstore", ...) / ("reduce", ...) / ("rowval", v) in program order
