@@ -158,14 +158,15 @@ dvm_rows(const CStep *__restrict__ steps, int n_steps, int n_slots, int n_rowv, 
                             for (int q = 0; q < CHAIN_W; q++) SLOT(loads[k0 + j].d, q) = v[j][q];
                         }
                     }
-                    /* the loads and steps of cuda_chain.cu's loop, on the row's elements; written out again
-                     * there, since sharing them as a function changed the chain kernel's code (96 registers
-                     * instead of 118 with nvcc 13) and that kernel's timings were measured as it is */
+                    /* cuda_chain.cu's loads and steps on the row's elements, written out again here: sharing
+                     * them as a function changed the chain kernel's code (96 registers instead of 118 with
+                     * nvcc 13), whose timings were measured as it is */
                     for (int k = 0; k < n_main; k++) {
                         const CStep &s = body[k];
                         float4 x[CHAIN_W], y[CHAIN_W], r[CHAIN_W];
 #pragma unroll
-                        for (int q = 0; q < CHAIN_W; q++) x[q] = (s.flags & F_A_UNI) ? splat4(rowv[s.a]) : SLOT(s.a, q);
+                        for (int q = 0; q < CHAIN_W; q++)
+                            x[q] = (s.flags & F_A_UNI) ? splat4(rowv[s.a]) : SLOT(s.a, q);
                         if (s.kind == K_STORE) {
 #pragma unroll
                             for (int q = 0; q < CHAIN_W; q++) {
