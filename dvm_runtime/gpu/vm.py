@@ -132,9 +132,11 @@ class Prepared:
             if self.smem > vm.max_smem:   # rows too long to hold: the row kernel keeps none of them (rows.py)
                 r = rows_mod.steps(code)
                 if r is None or rows_shared_bytes(r) > vm.rows_smem:
+                    why = "does not run all of its ops" if r is None else \
+                        f"would need {rows_shared_bytes(r)} bytes for its table"
                     raise GpuLimitError(f"tiles of {tr}x{tc} elements with {n_regs} registers need "
                                         f"{self.smem} bytes of shared memory per block; this GPU allows "
-                                        f"{vm.max_smem}")
+                                        f"{vm.max_smem}, and the row kernel {why}")
                 self.rows, self.kernel, self.threads = r, "rows", rows_mod.ROWS_NT
                 self.smem = rows_shared_bytes(r)
                 self.grid = min(-(-r.rows // r.rows_per_block), vm.n_sm * vm.per_sm(self.kernel, self.smem))

@@ -252,9 +252,7 @@ def test_elementwise_programs_and_other_dtypes_are_not_rows():
     store_into_input = load_reduce + [isa.word0(O.BCAST_ROW, DType.F32, F_A_ROW, 2, 1),
                                       isa.word0(O.STORE, DType.F32, 0, 0, 2), 0, isa.word0(O.END)]
     assert rows.steps(assemble(store_into_input, 5, [-n], 3, [1, 1, 1, n])) is None
-    compare = load_reduce + [isa.word0(O.BCAST_ROW, DType.F32, F_A_ROW, 2, 1),
-                             isa.word0(O.LT, DType.F32, 0, 3, 0, 2), isa.word0(O.END)]
-    assert rows.steps(assemble(compare, 5, [n], 4, [1, 1, 1, n])) is None
+    assert rows.steps(_compare_program()) is None
     fine = load_reduce + [isa.word0(O.STORE_ROW, DType.F32, 0, 1, 1), 0, 0, 0, 0, 0, isa.word0(O.END)]
     assert rows.steps(assemble(fine, 4, [n, -1], 2, [1, 1, 1, n])) is not None
 
@@ -352,6 +350,15 @@ def test_a_vocabulary_softmax_runs_on_the_gpu():
             np.testing.assert_allclose(cupy.asnumpy(a), b, rtol=1e-5, atol=1e-7)
 
 
+def _compare_program() -> np.ndarray:
+    """A valid program with a reduction and a compare (an op the row kernel lacks)."""
+    n = 16
+    words = [isa.word0(O.LOAD, DType.F32, 0, 0, 0), 0, isa.word0(O.RSUM, DType.F32, F_ROW, 1, 0),
+             isa.word0(O.BCAST_ROW, DType.F32, F_A_ROW, 2, 1), isa.word0(O.LT, DType.F32, 0, 3, 0, 2),
+             isa.word0(O.STORE_ROW, DType.F32, 0, 1, 1), 0, 0, 0, 0, 0, isa.word0(O.END)]
+    return assemble(words, 6, [n, -1], 4, [1, 1, 1, n])
+
+
 def test_rows_the_tiled_kernel_cannot_hold_go_to_the_row_kernel():
     """Prepared (vm.py) keeps programs on the tiled kernel while a block's shared memory holds their tiles;
     beyond that a row program runs on the row kernel, and anything else is refused (GpuLimitError: the
@@ -369,7 +376,9 @@ def test_rows_the_tiled_kernel_cannot_hold_go_to_the_row_kernel():
     on_rows = gvm.Prepared(SimpleNamespace(max_smem=1 << 10, rows_smem=need, **stand_in), code)
     assert on_rows.kernel == "rows" and on_rows.smem == need
     assert on_rows.grid == min(-(-300 // r.rows_per_block), 2 * 4)
-    with pytest.raises(gvm.GpuLimitError):
+    with pytest.raises(gvm.GpuLimitError, match=f"the row kernel would need {need} bytes"):
         gvm.Prepared(SimpleNamespace(max_smem=1 << 10, rows_smem=need - 1, **stand_in), code)
+    with pytest.raises(gvm.GpuLimitError, match="row kernel does not run all of its ops"):
+        gvm.Prepared(SimpleNamespace(max_smem=16, rows_smem=need, **stand_in), _compare_program())
     long_rows = _encoded("Softmax", (2, 40000))   # the GPU tiling gives one 40000-element row per tile
     assert rows.steps(long_rows) is not None and int(long_rows[isa.H["tile_cols"]]) == 40000
