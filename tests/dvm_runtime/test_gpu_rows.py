@@ -241,7 +241,7 @@ def test_encoded_row_programs_qualify(op):
                                        err_msg=f"{op} {shape}")
 
 
-def test_elementwise_programs_and_other_dtypes_are_not_rows():
+def test_programs_without_reductions_or_with_other_ops_are_not_rows():
     """Programs without a reduction are the chain kernel's; programs reading a buffer they write, or with
     an op this kernel lacks (a compare), stay tiled."""
     from tests.dvm_runtime.test_gpu_chain import elementwise_program
