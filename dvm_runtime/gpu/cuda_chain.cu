@@ -139,11 +139,7 @@ __device__ __forceinline__ void load_view(float4 *r, const float *base, const CS
 extern "C" __global__ void __launch_bounds__(CHAIN_NT)
 dvm_chain(const CStep *__restrict__ steps, int n_uni, int n_loads, int n_main, int n_slots, int n_bufs,
           long long total, long long cols, long long D1, long long D2, int views,
-          const unsigned long long *__restrict__ table,
-          unsigned long long p0, unsigned long long p1, unsigned long long p2, unsigned long long p3,
-          unsigned long long p4, unsigned long long p5, unsigned long long p6, unsigned long long p7,
-          unsigned long long p8, unsigned long long p9, unsigned long long p10, unsigned long long p11,
-          unsigned long long p12, unsigned long long p13, unsigned long long p14, unsigned long long p15) {
+          DVM_BUFFER_PARAMS) {
     extern __shared__ __align__(16) unsigned char chain_smem[];
     __shared__ float *bufs[DVM_MAX_BUFFERS];
     __shared__ float uni[CHAIN_MAX_UNI];
@@ -151,7 +147,7 @@ dvm_chain(const CStep *__restrict__ steps, int n_uni, int n_loads, int n_main, i
     CStep *st = (CStep *)chain_smem;
     float4 *slots = (float4 *)(chain_smem + ((n_steps * sizeof(CStep) + 15) & ~(size_t)15));
     for (int k = t; k < n_steps; k += CHAIN_NT) st[k] = steps[k];
-    const unsigned long long inl[16] = {p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12, p13, p14, p15};
+    const unsigned long long inl[16] = DVM_INLINE_POINTERS;
     for (int k = t; k < n_bufs; k += CHAIN_NT) bufs[k] = (float *)(k < 16 ? inl[k] : table[k - 16]);
     __syncthreads();
     if (t == 0) {   /* the uniform values, once per block */

@@ -83,11 +83,7 @@ __device__ __forceinline__ void row_view(float4 *r, const float *base, long long
 extern "C" __global__ void __launch_bounds__(ROWS_NT)
 dvm_rows(const CStep *__restrict__ steps, int n_steps, int n_slots, int n_rowv, int n_bufs, long long rows,
          long long cols, long long D1, long long D2, int per, int nch, int group,
-         const unsigned long long *__restrict__ table,
-         unsigned long long p0, unsigned long long p1, unsigned long long p2, unsigned long long p3,
-         unsigned long long p4, unsigned long long p5, unsigned long long p6, unsigned long long p7,
-         unsigned long long p8, unsigned long long p9, unsigned long long p10, unsigned long long p11,
-         unsigned long long p12, unsigned long long p13, unsigned long long p14, unsigned long long p15) {
+         DVM_BUFFER_PARAMS) {
     extern __shared__ __align__(16) unsigned char rows_smem[];
     __shared__ float *bufs[DVM_MAX_BUFFERS];
     const int t = threadIdx.x, g = t % group, rl = t / group, rpb = ROWS_NT / group;
@@ -101,7 +97,7 @@ dvm_rows(const CStep *__restrict__ steps, int n_steps, int n_slots, int n_rowv, 
     o += (size_t)rpb * nch * DVM_REDUCE_LANES * 4;
     float *lanes = (float *)(rows_smem + o) + (size_t)rl * DVM_REDUCE_LANES;
     for (int k = t; k < n_steps; k += ROWS_NT) st[k] = steps[k];
-    const unsigned long long inl[16] = {p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12, p13, p14, p15};
+    const unsigned long long inl[16] = DVM_INLINE_POINTERS;
     for (int k = t; k < n_bufs; k += ROWS_NT) bufs[k] = (float *)(k < 16 ? inl[k] : table[k - 16]);
     __syncthreads();
     float4 *mine = slots + t;   /* slot s, float4 q: mine[(s * CHAIN_W + q) * ROWS_NT] */

@@ -234,13 +234,19 @@ __device__ void decode(const unsigned long long *w, int nb, int n_instr, Ins *in
 
 __device__ __forceinline__ size_t align16(size_t x) { return (x + 15) & ~(size_t)15; }
 
+/* Every kernel's last parameters: the buffer pointers, 16 inline (vm.py's INLINE_PTRS) and the rest in a
+ * device table; vm.py passes them in this order */
+#define DVM_BUFFER_PARAMS                                                                                  \
+    const unsigned long long *__restrict__ table, unsigned long long p0, unsigned long long p1,            \
+        unsigned long long p2, unsigned long long p3, unsigned long long p4, unsigned long long p5,        \
+        unsigned long long p6, unsigned long long p7, unsigned long long p8, unsigned long long p9,        \
+        unsigned long long p10, unsigned long long p11, unsigned long long p12, unsigned long long p13,    \
+        unsigned long long p14, unsigned long long p15
+#define DVM_INLINE_POINTERS {p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11, p12, p13, p14, p15}
+
 extern "C" __global__ void __launch_bounds__(NT)
 dvm_vm(const unsigned long long *__restrict__ code, int n_words, int reg_bytes,
-       const unsigned long long *__restrict__ table, unsigned long long p0, unsigned long long p1,
-       unsigned long long p2, unsigned long long p3, unsigned long long p4, unsigned long long p5,
-       unsigned long long p6, unsigned long long p7, unsigned long long p8, unsigned long long p9,
-       unsigned long long p10, unsigned long long p11, unsigned long long p12, unsigned long long p13,
-       unsigned long long p14, unsigned long long p15) {
+       DVM_BUFFER_PARAMS) {
     extern __shared__ __align__(16) unsigned char sm[];
     __shared__ int s_flags[2];
     const int t = threadIdx.x;
@@ -262,8 +268,7 @@ dvm_vm(const unsigned long long *__restrict__ code, int n_words, int reg_bytes,
     c.scratch = c.regs + (size_t)n_regs * c.regstride;   /* after the registers (vm.py's shared_bytes) */
     c.rows = rows; c.cols = cols; c.tr = tr; c.t = t;
     if (t < nb) {
-        const unsigned long long inl[16] = {p0, p1, p2, p3, p4, p5, p6, p7,
-                                            p8, p9, p10, p11, p12, p13, p14, p15};
+        const unsigned long long inl[16] = DVM_INLINE_POINTERS;
         c.bufs[t] = t < 16 ? inl[t] : table[t - 16];
     }
     if (t == 0)   /* the register area holds decode's bookkeeping until the first tile */

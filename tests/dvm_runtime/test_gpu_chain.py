@@ -188,15 +188,22 @@ def test_step_tables_compute_what_their_programs_do(exact):
         code = elementwise_program(rng, exact=exact)
         c = chain.steps(code)
         assert c is not None
-        bufs = buffers(code, rng)
-        want = [b.copy() for b in bufs]
-        pyvm.run(code, want)
-        run_table(c, bufs)
-        for k, (got, ref) in enumerate(zip(bufs, want)):
-            if exact:
-                np.testing.assert_array_equal(got, ref, err_msg=f"buffer {k}")
-            else:
-                np.testing.assert_allclose(got, ref, rtol=3e-7, atol=1e-30, equal_nan=True, err_msg=f"buffer {k}")
+        table_matches_numpy_vm(code, lambda bufs: run_table(c, bufs), rng, exact, rtol=3e-7)
+
+
+def table_matches_numpy_vm(code, read_table, rng, exact: bool, rtol: float, label: str = "") -> None:
+    """Random buffers through the numpy VM and through `read_table(buffers)` (a numpy reading of a
+    kernel's table); the results agree bit for bit where `exact`, else within `rtol`."""
+    bufs = buffers(code, rng)
+    want = [b.copy() for b in bufs]
+    pyvm.run(code, want)
+    read_table(bufs)
+    for k, (got, ref) in enumerate(zip(bufs, want)):
+        if exact:
+            np.testing.assert_array_equal(got, ref, err_msg=f"{label}buffer {k}")
+        else:
+            np.testing.assert_allclose(got, ref, rtol=rtol, atol=1e-30, equal_nan=True,
+                                       err_msg=f"{label}buffer {k}")
 
 
 def test_chain_constants_match_the_kernel_source():

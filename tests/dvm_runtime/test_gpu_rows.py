@@ -9,7 +9,8 @@ from dvm_runtime import isa, pyvm
 from dvm_runtime.gpu import chain, rows
 from dvm_runtime.isa import DType, F_A_ROW, F_B_ROW, F_ROW, Opcode as O
 from tests.dvm_runtime.test_fuzz import APPROX, M64
-from tests.dvm_runtime.test_gpu_chain import UNARY, BINARY, _apply, assemble, buffers, needs_gpu
+from tests.dvm_runtime.test_gpu_chain import (UNARY, BINARY, _apply, assemble, buffers, needs_gpu,
+                                              table_matches_numpy_vm)
 
 COLS = (1, 3, 8, 50, 128, 129, 300, 1000)
 
@@ -189,16 +190,8 @@ def test_row_tables_compute_what_their_programs_do(exact):
         code = row_program(rng, exact=exact, n_regs=12 if i % 2 else 6)
         r = rows.steps(code)
         assert r is not None
-        bufs = buffers(code, rng)
-        want = [b.copy() for b in bufs]
-        pyvm.run(code, want)
-        run_table(r, bufs)
-        for k, (got, ref) in enumerate(zip(bufs, want)):
-            if exact:
-                np.testing.assert_array_equal(got, ref, err_msg=f"program {i}, buffer {k}")
-            else:
-                np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-30, equal_nan=True,
-                                           err_msg=f"program {i}, buffer {k}")
+        table_matches_numpy_vm(code, lambda bufs: run_table(r, bufs), rng, exact, rtol=1e-5,
+                               label=f"program {i}, ")
 
 
 def _encoded(op: str, shape: tuple) -> np.ndarray:
