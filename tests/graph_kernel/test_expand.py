@@ -312,7 +312,10 @@ def test_bundled_models_unchanged_by_expansion(name):
     feed = onnx_models.example_inputs(name)
     args = [feed[v.name] for v in g.inputs]
     for want, got in zip(GraphExecutor(g).run(args), GraphExecutor(e).run(args)):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        # the expansion reorders float32 sums (a mean as ReduceSum then Div), so an element near zero that
+        # comes from values of order one carries their rounding: absolute error in units of the output scale
+        scale = float(np.max(np.abs(want)))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6 * max(scale, 1.0))
 
 
 # ---------------------------------------------------------------- Builder
