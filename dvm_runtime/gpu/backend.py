@@ -217,7 +217,7 @@ class GpuDvmBackend:
         cache: dict = {}
 
         def kernel(*arrays):
-            key = tuple((a.shape, a.dtype) for a in arrays)
+            key = tuple([(a.shape, a.dtype) for a in arrays])  # (a list: no generator frame)
             if shape_in:
                 key += tuple(tuple(np.asarray(to_host(arrays[i])).reshape(-1).tolist()) for i in shape_in)
             prog = cache.get(key)
@@ -263,11 +263,12 @@ class GpuDvmBackend:
                 bufs.append(x)  # the VM takes any C-contiguous array of the slot's size
             else:
                 bufs.append(cp.empty(shape, dtype))
-        self.vm.run(prog.code, bufs)
+        self.vm.launch(prog.code, bufs)
         outs = []
         for src, shape in prog.outputs:
             if src[0] == "slot":
-                outs.append(bufs[src[1]].reshape(shape))
+                b = bufs[src[1]]
+                outs.append(b if b.shape == shape else b.reshape(shape))
             elif src[0] == "const":
                 outs.append(cp.array(src[1]).reshape(shape))
             else:

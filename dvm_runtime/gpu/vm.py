@@ -1,8 +1,10 @@
 """The CUDA VM's host side: build the interpreter once per process (NVRTC through CuPy, cubin kept in the
 shared DiskCache), validate each program with the CPU VM's checks, size shared memory and launch.
 
-A program is prepared once (validated, uploaded, launch geometry) and launched many times; per launch only
-the buffers are checked (count, dtype, size, contiguity), then pointers go in as kernel arguments. Uploads
+A program is prepared once (validated, uploaded, launch geometry, its kernel arguments packed) and launched
+many times; per launch only the buffers are checked (count, dtype, size, contiguity), their pointers written
+into the packed arguments, and the kernel launched with cuLaunchKernel (CuPy's own launch converts each of
+some thirty arguments per call; it remains the fallback where CuPy's driver binding is missing). Uploads
 go through a pinned staging area with stream-ordered copies, so a new program (a new shape) never waits for
 the GPU to drain.
 """
@@ -103,7 +105,7 @@ class Prepared:
     launch geometry, buffer table and the kernel's leading arguments (`args`)."""
 
     __slots__ = ("code", "args", "n_words", "reg_bytes", "smem", "grid", "threads", "bufs", "empty",
-                 "generation", "chain", "rows", "kernel")
+                 "generation", "chain", "rows", "kernel", "argv", "params", "params_at")
 
     def __init__(self, vm: "CudaVM", code: np.ndarray):
         _validate(code)
@@ -114,7 +116,7 @@ class Prepared:
         rows, cols = h["d0"] * h["d1"] * h["d2"], h["d3"]
         self.empty = rows * cols == 0
         self.code, self.n_words = code, len(code)
-        self.grid = 0
+        self.grid, self.argv = 0, None
         # an elementwise float32 program runs on the chain kernel, a thread per element group (chain.py)
         c = chain_mod.steps(code) if not self.empty else None
         if c is not None and chain_shared_bytes(c.n_steps, c.n_slots) > vm.chain_smem:
@@ -162,6 +164,15 @@ class Prepared:
         else:
             self.args = (np.uint64(arena.put(self.code)), np.int32(self.n_words), np.int32(self.reg_bytes))
         self.generation = arena.generation
+        # cuLaunchKernel's form of all the arguments: one 8-byte cell each (a 4-byte argument in its low
+        # half, little-endian), the buffer table and pointers written per launch, and the cells' addresses.
+        # Allocated once and rewritten in place: a launch in flight on another thread reads these cells.
+        if self.argv is None:
+            n = len(self.args) + 1 + INLINE_PTRS
+            self.argv = np.zeros(n, np.uint64)
+            self.params = np.uint64(self.argv.ctypes.data) + np.arange(n, dtype=np.uint64) * np.uint64(8)
+            self.params_at = self.params.ctypes.data
+        self.argv[:len(self.args)] = [int(a) & ((1 << (8 * a.itemsize)) - 1) for a in self.args]
 
 
 class CodeArena:
@@ -223,6 +234,8 @@ class CudaVM:
                      in zip(self.kernels.items(), (NT, chain_mod.CHAIN_NT, rows_mod.ROWS_NT))}
         self.arena = CodeArena(cupy)
         self._prepared: dict[int, Prepared] = {}
+        self.driver_launch = _driver_launcher(cupy, self.kernels)
+        self._launch_lock = threading.Lock()  # a program's packed arguments are written, then launched
 
     def per_sm(self, kernel: str, smem: int) -> int:
         """Blocks of `kernel` with `smem` bytes of dynamic shared memory that one SM holds at once."""
@@ -266,7 +279,8 @@ class CudaVM:
         hit = self._prepared.get(id(code))
         if hit is not None and hit.code is code:
             if hit.generation != self.arena.generation:
-                hit.upload(self.arena)
+                with self._launch_lock:   # not while another thread launches from its packed arguments
+                    hit.upload(self.arena)
             return hit
         if len(self._prepared) > 4096:
             self._prepared.clear()
@@ -284,15 +298,52 @@ class CudaVM:
             if not isinstance(b, cupy.ndarray) or b.dtype != dt or b.size != n or not b.flags.c_contiguous:
                 raise DvmError(f"bad DVM program: buffer {i} must be a contiguous CuPy {dt} array of {n} "
                                f"elements")
+        self._launch(p, code, buffers)
+
+    def launch(self, code: np.ndarray, buffers: list) -> None:
+        """run() without its per-buffer checks, for buffers bound by the program's own encoder (the backend's:
+        inputs made contiguous in the slot's dtype, outputs allocated from the slots' shapes)."""
+        self._launch(self.prepare(code), code, buffers)
+
+    def _launch(self, p: Prepared, code: np.ndarray, buffers: list) -> None:
         if p.empty or p.grid == 0:
             return
         table = 0
         if len(buffers) > INLINE_PTRS:
             table = self.arena.put(np.array([b.data.ptr for b in buffers[INLINE_PTRS:]], np.uint64))
             p = self.prepare(code)  # re-uploaded when the table's upload started the code area over
-        ptrs = [np.uint64(b.data.ptr) for b in buffers[:INLINE_PTRS]]
-        ptrs += [np.uint64(0)] * (INLINE_PTRS - len(ptrs))
+        ptrs = [b.data.ptr for b in buffers[:INLINE_PTRS]]
+        if self.driver_launch is not None:
+            base = len(p.args)
+            with self._launch_lock:
+                p.argv[base] = table
+                p.argv[base + 1:base + 1 + len(ptrs)] = ptrs
+                if self.driver_launch(p.kernel, p.grid, p.threads, p.smem, p.params_at):
+                    return
+        ptrs = [np.uint64(x) for x in ptrs] + [np.uint64(0)] * (INLINE_PTRS - len(ptrs))
         self.kernels[p.kernel]((p.grid,), (p.threads,), (*p.args, np.uint64(table), *ptrs), shared_mem=p.smem)
+
+
+def _driver_launcher(cupy, kernels: dict):
+    """launch(kernel name, grid, threads, smem, params address) -> whether it launched, through
+    cuLaunchKernel on the current stream; None where this CuPy has no driver binding or CUfunction handles.
+    A launch the driver refuses (no context current on this thread, say) returns False: the caller then
+    launches through CuPy, which sets the context up, or raises the driver's error itself."""
+    try:
+        driver = cupy.cuda.driver
+        launch, error = driver.launchKernel, driver.CUDADriverError
+        funcs = {name: int(k.kernel.ptr) for name, k in kernels.items()}   # CuPy 14: RawKernel -> Function
+    except AttributeError:
+        return None
+    current_stream = cupy.cuda.get_current_stream
+
+    def run(kernel: str, grid: int, threads: int, smem: int, params: int) -> bool:
+        try:
+            launch(funcs[kernel], grid, 1, 1, threads, 1, 1, smem, current_stream().ptr, params, 0)
+        except error:
+            return False
+        return True
+    return run
 
 
 _VM: list = []

@@ -391,3 +391,73 @@ def test_programs_rerun_correctly_after_the_code_area_starts_over(monkeypatch):
             vm.run(code, [cupy.asarray(x), out])
             np.testing.assert_array_equal(out.get(), x.T)
     assert vm.arena.generation > 0
+
+
+def test_packed_launch_arguments_hold_each_arguments_bytes():
+    """cuLaunchKernel reads argument i, by the kernel's own parameter size, from the address in cell i of
+    `params`: each of the three kernels' leading arguments must lie there in its own type's bytes, and the
+    buffer table and pointers after them (checked with a stand-in VM: no device needed)."""
+    from types import SimpleNamespace
+
+    from tests.dvm_runtime.test_fuzz import random_program
+    from tests.dvm_runtime.test_gpu_chain import elementwise_program
+    from tests.dvm_runtime.test_gpu_rows import row_program
+    rng = np.random.default_rng(3)
+    arena = SimpleNamespace(put=lambda words: 0x7F00_0000_1000, generation=0)
+    stand_in = SimpleNamespace(n_sm=132, arena=arena, max_smem=227 << 10, chain_smem=110 << 10,
+                               rows_smem=227 << 10, per_sm=lambda kernel, smem: 2)
+    progs = [elementwise_program(rng, True), row_program(rng, True, cols=20000), random_program(rng, True)]
+    prepared = [gvm.Prepared(stand_in, code) for code in progs]
+    assert [p.kernel for p in prepared] == ["chain", "rows", "tiled"]
+    for p in prepared:
+        assert len(p.params) == len(p.args) + 1 + gvm.INLINE_PTRS == len(p.argv)
+        assert p.params_at == p.params.ctypes.data
+        np.testing.assert_array_equal(p.params, p.argv.ctypes.data + 8 * np.arange(len(p.argv)))
+        cells = p.argv.view(np.uint8).reshape(-1, 8)
+        for a, cell in zip(p.args, cells):
+            assert cell[:a.itemsize].view(a.dtype)[0] == a
+        kept = p.argv.ctypes.data
+        p.upload(arena)   # a re-upload rewrites the cells in place (a launch in flight may read them)
+        assert p.argv.ctypes.data == kept
+
+
+@needs_gpu
+def test_driver_launches_match_cupys():
+    """Launches go through cuLaunchKernel with arguments packed once per program; CuPy's own launch of the
+    same programs on the same inputs gives the same bits, on all three kernels and from a new thread."""
+    import threading
+
+    import cupy
+
+    from tests.dvm_runtime.test_fuzz import buffers_for, random_program
+    from tests.dvm_runtime.test_gpu_chain import elementwise_program
+    from tests.dvm_runtime.test_gpu_rows import row_program
+    vm = gvm.CudaVM()   # a VM of its own: the launcher is switched off below
+    assert vm.driver_launch is not None
+    launched = []
+    launch = vm.driver_launch
+    vm.driver_launch = lambda *a: launched.append(launch(*a)) or launched[-1]
+    rng = np.random.default_rng(21)
+    progs = [elementwise_program(rng, True) for _ in range(20)] + [row_program(rng, True) for _ in range(20)]
+    progs += [c for c in (random_program(rng, exact=True) for _ in range(60)) if not _aliases(c)]
+    cases = [(code, buffers_for(code, rng)) for code in progs]
+    assert {vm.prepare(code).kernel for code in progs} == {"chain", "rows", "tiled"}
+
+    def run_all(results):
+        for code, bufs in cases:
+            dev = [cupy.asarray(b) for b in bufs]
+            vm.run(code, dev)
+            results.append([d.get() for d in dev])
+    driven, in_thread, by_cupy = [], [], []
+    run_all(driven)
+    worker = threading.Thread(target=run_all, args=(in_thread,))
+    worker.start()
+    worker.join()
+    n_launches = sum(not (vm.prepare(code).empty or vm.prepare(code).grid == 0) for code in progs)
+    assert len(launched) == 2 * n_launches and launched[:n_launches] == [True] * n_launches
+    vm.driver_launch = None
+    run_all(by_cupy)
+    for k, (a, b, c) in enumerate(zip(driven, in_thread, by_cupy, strict=True)):
+        for x, y, z in zip(a, b, c, strict=True):
+            np.testing.assert_array_equal(x, z, err_msg=f"program {k}")
+            np.testing.assert_array_equal(y, z, err_msg=f"program {k}, new thread")
