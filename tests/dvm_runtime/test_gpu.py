@@ -438,7 +438,8 @@ def test_driver_launches_match_cupys():
     launch = vm.driver_launch
     vm.driver_launch = lambda *a: launched.append(launch(*a)) or launched[-1]
     rng = np.random.default_rng(21)
-    progs = [elementwise_program(rng, True) for _ in range(20)] + [row_program(rng, True) for _ in range(20)]
+    progs = [elementwise_program(rng, True) for _ in range(20)] + [row_program(rng, True) for _ in range(10)]
+    progs += [row_program(rng, True, cols=20000) for _ in range(10)]   # rows no tile holds: the row kernel
     progs += [c for c in (random_program(rng, exact=True) for _ in range(60)) if not _aliases(c)]
     cases = [(code, buffers_for(code, rng)) for code in progs]
     assert {vm.prepare(code).kernel for code in progs} == {"chain", "rows", "tiled"}
