@@ -421,6 +421,36 @@ def test_packed_launch_arguments_hold_each_arguments_bytes():
         assert p.argv.ctypes.data == kept
 
 
+def test_a_launch_hands_the_driver_its_buffer_pointers():
+    """What cuLaunchKernel would read at launch: following each address in `params`, the leading arguments,
+    then the buffer table and the buffers' pointers (a stand-in VM and driver, no device needed)."""
+    import ctypes
+    import threading
+    from types import SimpleNamespace
+
+    from tests.dvm_runtime.test_gpu_chain import elementwise_program
+    arena = SimpleNamespace(put=lambda words: 0x7F00_0000_1000, generation=0)
+    vm = object.__new__(gvm.CudaVM)   # no device: only what _launch reads
+    vm.arena, vm._prepared, vm._launch_lock = arena, {}, threading.Lock()
+    vm.n_sm, vm.max_smem, vm.chain_smem, vm.rows_smem, vm.per_sm = 132, 227 << 10, 110 << 10, 227 << 10, \
+        lambda kernel, smem: 2
+    seen = []
+
+    def driver(kernel, grid, threads, smem, params):
+        addrs = (ctypes.c_uint64 * n_params).from_address(params)
+        seen.append((kernel, [ctypes.c_uint64.from_address(a).value for a in addrs]))
+        return True
+    vm.driver_launch = driver
+    code = elementwise_program(np.random.default_rng(4), True)
+    p = vm.prepare(code)
+    n_params = len(p.argv)
+    bufs = [SimpleNamespace(data=SimpleNamespace(ptr=0x7000_0000 + 0x1000 * i)) for i in range(len(p.bufs))]
+    vm.launch(code, bufs)
+    want_args = [int(c) for c in p.argv[:len(p.args)]]
+    want_ptrs = [b.data.ptr for b in bufs]
+    assert seen == [(p.kernel, want_args + [0] + want_ptrs + [0] * (gvm.INLINE_PTRS - len(bufs)))]
+
+
 @needs_gpu
 def test_driver_launches_match_cupys():
     """Launches go through cuLaunchKernel with arguments packed once per program; CuPy's own launch of the
