@@ -31,6 +31,17 @@ def per_call_us(sess, feed, calls: int, rounds: int = 5) -> float:
     return best * 1e6
 
 
+def gpu_session(chain: ops.Chain, shape: tuple[int, int]):
+    """A device='gpu' session of `chain` at `shape`, its device-resident feed and the numpy outputs."""
+    import cupy
+
+    import framework
+    feed = chain.inputs(*shape, np.random.default_rng(0))
+    sess = framework.InferenceSession(ops.build_model(chain, feed), jit_level="O1", device="gpu")
+    want = [np.asarray(a) for a in ops._as_list(chain.numpy(*feed.values()))]
+    return sess, {k: cupy.asarray(v) for k, v in feed.items()}, want
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_host", description=__doc__)
     p.add_argument("--sizes", default="1024x1024,64x256", help="RxC, comma-separated")
@@ -42,7 +53,6 @@ def main(argv=None) -> int:
         return 0
     import cupy
 
-    import framework
     from dvm_runtime.gpu import vm as gvm
     vm = gvm.get_vm()
     driver = vm.driver_launch
@@ -50,10 +60,7 @@ def main(argv=None) -> int:
     for size in args.sizes.split(","):
         shape = tuple(int(x) for x in size.split("x"))
         for chain in ops.CHAINS.values():
-            feed = chain.inputs(*shape, np.random.default_rng(0))
-            sess = framework.InferenceSession(ops.build_model(chain, feed), jit_level="O1", device="gpu")
-            dfeed = {k: cupy.asarray(v) for k, v in feed.items()}
-            want = [np.asarray(a) for a in ops._as_list(chain.numpy(*feed.values()))]
+            sess, dfeed, want = gpu_session(chain, shape)
             best = {}
             for name, launcher in [("packed", driver), ("cupy", None)] * 2:
                 vm.driver_launch = launcher
@@ -63,10 +70,7 @@ def main(argv=None) -> int:
             vm.driver_launch = driver
             print(f"{chain.name} {size}: host us per call, packed arguments {best['packed']:.1f}, "
                   f"CuPy's call {best['cupy']:.1f}", flush=True)
-    chain = ops.CHAINS["adam"]
-    feed = chain.inputs(1024, 1024, np.random.default_rng(0))
-    sess = framework.InferenceSession(ops.build_model(chain, feed), jit_level="O1", device="gpu")
-    dfeed = {k: cupy.asarray(v) for k, v in feed.items()}
+    sess, dfeed, _ = gpu_session(ops.CHAINS["adam"], (1024, 1024))
     per_call_us(sess, dfeed, 50, rounds=1)
     prof = cProfile.Profile()
     prof.enable()

@@ -393,6 +393,16 @@ def test_programs_rerun_correctly_after_the_code_area_starts_over(monkeypatch):
     assert vm.arena.generation > 0
 
 
+def _stand_in_h100(vm):
+    """`vm` given what Prepared reads of a CudaVM on an H100 (its code area stands in too: uploads only
+    return an address)."""
+    from types import SimpleNamespace
+    vm.arena = SimpleNamespace(put=lambda words: 0x7F00_0000_1000, generation=0)
+    vm.n_sm, vm.max_smem, vm.chain_smem, vm.rows_smem = 132, 227 << 10, 110 << 10, 227 << 10
+    vm.per_sm = lambda kernel, smem: 2
+    return vm
+
+
 def test_packed_launch_arguments_hold_each_arguments_bytes():
     """cuLaunchKernel reads argument i, by the kernel's own parameter size, from the address in cell i of
     `params`: each of the three kernels' leading arguments must lie there in its own type's bytes, and the
@@ -403,9 +413,8 @@ def test_packed_launch_arguments_hold_each_arguments_bytes():
     from tests.dvm_runtime.test_gpu_chain import elementwise_program
     from tests.dvm_runtime.test_gpu_rows import row_program
     rng = np.random.default_rng(3)
-    arena = SimpleNamespace(put=lambda words: 0x7F00_0000_1000, generation=0)
-    stand_in = SimpleNamespace(n_sm=132, arena=arena, max_smem=227 << 10, chain_smem=110 << 10,
-                               rows_smem=227 << 10, per_sm=lambda kernel, smem: 2)
+    stand_in = _stand_in_h100(SimpleNamespace())
+    arena = stand_in.arena
     progs = [elementwise_program(rng, True), row_program(rng, True, cols=20000), random_program(rng, True)]
     prepared = [gvm.Prepared(stand_in, code) for code in progs]
     assert [p.kernel for p in prepared] == ["chain", "rows", "tiled"]
@@ -429,11 +438,8 @@ def test_a_launch_hands_the_driver_its_buffer_pointers():
     from types import SimpleNamespace
 
     from tests.dvm_runtime.test_gpu_chain import elementwise_program
-    arena = SimpleNamespace(put=lambda words: 0x7F00_0000_1000, generation=0)
-    vm = object.__new__(gvm.CudaVM)   # no device: only what _launch reads
-    vm.arena, vm._prepared, vm._launch_lock = arena, {}, threading.Lock()
-    vm.n_sm, vm.max_smem, vm.chain_smem, vm.rows_smem, vm.per_sm = 132, 227 << 10, 110 << 10, 227 << 10, \
-        lambda kernel, smem: 2
+    vm = _stand_in_h100(object.__new__(gvm.CudaVM))   # no device: only what prepare and _launch read
+    vm._prepared, vm._launch_lock = {}, threading.Lock()
     seen = []
 
     def driver(kernel, grid, threads, smem, params):
