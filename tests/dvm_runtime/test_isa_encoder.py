@@ -144,6 +144,68 @@ def test_division_by_a_constant_is_a_product_when_the_reciprocal_is_normal(c, be
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
 
 
+def _spilled_operands(text: str) -> int:
+    """Operands of compute instructions that hold a whole tile (not one value: a 0-stride load or a result of
+    those) computed earlier than by the compute instruction just before (LOADs and STOREs are not compute):
+    each is a value an elementwise chain keeps aside in a spilled slot."""
+    last, spilled, tiles, scalars = None, 0, set(), set()
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts or "." not in parts[0]:
+            continue
+        op, regs = parts[0].split(".")[0], [w.strip(",") for w in parts[1:] if w.startswith("r")]
+        if op in ("load", "load_view"):
+            tiles.discard(regs[0])  # the register now points at a buffer
+            scalars.discard(regs[0])
+            if line.rstrip().endswith("0,0,0,0]"):
+                scalars.add(regs[0])
+        elif op != "store":
+            spilled += sum(r != last and r in tiles for r in regs[1:])
+            one_value = all(r in scalars for r in regs[1:])
+            last = regs[0]
+            tiles.discard(last)
+            scalars.discard(last)
+            (scalars if one_value else tiles).add(last)
+    return spilled
+
+
+def _adam_body() -> Graph:
+    """Adam's update written as an optimizer does: m', v' and the parameter step interleaved."""
+    p, g, m, v = (_v((B, 8), name=k) for k in "pgmv")
+    lr, b1, b2, eps, bc1, bc2, one = (_v(()) for _ in range(7))
+    names = "omb1 omb2 m_a m_b m1 g2 v_a v_b v1 mh vh vs den upd st p1".split()
+    t = {k: _v(() if k.startswith("omb") else (B, 8)) for k in names}
+    spec = [("Sub", (one, b1), "omb1"), ("Sub", (one, b2), "omb2"), ("Mul", (m, b1), "m_a"),
+            ("Mul", (g, "omb1"), "m_b"), ("Add", ("m_a", "m_b"), "m1"), ("Mul", (g, g), "g2"),
+            ("Mul", (v, b2), "v_a"), ("Mul", ("g2", "omb2"), "v_b"), ("Add", ("v_a", "v_b"), "v1"),
+            ("Div", ("m1", bc1), "mh"), ("Div", ("v1", bc2), "vh"), ("Sqrt", ("vh",), "vs"),
+            ("Add", ("vs", eps), "den"), ("Div", ("mh", "den"), "upd"), ("Mul", ("upd", lr), "st"),
+            ("Sub", (p, "st"), "p1")]
+    nodes = tuple(_n(op, [t[x] if isinstance(x, str) else x for x in ins], t[out]) for op, ins, out in spec)
+    return Graph((p, g, m, v, lr, b1, b2, eps, bc1, bc2), (t["p1"], t["m1"], t["v1"]), nodes,
+                 {one: np.float32(1.0)}, "adam")
+
+
+def test_elementwise_bodies_are_encoded_in_chain_order(monkeypatch):
+    """The encoder orders an elementwise body depth first, so most operands are the result just computed:
+    Adam's update keeps 3 values aside where its body order kept 6, and computes the same values."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((5, 8)).astype(np.float32) for _ in range(4)]
+    arrays[3] = np.abs(arrays[3])
+    arrays += [np.float32(x) for x in (1e-3, 0.9, 0.999, 1e-8, 0.65, 0.01)]
+    shapes, dtypes = [np.shape(a) for a in arrays], [F32] * len(arrays)
+    body = _adam_body()
+    chained = encoder.encode(body, shapes, dtypes)
+    monkeypatch.setattr(encoder, "_chain_order", lambda compute: compute)
+    in_body_order = encoder.encode(_adam_body(), shapes, dtypes)  # a new body: nothing cached for it
+    assert (_spilled_operands(disasm(chained)), _spilled_operands(disasm(in_body_order))) == (3, 6)
+    for x, y in zip(chained.run(arrays, pyvm.run), in_body_order.run(arrays, pyvm.run)):
+        np.testing.assert_array_equal(x, y)
+    node = Node("Fused", body.inputs, body.outputs, {"body": body}, "msgx")
+    for x, ref in zip(chained.run(arrays, pyvm.run), NUMPY.compile(node, run_subgraph)(*arrays)):
+        np.testing.assert_allclose(x, ref, rtol=1e-6, atol=1e-7)
+
+
 def test_identity_of_a_computed_value_is_that_value():
     """Identity(exp(x)) feeding a Mul reads exp's register (no copy, no decline)."""
     x, e, i, y = _v((B, 8)), _v((B, 8)), _v((B, 8)), _v((B, 8))
