@@ -199,3 +199,25 @@ def test_poly_summary_names_peers_the_numpy_check_left_out():
     assert "| 2 | medium | original | 2.36 | 2 | atax medium t2 (1.11) |" in text
     assert "left out by the numpy check" in text and "polly at gemm medium t2 (0.21)" in text
     assert "atax" not in text.split("left out")[1]
+
+
+def test_offsets_places_outputs_and_runs_the_sessions_program(capsys):
+    from benchmarks import offsets
+    from dvm_runtime import cvm
+    if not cvm.available():
+        pytest.skip(f"the C VM is unavailable: {cvm.why_unavailable()}")
+    for off in (0, 32, 2112):
+        arr = offsets.placed(off, (8, 64), np.float32)
+        assert arr.ctypes.data % 4096 == off and arr.shape == (8, 64)
+    chain = ops.CHAINS["softmax"]
+    feed = chain.inputs(8, 64, np.random.default_rng(0))
+    prog = offsets.encoded_program(chain, feed)
+    (x,) = feed.values()
+    out = offsets.placed(2144, x.shape, np.float32)
+    bufs = [out if src is None else x for _, src, _, _ in prog.slots]
+    cvm.extension().Program(np.asarray(prog.code, np.uint64), None, 1)(bufs)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(out, e / e.sum(axis=1, keepdims=True), rtol=1e-5, atol=1e-7)
+    offsets.main(["softmax", "8x64", "--offsets", "0,2112", "--rounds", "1"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0].strip() for line in lines[1:]] == ["outputs at    0", "outputs at 2112"]
