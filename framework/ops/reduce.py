@@ -80,12 +80,14 @@ def _attr_kernel(fn):
     return kernel
 
 
-def _input_kernel(fn):
+def _input_kernel(fn, noop_is_identity: bool):
     def kernel(ctx, x, axes=None):
         if axes is None or np.size(axes) == 0:
-            if ctx["noop_with_empty_axes"]:
-                return x
-            return _run(fn, x, None, ctx["keepdims"])
+            if not ctx["noop_with_empty_axes"]:
+                return _run(fn, x, None, ctx["keepdims"])
+            # a no-op reduction is one over no axes, which keeps its elementwise part (ReduceL1 gives |x|,
+            # ReduceSumSquare x*x), as onnx.reference and onnxruntime compute it
+            return x if noop_is_identity else _run(fn, x, (), ctx["keepdims"])
         return _run(fn, x, tuple(int(a) for a in np.ravel(axes)), ctx["keepdims"])
     return kernel
 
@@ -158,11 +160,14 @@ def _reduce_grad(mean: bool):
 _GRADS = {"ReduceSum": _reduce_grad(False), "ReduceMean": _reduce_grad(True)}
 # Sum/Prod also run on symbolic (object) shape tensors: ReduceProd(Shape(x)) feeding a Reshape stays symbolic
 _SHAPE_OPS = {"ReduceSum", "ReduceProd"}
+# reductions whose elementwise part is x itself: a no-op one returns its input
+_NOOP_IS_X = {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceLogSumExp"}
 for _name, _fn in KERNELS.items():
     op(_name, fusion=R, attrs={"keepdims": 1}, infer=_infer_attr, shape_op=_name in _SHAPE_OPS,
        grad=_GRADS.get(_name))(_attr_kernel(_fn))
     op(_name, since=INPUT_AXES_SINCE[_name], fusion=R, attrs={"keepdims": 1, "noop_with_empty_axes": 0},
-       infer=_infer_input, shape_op=_name in _SHAPE_OPS, grad=_GRADS.get(_name))(_input_kernel(_fn))
+       infer=_infer_input, shape_op=_name in _SHAPE_OPS,
+       grad=_GRADS.get(_name))(_input_kernel(_fn, _name in _NOOP_IS_X))
 
 
 def _arg(fn):

@@ -168,6 +168,27 @@ def test_reduce_axes_forms_and_noop():
     np.testing.assert_allclose(run("ReduceLogSumExp", big, np.array([0]), opset=18), [1000 + np.log(2)], 1e-6)
 
 
+@pytest.mark.parametrize("name", ["ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum",
+                                  "ReduceLogSumExp", "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin",
+                                  "ReduceProd"])
+def test_no_op_reductions_keep_their_elementwise_part(name):
+    """Empty axes with noop_with_empty_axes=1 reduce over no axes: ReduceL1 gives |x|, ReduceSumSquare x*x,
+    ReduceLogSum log(x) (onnx.reference and onnxruntime agree), the rest x itself."""
+    from onnx.reference import ReferenceEvaluator
+    x = np.array([[-2.0, 3.0], [0.5, -1.0]], np.float32)
+    node = helper.make_node(name, ["x", "axes"], ["y"], noop_with_empty_axes=1)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2]),
+                                            helper.make_tensor_value_info("axes", TensorProto.INT64, [0])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    axes = np.zeros(0, np.int64)
+    (want,) = ReferenceEvaluator(model).run(None, {"x": x, "axes": axes})
+    with np.errstate(invalid="ignore"):
+        got = run(name, x, axes, opset=18, noop_with_empty_axes=1)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert got.shape == x.shape
+
+
 def test_argmax_select_last_index():
     x = np.array([[1, 3, 3], [2, 2, 0]], np.float32)
     assert run("ArgMax", x, axis=1).tolist() == [[1], [0]]
