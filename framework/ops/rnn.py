@@ -153,14 +153,14 @@ def _gru_step(ctx, pre, h, rd, rb, hidden, clip, acts):
 
 def _lstm_step(ctx, g, c, pd, hidden, clip, acts):
     f_act, g_act, h_act = acts
-    if clip:
-        g = np.clip(g, -clip, clip)
+    # clip bounds the inputs of the gate activations, peephole terms included (as onnxruntime does)
+    gate_in = (lambda v: np.clip(v, -clip, clip)) if clip else (lambda v: v)
     gi, go, gf, gc = (g[:, k * hidden:(k + 1) * hidden] for k in range(4))
     pi, po, pf = pd[:hidden], pd[hidden:2 * hidden], pd[2 * hidden:]
-    i = f_act(gi + pi * c)
-    fgate = 1 - i if ctx.get("input_forget", 0) else f_act(gf + pf * c)
-    c_new = fgate * c + i * g_act(gc)
-    o = f_act(go + po * c_new)
+    i = f_act(gate_in(gi + pi * c))
+    fgate = 1 - i if ctx.get("input_forget", 0) else f_act(gate_in(gf + pf * c))
+    c_new = fgate * c + i * g_act(gate_in(gc))
+    o = f_act(gate_in(go + po * c_new))
     return o * h_act(c_new), c_new
 
 

@@ -354,6 +354,31 @@ def test_rnn_infer_layouts():
     assert y == TensorType(F32, (7, 2, B, 8)) and yh == TensorType(F32, (2, B, 8))
 
 
+def test_lstm_clip_bounds_gate_inputs_with_their_peephole_terms():
+    """clip bounds what enters each gate activation, peephole term included (clipping the pre-activations
+    before adding p * c was off by 0.05 from onnxruntime where both clip and peepholes were set)."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    h = 2
+    w, r = rng.standard_normal((1, 4 * h, 3)), rng.standard_normal((1, 4 * h, h))
+    b, p = np.zeros((1, 8 * h)), 2 * rng.standard_normal((1, 3 * h))
+    w, r, b, p = (a.astype(np.float32) for a in (w, r, b, p))
+    x = rng.standard_normal((3, 1, 3)).astype(np.float32)
+    ours = run("LSTM", x, w, r, b, None, None, None, p, opset=14, num_outputs=3, hidden_size=h, clip=0.5)
+    node = helper.make_node("LSTM", ["x", "W", "R", "B", "", "", "", "P"], ["Y", "Yh", "Yc"], hidden_size=h,
+                            clip=0.5)
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "Yh", "Yc")]
+    weights = [numpy_helper.from_array(a, n) for n, a in (("W", w), ("R", r), ("B", b), ("P", p))]
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                              outs, weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = session.run(None, {"x": x})
+    for got, ref in zip(ours, want):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------- softmax family, losses, dtypes
 
 def test_softmax_opset_semantics():
