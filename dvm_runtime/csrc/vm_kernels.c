@@ -565,19 +565,21 @@ vm_softmax_fn vm_softmax_kernel(void) { return 0; }
 
 /* ---- elementwise chains: one pass over 128-element strips (vm_validate.c forms them) ---- */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-/* vm_tanh_fma's steps on 16 lanes (min(9, |x|) keeps a NaN as the select does), the same bits as the unfused
- * TANH kernel's vectorised loop */
+/* vm_tanh_fma's steps on 16 lanes (min(9, |x|) keeps a NaN as the select does; a NaN compares false with
+ * VM_TANH_ONE), the same bits as the unfused TANH kernel's vectorised loop */
 static inline AVX512 __m512 tanh16(__m512 x) {
     const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
     __m512 ax = _mm512_castsi512_ps(_mm512_andnot_si512(sign, _mm512_castps_si512(x)));
-    ax = _mm512_min_ps(_mm512_set1_ps(9.0f), ax);
-    __m512 z = _mm512_mul_ps(ax, ax);
+    __m512 cx = _mm512_min_ps(_mm512_set1_ps(9.0f), ax);
+    __m512 z = _mm512_mul_ps(cx, cx);
     __m512 p = _mm512_set1_ps(VM_TANH_P[0]), q = _mm512_set1_ps(VM_TANH_Q[0]);
     for (int k = 1; k < VM_TANH_N; k++) {
         p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(VM_TANH_P[k]));
         q = _mm512_fmadd_ps(q, z, _mm512_set1_ps(VM_TANH_Q[k]));
     }
-    __m512 y = _mm512_div_ps(_mm512_mul_ps(ax, p), q);   /* >= 0: the sign bit is x's */
+    __m512 y = _mm512_div_ps(_mm512_mul_ps(cx, p), q);   /* >= 0: the sign bit is x's */
+    y = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(ax, _mm512_set1_ps(VM_TANH_ONE), _CMP_GT_OQ),
+                             _mm512_min_ps(_mm512_set1_ps(1.0f), y), _mm512_set1_ps(1.0f));   /* NaN: y */
     return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(y),
                                                _mm512_and_si512(sign, _mm512_castps_si512(x))));
 }

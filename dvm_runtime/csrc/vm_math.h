@@ -136,7 +136,7 @@ static inline float vm_exp_fma(float x) {
 }
 
 /* tanh(x) = x P(x^2) / Q(x^2) for |x| <= 9, P and Q of degree 4 (our own rational fit, relative error 2.3e-8
- * before rounding), and tanh(9) beyond (within 6e-8 of 1); sign restored. Nine FMAs and one division: a
+ * before rounding), tanh(9) up to VM_TANH_ONE and 1 beyond; sign restored. Nine FMAs and one division: a
  * third cheaper than the former expm1 form m / (m + 2), which had the division too (24-step chains with six
  * TANH steps: 13.5 -> 10.8 cycles per step and 64 elements). */
 #define VM_TANH_N 5
@@ -144,15 +144,18 @@ static const float VM_TANH_P[VM_TANH_N] = {1.3346772576e-8f, 2.0602721634e-5f, 3
                                            1.3380663097e-1f, 1.0f};
 static const float VM_TANH_Q[VM_TANH_N] = {7.7731357351e-7f, 3.2849740819e-4f, 2.5875359774e-2f,
                                            4.6713978052e-1f, 1.0f};
+/* Past VM_TANH_ONE, tanh(x) rounds to 1 in float32 (1 - tanh x < 2^-25 from x = 13 ln 2): the fit, clamped at
+ * 9, gave 1 - 2^-24 there, and gelu's tanh form 0.5 x (1 + tanh(...)) of x = -1e4 came to -3e-4, not -0. */
+#define VM_TANH_ONE 9.0109f
 static inline float vm_tanh_fma(float x) {
-    float ax = __builtin_fabsf(x);
-    ax = ax > 9.0f ? 9.0f : ax;   /* a NaN stays NaN through the arithmetic */
-    float z = ax * ax, p = VM_TANH_P[0], q = VM_TANH_Q[0];
+    float ax = __builtin_fabsf(x), cx = ax > 9.0f ? 9.0f : ax;   /* a NaN stays NaN through the arithmetic */
+    float z = cx * cx, p = VM_TANH_P[0], q = VM_TANH_Q[0];
     for (int k = 1; k < VM_TANH_N; k++) {
         p = __builtin_fmaf(p, z, VM_TANH_P[k]);
         q = __builtin_fmaf(q, z, VM_TANH_Q[k]);
     }
-    return __builtin_copysignf(ax * p / q, x);
+    float y = cx * p / q;   /* up to 2^-23 above 1 near 9 by its roundings: capped */
+    return __builtin_copysignf(ax > VM_TANH_ONE || y > 1.0f ? 1.0f : y, x);   /* NaN compares false */
 }
 
 /* The ISA defines sigmoid as 1/(1+exp(-x)); -x large gives exp = inf and the result 0, as in numpy. */

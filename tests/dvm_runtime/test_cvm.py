@@ -775,6 +775,30 @@ def test_math_accuracy_against_float64():
         assert np.all(np.abs(out[tiny] - want[tiny]) < 1e-38)
 
 
+def test_tanh_saturates_to_one_where_float32_rounds_it_there():
+    """Where float32 tanh is +-1 (|x| past 13 ln 2 = 9.0109), TANH gives exactly +-1, in the unfused kernel and
+    in a chain (the fit clamped at 9 gave 1 - 2^-24, and gelu's tanh form of -1e4 came to -3e-4, not -0);
+    nowhere more than 1 (its roundings reached 1 + 2^-23 near 9)."""
+    x = np.concatenate([np.linspace(8.9, 12, 2001, dtype=np.float32), [20, 1e4, 3e38, np.inf]]).astype(np.float32)
+    x = np.concatenate([x, -x])
+    want = np.tanh(x.astype(np.float64)).astype(np.float32)
+    one = np.abs(want) == 1
+    assert one.sum() > 3000
+    n = x.size
+    unfused = np.zeros(n, np.float32)
+    cvm.run(unary_prog(O.TANH, F32, n), [x, unfused])
+    chain = Asm([1, 1, 1, n], (1, n), [(F32, IN, n), (F32, OUT, n)])
+    chain.ins(O.LOAD, F32, 0, 0, 0).ins(O.TANH, F32, 0, 1, 0)
+    chain.ins(O.MUL_IMM, F32, 0, 1, 1, 0, isa.imm_bits(1.0, F32)).ins(O.STORE, F32, 0, 1, 1)
+    chained = np.zeros(n, np.float32)
+    cvm.run(chain.code(), [x, chained])
+    for out in (unfused, chained):
+        np.testing.assert_array_equal(out[one], want[one])
+        np.testing.assert_allclose(out[~one], want[~one], rtol=3e-7)
+        assert np.all(np.abs(out) <= 1)
+    np.testing.assert_array_equal(unfused, chained)
+
+
 def test_unavailable_reason_is_a_string():
     assert cvm.available() and cvm.why_unavailable() == "" and cvm.cpu_count() >= 1
 
