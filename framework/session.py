@@ -296,7 +296,10 @@ def _check_value(name: str, t, value, bound: dict):
             raise InputTypeError(f"input {name!r}: cannot convert {type(value).__name__} to "
                                  f"{type_string(t.dtype)}: {e}") from None
     if t.dtype is not None and arr.dtype != t.dtype:
-        raise InputTypeError(f"input {name!r}: expected {type_string(t.dtype)}, got {type_string(arr.dtype)}")
+        if isinstance(arr, np.ndarray) and arr.dtype.newbyteorder("=") == t.dtype:
+            arr = arr.astype(t.dtype)  # the same values in the other byte order ('>f4' read from a file)
+        else:
+            raise InputTypeError(f"input {name!r}: expected {type_string(t.dtype)}, got {type_string(arr.dtype)}")
     if t.shape is None:
         return arr
     if arr.ndim != len(t.shape):

@@ -98,6 +98,8 @@ def test_bad_feeds(mode):
         s.run(["nope"], ok)
     with pytest.raises(InputNameError):
         s.run(None, [ok["x"]])
+    swapped = np.array([[-1, 2, 3], [4, -5, 6]], ">f4")  # float32 in the other byte order: the same values
+    np.testing.assert_array_equal(s.run(None, {**ok, "x": swapped})[0], swapped.astype(np.float32) + 1)
 
 
 def test_symbolic_dim_bound_consistently():
