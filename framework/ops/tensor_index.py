@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import KernelError
+from ..errors import KernelError, ShapeError
 from ..ir import TensorType
 from .infer import norm_axis, same
 from .registry import Fusion, op
@@ -198,14 +198,18 @@ def _infer_onehot(ctx, idx, depth, values):
         raise ValueError("depth unknown")
     rank = len(idx.shape) + 1
     axis = norm_axis(ctx["axis"], rank)
-    shape = list(idx.shape)
-    shape.insert(axis, int(np.asarray(d).reshape(-1)[0]))
+    shape, depth = list(idx.shape), int(np.asarray(d).reshape(-1)[0])
+    if depth < 0:
+        raise ShapeError(f"depth is negative ({depth})")
+    shape.insert(axis, depth)
     return TensorType(values.dtype, shape)
 
 
 @op("OneHot", since=9, attrs={"axis": -1}, infer=_infer_onehot)
 def _onehot(ctx, indices, depth, values):
     d = int(np.asarray(depth).reshape(-1)[0])
+    if d < 0:
+        raise KernelError(f"OneHot: depth is negative ({d})")
     axis = norm_axis(ctx["axis"], indices.ndim + 1)
     idx = np.trunc(indices) if indices.dtype.kind == "f" else indices
     idx = np.asarray(idx).astype(np.int64)

@@ -68,6 +68,12 @@ def test_reduce_infer_attr_and_input_forms():
     assert infer("ReduceMax", x, opset=18, keepdims=0) == TensorType(F32, ())
 
 
+def test_one_hot_of_a_negative_constant_depth_is_a_shape_error():
+    with pytest.raises(ShapeError, match="depth is negative"):
+        infer("OneHot", TensorType(np.int64, (2,)), TensorType(np.int64, ()), TensorType(F32, (2,)), opset=11,
+              consts={1: -3})
+
+
 def test_reduce_prod_of_shape_stays_symbolic():
     x = Value(TensorType(F32, (B, S, 4)), "x")
     shape = Value(UNKNOWN, "shape")

@@ -306,6 +306,8 @@ def test_misc_kernels():
     assert run("CumSum", np.array([1, 2, 3]), np.array(0), exclusive=1, reverse=1).tolist() == [5, 3, 0]
     assert run("OneHot", np.array([0, -1, 5]), np.array(3), np.array([0, 1])).tolist() == \
         [[1, 0, 0], [0, 0, 1], [0, 0, 0]]
+    with pytest.raises(framework.errors.KernelError, match="depth is negative"):  # onnxruntime refuses it too
+        run("OneHot", np.array([0, 1]), np.array(-3), np.array([0, 1]))
     assert run("Range", np.array(10), np.array(4), np.array(-2)).tolist() == [10, 8, 6]
     assert run("NonZero", np.array([[1, 0], [0, 2]])).tolist() == [[0, 1], [0, 1]]
 
