@@ -42,7 +42,15 @@ def _run_backward(tape: Trace, nodes, constants) -> dict:
 def _differentiate(fn, args, positions, weights, has_aux, sens):
     outer = current_trace()
     graph_mode = outer is not None and not outer.eager
+    if outer is not None and outer.eager:
+        # the inner backward would run outside the outer tape, which would then see its result as a constant
+        # (a gradient of zero): refused rather than wrong
+        raise GradError("a gradient of a gradient is not supported in PyNative mode: run the outer function "
+                        "under framework.jit (graph mode differentiates the inner backward)")
     tape = outer if graph_mode else Trace(eager=True, name="tape")
+    bad = [i for i in positions if not -len(args) <= i < len(args)]
+    if bad:
+        raise GradError(f"grad_position {bad[0]} is out of range for {len(args)} argument(s)")
     args = [a if isinstance(a, Tensor) else wrap(a) for a in args]
     for i in positions:  # a tensor passed at several positions: each differentiated one is its own leaf
         if any(args[i] is args[j] for j in range(len(args)) if j != i):
@@ -62,6 +70,9 @@ def _differentiate(fn, args, positions, weights, has_aux, sens):
         seed = None if sens is None else tape.value_of(wrap(sens))
     if not differentiable(y):
         raise GradError(f"cannot differentiate an output of dtype {y.type.dtype}")
+    if seed is not None and not _same_shape(seed.type.shape, y.type.shape):
+        raise GradError(f"the sensitivity's shape {tuple(seed.type.shape)} is not the output's "
+                        f"{tuple(y.type.shape)}")
     size = np.prod([int(d) if isinstance(d, (int, np.integer)) else 2 for d in y.type.shape])
     if sens is None and size != 1:
         raise GradError(
@@ -91,6 +102,13 @@ def _differentiate(fn, args, positions, weights, has_aux, sens):
         wrapped = [Tensor(env[g]) for g in grads]
     pos, wts = wrapped[: len(positions)], tuple(wrapped[len(positions) :])
     return out, pos, wts
+
+
+def _same_shape(a, b) -> bool:
+    """Shapes equal where both dims are known (a symbolic dim matches any)."""
+    return a is None or b is None or (len(a) == len(b) and all(
+        not isinstance(x, (int, np.integer)) or not isinstance(y, (int, np.integer)) or x == y
+        for x, y in zip(a, b)))
 
 
 def _format(pos, wts, grad_position, weights):

@@ -115,6 +115,50 @@ def test_clear_autograd_errors(graph):
         framework.grad(lambda x: ops.argmax(x), 0)(Tensor(arr(3)))
 
 
+@pytest.mark.parametrize("graph", _modes())
+def test_more_autograd_misuse_is_refused(graph):
+    with pytest.raises(GradError, match=r"sensitivity's shape \(2, 2\) is not the output's \(3, 4\)"):
+        _maybe_jit(framework.grad(lambda x: x * 2.0, 0, sens_param=True), graph)(Tensor(arr(3, 4)),
+                                                                                 Tensor(arr(2, 2)))
+    with pytest.raises(GradError, match="grad_position 1 is out of range for 1 argument"):
+        _maybe_jit(framework.grad(lambda x: ops.reduce_sum(x), 1), graph)(Tensor(arr(3)))
+
+
+def test_a_gradient_of_a_gradient_runs_in_graph_mode_and_is_refused_in_pynative():
+    """PyNative's inner backward ran outside the outer tape, which saw a constant: zeros, silently."""
+    def outer(a):
+        return ops.reduce_sum(framework.grad(lambda b: ops.reduce_sum(b * b * b), 0)(a))
+    x = arr(4)
+    d2 = framework.jit(lambda a: framework.grad(outer, 0)(a))(Tensor(x))
+    np.testing.assert_allclose(d2.asnumpy(), 6 * x, rtol=1e-5)
+    with pytest.raises(GradError, match="gradient of a gradient.*framework.jit"):
+        framework.grad(outer, 0)(Tensor(x))
+
+
+@pytest.mark.parametrize("graph", _modes())
+def test_values_reached_only_through_integers_are_constants(graph):
+    """ones_like(x) (through Shape) and one_hot(argmax(x)) depend on x only through integers: no gradient
+    flows there, so no rule is looked up for ConstantOfShape or OneHot."""
+    x = arr(2, 3)
+    g = _maybe_jit(framework.grad(lambda a: ops.reduce_sum(ops.ones_like(a) * a), 0), graph)(Tensor(x))
+    np.testing.assert_array_equal(g.asnumpy(), np.ones((2, 3)))
+    hot = (x == x.max(axis=1, keepdims=True)).astype(np.float32)
+    g = _maybe_jit(framework.grad(lambda a: ops.reduce_sum(ops.one_hot(ops.argmax(a, -1), 3) * a), 0),
+                   graph)(Tensor(x))
+    np.testing.assert_array_equal(g.asnumpy(), hot)
+
+
+def test_pynative_shape_mistakes_are_typed_errors():
+    """Graph mode's shape inference raises ShapeError; PyNative runs kernels directly, and numpy's own
+    complaint becomes a KernelError naming the op and the shapes (a layer's own check stays a ShapeError)."""
+    with pytest.raises(framework.errors.KernelError, match=r"Add of inputs shaped \[\(3, 4\), \(3, 5\)\]"):
+        Tensor(arr(3, 4)) + Tensor(arr(3, 5))
+    with pytest.raises(framework.errors.KernelError, match="MatMul"):
+        ops.matmul(Tensor(arr(3, 4)), Tensor(arr(5, 2)))
+    with pytest.raises(ShapeError, match=r"'Dense' \(Dense\).*input is a scalar"):
+        framework.nn.Dense(4, 2)(Tensor(np.float32(1.0)))
+
+
 def test_jit_compiles_once_per_signature_and_dynamic_dims_once():
     w = Parameter(arr(5, 2), "w")
     f = framework.jit(lambda x: ops.relu(x @ w))
