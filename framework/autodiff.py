@@ -22,6 +22,12 @@ def differentiable(v: Value | None) -> bool:
     return t.dtype.kind == "f" or (t.dtype.kind == "V" and "float" in t.dtype.name)
 
 
+def _integral(v: Value) -> bool:
+    """A tensor of a known dtype that carries no gradient (int, bool, string); sequences may carry one."""
+    t = v.type
+    return isinstance(t, TensorType) and t.dtype is not None and not differentiable(v)
+
+
 def _reads(n: Node) -> list[Value]:
     """A node's inputs plus what its subgraphs capture."""
     captured = [v for g in subgraphs_of(n) for v in captured_values(g)]
@@ -39,7 +45,9 @@ def path_nodes(nodes: Sequence[Node], ys: Sequence[Value], xs: Sequence[Value]) 
     for n in nodes:
         if not any(o in leaves for o in n.outputs) and any(v in active for v in _reads(n)):
             forward.append(n)
-            active.update(n.outputs)
+            # an integer or bool result (Shape, ArgMax, a comparison) carries no gradient: what depends on x
+            # only through it (ones_like, OneHot of an argmax) is a constant here, not a rule to look up
+            active.update(o for o in n.outputs if not _integral(o))
     needed, path = set(ys), []
     for n in reversed(forward):
         if any(o in needed for o in n.outputs):
