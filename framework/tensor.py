@@ -12,7 +12,7 @@ import threading
 
 import numpy as np
 
-from .errors import GradError, MsgxError, ShapeError
+from .errors import GradError, KernelError, MsgxError, ShapeError
 from .graph_builder import OPSET, Builder
 from .ir import Node, TensorType, Value, symbol
 from .passes import attr_key
@@ -89,9 +89,8 @@ def apply(op: str, *inputs: "Tensor | None", outputs: int = 1, domain: str = "",
     """Apply a registry op to tensors (None = omitted input); a Tensor, or a tuple when outputs > 1."""
     tr = current_trace()
     if tr is None:
-        results = kernel_for(op, domain, opset, attrs, outputs)(
-            *(None if t is None else t._data for t in inputs)
-        )
+        arrays = [None if t is None else t._data for t in inputs]
+        results = _run_eager(op, domain, opset, attrs, outputs, arrays)
         outs = tuple(Tensor(r) for r in results)
     else:
         vals = [None if t is None else tr.value_of(t) for t in inputs]
@@ -99,9 +98,8 @@ def apply(op: str, *inputs: "Tensor | None", outputs: int = 1, domain: str = "",
         got = tr.b.op(op, *vals, outputs=outputs, domain=domain, **attrs)
         got = got if isinstance(got, tuple) else (got,)
         if tr.eager:
-            results = kernel_for(op, domain, opset, attrs, outputs)(
-                *(None if v is None else tr.env[v] for v in vals)
-            )
+            arrays = [None if v is None else tr.env[v] for v in vals]
+            results = _run_eager(op, domain, opset, attrs, outputs, arrays)
             for v, r in zip(got, results):
                 tr.env[v] = r
                 if r.dtype.kind != "f":
@@ -110,6 +108,18 @@ def apply(op: str, *inputs: "Tensor | None", outputs: int = 1, domain: str = "",
         else:
             outs = tuple(Tensor(None, _value=v, _trace=tr) for v in got)
     return outs[0] if outputs == 1 else outs
+
+
+def _run_eager(op, domain, opset, attrs, outputs, arrays):
+    """The op's kernel on arrays. PyNative runs no shape inference first: numpy's own complaint about the
+    operands (a broadcast, a matmul's inner dims) becomes a KernelError, typed as graph mode's checks are."""
+    try:
+        return kernel_for(op, domain, opset, attrs, outputs)(*arrays)
+    except MsgxError:
+        raise
+    except (ValueError, IndexError, TypeError) as e:
+        shapes = [None if a is None else tuple(np.shape(a)) for a in arrays]
+        raise KernelError(f"{op} of inputs shaped {shapes}: {e}") from None
 
 
 def _dims(shape):

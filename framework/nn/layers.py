@@ -19,7 +19,9 @@ def _uniform(shape, bound):
 
 
 def _check_last(layer: str, x: Tensor, want: int, what: str) -> None:
-    got = x.shape[-1] if x.ndim else None
+    if x.ndim == 0:
+        raise ShapeError(f"{layer}: input is a scalar, expected a last dim of {what} {want}")
+    got = x.shape[-1]
     if isinstance(got, int) and got != want:
         raise ShapeError(
             f"{layer}: input's last dim is {got}, expected {what} {want} (input shape " f"{tuple(x.shape)})"
