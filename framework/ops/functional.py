@@ -262,11 +262,15 @@ def dense(x, weight, bias=None):
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, group=1, pad_mode="pad"):
-    """NCHW convolution; pad_mode "same" pads to ceil(H / stride) outputs, "valid" not at all."""
-    s, p, d = (_two(v) for v in (stride, padding, dilation))
-    pads = {"same": {"auto_pad": "SAME_UPPER"}, "valid": {"pads": (0, 0, 0, 0)}}.get(
-        pad_mode, {"pads": p + p}
-    )
+    """NCHW convolution; pad_mode "same" pads to ceil(H / stride) outputs, "valid" not at all, "pad" by
+    `padding`: one value for every side, (h, w), or MindSpore's (top, bottom, left, right)."""
+    s, d = _two(stride), _two(dilation)
+    if isinstance(padding, (tuple, list)) and len(padding) == 4:
+        top, bottom, left, right = (int(v) for v in padding)
+        p = (top, left, bottom, right)  # ONNX's order: every axis's start, then every axis's end
+    else:
+        p = _two(padding) * 2
+    pads = {"same": {"auto_pad": "SAME_UPPER"}, "valid": {"pads": (0, 0, 0, 0)}}.get(pad_mode, {"pads": p})
     return apply(
         "Conv",
         wrap(x),

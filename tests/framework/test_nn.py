@@ -81,6 +81,15 @@ def _conv_ref(x, w, stride, pad):
     return y
 
 
+def test_conv2d_takes_mindspore_style_four_side_padding():
+    """padding=(top, bottom, left, right), as MindSpore's Conv2d takes it (it was doubled into 8 pads)."""
+    img = arr(1, 2, 5, 5)
+    c = nn.Conv2d(2, 3, 3, pad_mode="pad", padding=(1, 2, 0, 3), has_bias=False)
+    padded = np.pad(img, ((0, 0), (0, 0), (1, 2), (0, 3)))
+    np.testing.assert_allclose(c(Tensor(img)).asnumpy(), _conv_ref(padded, c.weight.asnumpy(), 1, 0),
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_layers_match_formulas():
     x = arr(2, 5)
     d = nn.Dense(5, 3)
