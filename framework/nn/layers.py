@@ -136,7 +136,9 @@ class BatchNorm2d(Cell):
 
 
 class LayerNorm(Cell):
-    """Normalises over the trailing `normalized_shape` dims."""
+    """Normalises over the trailing `normalized_shape` dims (gamma and beta have that shape), or from
+    `begin_norm_axis` on where one is given (MindSpore's: LayerNorm((20,), begin_norm_axis=1) on [N, 10, 20]
+    normalises over the last two dims and scales along the last)."""
 
     def __init__(self, normalized_shape, begin_norm_axis: int = -1, epsilon: float = 1e-5):
         super().__init__()
@@ -151,7 +153,8 @@ class LayerNorm(Cell):
             raise ShapeError(
                 f"LayerNorm: input shape {tuple(x.shape)} does not end with {self.normalized_shape}"
             )
-        return ops.layer_norm(x, self.gamma, self.beta, -len(self.normalized_shape), self.epsilon)
+        axis = self.axis if self.axis != -1 else -len(self.normalized_shape)
+        return ops.layer_norm(x, self.gamma, self.beta, axis, self.epsilon)
 
 
 class Dropout(Cell):

@@ -90,6 +90,17 @@ def test_conv2d_takes_mindspore_style_four_side_padding():
                                rtol=1e-4, atol=1e-5)
 
 
+def test_layer_norm_honours_begin_norm_axis():
+    """MindSpore's begin_norm_axis: the statistics span every dim from it on (it was stored and ignored)."""
+    x = arr(2, 10, 20)
+    ln = nn.LayerNorm((20,), begin_norm_axis=1)
+    mean, var = x.mean(axis=(1, 2), keepdims=True), x.var(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(ln(Tensor(x)).asnumpy(), (x - mean) / np.sqrt(var + 1e-5), rtol=1e-4, atol=1e-5)
+    last = nn.LayerNorm((20,))(Tensor(x)).asnumpy()
+    mean, var = x.mean(axis=-1, keepdims=True), x.var(axis=-1, keepdims=True)
+    np.testing.assert_allclose(last, (x - mean) / np.sqrt(var + 1e-5), rtol=1e-4, atol=1e-5)
+
+
 def test_layers_match_formulas():
     x = arr(2, 5)
     d = nn.Dense(5, 3)
