@@ -224,7 +224,16 @@ class MaxPool2d(_Pool):
 
 
 class AvgPool2d(_Pool):
-    fn = staticmethod(ops.avg_pool2d)
+    """Average pooling; the zero padding counts in each window's average unless count_include_pad=False."""
+
+    def __init__(self, kernel_size=1, stride=None, padding=0, count_include_pad: bool = True):
+        super().__init__(kernel_size, stride, padding)
+        self.count_include_pad = count_include_pad
+
+    def construct(self, x):
+        if x.ndim != 4:
+            raise ShapeError(f"AvgPool2d: expected an NCHW input, got shape {tuple(x.shape)}")
+        return ops.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.count_include_pad)
 
 
 class Flatten(Cell):

@@ -295,11 +295,12 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     )
 
 
-def avg_pool2d(x, kernel_size, stride=None, padding=0):
+def avg_pool2d(x, kernel_size, stride=None, padding=0, count_include_pad: bool = True):
+    """Windows averaged over kernel_size elements, the zero padding counted (MindSpore's and PyTorch's
+    default), or over the elements inside the input with count_include_pad=False (ONNX's default)."""
     k = _two(kernel_size)
-    return apply(
-        "AveragePool", wrap(x), kernel_shape=k, strides=_two(stride or kernel_size), pads=_two(padding) * 2
-    )
+    return apply("AveragePool", wrap(x), kernel_shape=k, strides=_two(stride or kernel_size),
+                 pads=_two(padding) * 2, count_include_pad=int(count_include_pad))
 
 
 def layer_norm(x, gamma, beta, axis: int = -1, epsilon: float = 1e-5):

@@ -101,6 +101,14 @@ def test_layer_norm_honours_begin_norm_axis():
     np.testing.assert_allclose(last, (x - mean) / np.sqrt(var + 1e-5), rtol=1e-4, atol=1e-5)
 
 
+def test_avg_pool_counts_the_padding_unless_told_not_to():
+    """MindSpore's and PyTorch's AvgPool2d default: a padded window averages over all kernel elements."""
+    x = np.ones((1, 1, 2, 2), np.float32)
+    corner = nn.AvgPool2d(2, 2, 1)(Tensor(x)).asnumpy()[0, 0, 0, 0]   # one input element in a 2x2 window
+    assert corner == 0.25
+    assert nn.AvgPool2d(2, 2, 1, count_include_pad=False)(Tensor(x)).asnumpy()[0, 0, 0, 0] == 1.0
+
+
 def test_layers_match_formulas():
     x = arr(2, 5)
     d = nn.Dense(5, 3)
